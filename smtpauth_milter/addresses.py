@@ -1,0 +1,195 @@
+"""Parse envelope addresses the way the MTA does, and normalise them. Pure.
+
+Postfix and Sendmail hand the milter the MAIL FROM / RCPT TO argument as the
+client typed it: ``<alice@example.com>``, ``<The Postmaster <pm@example.com>>``,
+``<@relay.test:pm@example.com>``, ``alice@example.com``.  The address the MTA
+will use is the innermost bracketed one with any source route dropped.
+Anything we cannot read with certainty raises :class:`AddressError`; callers
+must refuse such a sender rather than treat it as "not local".
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import idna
+
+__all__ = [
+    "Address",
+    "AddressError",
+    "domain_name",
+    "normalise",
+    "normalise_local",
+    "parse_address",
+    "parse_path",
+]
+
+MAX_PATH_LENGTH = 1024
+MAX_DOMAIN_LENGTH = 253
+
+# Characters that may not stand unquoted in a local part (RFC 5322 specials
+# plus white space).  Everything else, including UTF-8 (SMTPUTF8), is allowed:
+# the MTA accepted the address, so a stricter parser would only bounce mail.
+_UNQUOTED_SPECIALS = frozenset('()<>[]\\,;:@" \t')
+_ATEXT_RE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff]+")
+_LDH_LABEL_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+class AddressError(ValueError):
+    """An address, path or domain that cannot be parsed with certainty."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A parsed address: the local part as sent (unquoted), the domain normalised."""
+
+    local: str
+    domain: str
+
+    def __str__(self) -> str:
+        return f"{_render_local(self.local)}@{self.domain}"
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch).startswith("C") for ch in text)
+
+
+def domain_name(name: str) -> str:
+    """Normalise a domain name: lower case, one trailing dot dropped, IDNA (xn--)."""
+    text = name.strip()
+    text = text.removesuffix(".")
+    if not text or _has_control(text):
+        raise AddressError(f"not a domain name: {name!r}")
+    if text.isascii():
+        ascii_name = text.lower()
+    else:
+        try:
+            ascii_name = idna.encode(text, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise AddressError(f"not a valid internationalised domain name: {name!r}") from exc
+    labels = ascii_name.split(".")
+    if len(ascii_name) > MAX_DOMAIN_LENGTH or not all(_LDH_LABEL_RE.fullmatch(x) for x in labels):
+        raise AddressError(f"not a domain name: {name!r}")
+    return ascii_name
+
+
+def _domain_part(text: str) -> str:
+    if text.startswith("[") and text.endswith("]") and len(text) > 2:
+        literal = text[1:-1]
+        if any(ch in "[]\\" or ch.isspace() for ch in literal):
+            raise AddressError(f"bad address literal: {text!r}")
+        return "[" + literal.lower() + "]"
+    return domain_name(text)
+
+
+def _quote_scan(text: str) -> list[tuple[int, str]]:
+    """Positions of the characters of ``text`` that stand outside quoted strings."""
+    outside: list[tuple[int, str]] = []
+    quoted = escaped = False
+    for pos, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif not quoted:
+            outside.append((pos, ch))
+    if quoted or escaped:
+        raise AddressError("unterminated quoted string")
+    return outside
+
+
+def _innermost_bracketed(text: str) -> str:
+    brackets = [(pos, ch) for pos, ch in _quote_scan(text) if ch in "<>"]
+    if not brackets:
+        return text
+    depth = 0
+    innermost: list[tuple[int, int]] = []
+    for index, (pos, ch) in enumerate(brackets):
+        depth += 1 if ch == "<" else -1
+        if depth < 0:
+            raise AddressError("unbalanced angle brackets")
+        if ch == "<" and index + 1 < len(brackets) and brackets[index + 1][1] == ">":
+            innermost.append((pos, brackets[index + 1][0]))
+    if depth != 0 or len(innermost) != 1:
+        raise AddressError("angle brackets do not enclose exactly one address")
+    start, end = innermost[0]
+    return text[start + 1 : end]
+
+
+def _drop_source_route(text: str) -> str:
+    if not text.startswith("@"):
+        return text
+    route, sep, rest = text.partition(":")
+    if not sep:
+        raise AddressError("source route without ':'")
+    for hop in route.split(","):
+        if not hop.startswith("@"):
+            raise AddressError("bad source route")
+        _domain_part(hop[1:])
+    return rest
+
+
+def _unquote(quoted: str) -> str:
+    body = quoted[1:-1]
+    return re.sub(r"\\(.)", r"\1", body)
+
+
+def _split_local_domain(text: str) -> tuple[str, str]:
+    if text.startswith('"'):
+        outside = _quote_scan(text)
+        close = next((pos for pos, ch in outside if ch == "@"), -1)
+        if close < 2 or text[close - 1] != '"' or any(pos < close for pos, _ in outside):
+            raise AddressError("a quoted local part must be followed by '@'")
+        local = _unquote(text[:close])
+        domain = text[close + 1 :]
+    else:
+        local, sep, domain = text.partition("@")
+        if not sep:
+            raise AddressError("address has no domain")
+        if not local or any(ch in _UNQUOTED_SPECIALS for ch in local):
+            raise AddressError("bad characters in local part")
+    if "@" in domain:
+        raise AddressError("more than one '@'")
+    return local, _domain_part(domain)
+
+
+def parse_address(text: str) -> Address:
+    """Parse a bare ``local@domain`` (no brackets, no route)."""
+    if len(text) > MAX_PATH_LENGTH or _has_control(text):
+        raise AddressError("address too long or contains control characters")
+    local, domain = _split_local_domain(text.strip())
+    return Address(local, domain)
+
+
+def parse_path(raw: str) -> Address | None:
+    """Parse a MAIL FROM / RCPT TO argument. ``None`` is the null sender ``<>``."""
+    if len(raw) > MAX_PATH_LENGTH or _has_control(raw):
+        raise AddressError("path too long or contains control characters")
+    inner = _innermost_bracketed(raw.strip()).strip()
+    if not inner:
+        return None
+    return parse_address(_drop_source_route(inner))
+
+
+def _render_local(local: str) -> str:
+    if all(_ATEXT_RE.fullmatch(atom) for atom in local.split(".")):
+        return local
+    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def normalise_local(local: str, delimiter: str) -> str:
+    """Lower-case a local part and cut a sub-address at the first delimiter."""
+    folded = local.lower()
+    cut = min((folded.find(ch) for ch in delimiter if ch in folded), default=-1)
+    if cut > 0:
+        folded = folded[:cut]
+    return folded
+
+
+def normalise(address: Address, delimiter: str) -> str:
+    """The canonical form used for every comparison: ``alice+x@Ex.com`` -> ``alice@ex.com``."""
+    return f"{_render_local(normalise_local(address.local, delimiter))}@{address.domain}"

@@ -1,0 +1,110 @@
+"""Configuration in one frozen object. Precedence: flag > environment > file > default."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_SOCKET = "inet:8894@127.0.0.1"
+DEFAULT_MAX_STALE = 300.0
+DEFAULT_REFRESH = 0.5
+LOG_LEVELS = ("debug", "info", "warning", "error")
+FILE_KEYS = frozenset({"db", "socket", "max-stale", "refresh", "log-level", "syslog"})
+
+_SOCKET_RE = re.compile(
+    r"(?:inet:(\d{1,5})@[A-Za-z0-9._-]+|inet6:(\d{1,5})@[0-9A-Za-z:.\[\]_-]+|(?:unix|local):/\S+)"
+)
+
+
+def default_db_url() -> str:
+    """A SQLite file that works without root: /var/lib for root, XDG data home otherwise."""
+    if os.geteuid() == 0:
+        base = Path("/var/lib/smtpauth-milter")
+    else:
+        data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        base = Path(data_home) / "smtpauth-milter"
+    return f"sqlite:///{base / 'store.sqlite'}"
+
+
+def check_socket(spec: str) -> str:
+    match = _SOCKET_RE.fullmatch(spec)
+    port = next((g for g in match.groups() if g), None) if match else None
+    if match is None or (port is not None and not 0 < int(port) < 65536):
+        raise ConfigError(f"bad socket {spec!r}: use inet:PORT@HOST, inet6:PORT@HOST or unix:/path")
+    return spec
+
+
+def unix_socket_path(spec: str) -> Path | None:
+    kind, _, rest = spec.partition(":")
+    return Path(rest) if kind in ("unix", "local") else None
+
+
+def read_file(path: str | None) -> dict[str, Any]:
+    """The settings of a TOML config file; unknown keys are an error, not a surprise."""
+    if path is None:
+        return {}
+    try:
+        with Path(path).open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"bad config file {path}: {exc}") from exc
+    unknown = set(data) - FILE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in config file {path}: {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(FILE_KEYS))}"
+        )
+    return data
+
+
+def pick(flag: Any, file: Mapping[str, Any], key: str, default: Any) -> Any:
+    """flag (click has already folded in the environment) > file > default."""
+    if flag is not None:
+        return flag
+    return file.get(key, default)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    db: str
+    socket: str
+    max_stale: float
+    refresh: float
+    log_level: str
+    syslog: bool
+
+    @classmethod
+    def resolve(cls, db: str, flags: Mapping[str, Any], file: Mapping[str, Any]) -> RunConfig:
+        config = cls(
+            db=db,
+            socket=str(pick(flags.get("socket"), file, "socket", DEFAULT_SOCKET)),
+            max_stale=_number(
+                pick(flags.get("max_stale"), file, "max-stale", DEFAULT_MAX_STALE), "max-stale"
+            ),
+            refresh=_number(
+                pick(flags.get("refresh"), file, "refresh", DEFAULT_REFRESH), "refresh"
+            ),
+            log_level=str(pick(flags.get("log_level"), file, "log-level", "info")).lower(),
+            syslog=bool(pick(flags.get("syslog"), file, "syslog", False)),
+        )
+        check_socket(config.socket)
+        if config.log_level not in LOG_LEVELS:
+            raise ConfigError(f"bad log level {config.log_level!r}: use {', '.join(LOG_LEVELS)}")
+        if not 0.05 <= config.refresh <= 60:
+            raise ConfigError("refresh must be between 0.05 and 60 seconds")
+        return config
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{key} must be a non-negative number of seconds, not {value!r}")
+    return float(value)

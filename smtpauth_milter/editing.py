@@ -1,0 +1,165 @@
+"""The edits the CLI makes, each on an open session inside one transaction.
+
+Every value is validated before anything is written; a bad one raises a
+:class:`SettingError` and the caller's transaction rolls back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from .addresses import AddressError, domain_name
+from .errors import SettingError
+from .models import Domain, DomainSetting, GlobalSetting, SendAsGrant, TrustedNetwork
+from .networks import parse_cidr
+from .settings import (
+    SETTINGS,
+    Source,
+    canonical_value,
+    effective,
+    grant_login,
+    grant_target,
+    setting,
+)
+
+
+def local_domain(name: str) -> str:
+    try:
+        return domain_name(name)
+    except AddressError as exc:
+        raise SettingError(str(exc)) from exc
+
+
+def _domain(session: Session, name: str) -> Domain:
+    found = session.scalar(select(Domain).where(Domain.name == local_domain(name)))
+    if found is None:
+        raise SettingError(f"unknown domain {name!r}: add it with `smtpauth-milter domain add`")
+    return found
+
+
+# --- domains ---------------------------------------------------------------
+
+
+def add_domains(session: Session, names: Iterable[str]) -> list[str]:
+    """Add local domains; adding one that exists already is not an error."""
+    wanted = list(dict.fromkeys(local_domain(name) for name in names))
+    existing = set(session.scalars(select(Domain.name).where(Domain.name.in_(wanted))))
+    session.add_all(Domain(name=name) for name in wanted if name not in existing)
+    return [name for name in wanted if name not in existing]
+
+
+def remove_domains(session: Session, names: Iterable[str]) -> None:
+    for name in list(names):
+        session.delete(_domain(session, name))
+
+
+def list_domains(session: Session) -> list[str]:
+    return list(session.scalars(select(Domain.name).order_by(Domain.name)))
+
+
+# --- settings --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShownSetting:
+    key: str
+    value: str
+    source: Source
+
+
+def set_setting(session: Session, key: str, value: str, domain: str | None = None) -> str:
+    stored = canonical_value(key, value, domain=domain is not None)
+    if domain is None:
+        session.merge(GlobalSetting(key=key, value=stored))
+    else:
+        session.merge(DomainSetting(domain_id=_domain(session, domain).id, key=key, value=stored))
+    return stored
+
+
+def unset_setting(session: Session, key: str, domain: str | None = None) -> None:
+    setting(key, domain=domain is not None)
+    if domain is None:
+        session.execute(delete(GlobalSetting).where(GlobalSetting.key == key))
+    else:
+        found = _domain(session, domain)
+        session.execute(
+            delete(DomainSetting).where(
+                DomainSetting.domain_id == found.id, DomainSetting.key == key
+            )
+        )
+
+
+def global_values(session: Session) -> dict[str, str]:
+    return dict(session.execute(select(GlobalSetting.key, GlobalSetting.value)).all())
+
+
+def show_settings(session: Session, domain: str | None = None) -> list[ShownSetting]:
+    """Every effective value and where it comes from."""
+    glob = global_values(session)
+    overrides = None
+    if domain is not None:
+        found = _domain(session, domain)
+        overrides = {row.key: row.value for row in found.settings}
+    return [ShownSetting(key, *effective(key, glob, overrides)) for key in SETTINGS]
+
+
+# --- send-as grants --------------------------------------------------------
+
+
+def allow(session: Session, login: str, target: str) -> tuple[str, str]:
+    pair = grant_login(login), grant_target(target)
+    exists = session.scalar(
+        select(SendAsGrant).where(SendAsGrant.login == pair[0], SendAsGrant.target == pair[1])
+    )
+    if exists is None:
+        session.add(SendAsGrant(login=pair[0], target=pair[1]))
+    return pair
+
+
+def revoke(session: Session, login: str, target: str) -> None:
+    pair = grant_login(login), grant_target(target)
+    removed = session.execute(
+        delete(SendAsGrant).where(SendAsGrant.login == pair[0], SendAsGrant.target == pair[1])
+    )
+    if not getattr(removed, "rowcount", 0):
+        raise SettingError(f"no grant lets {pair[0]} send as {pair[1]}")
+
+
+def list_grants(session: Session, login: str | None = None) -> list[tuple[str, str]]:
+    query = select(SendAsGrant.login, SendAsGrant.target).order_by(
+        SendAsGrant.login, SendAsGrant.target
+    )
+    if login is not None:
+        query = query.where(SendAsGrant.login == grant_login(login))
+    return list(session.execute(query).all())
+
+
+# --- trusted networks ------------------------------------------------------
+
+
+def add_network(session: Session, cidr: str, comment: str = "") -> str:
+    text = str(parse_cidr(cidr))
+    if not comment.isprintable():
+        raise SettingError("a network comment must be printable text on one line")
+    found = session.scalar(select(TrustedNetwork).where(TrustedNetwork.cidr == text))
+    if found is None:
+        session.add(TrustedNetwork(cidr=text, comment=comment))
+    else:
+        found.comment = comment
+    return text
+
+
+def remove_network(session: Session, cidr: str) -> None:
+    text = str(parse_cidr(cidr))
+    removed = session.execute(delete(TrustedNetwork).where(TrustedNetwork.cidr == text))
+    if not getattr(removed, "rowcount", 0):
+        raise SettingError(f"network {text} is not trusted")
+
+
+def list_networks(session: Session) -> list[tuple[str, str]]:
+    rows = session.execute(select(TrustedNetwork.cidr, TrustedNetwork.comment)).all()
+    return sorted(rows, key=lambda row: (parse_cidr(row[0]).version, parse_cidr(row[0])))

@@ -1,0 +1,17 @@
+"""The errors a user can cause or meet; each carries one clear line."""
+
+
+class SmtpauthError(Exception):
+    """Base class: the message is shown to the user as one line."""
+
+
+class SettingError(SmtpauthError):
+    """A setting key or value that is not valid."""
+
+
+class StoreError(SmtpauthError):
+    """The store cannot be reached, read, or is at the wrong schema."""
+
+
+class ConfigError(SmtpauthError):
+    """A bad configuration file or option."""

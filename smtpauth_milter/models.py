@@ -1,0 +1,85 @@
+"""The store's tables as typed SQLAlchemy 2 models. The schema is owned by migrations/."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from sqlalchemy import ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+IntPk = Annotated[int, mapped_column(Integer, primary_key=True)]
+SettingKey = Annotated[str, mapped_column(String(64), primary_key=True)]
+SettingValue = Annotated[str, mapped_column(Text, nullable=False)]
+AddressText = Annotated[str, mapped_column(String(320), nullable=False)]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Domain(Base):
+    """A local domain, stored lower-case in its ASCII (IDNA) form."""
+
+    __tablename__ = "domain"
+
+    id: Mapped[IntPk]
+    name: Mapped[str] = mapped_column(String(253), unique=True, nullable=False)
+    settings: Mapped[list[DomainSetting]] = relationship(
+        back_populates="domain", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class GlobalSetting(Base):
+    __tablename__ = "global_setting"
+
+    key: Mapped[SettingKey]
+    value: Mapped[SettingValue]
+
+
+class DomainSetting(Base):
+    """A per-domain override of a domain-scoped setting."""
+
+    __tablename__ = "domain_setting"
+
+    domain_id: Mapped[int] = mapped_column(
+        ForeignKey("domain.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[SettingKey]
+    value: Mapped[SettingValue]
+    domain: Mapped[Domain] = relationship(back_populates="settings")
+
+
+class TrustedNetwork(Base):
+    __tablename__ = "trusted_network"
+
+    id: Mapped[IntPk]
+    cidr: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    comment: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+
+class SendAsGrant(Base):
+    """``login`` may send as ``target``: an exact address or ``@domain``."""
+
+    __tablename__ = "send_as_grant"
+    __table_args__ = (UniqueConstraint("login", "target", name="uq_send_as_grant_login_target"),)
+
+    id: Mapped[IntPk]
+    login: Mapped[AddressText]
+    target: Mapped[AddressText]
+
+
+class StoreState(Base):
+    """One row whose serial every write bumps: milters poll it to know when to reload."""
+
+    __tablename__ = "store_state"
+
+    id: Mapped[IntPk]
+    serial: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

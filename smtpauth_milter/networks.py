@@ -1,0 +1,62 @@
+"""Trusted networks: CIDR parsing and a lookup that costs one set probe per prefix length."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import SettingError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_cidr(text: str) -> IPNetwork:
+    """Parse ``192.0.2.0/24``, ``2001:db8::/32`` or a bare address; host bits must be zero."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as exc:
+        raise SettingError(f"bad CIDR {text!r}: {exc}") from exc
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """An IP address from the MTA, IPv4-mapped IPv6 folded to IPv4; None if not an address."""
+    candidate = text.strip().removeprefix("[").removesuffix("]").removeprefix("IPv6:")
+    candidate = candidate.partition("%")[0]
+    try:
+        address = ipaddress.ip_address(candidate)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@dataclass(frozen=True)
+class NetworkSet:
+    """An immutable set of networks; ``contains`` probes one hash set per prefix length."""
+
+    networks: tuple[IPNetwork, ...]
+    _by_prefix: dict[tuple[int, int], frozenset[int]]
+
+    @classmethod
+    def of(cls, networks: Iterable[IPNetwork]) -> NetworkSet:
+        unique = tuple(
+            sorted(set(networks), key=lambda n: (n.version, n.network_address, n.prefixlen))
+        )
+        groups: dict[tuple[int, int], set[int]] = {}
+        for net in unique:
+            groups.setdefault((net.version, net.prefixlen), set()).add(int(net.network_address))
+        return cls(unique, {key: frozenset(v) for key, v in groups.items()})
+
+    def contains(self, address: IPAddress) -> bool:
+        value = int(address)
+        bits = address.max_prefixlen
+        for (version, prefixlen), starts in self._by_prefix.items():
+            if version != address.version:
+                continue
+            mask = ((1 << prefixlen) - 1) << (bits - prefixlen) if prefixlen else 0
+            if value & mask in starts:
+                return True
+        return False

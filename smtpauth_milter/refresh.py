@@ -1,0 +1,134 @@
+"""The in-memory snapshot the milter answers from, and the one thread that refreshes it.
+
+Decisions never touch the database: libmilter's callback threads only read
+``SnapshotCache.current()``, an attribute read.  One background thread polls
+the store's serial every ``interval`` seconds and reloads the whole snapshot
+when it changed.  When the store cannot be read, the last good snapshot is
+used for ``max_stale`` seconds; after that ``current()`` says "tempfail".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from . import logfmt
+from .settings import Snapshot
+
+log = logging.getLogger("smtpauth_milter")
+
+WARN_EVERY = 60.0
+
+
+class SnapshotSource(Protocol):
+    def prepare(self) -> None: ...
+    def serial(self) -> int: ...
+    def load_snapshot(self) -> Snapshot: ...
+
+
+class SnapshotCache:
+    def __init__(
+        self,
+        source: SnapshotSource,
+        max_stale: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._max_stale = max_stale
+        self._clock = clock
+        self._good: Snapshot | None = None
+        self._good_at = 0.0
+        self._prepared = False
+        self._failing_since: float | None = None
+        self._last_warning = 0.0
+        self._unavailable = Snapshot.unavailable(None)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- read side: libmilter threads ---------------------------------------
+
+    def current(self) -> Snapshot:
+        """The snapshot to decide with; an untrusted one once the store is stale."""
+        good = self._good
+        if good is None or self._clock() - self._good_at > self._max_stale:
+            return self._unavailable
+        return good
+
+    def age(self) -> float | None:
+        return None if self._good is None else self._clock() - self._good_at
+
+    # --- write side: the refresh thread -------------------------------------
+
+    def refresh(self) -> bool:
+        """One poll: reload when the serial moved. Returns True when the store was read."""
+        try:
+            if not self._prepared:
+                self._source.prepare()
+                self._prepared = True
+            good = self._good
+            if good is None or self._source.serial() != good.serial:
+                self._install(self._source.load_snapshot())
+            self._good_at = self._clock()
+        except Exception as exc:  # any failure to read means "stale", never a crash
+            self._note_failure(exc)
+            return False
+        self._note_recovery()
+        return True
+
+    def _install(self, snapshot: Snapshot) -> None:
+        previous = self._good
+        self._good = snapshot
+        self._unavailable = Snapshot.unavailable(snapshot)
+        if previous is None or previous.serial != snapshot.serial:
+            log.info(
+                "event=snapshot-loaded serial=%d domains=%d grants=%d networks=%d",
+                snapshot.serial,
+                len(snapshot.domains),
+                len(snapshot.grants),
+                len(snapshot.networks.networks),
+            )
+
+    def _note_failure(self, exc: Exception) -> None:
+        now = self._clock()
+        first = self._failing_since is None
+        if first:
+            self._failing_since = now
+        if first or now - self._last_warning >= WARN_EVERY:
+            self._last_warning = now
+            age = self.age()
+            state = (
+                "no settings loaded yet: tempfailing"
+                if age is None
+                else f"using the snapshot from {age:.0f}s ago"
+                if age <= self._max_stale
+                else "snapshot older than --max-stale: tempfailing"
+            )
+            log.warning(
+                "%s", logfmt.line({"event": "store-unreadable", "state": state, "error": str(exc)})
+            )
+
+    def _note_recovery(self) -> None:
+        if self._failing_since is not None:
+            log.warning("event=store-recovered after=%.1fs", self._clock() - self._failing_since)
+            self._failing_since = None
+
+    # --- thread ---------------------------------------------------------------
+
+    def start(self, interval: float) -> None:
+        self.refresh()
+        self._thread = threading.Thread(
+            target=self._run, args=(interval,), name="snapshot-refresh", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

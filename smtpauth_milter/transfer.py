@@ -1,0 +1,84 @@
+"""Export the whole store as JSON, and import it back in one transaction.
+
+Import replaces the store's content with the file's, so importing the same
+file twice changes nothing the second time, and export -> import round-trips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from . import editing
+from .errors import SettingError
+from .models import Domain, DomainSetting, GlobalSetting, SendAsGrant, TrustedNetwork
+
+FORMAT = "smtpauth-milter/1"
+
+
+def export_store(session: Session) -> dict[str, Any]:
+    domains: dict[str, dict[str, str]] = {name: {} for name in editing.list_domains(session)}
+    rows = session.execute(
+        select(Domain.name, DomainSetting.key, DomainSetting.value)
+        .join(DomainSetting.domain)
+        .order_by(Domain.name, DomainSetting.key)
+    )
+    for name, key, value in rows:
+        domains[name][key] = value
+    return {
+        "format": FORMAT,
+        "settings": dict(sorted(editing.global_values(session).items())),
+        "domains": domains,
+        "networks": [{"cidr": c, "comment": m} for c, m in editing.list_networks(session)],
+        "grants": [{"login": lg, "target": t} for lg, t in editing.list_grants(session)],
+    }
+
+
+def _require(data: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = data.get(key, kind())
+    if not isinstance(value, kind):
+        raise SettingError(f"import: {key!r} must be a JSON {kind.__name__}")
+    return value
+
+
+def _strings(item: Any, keys: tuple[str, ...], where: str) -> list[str]:
+    if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in keys):
+        raise SettingError(f"import: each entry of {where!r} needs string fields {', '.join(keys)}")
+    return [item[k] for k in keys]
+
+
+def import_store(session: Session, data: Any) -> None:
+    """Replace the store's content with ``data``; any bad value aborts the whole import."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise SettingError(f"import: not a smtpauth-milter export (expected format {FORMAT!r})")
+    unknown = set(data) - {"format", "settings", "domains", "networks", "grants"}
+    if unknown:
+        raise SettingError(f"import: unknown top-level keys: {', '.join(sorted(unknown))}")
+    for model in (DomainSetting, Domain, GlobalSetting, TrustedNetwork, SendAsGrant):
+        session.execute(delete(model))
+    session.flush()
+    for key, value in _require(data, "settings", dict).items():
+        editing.set_setting(session, key, _text(value, key))
+    domains = _require(data, "domains", dict)
+    editing.add_domains(session, domains)
+    session.flush()
+    for name, overrides in domains.items():
+        if not isinstance(overrides, dict):
+            raise SettingError(f"import: domain {name!r} must map to an object of settings")
+        for key, value in overrides.items():
+            editing.set_setting(session, key, _text(value, key), domain=name)
+    for item in _require(data, "networks", list):
+        if isinstance(item, dict):
+            item = {"comment": "", **item}
+        editing.add_network(session, *_strings(item, ("cidr", "comment"), "networks"))
+    for item in _require(data, "grants", list):
+        editing.allow(session, *_strings(item, ("login", "target"), "grants"))
+
+
+def _text(value: Any, key: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise SettingError(f"import: the value of {key!r} must be a string")
+    return str(value)

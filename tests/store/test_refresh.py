@@ -1,0 +1,166 @@
+"""The in-memory snapshot: propagation, staleness and recovery."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from smtpauth_milter.networks import parse_ip
+from smtpauth_milter.policy import Action, Request, decide
+from smtpauth_milter.refresh import SnapshotCache
+from smtpauth_milter.settings import Snapshot
+from smtpauth_milter.store import Store
+from tests.conftest import CliRunner
+
+
+class FlakySource:
+    """A real store whose reads can be made to fail on demand."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.down = False
+        self.loads = 0
+
+    def prepare(self) -> None:
+        self._check()
+        self.store.prepare()
+
+    def serial(self) -> int:
+        self._check()
+        return self.store.serial()
+
+    def load_snapshot(self) -> Snapshot:
+        self._check()
+        self.loads += 1
+        return self.store.load_snapshot()
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionError("store is down")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _verdict(cache: SnapshotCache) -> Action:
+    request = Request(parse_ip("203.0.113.5"), None, "<alice@example.com>")
+    return decide(cache.current(), request, "<x@remote.test>").action
+
+
+@pytest.fixture
+def source(cli: CliRunner, db_url: str) -> FlakySource:
+    cli("domain", "add", "example.com")
+    cli("settings", "set", "require-auth-local", "on")
+    return FlakySource(Store(db_url))
+
+
+def test_reloads_only_when_the_serial_moves(source: FlakySource, cli: CliRunner) -> None:
+    cache = SnapshotCache(source, max_stale=300, clock=Clock())
+    assert cache.refresh() and cache.refresh() and cache.refresh()
+    assert source.loads == 1
+    cli("settings", "set", "dry-run", "on")
+    assert cache.refresh()
+    assert source.loads == 2
+    assert _verdict(cache) is Action.WOULD_REJECT
+
+
+def test_last_good_snapshot_until_max_stale_then_tempfail_then_recovery(
+    source: FlakySource, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    cache = SnapshotCache(source, max_stale=30, clock=clock)
+    caplog.set_level(logging.INFO, logger="smtpauth_milter")
+    assert cache.refresh()
+    source.down = True
+    for _ in range(20):  # the refresh thread keeps polling; one warning, not twenty
+        clock.now += 1
+        assert not cache.refresh()
+    assert _verdict(cache) is Action.REJECT, "within --max-stale the last good settings decide"
+    warnings = [r for r in caplog.records if "store-unreadable" in r.getMessage()]
+    assert len(warnings) == 1
+    clock.now += 10.5
+    assert not cache.refresh()
+    assert _verdict(cache) is Action.TEMPFAIL
+    assert not cache.current().trusted
+    source.down = False
+    assert cache.refresh()
+    assert _verdict(cache) is Action.REJECT
+    assert any("store-recovered" in r.getMessage() for r in caplog.records)
+
+
+def test_a_store_down_at_start_tempfails_until_it_is_back(source: FlakySource) -> None:
+    source.down = True
+    cache = SnapshotCache(source, max_stale=300, clock=Clock())
+    assert not cache.refresh()
+    assert _verdict(cache) is Action.TEMPFAIL
+    source.down = False
+    assert cache.refresh()
+    assert _verdict(cache) is Action.REJECT
+
+
+def test_stale_tempfail_keeps_the_configured_reply(source: FlakySource, cli: CliRunner) -> None:
+    cli("settings", "set", "tempfail-reply", "421 4.3.5 Policy store offline")
+    clock = Clock()
+    cache = SnapshotCache(source, max_stale=5, clock=clock)
+    assert cache.refresh()
+    source.down = True
+    clock.now += 6
+    request = Request(None, None, "<alice@example.com>")
+    verdict = decide(cache.current(), request, "<x@remote.test>")
+    assert verdict.action is Action.TEMPFAIL
+    assert str(verdict.reply) == "421 4.3.5 Policy store offline"
+
+
+def _wait_for(predicate: Callable[[], bool], deadline: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < deadline:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"not true within {deadline}s")
+
+
+def test_a_cli_change_reaches_a_running_cache_within_two_seconds(
+    source: FlakySource, cli: CliRunner
+) -> None:
+    cache = SnapshotCache(source.store, max_stale=300)
+    cache.start(interval=0.5)
+    try:
+        assert _verdict(cache) is Action.REJECT
+        cli("settings", "set", "--domain", "example.com", "require-auth-local", "off")
+        took = _wait_for(lambda: _verdict(cache) is Action.CONTINUE, deadline=2.0)
+        assert took < 2.0
+        cli("network", "add", "203.0.113.0/24")
+        cli("settings", "unset", "--domain", "example.com", "require-auth-local")
+        _wait_for(lambda: cache.current().networks.networks != (), deadline=2.0)
+    finally:
+        cache.stop()
+
+
+def test_a_sqlite_file_that_disappears_is_a_store_outage(source: FlakySource, db_url: str) -> None:
+    path = Path(db_url.removeprefix("sqlite:///"))
+    clock = Clock()
+    cache = SnapshotCache(source.store, max_stale=10, clock=clock)
+    assert cache.refresh()
+    moved = path.with_suffix(".away")
+    path.rename(moved)
+    source.store.dispose()
+    try:
+        clock.now += 11
+        assert not cache.refresh()
+        assert _verdict(cache) is Action.TEMPFAIL
+    finally:
+        path.unlink(missing_ok=True)
+        moved.rename(path)
+        source.store.dispose()
+    assert cache.refresh()
+    assert _verdict(cache) is Action.REJECT
