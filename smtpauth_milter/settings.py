@@ -235,7 +235,6 @@ class Settings:
             recipient_delimiter=value("recipient-delimiter"),
         )
 
-
     def as_values(self) -> dict[str, str]:
         """The settings as canonical setting-key -> text, as ``settings show`` prints them."""
         values: dict[str, str] = {}
