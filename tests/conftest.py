@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from smtpauth_milter.cli import run_cli
+from smtpauth_milter.store import Store
+from tests.support.pgserver import PgServer
 
 
 @dataclass
@@ -31,10 +33,38 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'state' / 'store.sqlite'}"
 
 
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    """One real PostgreSQL server for the whole run, started on first use."""
+    server = PgServer(tmp_path_factory.mktemp("pg"))
+    server.start()
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def db_url(sqlite_url: str) -> str:
-    """The store every store-touching test runs against."""
-    return sqlite_url
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    name = pg_server.new_database_name()
+    pg_server.create_database(name)
+    yield pg_server.url(name)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """The store every store-touching test runs against: SQLite and PostgreSQL.
+
+    A new SQLite file migrates itself on first use; a PostgreSQL database is
+    migrated explicitly, as an admin does with `smtpauth-milter db upgrade`.
+    """
+    if request.param == "sqlite":
+        return sqlite_url
+    url: str = request.getfixturevalue("pg_url")
+    store = Store(url)
+    store.upgrade()
+    store.dispose()
+    return url
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pytest
 
 from smtpauth_milter.store import Store
 from tests.conftest import CliRunner
+from tests.support.pgserver import PgServer
 
 
 def test_domains_are_stored_lower_case_and_as_idna(cli: CliRunner) -> None:
@@ -230,3 +231,17 @@ def test_db_current_and_check(cli: CliRunner) -> None:
     current = cli("db", "current")
     assert current.out.split() == ["store:", "0001", "code:", "0001"]
     assert cli("db", "check").code == 0
+
+
+@pytest.mark.postgres
+def test_a_new_postgresql_database_is_refused_until_db_upgrade(
+    cli: CliRunner, pg_server: PgServer
+) -> None:
+    name = pg_server.new_database_name()
+    pg_server.create_database(name)
+    pg_url = pg_server.url(name)
+    refused = cli("--db", pg_url, "domain", "list", db=None)
+    assert refused.code == 2
+    assert "has no schema yet: run `smtpauth-milter db upgrade`" in refused.err
+    assert cli("--db", pg_url, "db", "upgrade", db=None).code == 0
+    assert cli("--db", pg_url, "domain", "add", "example.com", db=None).code == 0

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from smtpauth_milter import editing
 from smtpauth_milter.networks import parse_ip
 from smtpauth_milter.policy import Action, Request, decide
 from smtpauth_milter.refresh import SnapshotCache
@@ -57,10 +58,12 @@ def _verdict(cache: SnapshotCache) -> Action:
 
 
 @pytest.fixture
-def source(cli: CliRunner, db_url: str) -> FlakySource:
+def source(cli: CliRunner, db_url: str) -> Iterator[FlakySource]:
     cli("domain", "add", "example.com")
     cli("settings", "set", "require-auth-local", "on")
-    return FlakySource(Store(db_url))
+    store = Store(db_url)
+    yield FlakySource(store)
+    store.dispose()
 
 
 def test_reloads_only_when_the_serial_moves(source: FlakySource, cli: CliRunner) -> None:
@@ -146,14 +149,19 @@ def test_a_cli_change_reaches_a_running_cache_within_two_seconds(
         cache.stop()
 
 
-def test_a_sqlite_file_that_disappears_is_a_store_outage(source: FlakySource, db_url: str) -> None:
-    path = Path(db_url.removeprefix("sqlite:///"))
+def test_a_sqlite_file_that_disappears_is_a_store_outage(sqlite_url: str) -> None:
+    store = Store(sqlite_url)
+    store.prepare()
+    with store.write() as session:
+        editing.add_domains(session, ["example.com"])
+        editing.set_setting(session, "require-auth-local", "on")
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
     clock = Clock()
-    cache = SnapshotCache(source.store, max_stale=10, clock=clock)
+    cache = SnapshotCache(store, max_stale=10, clock=clock)
     assert cache.refresh()
     moved = path.with_suffix(".away")
     path.rename(moved)
-    source.store.dispose()
+    store.dispose()
     try:
         clock.now += 11
         assert not cache.refresh()
@@ -161,6 +169,7 @@ def test_a_sqlite_file_that_disappears_is_a_store_outage(source: FlakySource, db
     finally:
         path.unlink(missing_ok=True)
         moved.rename(path)
-        source.store.dispose()
+        store.dispose()
     assert cache.refresh()
     assert _verdict(cache) is Action.REJECT
+    store.dispose()
