@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from .policy import Request, Verdict
 
-_BARE = re.compile(r"[A-Za-z0-9_.:@<>+/\[\]=,-]+")
+_BARE = re.compile(r"[A-Za-z0-9_.:@<>+/\[\],-]+")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 MAX_VALUE = 512
 
@@ -34,7 +34,7 @@ def value(text: str | None) -> str:
         return "-"
     if len(text) > MAX_VALUE:
         text = text[:MAX_VALUE] + "..."
-    if _BARE.fullmatch(text) and "=" not in text:
+    if _BARE.fullmatch(text) and text != "-":
         return text
     return '"' + "".join(_escape_char(ch) for ch in text) + '"'
 

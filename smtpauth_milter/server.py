@@ -66,6 +66,11 @@ def run(config: RunConfig) -> None:
     old_umask = os.umask(SOCKET_UMASK) if socket_path else None
     try:
         Milter.runmilter(MILTER_NAME, config.socket, timeout=60)
+    except Milter.milter.error as exc:
+        raise ConfigError(
+            f"cannot listen on {config.socket}: {exc} (address in use, or the socket's "
+            "directory is missing or not writable)"
+        ) from exc
     finally:
         if old_umask is not None:
             os.umask(old_umask)
