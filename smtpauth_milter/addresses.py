@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 MAX_PATH_LENGTH = 1024
+_SMTP_SPACE = " \t"  # only these surround a path; Unicode spaces belong to the address
 MAX_DOMAIN_LENGTH = 253
 
 # Characters that may not stand unquoted in a local part (RFC 5322 specials
@@ -161,7 +162,7 @@ def parse_address(text: str) -> Address:
     """Parse a bare ``local@domain`` (no brackets, no route)."""
     if len(text) > MAX_PATH_LENGTH or _has_control(text):
         raise AddressError("address too long or contains control characters")
-    local, domain = _split_local_domain(text.strip())
+    local, domain = _split_local_domain(text.strip(_SMTP_SPACE))
     return Address(local, domain)
 
 
@@ -169,14 +170,15 @@ def parse_path(raw: str) -> Address | None:
     """Parse a MAIL FROM / RCPT TO argument. ``None`` is the null sender ``<>``."""
     if len(raw) > MAX_PATH_LENGTH or _has_control(raw):
         raise AddressError("path too long or contains control characters")
-    inner = _innermost_bracketed(raw.strip()).strip()
+    inner = _innermost_bracketed(raw.strip(_SMTP_SPACE)).strip(_SMTP_SPACE)
     if not inner:
         return None
     return parse_address(_drop_source_route(inner))
 
 
 def _render_local(local: str) -> str:
-    if all(_ATEXT_RE.fullmatch(atom) for atom in local.split(".")):
+    plain = all(_ATEXT_RE.fullmatch(atom) for atom in local.split("."))
+    if plain and not any(ch.isspace() for ch in local):
         return local
     return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -13,11 +13,19 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_cidr(text: str) -> IPNetwork:
-    """Parse ``192.0.2.0/24``, ``2001:db8::/32`` or a bare address; host bits must be zero."""
+    """Parse ``192.0.2.0/24``, ``2001:db8::/32`` or a bare address; host bits must be zero.
+
+    ``::ffff:192.0.2.0/120`` becomes ``192.0.2.0/24``: clients are matched as IPv4.
+    """
     try:
-        return ipaddress.ip_network(text.strip(), strict=True)
+        network = ipaddress.ip_network(text.strip(), strict=True)
     except ValueError as exc:
         raise SettingError(f"bad CIDR {text!r}: {exc}") from exc
+    mapped = network.network_address.ipv4_mapped if network.version == 6 else None
+    if mapped is not None and network.prefixlen >= 96:
+        # clients are matched as IPv4, so store an IPv4-mapped network as IPv4
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 def parse_ip(text: str) -> IPAddress | None:
