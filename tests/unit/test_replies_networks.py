@@ -106,7 +106,7 @@ def test_reply_text_length_limit_is_a_boundary() -> None:
         pytest.param("::/0", "::/0", id="v6-everything"),
         pytest.param("::ffff:192.0.2.0/120", "192.0.2.0/24", id="v4-mapped-folds-to-v4"),
         pytest.param("::ffff:192.0.2.9", "192.0.2.9/32", id="v4-mapped-host"),
-        pytest.param("::ffff:0:0/80", "::ffff:0:0/80", id="wider-than-mapped-stays-v6"),
+        pytest.param("::ffff:0:0/96", "0.0.0.0/0", id="all-v4-mapped-is-all-v4"),
     ],
 )
 def test_parse_cidr(text: str, expected: str) -> None:
