@@ -10,6 +10,7 @@ must refuse such a sender rather than treat it as "not local".
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -53,7 +54,13 @@ class Address:
         return f"{_render_local(self.local)}@{self.domain}"
 
 
+_ASCII_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _has_control(text: str) -> bool:
+    """Control, format, surrogate (undecodable byte), private or unassigned characters."""
+    if text.isascii():
+        return _ASCII_CONTROL_RE.search(text) is not None
     return any(unicodedata.category(ch).startswith("C") for ch in text)
 
 
@@ -166,8 +173,12 @@ def parse_address(text: str) -> Address:
     return Address(local, domain)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_path(raw: str) -> Address | None:
-    """Parse a MAIL FROM / RCPT TO argument. ``None`` is the null sender ``<>``."""
+    """Parse a MAIL FROM / RCPT TO argument. ``None`` is the null sender ``<>``.
+
+    Cached: the milter asks for the same sender once per recipient.
+    """
     if len(raw) > MAX_PATH_LENGTH or _has_control(raw):
         raise AddressError("path too long or contains control characters")
     inner = _innermost_bracketed(raw.strip(_SMTP_SPACE)).strip(_SMTP_SPACE)

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from .policy import Request, Verdict
 
 _BARE = re.compile(r"[A-Za-z0-9_.:@<>+/\[\],-]+")
+_ASCII_SPECIAL = re.compile(r'[\x00-\x1f\x7f"\\]')
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 MAX_VALUE = 512
 
@@ -36,6 +37,8 @@ def value(text: str | None) -> str:
         text = text[:MAX_VALUE] + "..."
     if _BARE.fullmatch(text) and text != "-":
         return text
+    if text.isascii() and _ASCII_SPECIAL.search(text) is None:
+        return f'"{text}"'
     return '"' + "".join(_escape_char(ch) for ch in text) + '"'
 
 

@@ -126,7 +126,11 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
 
     def _log(self, request: Request, rcpt: str, verdict: Verdict) -> None:
         level = logging.INFO if verdict.action is Action.CONTINUE else logging.WARNING
-        log.log(level, "%s", logfmt.decision_line(self._queue, request, rcpt, verdict))
+        if log.isEnabledFor(level):
+            # makeRecord + handle skips logging's stack walk (findCaller): this
+            # line is written once per recipient, on the MTA's critical path.
+            line = logfmt.decision_line(self._queue, request, rcpt, verdict)
+            log.handle(log.makeRecord(log.name, level, __file__, 0, line, None, None))
 
     def _answer(self, verdict: Verdict) -> int:
         if verdict.action is Action.REJECT:
