@@ -130,7 +130,7 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
             # makeRecord + handle skips logging's stack walk (findCaller): this
             # line is written once per recipient, on the MTA's critical path.
             line = logfmt.decision_line(self._queue, request, rcpt, verdict)
-            log.handle(log.makeRecord(log.name, level, __file__, 0, line, None, None))
+            log.handle(log.makeRecord(log.name, level, __file__, 0, line, (), None))
 
     def _answer(self, verdict: Verdict) -> int:
         if verdict.action is Action.REJECT:
