@@ -1,0 +1,363 @@
+"""The one command: our milter against a no-op pymilter milter, alternating, same run.
+
+    python -m bench.compare                 # realistic store, 1/8/32 connections
+    python -m bench.compare --large         # also 10,000 domains / 100,000 grants
+    python -m bench.compare --leak          # RSS after 50,000 and 500,000 sessions
+
+Both milters run for the whole comparison; runs alternate ours/no-op (the
+order flips every round) at each concurrency, and every figure is the median
+of ``--rounds`` runs with the spread of the per-round ratios.  See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import driver, procstat
+from .workload import LARGE, REALISTIC, Scenario, StoreSize, build_store, load_snapshot, scenarios
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ("ours", "noop")
+TARGETS = {"throughput": 0.90, "cpu": 1.15, "p99": 1.20}
+
+SCENARIOS: dict[str, list[Scenario]] = {}  # filled before the driver pool forks
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def console_script() -> str:
+    """The installed ``smtpauth-milter`` next to this interpreter (or on PATH)."""
+    beside = Path(sys.executable).parent / "smtpauth-milter"
+    found = str(beside) if beside.exists() else shutil.which("smtpauth-milter")
+    if found is None:
+        raise SystemExit("smtpauth-milter is not installed (pip install -e .)")
+    return found
+
+
+@dataclass
+class MilterProcess:
+    name: str
+    argv: list[str]
+    spec: str
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=REPO
+            )
+        driver.probe(self.spec)
+        if self.proc.poll() is not None:
+            raise SystemExit(f"{self.name} exited: {self.log.read_text()[-2000:]}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def truncate_log(self) -> None:
+        """The milter appends (O_APPEND): truncating keeps the disk use bounded."""
+        os.truncate(self.log, 0)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(8)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def milters(workdir: Path, db_url: str, socket_kind: str) -> dict[str, MilterProcess]:
+    def spec(name: str) -> str:
+        if socket_kind == "unix":
+            return f"unix:{workdir / name}.sock"
+        return f"inet:{_free_port()}@127.0.0.1"
+
+    ours_spec, noop_spec = spec("ours"), spec("noop")
+    ours = [console_script(), "--db", db_url, "run", "--socket", ours_spec, "--log-level", "info"]
+    noop = [sys.executable, "-m", "bench.noop_milter", noop_spec]
+    return {
+        "ours": MilterProcess("ours", ours, ours_spec, workdir / "ours.log"),
+        "noop": MilterProcess("noop", noop, noop_spec, workdir / "noop.log"),
+    }
+
+
+@dataclass
+class Run:
+    milter: str
+    connections: int
+    sessions: int
+    seconds: float
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    cpu_ms: float
+    peak_rss_kib: int
+    rss_kib: int
+    driver_cpu_pct: float
+    mismatches: int
+    errors: int
+    examples: list[str] = field(default_factory=list)
+
+
+def _worker(args: tuple[str, str, bool, int, float, int, int, int]) -> driver.Result:
+    spec, key, check, conns, duration, sessions, offset, stride = args
+    return driver.drive(spec, SCENARIOS[key], check, conns, duration, sessions, offset, stride)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def measure(
+    pool: multiprocessing.pool.Pool,
+    milter: MilterProcess,
+    key: str,
+    connections: int,
+    drivers: int,
+    duration: float,
+    sessions: int,
+) -> Run:
+    drivers = max(1, min(drivers, connections))
+    per = [connections // drivers + (1 if n < connections % drivers else 0) for n in range(drivers)]
+    offsets = [sum(per[:n]) for n in range(drivers)]
+    jobs = [
+        (milter.spec, key, milter.name == "ours", per[n], duration, -(-sessions // drivers),
+         offsets[n], connections)
+        for n in range(drivers)
+    ]  # fmt: skip
+    procstat.reset_peak(milter.pid)
+    cpu0 = procstat.cpu_seconds(milter.pid)
+    results = pool.map(_worker, jobs)
+    time.sleep(0.05)  # let the milter finish the last close callbacks
+    cpu = procstat.cpu_seconds(milter.pid) - cpu0
+    memory = procstat.memory_kib(milter.pid)
+    latencies = [x for r in results for x in r.latencies_ms]
+    done = sum(r.sessions for r in results)
+    seconds = max(r.elapsed for r in results)
+    return Run(
+        milter=milter.name,
+        connections=connections,
+        sessions=done,
+        seconds=seconds,
+        rate=done / seconds,
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
+        cpu_ms=1000.0 * cpu / max(done, 1),
+        peak_rss_kib=memory["VmHWM"],
+        rss_kib=memory["VmRSS"],
+        driver_cpu_pct=100.0 * sum(r.cpu_s for r in results) / seconds,
+        mismatches=sum(r.mismatches for r in results),
+        errors=sum(r.errors for r in results),
+        examples=[e for r in results for e in r.examples + r.error_examples][:5],
+    )
+
+
+def _ratio_summary(ours: list[Run], noop: list[Run], attr: str) -> tuple[float, float, float]:
+    """Ratio of medians, and min/max of the per-round ratios (the spread)."""
+    a = [getattr(r, attr) for r in ours]
+    b = [getattr(r, attr) for r in noop]
+    per_round = [x / y for x, y in zip(a, b, strict=True) if y]
+    return statistics.median(a) / statistics.median(b), min(per_round), max(per_round)
+
+
+def report(size: StoreSize, runs: list[Run], concurrencies: Sequence[int]) -> list[str]:
+    lines = [
+        f"### {size.label}",
+        "",
+        "| conns | milter | sessions/s | p50 ms | p99 ms | milter CPU ms/session | peak RSS MiB"
+        " | driver CPU % | verdicts checked, wrong |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    verdicts: list[str] = []
+    for c in concurrencies:
+        for name in NAMES:
+            mine = [r for r in runs if r.milter == name and r.connections == c]
+            med = {a: statistics.median(getattr(r, a) for r in mine)
+                   for a in ("rate", "p50_ms", "p99_ms", "cpu_ms", "driver_cpu_pct")}  # fmt: skip
+            lines.append(
+                f"| {c} | {name} | {med['rate']:.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f}"
+                f" | {med['cpu_ms']:.3f} | {max(r.peak_rss_kib for r in mine) / 1024:.1f}"
+                f" | {med['driver_cpu_pct']:.0f} | {sum(r.sessions for r in mine)},"
+                f" {sum(r.mismatches + r.errors for r in mine)} |"
+            )
+        ours = [r for r in runs if r.milter == "ours" and r.connections == c]
+        noop = [r for r in runs if r.milter == "noop" and r.connections == c]
+        tp = _ratio_summary(ours, noop, "rate")
+        cpu = _ratio_summary(ours, noop, "cpu_ms")
+        p99 = _ratio_summary(ours, noop, "p99_ms")
+        rss = _ratio_summary(ours, noop, "peak_rss_kib")
+        ok = (
+            tp[0] >= TARGETS["throughput"] and cpu[0] <= TARGETS["cpu"] and p99[0] <= TARGETS["p99"]
+        )
+        verdicts.append(
+            f"| {c} | {tp[0]:.3f} ({tp[1]:.2f}-{tp[2]:.2f})"
+            f" | {cpu[0]:.3f} ({cpu[1]:.2f}-{cpu[2]:.2f})"
+            f" | {p99[0]:.3f} ({p99[1]:.2f}-{p99[2]:.2f})"
+            f" | {rss[0]:.2f} | {'PASS' if ok else 'FAIL'} |"
+        )
+    lines += [
+        "",
+        "ours / no-op: ratio of medians (min-max of the per-round ratios)",
+        "",
+        "| conns | throughput (>= 0.90) | CPU/session (<= 1.15) | p99 (<= 1.20) | peak RSS | |",
+        "|---:|---|---|---|---|---|",
+        *verdicts,
+        "",
+    ]
+    return lines
+
+
+def compare(args: argparse.Namespace, size: StoreSize, workdir: Path) -> list[str]:
+    db = f"sqlite:///{workdir / f'store-{size.domains}.sqlite'}"
+    t0 = time.monotonic()
+    build_store(db, size)
+    snapshot = load_snapshot(db)
+    key = f"{size.domains}/{size.grants}"
+    SCENARIOS[key] = scenarios(snapshot, size)
+    print(f"# store {size.label} built in {time.monotonic() - t0:.1f}s", flush=True)
+    procs = milters(workdir, db, args.socket)
+    runs: list[Run] = []
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(args.drivers) as pool:
+        try:
+            for proc in procs.values():
+                proc.start()
+            for proc in procs.values():  # warm-up: fills the driver's encoded-session cache
+                measure(pool, proc, key, args.drivers, args.drivers, 1.0, 10**9)
+            for c in args.connections:
+                for rnd in range(args.rounds):
+                    order = NAMES if rnd % 2 == 0 else NAMES[::-1]
+                    for name in order:
+                        procs[name].truncate_log()
+                        run = measure(pool, procs[name], key, c, args.drivers, args.duration, 10**9)
+                        runs.append(run)
+                        print(
+                            f"  c={c:<3} round {rnd} {name:4}: {run.rate:7.0f}/s"
+                            f" p50 {run.p50_ms:6.2f} p99 {run.p99_ms:6.2f} ms"
+                            f" cpu {run.cpu_ms:.3f} ms/session rss {run.rss_kib / 1024:.1f} MiB"
+                            f" driver {run.driver_cpu_pct:.0f}%"
+                            f" wrong {run.mismatches} errors {run.errors} {run.examples[:1]}",
+                            flush=True,
+                        )
+        finally:
+            for proc in procs.values():
+                proc.stop()
+    if args.json:
+        with Path(args.json).open("a") as out:
+            out.write(json.dumps({"store": size.label, "runs": [asdict(r) for r in runs]}) + "\n")
+    return report(size, runs, args.connections)
+
+
+def leak(args: argparse.Namespace, workdir: Path) -> list[str]:
+    """RSS of each milter after 50,000 and after ``--leak-sessions`` sessions at 8 connections."""
+    db = f"sqlite:///{workdir / 'store-leak.sqlite'}"
+    build_store(db, REALISTIC)
+    key = "leak"
+    SCENARIOS[key] = scenarios(load_snapshot(db), REALISTIC)
+    procs = milters(workdir, db, args.socket)
+    total_wanted = args.leak_sessions
+    lines = [
+        f"| milter | RSS after 50k sessions MiB | after {total_wanted // 1000}k MiB | growth"
+        " | sessions/s | wrong |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(args.drivers) as pool:
+        for name in args.leak_milters:
+            proc = procs[name]
+            proc.start()
+            try:
+                first = measure(pool, proc, key, 8, args.drivers, 600, 50_000)
+                rss_50k = first.rss_kib
+                rest: list[Run] = []
+                while sum(r.sessions for r in rest) + first.sessions < total_wanted:
+                    proc.truncate_log()
+                    left = total_wanted - first.sessions - sum(r.sessions for r in rest)
+                    rest.append(measure(pool, proc, key, 8, args.drivers, 600, min(left, 150_000)))
+                rss_500k = rest[-1].rss_kib
+                total = first.sessions + sum(r.sessions for r in rest)
+                rate = total / (first.seconds + sum(r.seconds for r in rest))
+                wrong = sum(r.mismatches + r.errors for r in [first, *rest])
+                lines.append(
+                    f"| {name} | {rss_50k / 1024:.1f} | {rss_500k / 1024:.1f} | "
+                    f"{100.0 * (rss_500k - rss_50k) / rss_50k:+.1f}% | {rate:.0f} | {wrong} |"
+                )
+                print(lines[-1], f"({total} sessions)", flush=True)
+            finally:
+                proc.stop()
+    return lines
+
+
+def machine() -> list[str]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), "?",
+    )  # fmt: skip
+    import Milter
+
+    return [
+        f"machine: {os.cpu_count()} CPUs, {cpu}; Python {sys.version.split()[0]};"
+        f" pymilter {getattr(Milter, '__version__', '?')}; kernel {os.uname().release}"
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per milter")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per run")
+    parser.add_argument("--drivers", type=int, default=2, help="driver processes per run")
+    parser.add_argument("--socket", choices=("inet", "unix"), default="inet")
+    parser.add_argument("--large", action="store_true", help="also 10,000 domains/100,000 grants")
+    parser.add_argument("--only-large", action="store_true", help="only the large store")
+    parser.add_argument("--leak", action="store_true", help="only the 50k -> 500k RSS run")
+    parser.add_argument("--leak-sessions", type=int, default=500_000)
+    parser.add_argument("--leak-milters", nargs="+", default=["ours", "noop"], choices=NAMES)
+    parser.add_argument("--json", metavar="FILE", help="append every run as JSON to FILE")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="smtpauth-bench-"))
+    try:
+        out = machine()
+        if args.leak:
+            out += leak(args, workdir)
+        else:
+            sizes = [LARGE] if args.only_large else [REALISTIC, *([LARGE] if args.large else [])]
+            out.append(
+                f"socket {args.socket}, {args.rounds} alternating rounds of {args.duration:g}s,"
+                f" {args.drivers} driver processes"
+            )
+            for size in sizes:
+                out += ["", *compare(args, size, workdir)]
+        print("\n".join(out))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
