@@ -25,6 +25,7 @@ __all__ = [
     "normalise_local",
     "parse_address",
     "parse_path",
+    "strip_batv",
 ]
 
 MAX_PATH_LENGTH = 1024
@@ -185,6 +186,15 @@ def parse_path(raw: str) -> Address | None:
     if not inner:
         return None
     return parse_address(_drop_source_route(inner))
+
+
+_BATV_RE = re.compile(r"prvs=[0-9a-z]{4,16}=(.+)", re.IGNORECASE)
+
+
+def strip_batv(address: Address) -> Address:
+    """``prvs=TAG=user@domain`` (BATV, a signed bounce address) is ``user@domain``."""
+    match = _BATV_RE.fullmatch(address.local)
+    return Address(match.group(1), address.domain) if match else address
 
 
 def _render_local(local: str) -> str:

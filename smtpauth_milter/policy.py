@@ -8,7 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .addresses import Address, AddressError, normalise, parse_address, parse_path
+from .addresses import (
+    Address,
+    AddressError,
+    normalise,
+    parse_address,
+    parse_path,
+    strip_batv,
+)
 from .networks import IPAddress
 from .replies import Reply
 from .settings import Settings, Snapshot
@@ -105,11 +112,12 @@ def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
     if request.client is not None and snapshot.networks.contains(request.client):
         return Verdict(Action.CONTINUE, Rule.TRUSTED_NETWORK)
     try:
-        sender = parse_path(request.sender)
+        parsed = parse_path(request.sender)
     except AddressError:
         return _refuse(Rule.BAD_SENDER, glob.bad_sender_reply, glob.dry_run, None)
-    if sender is None:
+    if parsed is None:
         return Verdict(Action.CONTINUE, Rule.NULL_SENDER)
+    sender = strip_batv(parsed)
     settings = snapshot.settings_for(sender.domain)
     if settings is None:
         return Verdict(Action.CONTINUE, Rule.NON_LOCAL_SENDER)

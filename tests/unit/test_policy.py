@@ -1137,3 +1137,42 @@ def test_a_domain_not_in_the_snapshot_is_not_local() -> None:
     snapshot = make_snapshot(LOCAL_ON, domains={ORG: {}})
     verdict = decide(snapshot, request("<alice@example.com>"), REMOTE_RCPT)
     assert (verdict.action, verdict.rule) == (C, Rule.NON_LOCAL_SENDER)
+
+
+@pytest.mark.parametrize(
+    ("sender", "login", "expected"),
+    [
+        pytest.param(
+            "<prvs=1234abcdef=postmaster@example.com>",
+            None,
+            (Action.REJECT, Rule.ROLE_AUTH_REQUIRED),
+            id="batv-role-sender-still-needs-login",
+        ),
+        pytest.param(
+            "<PRVS=0123456789=alice@example.com>",
+            "alice@example.com",
+            (Action.CONTINUE, Rule.SENDER_OWNED),
+            id="batv-owned-by-its-user",
+        ),
+        pytest.param(
+            "<prvs=0123456789=alice@example.com>",
+            "bob@example.com",
+            (Action.REJECT, Rule.SENDER_MISMATCH),
+            id="batv-not-owned-by-another",
+        ),
+        pytest.param(
+            "<prvs=alice@example.com>",
+            "alice@example.com",
+            (Action.REJECT, Rule.SENDER_MISMATCH),
+            id="not-batv-without-a-tag",
+        ),
+    ],
+)
+def test_batv_sender_is_judged_as_its_address(
+    sender: str, login: str | None, expected: tuple[Action, Rule]
+) -> None:
+    snapshot = Snapshot.build(
+        {"require-sender-match": "on"}, {"example.com": {}}, NetworkSet.of([]), []
+    )
+    verdict = decide(snapshot, Request(None, login, sender), "<x@remote.test>")
+    assert (verdict.action, verdict.rule) == expected
