@@ -25,6 +25,7 @@ __all__ = [
     "normalise_local",
     "parse_address",
     "parse_path",
+    "render_local",
     "strip_batv",
 ]
 
@@ -52,7 +53,7 @@ class Address:
     domain: str
 
     def __str__(self) -> str:
-        return f"{_render_local(self.local)}@{self.domain}"
+        return f"{render_local(self.local)}@{self.domain}"
 
 
 _ASCII_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -197,7 +198,7 @@ def strip_batv(address: Address) -> Address:
     return Address(match.group(1), address.domain) if match else address
 
 
-def _render_local(local: str) -> str:
+def render_local(local: str) -> str:
     plain = all(_ATEXT_RE.fullmatch(atom) for atom in local.split("."))
     if plain and not any(ch.isspace() for ch in local):
         return local
@@ -215,4 +216,4 @@ def normalise_local(local: str, delimiter: str) -> str:
 
 def normalise(address: Address, delimiter: str) -> str:
     """The canonical form used for every comparison: ``alice+x@Ex.com`` -> ``alice@ex.com``."""
-    return f"{_render_local(normalise_local(address.local, delimiter))}@{address.domain}"
+    return f"{render_local(normalise_local(address.local, delimiter))}@{address.domain}"

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from .addresses import AddressError, domain_name, normalise, parse_address
+from .addresses import (
+    AddressError,
+    domain_name,
+    normalise,
+    normalise_local,
+    parse_address,
+    render_local,
+)
 from .errors import SettingError
 from .networks import NetworkSet
 from .replies import Reply
@@ -270,7 +277,13 @@ def grant_target(target: str) -> str:
 
 
 def _normalised_target(target: str, delimiter: str) -> str:
-    return target if target.startswith("@") else normalise(parse_address(target), delimiter)
+    """A stored grant target (already lower-case) with its sub-address cut."""
+    if target.startswith("@"):
+        return target
+    local, _, domain = target.rpartition("@")
+    if target.isascii() and '"' not in target and " " not in target:
+        return f"{render_local(normalise_local(local, delimiter))}@{domain}"  # no re-parse
+    return normalise(parse_address(target), delimiter)
 
 
 @dataclass(frozen=True)

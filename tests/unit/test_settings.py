@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from smtpauth_milter.addresses import normalise, parse_address
 from smtpauth_milter.errors import SettingError
+from smtpauth_milter.networks import NetworkSet
 from smtpauth_milter.replies import Reply
 from smtpauth_milter.settings import (
     SETTINGS,
     Settings,
+    Snapshot,
     Source,
     canonical_value,
     effective,
@@ -366,3 +369,22 @@ def test_grant_target_is_stable_when_re_validated(target: str) -> None:
 def test_bad_grant_target(target: str) -> None:
     with pytest.raises(SettingError):
         grant_target(target)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "alice+tag@example.com",
+        "a.+x@example.com",
+        "Bob@Example.com",
+        '"john doe+x"@example.com',
+        "jöran+x@example.com",
+        "+only@example.com",
+    ],
+)
+def test_grant_targets_load_like_senders_normalise(target: str) -> None:
+    """A stored grant must match exactly the sender form the policy compares with."""
+    snapshot = Snapshot.build(
+        {}, {"example.com": {}}, NetworkSet.of([]), [("u", grant_target(target))]
+    )
+    assert snapshot.grants["u"] == frozenset({normalise(parse_address(target), "+")})
