@@ -44,6 +44,7 @@ class SnapshotCache:
         self._prepared = False
         self._failing_since: float | None = None
         self._last_warning = 0.0
+        self._warned_stale = False
         self._unavailable = Snapshot.unavailable(None)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,9 +97,13 @@ class SnapshotCache:
         first = self._failing_since is None
         if first:
             self._failing_since = now
-        if first or now - self._last_warning >= WARN_EVERY:
+        age = self.age()
+        stale = age is None or age > self._max_stale
+        # Once per WARN_EVERY, plus once when the last good snapshot expires:
+        # the moment the milter starts tempfailing must be in the log.
+        if first or stale != self._warned_stale or now - self._last_warning >= WARN_EVERY:
             self._last_warning = now
-            age = self.age()
+            self._warned_stale = stale
             state = (
                 "no settings loaded yet: tempfailing"
                 if age is None

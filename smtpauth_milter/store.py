@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, select, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from .errors import SmtpauthError, StoreError
 from .models import Domain, DomainSetting, GlobalSetting, SendAsGrant, StoreState, TrustedNetwork
@@ -85,7 +86,9 @@ class Store:
     def _create_engine(self) -> Engine:
         if self.is_sqlite:
             _prepare_sqlite_file(self.url)
-            engine = create_engine(self.url, connect_args={"timeout": 10})
+            # No pool: every read opens the path again, so a store file that is
+            # replaced, moved or deleted is noticed instead of read from its old inode.
+            engine = create_engine(self.url, connect_args={"timeout": 10}, poolclass=NullPool)
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         connect_args = {"connect_timeout": 5} if self.url.get_backend_name() == "postgresql" else {}

@@ -401,7 +401,10 @@ def open_socket(socket_spec: str, timeout: float) -> socket.socket:
     """Connect to ``inet:PORT@HOST``, ``inet6:PORT@HOST``, ``unix:/path``, ``HOST:PORT`` or a path."""
     _kind, address = parse_socket_spec(socket_spec)
     if not isinstance(address, str):
-        return socket.create_connection(address, timeout=timeout)
+        inet = socket.create_connection(address, timeout=timeout)
+        # Small request/reply packets: without this every step waits on a delayed ACK.
+        inet.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return inet
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:

@@ -1,0 +1,221 @@
+"""A store outage seen by a running milter process, over its socket.
+
+PostgreSQL is stopped for real (a private server, so the session's shared one
+is untouched); a SQLite file is moved away or locked.  Until ``--max-stale``
+the milter decides from its last good snapshot, then it tempfails every
+checked recipient (never a 5xx, never a continue it would have refused), it
+warns once when the outage starts and once when it starts tempfailing (not
+per message), and it recovers by itself once the store is back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from smtpauth_milter.cli import run_cli
+from smtpauth_milter.store import Store
+from tests.milterproc import (
+    CONTINUE,
+    MilterProcess,
+    MilterProcesses,
+    clean_env,
+    console_script,
+    verdicts,
+    wait_until,
+)
+from tests.support.pgserver import PgServer
+
+MAX_STALE = 3.0
+REFRESH = 0.2
+MILTER_ARGS = ("--max-stale", str(MAX_STALE), "--refresh", str(REFRESH))
+TEMPFAIL = "451 4.3.0 Temporary policy failure, try again later"
+AUTH_REQUIRED = "530 5.7.0 Authentication required"
+
+# name -> (session, verdict while the settings are known)
+CASES: dict[str, tuple[dict[str, object], str]] = {
+    "unauthenticated local sender": ({"sender": "alice@example.com"}, AUTH_REQUIRED),
+    "authenticated local sender": ({"sender": "alice@example.com", "login": "alice"}, CONTINUE),
+    "non-local sender": ({"sender": "bob@remote.test"}, CONTINUE),
+    # SPEC rule 1 comes before rule 2: without trustworthy settings even a
+    # trusted client is tempfailed.
+    "trusted network": ({"sender": "alice@example.com", "client_addr": "192.0.2.10"}, CONTINUE),
+}
+KNOWN = {name: expected for name, (_, expected) in CASES.items()}
+ALL_TEMPFAIL = dict.fromkeys(CASES, TEMPFAIL)
+
+
+def probe(milter: MilterProcess) -> dict[str, str]:
+    """The verdict of every case, one real session each."""
+    return {
+        name: verdicts(milter.socket, rcpts=["x@remote.test"], **kwargs)[0]  # type: ignore[arg-type]
+        for name, (kwargs, _) in CASES.items()
+    }
+
+
+def seed(url: str) -> None:
+    for args in (
+        ["domain", "add", "example.com"],
+        ["settings", "set", "require-auth-local", "on"],
+        ["network", "add", "192.0.2.0/24"],
+    ):
+        assert run_cli(["--db", url, *args]) == 0
+
+
+@pytest.fixture
+def milters(tmp_path: Path) -> Iterator[MilterProcesses]:
+    with MilterProcesses(tmp_path) as procs:
+        yield procs
+
+
+@pytest.fixture(scope="module")
+def own_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    """A PostgreSQL server of our own: these tests stop it."""
+    server = PgServer(tmp_path_factory.mktemp("pg-outage"))
+    server.start()
+    yield server
+    server.close()
+
+
+def ride_out_an_outage(
+    milter: MilterProcess, break_store: Callable[[], None], mend_store: Callable[[], None]
+) -> dict[str, float]:
+    """Break the store, check every phase over the socket, mend it; returns timings."""
+    assert probe(milter) == KNOWN
+    broken_at = time.monotonic()
+    break_store()
+    # The last good read was at most one refresh before break_store() began.
+    stale_earliest = broken_at - REFRESH + MAX_STALE
+    probes = 0
+    while time.monotonic() < stale_earliest - 0.3:
+        assert probe(milter) == KNOWN, "within --max-stale the last good snapshot decides"
+        probes += 1
+    assert probes >= 3
+
+    def tempfailing() -> bool:
+        seen = probe(milter)
+        for name, verdict in seen.items():  # on the way: the old verdict or a tempfail, only
+            assert verdict in (KNOWN[name], TEMPFAIL), (name, verdict)
+        return seen == ALL_TEMPFAIL
+
+    wait_until(tempfailing, timeout=MAX_STALE + 2.0, what="tempfail after --max-stale")
+    tempfail_after = time.monotonic() - broken_at
+    down_until = time.monotonic() + 5 * REFRESH  # several failed polls while stale
+    while time.monotonic() < down_until:
+        assert probe(milter) == ALL_TEMPFAIL, "no flapping while the store is down"
+    mended_at = time.monotonic()
+    mend_store()
+    recovered = wait_until(lambda: probe(milter) == KNOWN, timeout=5.0, what="recovery")
+    return {
+        "tempfail_after": tempfail_after,
+        "recovered_after": recovered,
+        "mend": time.monotonic() - mended_at - recovered,
+    }
+
+
+def assert_warned_once_per_phase(milter: MilterProcess) -> None:
+    """One warning when the outage starts, one when tempfailing starts; not per message."""
+    warnings = milter.log_lines("event=store-unreadable")
+    assert len(warnings) == 2, warnings
+    assert "using the snapshot from" in warnings[0]
+    assert "tempfailing" in warnings[1]
+    assert len(milter.log_lines("event=store-recovered")) == 1
+    tempfails = milter.log_lines("rule=no-settings")
+    assert len(tempfails) >= 5 * len(CASES), "many decisions, still two warnings"
+    assert milter.trouble() == []
+
+
+@pytest.mark.postgres
+def test_postgresql_stopped_and_started_under_a_running_milter(
+    own_pg: PgServer, milters: MilterProcesses
+) -> None:
+    name = own_pg.new_database_name("outage")
+    own_pg.create_database(name)
+    url = own_pg.url(name)
+    store = Store(url)
+    store.upgrade()
+    store.dispose()
+    seed(url)
+    milter = milters.start(url, *MILTER_ARGS)
+    try:
+        timings = ride_out_an_outage(milter, own_pg.stop, own_pg.start)
+    finally:
+        own_pg.start()  # a no-op when the test got that far
+    assert timings["tempfail_after"] < MAX_STALE + 1.0
+    assert timings["recovered_after"] < 2.0
+    assert_warned_once_per_phase(milter)
+    assert milter.alive
+
+
+@pytest.mark.postgres
+def test_the_cli_against_a_stopped_postgresql_is_one_line_without_the_password(
+    own_pg: PgServer,
+) -> None:
+    name = own_pg.new_database_name("dead")
+    own_pg.create_database(name)
+    url = own_pg.url(name)
+    own_pg.stop()
+    try:
+        for args in (["domain", "list"], ["settings", "set", "require-auth-local", "on"]):
+            result = subprocess.run(
+                [console_script(), *args],
+                env=clean_env(SMTPAUTH_MILTER_DB=url),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert result.returncode == 2, result
+            assert result.stdout == ""
+            lines = result.stderr.splitlines()
+            assert len(lines) == 1, result.stderr
+            assert lines[0].startswith("smtpauth-milter: error: cannot ")
+            assert own_pg.password not in result.stderr
+            assert "***" in result.stderr
+            assert "Traceback" not in result.stderr
+    finally:
+        own_pg.start()
+
+
+def test_a_sqlite_store_moved_away_and_back(tmp_path: Path, milters: MilterProcesses) -> None:
+    path = tmp_path / "state" / "store.sqlite"
+    url = f"sqlite:///{path}"
+    seed(url)
+    milter = milters.start(url, *MILTER_ARGS)
+    away = path.with_name("store.sqlite.away")
+    # The milter opens the path on every read: moved away, it finds an empty
+    # file (or none) with no settings in it, which is an outage, not "no policy".
+    timings = ride_out_an_outage(milter, lambda: path.rename(away), lambda: away.replace(path))
+    assert timings["recovered_after"] < 2.0
+    assert_warned_once_per_phase(milter)
+    assert milter.alive
+
+
+def test_a_sqlite_store_locked_longer_than_max_stale(
+    tmp_path: Path, milters: MilterProcesses
+) -> None:
+    path = tmp_path / "state" / "store.sqlite"
+    url = f"sqlite:///{path}"
+    seed(url)
+    milter = milters.start(url, *MILTER_ARGS)
+    locker = sqlite3.connect(path, isolation_level=None)
+    try:
+        # An exclusive lock (a long write, a backup tool) blocks every reader.
+        timings = ride_out_an_outage(
+            milter, lambda: locker.execute("BEGIN EXCLUSIVE"), lambda: locker.execute("ROLLBACK")
+        )
+    finally:
+        locker.close()
+    assert timings["recovered_after"] < 2.0
+    # The refresh thread waits up to SQLite's 10 s busy timeout inside one read,
+    # so a shorter lock never raises and is not logged as unreadable; the
+    # decisions themselves (rule=no-settings) are.
+    assert milter.log_lines("event=store-unreadable") == []
+    assert len(milter.log_lines("rule=no-settings")) >= 5 * len(CASES)
+    assert milter.trouble() == []
+    assert milter.alive

@@ -1,0 +1,210 @@
+"""Two milter processes on one PostgreSQL: a CLI change reaches both within 2 s.
+
+The milters run the installed console script on inet sockets and are driven
+over those sockets as an MTA does.  One of them reads through a login that
+may only SELECT, as a milter pointed at a read replica would.  The second
+test counts, with pg_stat_statements, what the polling costs the database.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from smtpauth_milter.cli import run_cli
+from smtpauth_milter.store import Store
+from tests.milterproc import (
+    CONTINUE,
+    MilterProcess,
+    MilterProcesses,
+    clean_env,
+    console_script,
+    verdicts,
+    wait_until,
+)
+from tests.support.pgserver import PgServer
+
+pytestmark = pytest.mark.postgres
+
+PROPAGATION_LIMIT = 2.0  # SPEC 5
+AUTH_REQUIRED = "530 5.7.0 Authentication required"
+
+
+def verdict(milter: MilterProcess) -> str:
+    """An unauthenticated local sender to a remote recipient."""
+    return verdicts(milter.socket, sender="alice@example.com", rcpts=["x@remote.test"])[0]
+
+
+def both_say(milters: list[MilterProcess], expected: str) -> dict[int, float]:
+    """Seconds until each milter gives ``expected`` (fails after the SPEC's 2 s)."""
+    return {
+        milter.port: wait_until(
+            lambda m=milter: verdict(m) == expected,  # type: ignore[misc]
+            timeout=PROPAGATION_LIMIT,
+            what=f"milter on {milter.socket} says {expected}",
+        )
+        for milter in milters
+    }
+
+
+@pytest.fixture
+def milters(tmp_path: Path) -> Iterator[MilterProcesses]:
+    with MilterProcesses(tmp_path) as procs:
+        yield procs
+
+
+def migrated(url: str) -> str:
+    store = Store(url)
+    store.upgrade()
+    store.dispose()
+    assert run_cli(["--db", url, "domain", "add", "example.com"]) == 0
+    return url
+
+
+@pytest.fixture
+def store_url(pg_url: str) -> str:
+    """A migrated database with one local domain, as an admin sets it up."""
+    return migrated(pg_url)
+
+
+@pytest.fixture
+def reader_url(pg_server: PgServer, store_url: str) -> Iterator[str]:
+    """The same database through a login that may only read (like a replica's)."""
+    dbname = store_url.rpartition("/")[2]
+    role, password = f"{dbname}_reader", "reader-pw"
+    pg_server.create_user(role, password)
+    with pg_server.connect(dbname) as conn:
+        conn.execute(
+            sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(
+                sql.Identifier(role)
+            )
+        )
+    yield pg_server.url(dbname, user=role, password=password)
+    with pg_server.connect(dbname) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+    pg_server.drop_user(role)
+
+
+def test_a_cli_change_reaches_two_milters_within_two_seconds(
+    store_url: str, reader_url: str, milters: MilterProcesses
+) -> None:
+    pg_url = store_url
+    first = milters.start(pg_url)  # the default --refresh, 0.5 s
+    second = milters.start(reader_url)
+    both = [first, second]
+    assert [verdict(m) for m in both] == [CONTINUE, CONTINUE]
+
+    # In process, through the CLI's own entry point.
+    assert run_cli(["--db", pg_url, "settings", "set", "require-auth-local", "on"]) == 0
+    took = both_say(both, AUTH_REQUIRED)
+
+    # The installed command, in another process, with the URL in the environment.
+    result = subprocess.run(
+        [console_script(), "settings", "set", "--domain", "example.com", "require-auth-local", "0"],
+        env=clean_env(SMTPAUTH_MILTER_DB=pg_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    took_again = both_say(both, CONTINUE)
+
+    # A read-only login cannot write: the CLI says so in one line, nothing changes.
+    refused = subprocess.run(
+        [console_script(), "settings", "set", "require-auth-local", "off"],
+        env=clean_env(SMTPAUTH_MILTER_DB=reader_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "permission denied" in refused.stderr
+    assert "reader-pw" not in refused.stderr
+
+    slowest = max(*took.values(), *took_again.values())
+    print(f"propagation: {took} then {took_again}; slowest {slowest:.2f}s")
+    assert slowest < PROPAGATION_LIMIT
+    for milter in both:
+        assert milter.trouble() == []
+        assert len(milter.log_lines("event=snapshot-loaded")) == 3  # start + two changes
+
+
+class StatementsPgServer(PgServer):
+    """A private server that preloads pg_stat_statements, to count what milters send."""
+
+    def _write_settings(self) -> None:
+        super()._write_settings()
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
+
+
+@pytest.fixture(scope="module")
+def counting_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StatementsPgServer]:
+    server = StatementsPgServer(tmp_path_factory.mktemp("pg-statements"))
+    server.start()
+    with server.connect() as conn:
+        conn.execute("CREATE EXTENSION pg_stat_statements")
+    yield server
+    server.close()
+
+
+def statement_calls(conn: psycopg.Connection[tuple[object, ...]], dbname: str) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT query, calls FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+        "WHERE d.datname = %s AND s.query NOT LIKE %s",
+        (dbname, "%pg_stat_statements%"),
+    ).fetchall()
+    calls: dict[str, int] = {}
+    for query, count in rows:
+        calls[str(query)] = calls.get(str(query), 0) + int(str(count))
+    return calls
+
+
+def test_what_polling_costs_the_database(
+    counting_pg: StatementsPgServer, milters: MilterProcesses
+) -> None:
+    """Idle: a serial poll per --refresh per milter, nothing else; a change: one reload each."""
+    dbname = counting_pg.new_database_name("cost")
+    counting_pg.create_database(dbname)
+    url = migrated(counting_pg.url(dbname))
+    refresh = 0.5
+    pair = [milters.start(url, "--refresh", str(refresh)) for _ in range(2)]
+    both_say(pair, CONTINUE)  # both have loaded their first snapshot and serve
+    window = 4.0
+    with counting_pg.connect() as admin:
+        admin.execute("SELECT pg_stat_statements_reset()")
+        started = time.monotonic()
+        time.sleep(window)  # measuring an idle interval: nothing to poll for
+        idle = statement_calls(admin, dbname)
+        elapsed = time.monotonic() - started
+        connections = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (dbname,)
+        ).fetchone()
+        admin.execute("SELECT pg_stat_statements_reset()")
+        assert run_cli(["--db", url, "settings", "set", "require-auth-local", "on"]) == 0
+        both_say(pair, AUTH_REQUIRED)
+        time.sleep(2 * refresh)  # let both finish the poll after their reload
+        change = statement_calls(admin, dbname)
+
+    serial_polls = sum(n for q, n in idle.items() if "FROM store_state" in q)
+    per_milter_per_second = {q: n / elapsed / len(pair) for q, n in sorted(idle.items())}
+    print(f"idle, per milter per second over {elapsed:.1f}s: {per_milter_per_second}")
+    print(f"connections held: {connections}; one change: {change}")
+    expected = elapsed / refresh * len(pair)
+    assert 0.8 * expected <= serial_polls <= 1.1 * expected + 2
+    assert not any("global_setting" in q or "send_as_grant" in q for q in idle), idle
+    assert connections == (len(pair),)
+    # One full reload per milter after the change: each table read exactly twice.
+    loads = {q: n for q, n in change.items() if "FROM send_as_grant" in q}
+    assert list(loads.values()) == [len(pair)], change
+    for milter in pair:
+        assert milter.trouble() == []
