@@ -16,7 +16,7 @@ need_packages() {
     echo "postfix postfix/main_mailer_type select No configuration" \
         | "${sudo[@]}" debconf-set-selections
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         "${missing[@]}" >&2
 }
 

@@ -1,0 +1,203 @@
+"""Our real milter (``smtpauth-milter run``) as a process, its store, and its log.
+
+Plain helpers, no pytest: the fixtures in the test modules wire them together.
+
+- :class:`StoreCli` edits the store with the real CLI (``run_cli``, in process)
+  and can reset it to a baseline with ``import`` (one transaction).
+- :class:`OurMilter` starts the console script installed next to
+  ``sys.executable`` on a socket in Postfix notation, waits until it accepts
+  connections (a unix socket must come out 0660, then goes to group postfix),
+  waits for a given store serial to be loaded (its ``event=snapshot-loaded``
+  log line), and stops it.
+- :func:`decision_lines` reads the one-line-per-recipient decisions from its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import stat
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smtpauth_milter.cli import run_cli
+from smtpauth_milter.store import Store
+
+from .sandbox import (
+    LogFile,
+    ManagedProcess,
+    SandboxError,
+    libmilter_socket,
+    milter_accepts,
+    open_unix_socket_to_postfix,
+    start_process,
+    wait_until,
+)
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("smtpauth-milter")
+STOP_TIMEOUT = 1.0  # then SIGKILL: libmilter needs up to ~5 s to notice SIGTERM
+
+
+class CliError(AssertionError):
+    """A CLI command the test relied on failed."""
+
+
+@dataclass
+class StoreCli:
+    """A SQLite store edited only through ``smtpauth-milter --db URL ...``."""
+
+    path: Path
+    baseline: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def run(self, *args: str) -> str:
+        """Run one CLI command; its stdout. CliError with stderr when it does not exit 0."""
+        out, err = io.StringIO(), io.StringIO()
+        env_backup = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("SMTPAUTH_")}
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = run_cli(["--db", self.url, *args])
+        finally:
+            os.environ.update(env_backup)
+        if code != 0:
+            raise CliError(f"smtpauth-milter {' '.join(args)} exited {code}: {err.getvalue()}")
+        return out.getvalue()
+
+    def apply(self, commands: Sequence[Sequence[str]]) -> None:
+        for command in commands:
+            self.run(*command)
+
+    def save_baseline(self) -> None:
+        """Remember the store as it is now; :meth:`reset` returns to it."""
+        self.baseline = self.path.with_suffix(".baseline.json")
+        self.baseline.write_text(self.run("export"))
+
+    def reset(self) -> None:
+        assert self.baseline is not None, "save_baseline() first"
+        self.run("import", str(self.baseline))
+
+    def serial(self) -> int:
+        store = Store(self.url)
+        try:
+            return store.serial()
+        finally:
+            store.dispose()
+
+
+def decision_lines(log: LogFile, since: int = 0) -> list[str]:
+    return log.find(r" action=\S+ rule=\S+ ", since)
+
+
+def decision_for(log: LogFile, rcpt: str, since: int = 0) -> str:
+    """The one decision line for RCPT TO:<rcpt> after ``since``; AssertionError otherwise."""
+    needle = f"rcpt=<{rcpt}>"
+    found = [line for line in decision_lines(log, since) if needle in line.split()]
+    if len(found) != 1:
+        raise AssertionError(
+            f"expected one decision for {needle}, got {found}\nlog:\n{log.text(since)}"
+        )
+    return found[0]
+
+
+def field_of(line: str, name: str) -> str:
+    match = re.search(rf"(?:^| ){name}=(\S+)", line)
+    if match is None:
+        raise AssertionError(f"no {name}= in {line!r}")
+    return match[1]
+
+
+@dataclass
+class OurMilter:
+    """``smtpauth-milter --db URL run --socket SOCKET`` as a child process."""
+
+    store: StoreCli
+    socket: str  # Postfix notation: inet:127.0.0.1:PORT or unix:/path
+    log: LogFile
+    extra_args: tuple[str, ...] = ()
+    refresh: float | None = 0.2  # None: leave --refresh out (the shipped default)
+    process: ManagedProcess | None = None
+    started_at: int = 0  # log offset of the current run
+    socket_mode: int | None = field(default=None, init=False)
+
+    @property
+    def argv(self) -> list[str]:
+        refresh = () if self.refresh is None else ("--refresh", str(self.refresh))
+        return [
+            str(CONSOLE_SCRIPT), "--db", self.store.url, "run",
+            "--socket", libmilter_socket(self.socket), *refresh, *self.extra_args,
+        ]  # fmt: skip
+
+    @property
+    def unix_path(self) -> Path | None:
+        kind, _, rest = self.socket.partition(":")
+        return Path(rest) if kind in ("unix", "local") else None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.proc.pid
+
+    def start(self, timeout: float = 15.0) -> OurMilter:
+        if not CONSOLE_SCRIPT.exists():
+            raise SandboxError(f"{CONSOLE_SCRIPT} is missing: install the package in this venv")
+        if self.unix_path is not None:
+            self.unix_path.unlink(missing_ok=True)
+        self.started_at = self.log.mark()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPAUTH_MILTER_")}
+        process = start_process(self.argv, self.log.path, env=env)
+        self.process = process
+
+        def ready() -> bool:
+            if process.proc.poll() is not None:
+                raise SandboxError(
+                    f"milter exited with {process.proc.returncode}:\n"
+                    f"{self.log.text(self.started_at)}"
+                )
+            return milter_accepts(self.socket)
+
+        try:
+            wait_until(ready, timeout, f"smtpauth-milter on {self.socket}")
+            if self.unix_path is not None:
+                self.socket_mode = stat.S_IMODE(self.unix_path.stat().st_mode)
+                open_unix_socket_to_postfix(self.unix_path)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        if self.process is not None:
+            self.process.stop(timeout)
+            self.process = None
+        if self.unix_path is not None:
+            self.unix_path.unlink(missing_ok=True)
+
+    def wait_loaded(self, serial: int | None = None, timeout: float = 5.0) -> int:
+        """Wait until this run of the milter logged ``event=snapshot-loaded serial=N``."""
+        wanted = self.store.serial() if serial is None else serial
+        self.log.wait_for(rf"event=snapshot-loaded serial={wanted}\b", self.started_at, timeout)
+        return wanted
+
+    def sync(self, commands: Sequence[Sequence[str]] = (), reset: bool = True) -> None:
+        """Reset the store to its baseline, apply CLI ``commands``, wait until loaded."""
+        if reset:
+            self.store.reset()
+        self.store.apply(commands)
+        self.wait_loaded()
+
+
+@contextlib.contextmanager
+def running(milter: OurMilter) -> Iterator[OurMilter]:
+    """Start ``milter``; stop it on the way out, also when the body fails."""
+    milter.start()
+    try:
+        yield milter
+    finally:
+        milter.stop()
