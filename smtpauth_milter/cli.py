@@ -108,6 +108,20 @@ def cli(ctx: click.Context, db: str | None, config_file: str | None) -> None:
     help="[default: info]",
 )
 @click.option("--syslog/--no-syslog", default=None, help="Log to syslog (facility mail).")
+@click.option(
+    "--user",
+    metavar="NAME",
+    envvar="SMTPAUTH_MILTER_USER",
+    help="Started as root: open the socket, then run as user NAME. The store must be "
+    "readable by NAME.",
+)
+@click.option(
+    "--group",
+    metavar="NAME",
+    envvar="SMTPAUTH_MILTER_GROUP",
+    help="With --user: run as group NAME (e.g. the MTA's group); a unix socket is "
+    "owned by USER:NAME, mode 0660.  [default: NAME's primary group]",
+)
 @pass_context
 def run(obj: Context, /, **flags: Any) -> None:
     """Run the milter in the foreground."""

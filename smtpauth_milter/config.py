@@ -16,7 +16,9 @@ DEFAULT_SOCKET = "inet:8894@127.0.0.1"
 DEFAULT_MAX_STALE = 300.0
 DEFAULT_REFRESH = 0.5
 LOG_LEVELS = ("debug", "info", "warning", "error")
-FILE_KEYS = frozenset({"db", "socket", "max-stale", "refresh", "log-level", "syslog"})
+FILE_KEYS = frozenset(
+    {"db", "socket", "max-stale", "refresh", "log-level", "syslog", "user", "group"}
+)
 
 _SOCKET_RE = re.compile(
     r"(?:inet:(\d{1,5})@[A-Za-z0-9._-]+|inet6:(\d{1,5})@[0-9A-Za-z:.\[\]_-]+|(?:unix|local):/\S+)"
@@ -55,7 +57,7 @@ def read_file(path: str | None) -> dict[str, Any]:
             data = tomllib.load(handle)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"bad config file {path}: {exc}") from exc
     unknown = set(data) - FILE_KEYS
     if unknown:
@@ -81,6 +83,8 @@ class RunConfig:
     refresh: float
     log_level: str
     syslog: bool
+    user: str | None = None
+    group: str | None = None
 
     @classmethod
     def resolve(cls, db: str, flags: Mapping[str, Any], file: Mapping[str, Any]) -> RunConfig:
@@ -95,10 +99,14 @@ class RunConfig:
             ),
             log_level=str(pick(flags.get("log_level"), file, "log-level", "info")).lower(),
             syslog=bool(pick(flags.get("syslog"), file, "syslog", False)),
+            user=_name(pick(flags.get("user"), file, "user", None), "user"),
+            group=_name(pick(flags.get("group"), file, "group", None), "group"),
         )
         check_socket(config.socket)
         if config.log_level not in LOG_LEVELS:
             raise ConfigError(f"bad log level {config.log_level!r}: use {', '.join(LOG_LEVELS)}")
+        if config.group is not None and config.user is None:
+            raise ConfigError("--group needs --user: the group is the one the milter runs as")
         if not 0.05 <= config.refresh <= 60:
             raise ConfigError("refresh must be between 0.05 and 60 seconds")
         return config
@@ -108,3 +116,11 @@ def _number(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(f"{key} must be a non-negative number of seconds, not {value!r}")
     return float(value)
+
+
+def _name(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or not value.isprintable():
+        raise ConfigError(f"{key} must be a user or group name, not {value!r}")
+    return value.strip()

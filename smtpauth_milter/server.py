@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import grp
 import logging
 import logging.handlers
 import os
+import pwd
+import re
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import Milter
 
 from . import logfmt
 from .config import RunConfig, unix_socket_path
-from .errors import ConfigError
+from .errors import ConfigError, SmtpauthError
 from .milter import SmtpAuthMilter
 from .refresh import SnapshotCache
 from .store import Store
@@ -24,12 +31,25 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 SOCKET_UMASK = 0o117  # a unix socket comes out 0660: the MTA's group, nobody else
 
 
+_RAW_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    ch = match.group()
+    code = ord(ch)
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch)
+    return named or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
 class OneLineFormatter(logging.Formatter):
-    """Tracebacks and any stray newline stay inside one record's line."""
+    """Tracebacks and any stray newline or control character stay inside one line.
+
+    Backslashes are left alone: logfmt values are already escaped, and escaping
+    them twice would let a client's quoted value end early and forge a field.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+        return _RAW_CONTROL.sub(_escape_control, super().format(record))
 
 
 def setup_logging(level: str, syslog: bool) -> None:
@@ -51,21 +71,104 @@ def setup_logging(level: str, syslog: bool) -> None:
     logger.propagate = False
 
 
-def run(config: RunConfig) -> None:
-    """Serve until SIGTERM/SIGINT; tempfail while the store is unreadable."""
-    setup_logging(config.log_level, config.syslog)
-    store = Store(config.db)
-    # libmilter's own thread sigwait()s for these; block them before we start any
-    # thread, or the kernel may hand SIGTERM to one that dies without cleanup.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    cache = SnapshotCache(store, config.max_stale)
-    cache.start(config.refresh)
-    Milter.factory = lambda: SmtpAuthMilter(cache)
-    socket_path = unix_socket_path(config.socket)
-    log.info("%s", logfmt.line({"event": "start", "socket": config.socket, "store": store.display}))
+@dataclass(frozen=True)
+class Identity:
+    """The unprivileged user and group the milter serves as (``run --user/--group``)."""
+
+    user: str
+    group: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def resolve(cls, user: str | None, group: str | None) -> Identity | None:
+        if user is None:
+            return None
+        if os.geteuid() != 0:
+            raise ConfigError(
+                f"--user {user}: only root can switch user; start as root or leave out --user"
+            )
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise ConfigError(f"--user {user}: no such user") from None
+        try:
+            group_entry = grp.getgrgid(entry.pw_gid) if group is None else grp.getgrnam(group)
+        except KeyError:
+            raise ConfigError(f"--group {group or entry.pw_gid}: no such group") from None
+        return cls(user, group_entry.gr_name, entry.pw_uid, group_entry.gr_gid)
+
+    def drop(self) -> None:
+        """setgroups/setgid/setuid for the whole process; fails loudly if root remains."""
+        os.initgroups(self.user, self.gid)
+        os.setgid(self.gid)
+        os.setuid(self.uid)
+        if self.uid != 0 and (os.geteuid() == 0 or os.getegid() != self.gid):
+            raise ConfigError(f"could not drop privileges to {self.user}:{self.group}")
+
+    def check_store(self, store: Store) -> None:
+        """A SQLite store must be readable once we are no longer root: one clear line if not."""
+        database = store.url.database
+        if not store.is_sqlite or not database or database == ":memory:":
+            return
+        if not os.access(database, os.R_OK):
+            raise ConfigError(
+                f"user {self.user} cannot read the store {database}: make the file readable "
+                f"(and its directory searchable) by {self.user} or group {self.group}"
+            )
+
+
+def _dispatch(method: str) -> Callable[..., int]:
+    """Hand a libmilter callback to the session's milter object.
+
+    A command before the session exists (MAIL before CONNECT: only a broken or
+    hostile peer sends that) is one logged line and a 4xx, not a raw traceback.
+    """
+
+    def callback(ctx: Any, *args: Any) -> int:
+        session = ctx.getpriv()
+        if session is None:
+            log.warning(
+                "%s",
+                logfmt.line(
+                    {"event": "protocol-error", "callback": method, "error": "no session yet"}
+                ),
+            )
+            return int(Milter.TEMPFAIL)
+        return int(getattr(session, method)(*args))
+
+    return callback
+
+
+def _register(socket_spec: str, timeout: int) -> None:
+    """What ``Milter.runmilter`` does before serving, without serving yet."""
+    milter = Milter.milter
+    milter.set_connect_callback(Milter.connect_callback)
+    milter.set_helo_callback(_dispatch("hello"))
+    milter.set_envfrom_callback(_dispatch("envfrom_bytes"))
+    milter.set_envrcpt_callback(_dispatch("envrcpt_bytes"))
+    milter.set_header_callback(_dispatch("header_bytes"))
+    milter.set_eoh_callback(_dispatch("eoh"))
+    milter.set_body_callback(_dispatch("body"))
+    milter.set_eom_callback(_dispatch("eom"))
+    milter.set_abort_callback(_dispatch("abort"))
+    milter.set_close_callback(Milter.close_callback)
+    milter.setconn(socket_spec)
+    milter.settimeout(timeout)
+    milter.register(
+        MILTER_NAME,
+        data=_dispatch("data"),
+        unknown=_dispatch("unknown"),
+        negotiate=Milter.negotiate_callback,
+    )
+
+
+def _open_socket(config: RunConfig, socket_path: Path | None, identity: Identity | None) -> None:
+    """Listen (as root if we are), then hand a unix socket to USER:GROUP, mode 0660."""
     old_umask = os.umask(SOCKET_UMASK) if socket_path else None
     try:
-        Milter.runmilter(MILTER_NAME, config.socket, timeout=60)
+        _register(config.socket, timeout=60)
+        Milter.milter.opensocket(True)
     except Milter.milter.error as exc:
         raise ConfigError(
             f"cannot listen on {config.socket}: {exc} (address in use, or the socket's "
@@ -74,9 +177,49 @@ def run(config: RunConfig) -> None:
     finally:
         if old_umask is not None:
             os.umask(old_umask)
+    if socket_path is not None:
+        if identity is not None:
+            os.chown(socket_path, identity.uid, identity.gid)
+        socket_path.chmod(0o660)
+
+
+def run(config: RunConfig) -> None:
+    """Serve until SIGTERM/SIGINT; tempfail while the store is unreadable."""
+    identity = Identity.resolve(config.user, config.group)
+    setup_logging(config.log_level, config.syslog)
+    store = Store(config.db)
+    # libmilter's own thread sigwait()s for these; block them before we start any
+    # thread, or the kernel may hand SIGTERM to one that dies without cleanup.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    cache = SnapshotCache(store, config.max_stale)
+    Milter.factory = lambda: SmtpAuthMilter(cache)
+    socket_path = unix_socket_path(config.socket)
+    try:
+        _open_socket(config, socket_path, identity)
+        if identity is not None:
+            identity.drop()
+            identity.check_store(store)
+        log.info(
+            "%s",
+            logfmt.line(
+                {
+                    "event": "start",
+                    "socket": config.socket,
+                    "store": store.display,
+                    "user": identity.user if identity else None,
+                }
+            ),
+        )
+        cache.start(config.refresh)
+        try:
+            Milter.milter.main()
+        except Milter.milter.error as exc:
+            raise SmtpauthError(f"the milter stopped: {exc}") from exc
+    finally:
         cache.stop()
         store.dispose()
         if socket_path is not None:
-            with contextlib.suppress(FileNotFoundError):
+            # as USER we may not be allowed to; the next start removes it as root
+            with contextlib.suppress(OSError):
                 socket_path.unlink()
         log.info("%s", logfmt.line({"event": "stop"}))
