@@ -57,7 +57,11 @@ def _prepare_sqlite_file(url: URL) -> None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     path = Path(database)
-    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    missing = [parent for parent in path.parents if not parent.exists()]
+    for parent in reversed(missing):  # each new directory 0750, whatever the umask
+        with contextlib.suppress(FileExistsError):
+            parent.mkdir(mode=0o750)
+            parent.chmod(0o750)
     if not path.exists():
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640))

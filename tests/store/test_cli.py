@@ -209,6 +209,8 @@ def test_a_new_sqlite_store_is_created_and_migrated_on_first_use(
     assert store.current() == store.head()
     mode = (tmp_path / "deep" / "dir" / "new.sqlite").stat().st_mode & 0o777
     assert mode & 0o007 == 0, "the store must not be world readable"
+    for directory in (tmp_path / "deep", tmp_path / "deep" / "dir"):
+        assert directory.stat().st_mode & 0o777 == 0o750, directory
     store.dispose()
 
 
