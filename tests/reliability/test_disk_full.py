@@ -1,0 +1,112 @@
+"""Disk full under the SQLite store while the CLI writes: one clear line, exit 2,
+the store unchanged, and a running milter keeps deciding.
+
+A 2 MiB tmpfs is mounted for the test (root only), filled to the last byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.proc import MilterProcess, cli
+from tests.support.milterclient import session
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    mountpoint = Path(tempfile.mkdtemp(prefix="smtpauth-full-"))
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        mountpoint.rmdir()
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+        mountpoint.rmdir()
+
+
+def fill(disk: Path) -> Path:
+    """Write a file until the file system says ENOSPC; returns it (remove it to free)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for size in (65536, 4096, 512, 1):
+            chunk = b"\0" * size
+            while True:
+                try:
+                    os.write(fd, chunk)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _decides(milter: MilterProcess) -> tuple[int | None, int | None]:
+    refused = session(milter.socket, sender="alice@example.com", rcpts=["bob@evil.test"])
+    owner = session(
+        milter.socket,
+        sender="alice@example.com",
+        rcpts=["bob@evil.test"],
+        login="alice@example.com",
+    )
+    return refused.rcpts[0].code, owner.rcpts[0].code
+
+
+def test_a_write_on_a_full_disk_fails_cleanly_and_the_milter_keeps_deciding(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{small_disk / 'state' / 'store.sqlite'}"
+    for args in (["domain", "add", "example.com"], ["settings", "set", "require-auth-local", "on"]):
+        assert cli(url, *args).returncode == 0
+    big_import = tmp_path / "big.json"
+    export = json.loads(cli(url, "export").stdout)
+    export["domains"].update({f"d{i:05d}.example": {} for i in range(2_000)})
+    big_import.write_text(json.dumps(export), encoding="utf-8")
+
+    with MilterProcess(url, tmp_path, graceful_stop=False) as milter:
+        assert _decides(milter) == (530, None)
+        before = cli(url, "export").stdout
+        filler = fill(small_disk)
+        with contextlib.ExitStack() as cleanup:
+            cleanup.callback(filler.unlink)
+            for args in (
+                ["settings", "set", "auth-required-reply", "530 5.7.0 " + "x" * 400],
+                ["domain", "add", *[f"n{i}.example" for i in range(200)]],
+                ["import", str(big_import)],
+            ):
+                failed = cli(url, *args)
+                assert failed.returncode == 2, failed
+                lines = failed.stderr.splitlines()
+                assert len(lines) == 1 and "Traceback" not in failed.stderr, failed.stderr
+                assert lines[0].startswith("smtpauth-milter: error: cannot write to the store")
+                assert "full" in lines[0], lines[0]
+                assert cli(url, "export").stdout == before
+            assert cli(url, "db", "check").returncode == 0
+            assert _decides(milter) == (530, None)
+        # Space again: the same write succeeds and reaches the running milter.
+        assert cli(url, "settings", "set", "require-auth-local", "off").returncode == 0
+        deadline = time.monotonic() + 5
+        while _decides(milter) != (None, None):
+            assert time.monotonic() < deadline, "the change never reached the milter"
+            time.sleep(0.05)
+        assert milter.alive()

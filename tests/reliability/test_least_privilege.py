@@ -1,0 +1,211 @@
+"""Least privilege: run --user/--group, socket and store modes, no password anywhere."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smtpauth_milter.cli import run_cli
+from tests.reliability.proc import MilterProcess, free_port
+from tests.support.milterclient import session, wait_for_milter
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="dropping privileges needs root")
+PASSWORD = "Pw-0f-the-DB-n3ver-shown"
+
+
+def _group_for_test() -> grp.struct_group:
+    """The MTA's group if there is one (postfix), else any non-root group."""
+    for name in ("postfix", "mail", "nogroup"):
+        try:
+            return grp.getgrnam(name)
+        except KeyError:
+            continue
+    pytest.skip("no suitable group")
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory the unprivileged user can reach (pytest's tmp_path is root-only 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="smtpauth-priv-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _proc_status(pid: int) -> dict[str, list[str]]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        fields[key] = rest.split()
+    return fields
+
+
+def _one_error_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if "error:" in line]
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+@needs_root
+def test_run_user_group_drops_privileges_and_owns_the_socket(shared_dir: Path) -> None:
+    group = _group_for_test()
+    nobody = pwd.getpwnam("nobody")
+    store_dir = shared_dir / "store"
+    url = f"sqlite:///{store_dir / 'store.sqlite'}"
+    assert run_cli(["--db", url, "domain", "add", "example.com"]) == 0
+    assert run_cli(["--db", url, "settings", "set", "require-auth-local", "on"]) == 0
+    os.chown(store_dir, 0, group.gr_gid)
+    os.chown(store_dir / "store.sqlite", 0, group.gr_gid)
+    run_dir = shared_dir / "run"
+    run_dir.mkdir(mode=0o755)
+    sock = run_dir / "milter.sock"
+
+    with MilterProcess(
+        url,
+        shared_dir,
+        socket_spec=f"unix:{sock}",
+        args=["--user", "nobody", "--group", group.gr_name],
+    ) as milter:
+        status = _proc_status(milter.pid)
+        assert status["Uid"] == [str(nobody.pw_uid)] * 4
+        assert status["Gid"] == [str(group.gr_gid)] * 4
+        assert set(status["Groups"]) <= {str(group.gr_gid), str(nobody.pw_gid)}
+        assert status["CapEff"] == ["0000000000000000"]
+        info = sock.stat()
+        assert stat.S_ISSOCK(info.st_mode)
+        assert stat.S_IMODE(info.st_mode) == 0o660
+        assert (info.st_uid, info.st_gid) == (nobody.pw_uid, group.gr_gid)
+        # ...and it still decides, reading the store as nobody.
+        result = session(f"unix:{sock}", sender="alice@example.com", rcpts=["bob@evil.test"])
+        assert result.rcpts[0].code == 530
+        assert "user=nobody" in milter.log_bytes().decode()
+
+
+@needs_root
+def test_a_store_the_user_cannot_read_is_one_clear_line(shared_dir: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'private' / 'store.sqlite'}"  # root-only 0750/0640
+    assert run_cli(["--db", url, "domain", "add", "example.com"]) == 0
+    milter = MilterProcess(
+        url,
+        tmp_path,
+        socket_spec=f"unix:{shared_dir / 'milter.sock'}",
+        args=["--user", "nobody"],
+        wait_ready=False,
+    )
+    with milter:
+        assert milter.wait_exit(20) == 2
+    line = _one_error_line(milter.log_bytes().decode())
+    assert "user nobody cannot read the store" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--user", "no-such-user-xyz"], "no such user"),
+        (["--user", "nobody", "--group", "no-such-group-xyz"], "no such group"),
+        (["--group", "postfix"], "--group needs --user"),
+        (["--user", ""], "user must be a user or group name"),
+    ],
+)
+def test_bad_user_or_group_is_one_line_exit_2(
+    args: list[str],
+    expected: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # resolve as root would, without serving
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    code = run_cli(["--db", url, "run", "--socket", f"inet:{free_port()}@127.0.0.1", *args])
+    assert code == 2
+    assert expected in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("source", ["flag", "env", "file"])
+def test_user_is_refused_when_not_root(
+    source: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.delenv("SMTPAUTH_MILTER_USER", raising=False)
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    args = ["--db", url]
+    tail = ["run", "--socket", f"inet:{free_port()}@127.0.0.1"]
+    if source == "flag":
+        tail += ["--user", "nobody"]
+    elif source == "env":
+        monkeypatch.setenv("SMTPAUTH_MILTER_USER", "nobody")
+    else:
+        config = tmp_path / "milter.toml"
+        config.write_text('user = "nobody"\ngroup = "nogroup"\n', encoding="utf-8")
+        args += ["--config", str(config)]
+    assert run_cli([*args, *tail]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "only root can switch user" in line
+    assert not (tmp_path / "store.sqlite").exists(), "refused before touching the store"
+
+
+def test_a_new_sqlite_store_is_not_world_readable_whatever_the_umask(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new' / 'deeper' / 'store.sqlite'}"
+    old = os.umask(0)
+    try:
+        assert run_cli(["--db", url, "domain", "list"]) == 0
+    finally:
+        os.umask(old)
+    store = tmp_path / "new" / "deeper" / "store.sqlite"
+    assert stat.S_IMODE(store.stat().st_mode) == 0o640
+    assert stat.S_IMODE(store.parent.stat().st_mode) == 0o750
+    # (Missing parents above the store's own directory follow the umask: pathlib's
+    # mkdir(parents=True) applies the mode to the last directory only.)
+    for extra in store.parent.iterdir():  # no journal or WAL file left world-readable
+        assert not stat.S_IMODE(extra.stat().st_mode) & 0o007, extra
+
+
+def test_the_database_password_never_reaches_the_milter_log(tmp_path: Path) -> None:
+    """PostgreSQL down at start: the milter starts, tempfails, and logs no password."""
+    url = f"postgresql+psycopg://milter:{PASSWORD}@127.0.0.1:{free_port()}/smtpauth"
+    with MilterProcess(
+        url, tmp_path, args=["--max-stale", "1"], wait_ready=False, graceful_stop=False
+    ) as milter:
+        milter.wait_for_log("event=store-unreadable", timeout=20)
+        wait_for_milter(milter.socket, 10, milter.proc)
+        result = session(milter.socket, sender="alice@example.com", rcpts=["bob@evil.test"])
+        assert (result.rcpts[0].code, result.rcpts[0].xcode) == (451, "4.3.0")
+        log = milter.log_bytes().decode()
+    assert "event=start" in log and "***" in log
+    assert PASSWORD not in log
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["settings", "show"],
+        ["settings", "show", "--json"],
+        ["settings", "set", "dry-run", "on"],
+        ["db", "upgrade"],
+        ["db", "current"],
+        ["db", "check"],
+        ["export"],
+        ["check", "--from", "a@example.com", "--rcpt", "b@example.net"],
+    ],
+)
+def test_the_database_password_never_reaches_the_cli_output(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"postgresql+psycopg://milter:{PASSWORD}@127.0.0.1:{free_port()}/smtpauth"
+    assert run_cli(["--db", url, *args]) == 2
+    captured = capsys.readouterr()
+    assert PASSWORD not in captured.out + captured.err
+    _one_error_line(captured.err)
