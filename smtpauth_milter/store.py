@@ -67,10 +67,23 @@ def _prepare_sqlite_file(url: URL) -> None:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640))
 
 
+WRITE = "smtpauth_write"
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # Let SQLAlchemy's transactions be real ones (pysqlite would not BEGIN
+    # before a SELECT, so the statements of one snapshot load could each see
+    # a different commit): see _sqlite_begin.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    """BEGIN for reads (one consistent view), BEGIN IMMEDIATE for writes (no lock upgrade race)."""
+    writing = connection.get_execution_options().get(WRITE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
 class Store:
@@ -94,6 +107,7 @@ class Store:
             # replaced, moved or deleted is noticed instead of read from its old inode.
             engine = create_engine(self.url, connect_args={"timeout": 10}, poolclass=NullPool)
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
             return engine
         connect_args = {"connect_timeout": 5} if self.url.get_backend_name() == "postgresql" else {}
         return create_engine(self.url, pool_pre_ping=True, connect_args=connect_args)
@@ -181,9 +195,15 @@ class Store:
         with self.errors("read"), Session(self.engine) as session:
             return session.scalar(select(StoreState.serial).where(StoreState.id == 1)) or 0
 
+    def _reader(self) -> Engine:
+        """Reads in one transaction that sees one commit (REPEATABLE READ on PostgreSQL)."""
+        if self.is_sqlite:
+            return self.engine
+        return self.engine.execution_options(isolation_level="REPEATABLE READ")
+
     def load_snapshot(self) -> Snapshot:
-        """Everything the policy needs, read at once. The serial is read first."""
-        with self.errors("read"), Session(self.engine) as session:
+        """Everything the policy needs, read in one transaction, so from one commit."""
+        with self.errors("read"), Session(self._reader()) as session:
             serial = session.scalar(select(StoreState.serial).where(StoreState.id == 1)) or 0
             global_values = dict(
                 session.execute(select(GlobalSetting.key, GlobalSetting.value)).all()
@@ -207,7 +227,8 @@ class Store:
     @contextlib.contextmanager
     def write(self, doing: str = "write to") -> Iterator[Session]:
         """One transaction; bumps the serial so running milters reload within seconds."""
-        with self.errors(doing), Session(self.engine) as session, session.begin():
+        engine = self.engine.execution_options(**{WRITE: True})
+        with self.errors(doing), Session(engine) as session, session.begin():
             yield session
             bumped = session.execute(
                 update(StoreState).where(StoreState.id == 1).values(serial=StoreState.serial + 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -173,3 +174,44 @@ def test_a_sqlite_file_that_disappears_is_a_store_outage(sqlite_url: str) -> Non
     assert cache.refresh()
     assert _verdict(cache) is Action.REJECT
     store.dispose()
+
+
+def test_a_snapshot_is_read_from_one_commit(db_url: str) -> None:
+    """A load racing a writer must never mix two commits (a torn snapshot)."""
+    reader, writer_store = Store(db_url), Store(db_url)
+    reader.prepare()
+    with writer_store.write() as session:
+        editing.add_domains(session, ["example.com"])
+    stop = threading.Event()
+
+    def write_state(number: int) -> None:
+        with writer_store.write() as session:
+            editing.set_setting(session, "auth-required-reply", f"530 5.7.0 state {number}")
+            editing.set_setting(
+                session, "sender-mismatch-reply", f"553 5.7.1 state {number}", "example.com"
+            )
+
+    def writer() -> None:
+        number = 0
+        while not stop.is_set():
+            number += 1
+            write_state(number)
+
+    write_state(0)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(150):
+            snapshot = reader.load_snapshot()
+            domain = snapshot.settings_for("example.com")
+            assert domain is not None
+            assert (
+                snapshot.global_settings.auth_required_reply.text.split()[-1]
+                == domain.sender_mismatch_reply.text.split()[-1]
+            )
+    finally:
+        stop.set()
+        thread.join()
+        reader.dispose()
+        writer_store.dispose()
