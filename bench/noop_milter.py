@@ -33,6 +33,9 @@ class NoopMilter(Milter.Base):  # type: ignore[misc]
         self._protocol = opts[1]
         return rc
 
+    def _wants_headers(self) -> bool:  # called by SmtpAuthMilter.negotiate
+        return False
+
     def _answer(self, nr_flag: int) -> int:
         return NOREPLY if self._protocol & nr_flag else CONTINUE
 

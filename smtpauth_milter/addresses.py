@@ -13,7 +13,10 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
+from email import errors as email_errors
+from email.headerregistry import HeaderRegistry
 
 import idna
 
@@ -24,6 +27,8 @@ __all__ = [
     "normalise",
     "normalise_local",
     "parse_address",
+    "parse_header_addresses",
+    "parse_header_list",
     "parse_path",
     "render_local",
     "strip_batv",
@@ -217,3 +222,40 @@ def normalise_local(local: str, delimiter: str) -> str:
 def normalise(address: Address, delimiter: str) -> str:
     """The canonical form used for every comparison: ``alice+x@Ex.com`` -> ``alice@ex.com``."""
     return f"{render_local(normalise_local(address.local, delimiter))}@{address.domain}"
+
+
+# Header parsing (RFC 5322 ``From:`` / ``Sender:``), for require-header-from-match.
+# The stdlib parser records what it had to guess as defects: an obsolete form
+# (a source route, CFWS in a domain) still names one address with certainty,
+# and so does a non-ASCII local part (SMTPUTF8); any other defect means the
+# address a mail reader shows may not be the one we read, so it is refused.
+_HEADERS = HeaderRegistry()
+_HARMLESS_DEFECTS = (email_errors.ObsoleteHeaderDefect, email_errors.NonASCIILocalPartDefect)
+_FOLD_RE = re.compile(r"\r?\n(?=[ \t])")
+MAX_HEADER_LENGTH = 8192
+
+
+def parse_header_addresses(value: str) -> list[Address]:
+    """Every address in one address-list header value (groups flattened, display names,
+    comments and encoded words ignored); AddressError when any part is not certain."""
+    text = _FOLD_RE.sub("", value)
+    if len(text) > MAX_HEADER_LENGTH or _has_control(text.replace("\t", " ")):
+        raise AddressError("header too long or contains control characters")
+    try:
+        header = _HEADERS("From", text)
+        addresses = header.addresses  # type: ignore[attr-defined]
+    except Exception as exc:  # the stdlib parser raises IndexError & co. on some garbage
+        raise AddressError(f"unparseable header: {exc}") from exc
+    if any(not isinstance(d, _HARMLESS_DEFECTS) for d in header.defects):
+        raise AddressError(f"unparseable header: {header.defects[0]}")
+    parsed: list[Address] = []
+    for address in addresses:
+        if not address.username or not address.domain:
+            raise AddressError("header address without local part or domain")
+        parsed.append(Address(address.username, _domain_part(address.domain)))
+    return parsed
+
+
+def parse_header_list(values: Sequence[str]) -> list[Address]:
+    """The addresses of every occurrence of one header field, in order."""
+    return [address for value in values for address in parse_header_addresses(value)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .policy import Request, Verdict
 
@@ -56,6 +56,25 @@ def decision_line(queue: str | None, request: Request, rcpt: str, verdict: Verdi
             "login": request.login or None,
             "from": request.sender,
             "rcpt": rcpt,
+            "domain": verdict.domain,
+            "reply": str(verdict.reply) if verdict.reply is not None else None,
+        }
+    )
+
+
+def header_decision_line(
+    queue: str | None, request: Request, header_from: Sequence[str], verdict: Verdict
+) -> str:
+    """The end-of-headers decision: ``header_from`` instead of ``rcpt``, ``-`` when absent."""
+    return line(
+        {
+            "queue": queue,
+            "action": verdict.action.value,
+            "rule": verdict.rule.value,
+            "client": str(request.client) if request.client is not None else None,
+            "login": request.login or None,
+            "from": request.sender,
+            "header_from": " | ".join(header_from) if header_from else None,
             "domain": verdict.domain,
             "reply": str(verdict.reply) if verdict.reply is not None else None,
         }

@@ -17,7 +17,7 @@ import Milter
 
 from . import logfmt
 from .networks import IPAddress, parse_ip
-from .policy import Action, Request, Verdict, decide
+from .policy import Action, Request, Verdict, decide, decide_header
 from .refresh import SnapshotCache
 from .replies import Reply
 
@@ -29,6 +29,11 @@ MACROS = {Milter.M_ENVFROM: "i {auth_authen}", Milter.M_ENVRCPT: "i"}
 SKIPPED_STEPS = (
     Milter.P_NOHELO | Milter.P_NOHDRS | Milter.P_NOEOH | Milter.P_NOBODY | Milter.P_NOUNKNOWN
 )
+# Headers and end of headers are asked for only while require-header-from-match
+# is on somewhere (decided per connection, from the snapshot at negotiation).
+HEADER_STEPS = Milter.P_NOHDRS | Milter.P_NOEOH
+HEADER_FIELDS = ("from", "sender")
+MAX_HEADER_VALUES = 2  # a second From: is refused anyway; keep no more than that
 FALLBACK_REPLY = Reply(451, "4.3.0", "Temporary policy failure, try again later")
 
 F = TypeVar("F", bound=Callable[..., int])
@@ -72,17 +77,23 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         self._client: IPAddress | None = None
         self._queue: str | None = None
         self._request: Request | None = None
+        self._headers: dict[str, list[str]] = {}
 
     def negotiate(self, opts: list[int]) -> int:
         offered_actions, offered_steps = opts[0], opts[1]
+        skipped = SKIPPED_STEPS & ~HEADER_STEPS if self._wants_headers() else SKIPPED_STEPS
         opts[0] = offered_actions & Milter.SETSYMLIST
-        opts[1] = offered_steps & SKIPPED_STEPS
+        opts[1] = offered_steps & skipped
         opts[2] = opts[3] = 0
         self._actions, self._protocol = opts[0], opts[1]
         if offered_actions & Milter.SETSYMLIST:
             for stage, macros in MACROS.items():
                 self._ctx.setsymlist(stage, macros)
         return int(Milter.CONTINUE)
+
+    def _wants_headers(self) -> bool:
+        """Headers cost a round trip each: ask for them only while some domain checks them."""
+        return self._cache.current().header_checks
 
     @guarded
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
@@ -93,6 +104,7 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self._queue = self._macro("i")
         self._request = Request(self._client, self._macro("{auth_authen}"), mailfrom)
+        self._headers = {}
         return int(Milter.CONTINUE)
 
     @guarded
@@ -110,9 +122,31 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         return int(Milter.CONTINUE)
 
     @guarded
+    def header(self, name: str, value: str) -> int:
+        field = name.lower()
+        if field in HEADER_FIELDS:
+            values = self._headers.setdefault(field, [])
+            if len(values) < MAX_HEADER_VALUES:
+                values.append(value)
+        return int(Milter.CONTINUE)
+
+    @guarded
+    def eoh(self) -> int:
+        self._queue = self._macro("i") or self._queue
+        request = self._request
+        if request is None:
+            raise RuntimeError("end of headers without MAIL FROM")
+        froms, senders = self._headers.get("from", []), self._headers.get("sender", [])
+        self._headers = {}
+        verdict = decide_header(self._cache.current(), request, froms, senders)
+        self._log_header(request, froms, verdict)
+        return self._answer(verdict)
+
+    @guarded
     def abort(self) -> int:
         self._request = None
         self._queue = None
+        self._headers = {}
         return int(Milter.CONTINUE)
 
     def close(self) -> int:
@@ -130,6 +164,12 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
             # makeRecord + handle skips logging's stack walk (findCaller): this
             # line is written once per recipient, on the MTA's critical path.
             line = logfmt.decision_line(self._queue, request, rcpt, verdict)
+            log.handle(log.makeRecord(log.name, level, __file__, 0, line, (), None))
+
+    def _log_header(self, request: Request, froms: list[str], verdict: Verdict) -> None:
+        level = logging.INFO if verdict.action is Action.CONTINUE else logging.WARNING
+        if log.isEnabledFor(level):
+            line = logfmt.header_decision_line(self._queue, request, froms, verdict)
             log.handle(log.makeRecord(log.name, level, __file__, 0, line, (), None))
 
     def _answer(self, verdict: Verdict) -> int:

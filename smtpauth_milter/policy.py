@@ -1,10 +1,14 @@
 """The decision, per recipient (SPEC section 3). Pure: no I/O, no clock, no pymilter.
 
-The milter and ``smtpauth-milter check`` both call :func:`decide`.
+The milter and ``smtpauth-milter check`` both call :func:`decide`.  The
+milter also calls :func:`decide_header` once per message at end of headers
+when ``require-header-from-match`` is on anywhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -13,6 +17,7 @@ from .addresses import (
     AddressError,
     normalise,
     parse_address,
+    parse_header_list,
     parse_path,
     strip_batv,
 )
@@ -42,6 +47,14 @@ class Rule(StrEnum):
     AUTH_REQUIRED = "auth-required"
     LOCAL_RECIPIENT = "local-recipient"
     AUTH_NOT_REQUIRED = "auth-not-required"
+    # end of headers (require-header-from-match)
+    HEADER_CHECKS_OFF = "header-checks-off"
+    BAD_HEADER_FROM = "bad-header-from"
+    HEADER_FROM_NOT_CHECKED = "header-from-not-checked"
+    HEADER_FROM_AUTH_REQUIRED = "header-from-auth-required"
+    HEADER_FROM_OWNED = "header-from-owned"
+    HEADER_SENDER_OWNED = "header-sender-owned"
+    HEADER_FROM_MISMATCH = "header-from-mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,3 +154,71 @@ def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
             return Verdict(Action.CONTINUE, Rule.LOCAL_RECIPIENT, domain=domain)
         return _refuse(Rule.AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain)
     return Verdict(Action.CONTINUE, Rule.AUTH_NOT_REQUIRED, domain=domain)
+
+
+def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> bool:
+    settings = snapshot.settings_for(address.domain)
+    if settings is None:  # bare-login-match is a local domain's setting, never a remote one's
+        settings = dataclasses.replace(snapshot.global_settings, bare_login_match=False)
+    return login_owns(snapshot, settings, login, address)
+
+
+def _single(values: Sequence[str]) -> Address | None:
+    """The one address of a header that occurs once with one address; else None."""
+    if len(values) != 1:
+        return None
+    try:
+        addresses = parse_header_list(values)
+    except AddressError:
+        return None
+    return addresses[0] if len(addresses) == 1 else None
+
+
+def decide_header(
+    snapshot: Snapshot, request: Request, from_values: Sequence[str], sender_values: Sequence[str]
+) -> Verdict:
+    """The verdict for one message at end of headers (require-header-from-match).
+
+    ``from_values`` / ``sender_values`` are the raw values of every ``From:`` /
+    ``Sender:`` header field, in order.  The From: address is held to the
+    envelope sender's rules: a local From: in a domain with the setting on needs
+    a login, and the login must own the From: or the Sender: address (SPEC 1).
+    With the setting on anywhere, a message whose From: is missing, cannot be
+    parsed or names more than one address is refused (``bad-header-from``).
+    """
+    glob = snapshot.global_settings
+    if not snapshot.trusted:
+        return _refuse(Rule.NO_SETTINGS, glob.tempfail_reply, glob.dry_run, None)
+    if request.client is not None and snapshot.networks.contains(request.client):
+        return Verdict(Action.CONTINUE, Rule.TRUSTED_NETWORK)
+    if not snapshot.header_checks:
+        return Verdict(Action.CONTINUE, Rule.HEADER_CHECKS_OFF)
+    try:
+        addresses = parse_header_list(from_values)
+    except AddressError:
+        addresses = []
+    if len(addresses) != 1 or len(from_values) != 1:
+        checked = (snapshot.settings_for(a.domain) for a in addresses)
+        settings = next((s for s in checked if s and s.require_header_from_match), glob)
+        return _refuse(
+            Rule.BAD_HEADER_FROM, settings.header_from_mismatch_reply, settings.dry_run, None
+        )
+    header_from = addresses[0]
+    domain = header_from.domain
+    found = snapshot.settings_for(domain)
+    if found is None or not found.require_header_from_match:
+        return Verdict(Action.CONTINUE, Rule.HEADER_FROM_NOT_CHECKED, domain=domain)
+    settings = found
+    if not request.authenticated:
+        return _refuse(
+            Rule.HEADER_FROM_AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain
+        )
+    assert request.login is not None
+    if _owns_header_address(snapshot, request.login, header_from):
+        return Verdict(Action.CONTINUE, Rule.HEADER_FROM_OWNED, domain=domain)
+    sender = _single(sender_values)
+    if sender is not None and _owns_header_address(snapshot, request.login, sender):
+        return Verdict(Action.CONTINUE, Rule.HEADER_SENDER_OWNED, domain=domain)
+    return _refuse(
+        Rule.HEADER_FROM_MISMATCH, settings.header_from_mismatch_reply, settings.dry_run, domain
+    )

@@ -149,6 +149,22 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "Reply when the login does not own the sender.",
             ),
             SettingDef(
+                "require-header-from-match",
+                Scope.DOMAIN,
+                "off",
+                _canonical_bool,
+                "A local From: header address is held to the envelope sender's rules "
+                "(login required, login must own From: or Sender:), decided at end of headers.",
+            ),
+            SettingDef(
+                "header-from-mismatch-reply",
+                Scope.DOMAIN,
+                "550 5.7.1 From header not owned by authenticated user",
+                _canonical_reply,
+                "Reply when the login owns neither the From: nor the Sender: address, "
+                "or the From: header is missing, unparseable or has several addresses.",
+            ),
+            SettingDef(
                 "bad-sender-reply",
                 Scope.GLOBAL,
                 "553 5.1.7 Bad sender address syntax",
@@ -213,6 +229,8 @@ class Settings:
     dry_run: bool
     auth_required_reply: Reply
     sender_mismatch_reply: Reply
+    require_header_from_match: bool
+    header_from_mismatch_reply: Reply
     bad_sender_reply: Reply
     tempfail_reply: Reply
     recipient_delimiter: str
@@ -237,6 +255,8 @@ class Settings:
             dry_run=flag("dry-run"),
             auth_required_reply=Reply.parse(value("auth-required-reply")),
             sender_mismatch_reply=Reply.parse(value("sender-mismatch-reply")),
+            require_header_from_match=flag("require-header-from-match"),
+            header_from_mismatch_reply=Reply.parse(value("header-from-mismatch-reply")),
             bad_sender_reply=Reply.parse(value("bad-sender-reply")),
             tempfail_reply=Reply.parse(value("tempfail-reply")),
             recipient_delimiter=value("recipient-delimiter"),
@@ -301,6 +321,9 @@ class Snapshot:
     serial: int = 0
     trusted: bool = True
     global_values: Mapping[str, str] = field(default_factory=dict)
+    # require-header-from-match is in effect for some local domain (its own
+    # value or the global one): the milter then asks the MTA for the headers.
+    header_checks: bool = False
 
     @classmethod
     def build(
@@ -327,6 +350,7 @@ class Snapshot:
             grants=MappingProxyType({k: frozenset(v) for k, v in by_login.items()}),
             serial=serial,
             global_values=MappingProxyType(dict(global_values)),
+            header_checks=any(s.require_header_from_match for s in domains.values()),
         )
 
     @classmethod

@@ -26,8 +26,15 @@ BOOL_KEYS = [
     "require-auth-role",
     "bare-login-match",
     "dry-run",
+    "require-header-from-match",
 ]
-DOMAIN_KEYS = [*BOOL_KEYS, "role-senders", "auth-required-reply", "sender-mismatch-reply"]
+DOMAIN_KEYS = [
+    *BOOL_KEYS,
+    "role-senders",
+    "auth-required-reply",
+    "sender-mismatch-reply",
+    "header-from-mismatch-reply",
+]
 GLOBAL_ONLY_KEYS = ["bad-sender-reply", "tempfail-reply", "recipient-delimiter"]
 
 SPEC_DEFAULTS = {
@@ -40,6 +47,8 @@ SPEC_DEFAULTS = {
     "dry-run": "off",
     "auth-required-reply": "530 5.7.0 Authentication required",
     "sender-mismatch-reply": ("553 5.7.1 Sender address rejected: not owned by authenticated user"),
+    "require-header-from-match": "off",
+    "header-from-mismatch-reply": "550 5.7.1 From header not owned by authenticated user",
     "bad-sender-reply": "553 5.1.7 Bad sender address syntax",
     "tempfail-reply": "451 4.3.0 Temporary policy failure, try again later",
     "recipient-delimiter": "+",
