@@ -122,6 +122,18 @@ def cli(ctx: click.Context, db: str | None, config_file: str | None) -> None:
     help="With --user: run as group NAME (e.g. the MTA's group); a unix socket is "
     "owned by USER:NAME, mode 0660.  [default: NAME's primary group]",
 )
+@click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    envvar="SMTPAUTH_MILTER_METRICS",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (':PORT': every interface).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["logfmt", "json"], case_sensitive=False),
+    envvar="SMTPAUTH_MILTER_LOG_FORMAT",
+    help="logfmt lines, or one JSON object per line.  [default: logfmt]",
+)
 @pass_context
 def run(obj: Context, /, **flags: Any) -> None:
     """Run the milter in the foreground."""
@@ -354,6 +366,34 @@ def check(
         for text in report.lines():
             click.echo(text)
     click.get_current_context().exit(0 if report.all_continue else 1)
+
+
+# --- doctor ------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--postfix-config",
+    metavar="DIR",
+    help="Postfix's configuration directory.  [default: postconf -h config_directory]",
+)
+@click.option(
+    "--socket",
+    metavar="SPEC",
+    envvar="SMTPAUTH_MILTER_SOCKET",
+    help="The milter's socket, as given to run --socket.  [default: as for run]",
+)
+@pass_context
+def doctor(obj: Context, postfix_config: str | None, socket: str | None) -> None:
+    """Check Postfix, the socket and the store. Exit 0 fine, 1 warnings, 2 errors."""
+    from . import doctor as checks
+    from .config import DEFAULT_SOCKET, check_socket
+
+    spec = check_socket(str(pick(socket, obj.file, "socket", DEFAULT_SOCKET)))
+    findings = checks.diagnose(obj.db, spec, postfix_config)
+    for finding in findings:
+        click.echo(finding.line())
+    click.get_current_context().exit(checks.exit_status(findings))
 
 
 # --- export / import ---------------------------------------------------------

@@ -16,9 +16,10 @@ DEFAULT_SOCKET = "inet:8894@127.0.0.1"
 DEFAULT_MAX_STALE = 300.0
 DEFAULT_REFRESH = 0.5
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("logfmt", "json")
 FILE_KEYS = frozenset(
     {"db", "socket", "max-stale", "refresh", "log-level", "syslog", "user", "group"}
-)
+) | {"metrics", "log-format"}
 
 _SOCKET_RE = re.compile(
     r"(?:inet:(\d{1,5})@[A-Za-z0-9._-]+|inet6:(\d{1,5})@[0-9A-Za-z:.\[\]_-]+|(?:unix|local):/\S+)"
@@ -85,6 +86,8 @@ class RunConfig:
     syslog: bool
     user: str | None = None
     group: str | None = None
+    metrics: str | None = None
+    log_format: str = "logfmt"
 
     @classmethod
     def resolve(cls, db: str, flags: Mapping[str, Any], file: Mapping[str, Any]) -> RunConfig:
@@ -101,10 +104,16 @@ class RunConfig:
             syslog=bool(pick(flags.get("syslog"), file, "syslog", False)),
             user=_name(pick(flags.get("user"), file, "user", None), "user"),
             group=_name(pick(flags.get("group"), file, "group", None), "group"),
+            metrics=_optional_str(pick(flags.get("metrics"), file, "metrics", None), "metrics"),
+            log_format=str(pick(flags.get("log_format"), file, "log-format", "logfmt")).lower(),
         )
         check_socket(config.socket)
         if config.log_level not in LOG_LEVELS:
             raise ConfigError(f"bad log level {config.log_level!r}: use {', '.join(LOG_LEVELS)}")
+        if config.log_format not in LOG_FORMATS:
+            raise ConfigError(f"bad log format {config.log_format!r}: use {', '.join(LOG_FORMATS)}")
+        if config.metrics is not None:
+            check_listen(config.metrics)
         if config.group is not None and config.user is None:
             raise ConfigError("--group needs --user: the group is the one the milter runs as")
         if not 0.05 <= config.refresh <= 60:
@@ -116,6 +125,26 @@ def _number(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(f"{key} must be a non-negative number of seconds, not {value!r}")
     return float(value)
+
+
+def check_listen(spec: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``:PORT`` (every interface) -> (host, port)."""
+    host, sep, port = spec.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"bad metrics address {spec!r}: use HOST:PORT, e.g. 127.0.0.1:9466")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(f"bad metrics address {spec!r}: write an IPv6 host as [ADDR]:PORT")
+    return host or "0.0.0.0", int(port)  # noqa: S104 -- ":PORT" asks for every interface
+
+
+def _optional_str(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, not {value!r}")
+    return value
 
 
 def _name(value: Any, key: str) -> str | None:

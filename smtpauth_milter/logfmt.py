@@ -1,4 +1,8 @@
-"""One safe logfmt line per decision: a client can never split or forge a line."""
+"""One safe logfmt line per decision: a client can never split or forge a line.
+
+A :class:`Fields` log message keeps its fields, so the JSON formatter
+(``run --log-format json``) writes the same information as an object.
+"""
 
 from __future__ import annotations
 
@@ -29,12 +33,16 @@ def _escape_char(ch: str) -> str:
     return ch
 
 
+def clip(text: str) -> str:
+    """Values longer than MAX_VALUE are cut, in every log format alike."""
+    return text[:MAX_VALUE] + "..." if len(text) > MAX_VALUE else text
+
+
 def value(text: str | None) -> str:
     """A logfmt value: ``-`` for absent, bare when harmless, else quoted and escaped."""
     if text is None:
         return "-"
-    if len(text) > MAX_VALUE:
-        text = text[:MAX_VALUE] + "..."
+    text = clip(text)
     if _BARE.fullmatch(text) and text != "-":
         return text
     if text.isascii() and _ASCII_SPECIAL.search(text) is None:
@@ -46,36 +54,46 @@ def line(fields: Mapping[str, str | None]) -> str:
     return " ".join(f"{key}={value(val)}" for key, val in fields.items())
 
 
+class Fields:
+    """A log message that renders as a logfmt line and keeps its fields for JSON."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: Mapping[str, str | None]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return line(self.fields)
+
+
+def decision_fields(
+    queue: str | None, request: Request, rcpt: str, verdict: Verdict
+) -> dict[str, str | None]:
+    return {
+        "queue": queue,
+        "action": verdict.action.value,
+        "rule": verdict.rule.value,
+        "client": str(request.client) if request.client is not None else None,
+        "login": request.login or None,
+        "from": request.sender,
+        "rcpt": rcpt,
+        "domain": verdict.domain,
+        "reply": str(verdict.reply) if verdict.reply is not None else None,
+    }
+
+
 def decision_line(queue: str | None, request: Request, rcpt: str, verdict: Verdict) -> str:
-    return line(
-        {
-            "queue": queue,
-            "action": verdict.action.value,
-            "rule": verdict.rule.value,
-            "client": str(request.client) if request.client is not None else None,
-            "login": request.login or None,
-            "from": request.sender,
-            "rcpt": rcpt,
-            "domain": verdict.domain,
-            "reply": str(verdict.reply) if verdict.reply is not None else None,
-        }
-    )
+    return line(decision_fields(queue, request, rcpt, verdict))
 
 
-def header_decision_line(
+def header_decision_fields(
     queue: str | None, request: Request, header_from: Sequence[str], verdict: Verdict
-) -> str:
-    """The end-of-headers decision: ``header_from`` instead of ``rcpt``, ``-`` when absent."""
-    return line(
-        {
-            "queue": queue,
-            "action": verdict.action.value,
-            "rule": verdict.rule.value,
-            "client": str(request.client) if request.client is not None else None,
-            "login": request.login or None,
-            "from": request.sender,
-            "header_from": " | ".join(header_from) if header_from else None,
-            "domain": verdict.domain,
-            "reply": str(verdict.reply) if verdict.reply is not None else None,
-        }
-    )
+) -> dict[str, str | None]:
+    """The end-of-headers decision: ``header_from`` in place of ``rcpt``, ``-`` when absent."""
+    fields: dict[str, str | None] = {}
+    for key, value in decision_fields(queue, request, "", verdict).items():
+        if key == "rcpt":
+            fields["header_from"] = " | ".join(header_from) or None
+        else:
+            fields[key] = value
+    return fields

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import Milter
 
@@ -20,6 +21,9 @@ from .networks import IPAddress, parse_ip
 from .policy import Action, Request, Verdict, decide, decide_header
 from .refresh import SnapshotCache
 from .replies import Reply
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("smtpauth_milter")
 
@@ -49,7 +53,7 @@ def guarded(callback: F) -> F:
         except Exception:
             log.exception(
                 "%s",
-                logfmt.line(
+                logfmt.Fields(
                     {"event": "internal-error", "callback": callback.__name__, "queue": self._queue}
                 ),
             )
@@ -69,11 +73,23 @@ def _escape_percent(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def _log_level(verdict: Verdict) -> int:
+    return logging.INFO if verdict.action is Action.CONTINUE else logging.WARNING
+
+
+def _emit(level: int, fields: dict[str, str | None]) -> None:
+    """makeRecord + handle skips logging's stack walk (findCaller): a decision line is
+    written once per recipient, on the MTA's critical path."""
+    record = log.makeRecord(log.name, level, __file__, 0, logfmt.Fields(fields), (), None)
+    log.handle(record)
+
+
 class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
     """Per-connection state; libmilter may run each callback on a different thread."""
 
-    def __init__(self, cache: SnapshotCache) -> None:
+    def __init__(self, cache: SnapshotCache, metrics: Metrics | None = None) -> None:
         self._cache = cache
+        self._metrics = metrics
         self._client: IPAddress | None = None
         self._queue: str | None = None
         self._request: Request | None = None
@@ -98,6 +114,8 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
     @guarded
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         self._client = client_address(hostaddr) or parse_ip(self._macro("{client_addr}") or "")
+        if self._metrics is not None:
+            self._metrics.sessions.inc()
         return int(Milter.CONTINUE)
 
     @guarded
@@ -113,7 +131,13 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         request = self._request
         if request is None:  # RCPT before MAIL: the MTA would never do this
             raise RuntimeError("RCPT TO without MAIL FROM")
-        verdict = decide(self._cache.current(), request, rcpt)
+        metrics = self._metrics
+        if metrics is None:
+            verdict = decide(self._cache.current(), request, rcpt)
+        else:
+            started = time.perf_counter()
+            verdict = decide(self._cache.current(), request, rcpt)
+            metrics.decided(verdict, time.perf_counter() - started)
         self._log(request, rcpt, verdict)
         return self._answer(verdict)
 
@@ -159,18 +183,14 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         return value if isinstance(value, str) and value else None
 
     def _log(self, request: Request, rcpt: str, verdict: Verdict) -> None:
-        level = logging.INFO if verdict.action is Action.CONTINUE else logging.WARNING
+        level = _log_level(verdict)
         if log.isEnabledFor(level):
-            # makeRecord + handle skips logging's stack walk (findCaller): this
-            # line is written once per recipient, on the MTA's critical path.
-            line = logfmt.decision_line(self._queue, request, rcpt, verdict)
-            log.handle(log.makeRecord(log.name, level, __file__, 0, line, (), None))
+            _emit(level, logfmt.decision_fields(self._queue, request, rcpt, verdict))
 
     def _log_header(self, request: Request, froms: list[str], verdict: Verdict) -> None:
-        level = logging.INFO if verdict.action is Action.CONTINUE else logging.WARNING
+        level = _log_level(verdict)
         if log.isEnabledFor(level):
-            line = logfmt.header_decision_line(self._queue, request, froms, verdict)
-            log.handle(log.makeRecord(log.name, level, __file__, 0, line, (), None))
+            _emit(level, logfmt.header_decision_fields(self._queue, request, froms, verdict))
 
     def _answer(self, verdict: Verdict) -> int:
         if verdict.action is Action.REJECT:
@@ -191,5 +211,5 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         try:
             self._reply(reply)
         except Exception:
-            log.exception("%s", logfmt.line({"event": "setreply-failed"}))
+            log.exception("%s", logfmt.Fields({"event": "setreply-failed"}))
         return int(Milter.TEMPFAIL)

@@ -35,8 +35,10 @@ class SnapshotCache:
         source: SnapshotSource,
         max_stale: float,
         clock: Callable[[], float] = time.monotonic,
+        on_refresh: Callable[[bool], None] | None = None,
     ) -> None:
         self._source = source
+        self._on_refresh = on_refresh  # told the outcome of every poll (metrics)
         self._max_stale = max_stale
         self._clock = clock
         self._good: Snapshot | None = None
@@ -75,21 +77,32 @@ class SnapshotCache:
             self._good_at = self._clock()
         except Exception as exc:  # any failure to read means "stale", never a crash
             self._note_failure(exc)
+            self._report(False)
             return False
         self._note_recovery()
+        self._report(True)
         return True
+
+    def _report(self, ok: bool) -> None:
+        if self._on_refresh is not None:
+            self._on_refresh(ok)
 
     def _install(self, snapshot: Snapshot) -> None:
         previous = self._good
         self._good = snapshot
         self._unavailable = Snapshot.unavailable(snapshot)
         if previous is None or previous.serial != snapshot.serial:
+            counts = {
+                "serial": snapshot.serial,
+                "domains": len(snapshot.domains),
+                "grants": len(snapshot.grants),
+                "networks": len(snapshot.networks.networks),
+            }
             log.info(
-                "event=snapshot-loaded serial=%d domains=%d grants=%d networks=%d",
-                snapshot.serial,
-                len(snapshot.domains),
-                len(snapshot.grants),
-                len(snapshot.networks.networks),
+                "%s",
+                logfmt.Fields(
+                    {"event": "snapshot-loaded"} | {k: str(v) for k, v in counts.items()}
+                ),
             )
 
     def _note_failure(self, exc: Exception) -> None:
@@ -112,12 +125,14 @@ class SnapshotCache:
                 else "snapshot older than --max-stale: tempfailing"
             )
             log.warning(
-                "%s", logfmt.line({"event": "store-unreadable", "state": state, "error": str(exc)})
+                "%s",
+                logfmt.Fields({"event": "store-unreadable", "state": state, "error": str(exc)}),
             )
 
     def _note_recovery(self) -> None:
         if self._failing_since is not None:
-            log.warning("event=store-recovered after=%.1fs", self._clock() - self._failing_since)
+            after = f"{self._clock() - self._failing_since:.1f}s"
+            log.warning("%s", logfmt.Fields({"event": "store-recovered", "after": after}))
             self._failing_since = None
 
     # --- thread ---------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import json
 import logging
 import logging.handlers
 import os
@@ -11,10 +12,11 @@ import pwd
 import re
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import Milter
 
@@ -22,6 +24,9 @@ from . import logfmt
 from .config import RunConfig, unix_socket_path
 from .errors import ConfigError, SmtpauthError
 from .milter import SmtpAuthMilter
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 from .refresh import SnapshotCache
 from .store import Store
 
@@ -52,7 +57,46 @@ class OneLineFormatter(logging.Formatter):
         return _RAW_CONTROL.sub(_escape_control, super().format(record))
 
 
-def setup_logging(level: str, syslog: bool) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``--log-format json``): the fields of a
+    :class:`logfmt.Fields` message as keys, else the text under ``message``.
+
+    ``ensure_ascii`` escapes every control and non-ASCII character, so a
+    client's value can neither split a line nor forge a key.
+    """
+
+    def __init__(self, syslog_tag: bool = False) -> None:
+        super().__init__()
+        self._syslog_tag = syslog_tag
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+        }
+        for key, val in _fields(record).items():
+            data.setdefault(key, None if val is None else logfmt.clip(val))
+        if record.exc_info:
+            data["traceback"] = self.formatException(record.exc_info)
+        text = json.dumps(data, ensure_ascii=True)
+        return f"{MILTER_NAME}[{record.process}]: {text}" if self._syslog_tag else text
+
+
+def _fields(record: logging.LogRecord) -> Mapping[str, str | None]:
+    """The fields of a ``Fields`` message, logged as msg or as the one ``%s`` argument."""
+    message: object = record.msg
+    if message == "%s" and isinstance(record.args, tuple) and len(record.args) == 1:
+        message = record.args[0]
+    if isinstance(message, logfmt.Fields):
+        return message.fields
+    return {"message": record.getMessage()}
+
+
+def _formatter(log_format: str, template: str, syslog: bool) -> logging.Formatter:
+    return JsonFormatter(syslog_tag=syslog) if log_format == "json" else OneLineFormatter(template)
+
+
+def setup_logging(level: str, syslog: bool, log_format: str = "logfmt") -> None:
     handler: logging.Handler
     if syslog:
         try:
@@ -61,10 +105,14 @@ def setup_logging(level: str, syslog: bool) -> None:
             )
         except OSError as exc:
             raise ConfigError(f"cannot log to syslog at /dev/log: {exc.strerror}") from exc
-        handler.setFormatter(OneLineFormatter(f"{MILTER_NAME}[%(process)d]: %(message)s"))
+        handler.setFormatter(
+            _formatter(log_format, f"{MILTER_NAME}[%(process)d]: %(message)s", syslog=True)
+        )
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(
+            _formatter(log_format, "%(asctime)s %(levelname)s %(message)s", syslog=False)
+        )
     logger = logging.getLogger("smtpauth_milter")
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
@@ -130,7 +178,7 @@ def _dispatch(method: str) -> Callable[..., int]:
         if session is None:
             log.warning(
                 "%s",
-                logfmt.line(
+                logfmt.Fields(
                     {"event": "protocol-error", "callback": method, "error": "no session yet"}
                 ),
             )
@@ -183,30 +231,47 @@ def _open_socket(config: RunConfig, socket_path: Path | None, identity: Identity
         socket_path.chmod(0o660)
 
 
+def _metrics(config: RunConfig) -> Metrics | None:
+    """Metrics only when asked for: prometheus_client is not even imported otherwise."""
+    if config.metrics is None:
+        return None
+    from .metrics import Metrics
+
+    return Metrics()
+
+
 def run(config: RunConfig) -> None:
     """Serve until SIGTERM/SIGINT; tempfail while the store is unreadable."""
     identity = Identity.resolve(config.user, config.group)
-    setup_logging(config.log_level, config.syslog)
+    setup_logging(config.log_level, config.syslog, config.log_format)
     store = Store(config.db)
     # libmilter's own thread sigwait()s for these; block them before we start any
     # thread, or the kernel may hand SIGTERM to one that dies without cleanup.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    cache = SnapshotCache(store, config.max_stale)
-    Milter.factory = lambda: SmtpAuthMilter(cache)
+    metrics = _metrics(config)
+    cache = SnapshotCache(
+        store, config.max_stale, on_refresh=metrics.refreshed if metrics is not None else None
+    )
+    if metrics is not None:
+        metrics.snapshot_age = cache.age
+    Milter.factory = lambda: SmtpAuthMilter(cache, metrics)
     socket_path = unix_socket_path(config.socket)
     try:
+        if metrics is not None and config.metrics is not None:
+            metrics.serve(config.metrics)  # as root, before dropping privileges
         _open_socket(config, socket_path, identity)
         if identity is not None:
             identity.drop()
             identity.check_store(store)
         log.info(
             "%s",
-            logfmt.line(
+            logfmt.Fields(
                 {
                     "event": "start",
                     "socket": config.socket,
                     "store": store.display,
                     "user": identity.user if identity else None,
+                    "metrics": config.metrics,
                 }
             ),
         )
@@ -217,9 +282,11 @@ def run(config: RunConfig) -> None:
             raise SmtpauthError(f"the milter stopped: {exc}") from exc
     finally:
         cache.stop()
+        if metrics is not None:
+            metrics.stop()
         store.dispose()
         if socket_path is not None:
             # as USER we may not be allowed to; the next start removes it as root
             with contextlib.suppress(OSError):
                 socket_path.unlink()
-        log.info("%s", logfmt.line({"event": "stop"}))
+        log.info("%s", logfmt.Fields({"event": "stop"}))

@@ -1,0 +1,546 @@
+"""``smtpauth-milter doctor``: check the installation the way an admin would.
+
+Facts are collected at the edges (``postconf``, ``postmap``, ``stat``, the
+store, one option negotiation on the socket); every check is a pure function
+from facts to :class:`Finding` lines, ``ok|warning|error: what — fix: how``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import stat
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+from . import probe
+from .addresses import AddressError, domain_name
+from .errors import SmtpauthError
+from .store import Store
+
+POSTCONF_TIMEOUT = 10.0
+DOMAIN_PARAMS = (
+    "mydestination",
+    "virtual_mailbox_domains",
+    "virtual_alias_domains",
+    "relay_domains",
+)
+POSTFIX_PARAMS = (
+    "smtpd_milters",
+    "non_smtpd_milters",
+    "milter_default_action",
+    "milter_mail_macros",
+    "milter_protocol",
+    "mail_owner",
+    "queue_directory",
+    *DOMAIN_PARAMS,
+)
+_SPLIT = re.compile(r"[\s,]+")
+
+
+class Severity(IntEnum):
+    OK = 0
+    WARNING = 1
+    ERROR = 2
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    what: str
+    fix: str | None = None
+
+    def line(self) -> str:
+        text = f"{self.severity.name.lower()}: {self.what}"
+        return f"{text} — fix: {self.fix}" if self.fix else text
+
+
+def ok(what: str) -> Finding:
+    return Finding(Severity.OK, what)
+
+
+def warning(what: str, fix: str) -> Finding:
+    return Finding(Severity.WARNING, what, fix)
+
+
+def error(what: str, fix: str) -> Finding:
+    return Finding(Severity.ERROR, what, fix)
+
+
+def exit_status(findings: Iterable[Finding]) -> int:
+    return max((int(f.severity) for f in findings), default=0)
+
+
+# --- milter addresses: libmilter <-> Postfix notation ----------------------------------
+
+
+def _host(host: str) -> str:
+    host = host.strip("[]").lower()
+    return "127.0.0.1" if host == "localhost" else host
+
+
+def ours(spec: str) -> str:
+    """Our ``--socket`` (``inet:PORT@HOST``, ``inet6:PORT@HOST``, ``unix:/p``) as a key."""
+    kind, _, rest = spec.partition(":")
+    if kind in ("unix", "local"):
+        return "unix:" + os.path.normpath(rest)
+    port, _, host = rest.partition("@")
+    return f"inet:{_host(host)}:{int(port)}"
+
+
+def postfix_notation(spec: str) -> str:
+    """What to write in ``smtpd_milters`` for our ``--socket``."""
+    key = ours(spec)
+    if key.startswith("unix:"):
+        return key
+    host, _, port = key.removeprefix("inet:").rpartition(":")
+    return f"inet:[{host}]:{port}" if ":" in host else key
+
+
+def theirs(entry: str, queue_directory: str) -> set[str]:
+    """The keys a Postfix milter address may stand for.
+
+    A relative unix path is inside the queue directory; so is an absolute one
+    when smtpd runs chrooted there (Debian's default), so both are candidates.
+    """
+    kind, _, rest = entry.partition(":")
+    if kind in ("unix", "local"):
+        inside = "unix:" + os.path.normpath(f"{queue_directory}/{rest}")
+        return {inside} if not rest.startswith("/") else {"unix:" + os.path.normpath(rest), inside}
+    if kind in ("inet", "inet6"):
+        host, _, port = rest.rpartition(":")
+        return {f"inet:{_host(host)}:{int(port)}"} if port.isdigit() else set()
+    return set()
+
+
+@dataclass(frozen=True)
+class MilterEntry:
+    address: str
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+def parse_milters(value: str) -> list[MilterEntry]:
+    """``smtpd_milters``: addresses, or ``{ address, name=value, ... }`` groups."""
+    entries: list[MilterEntry] = []
+    for braced, plain in re.findall(r"\{([^}]*)\}|([^\s,{}]+)", value):
+        if plain:
+            entries.append(MilterEntry(plain))
+            continue
+        parts = [p.strip() for p in braced.split(",") if p.strip()]
+        if parts:
+            settings = {}
+            for part in parts[1:]:
+                name, _, setting = part.partition("=")
+                settings[name.strip()] = setting.strip()
+            entries.append(MilterEntry(parts[0], settings))
+    return entries
+
+
+def find_entry(
+    socket_spec: str, entries: Sequence[MilterEntry], queue_directory: str
+) -> MilterEntry | None:
+    key = ours(socket_spec)
+    return next((e for e in entries if key in theirs(e.address, queue_directory)), None)
+
+
+# --- pure checks -------------------------------------------------------------------------
+
+
+def check_milters(socket_spec: str, params: Mapping[str, str]) -> list[Finding]:
+    """Our socket in smtpd_milters, not in non_smtpd_milters; the fail-closed action."""
+    queue = params.get("queue_directory", "")
+    wanted = postfix_notation(socket_spec)
+    entry = find_entry(socket_spec, parse_milters(params.get("smtpd_milters", "")), queue)
+    findings: list[Finding] = []
+    if entry is None:
+        findings.append(
+            error(
+                f"smtpd_milters does not list the milter's socket {socket_spec} "
+                f"(smtpd_milters = {params.get('smtpd_milters') or '(empty)'})",
+                f"postconf -e 'smtpd_milters = {wanted}' (keep other milters in the list), "
+                "then postfix reload",
+            )
+        )
+    else:
+        findings.append(ok(f"smtpd_milters lists the milter ({entry.address})"))
+    non_smtpd = parse_milters(params.get("non_smtpd_milters", ""))
+    if find_entry(socket_spec, non_smtpd, queue) is not None:
+        findings.append(
+            warning(
+                "non_smtpd_milters lists the milter: locally submitted mail (sendmail(1), "
+                "cron) has no login and is judged as unauthenticated",
+                "remove it from non_smtpd_milters, then postfix reload",
+            )
+        )
+    findings.append(check_default_action(params.get("milter_default_action", ""), entry))
+    return findings
+
+
+def check_default_action(global_action: str, entry: MilterEntry | None) -> Finding:
+    action = (entry.settings.get("default_action") if entry else None) or global_action
+    where = (
+        f"default_action={action} in the milter's smtpd_milters entry"
+        if entry and "default_action" in entry.settings
+        else f"milter_default_action = {action}"
+    )
+    fix = (
+        "postconf -e 'milter_default_action = tempfail' (and no default_action= in the "
+        "milter's entry), then postfix reload"
+    )
+    if action == "tempfail":
+        return ok(f"{where}: mail waits (4xx) while the milter is down")
+    if action in ("accept", "quarantine"):
+        return error(f"{where} fails open: while the milter is down, mail goes unchecked", fix)
+    if action == "reject":
+        return warning(f"{where}: while the milter is down, clients get 5xx and give up", fix)
+    return warning(f"{where} is not a known action", fix)
+
+
+def check_macros(mail_macros: str, protocol: str) -> Finding:
+    names = set(_SPLIT.split(mail_macros.strip()))
+    if "{auth_authen}" in names:
+        return ok("milter_mail_macros include {auth_authen} (the login)")
+    fix = (
+        "postconf -e 'milter_mail_macros = "
+        + " ".join([*(n for n in mail_macros.split() if n), "{auth_authen}"])
+        + "', then postfix reload"
+    )
+    try:
+        version = int(protocol)
+    except ValueError:
+        version = 0
+    if version >= 6:
+        return warning(
+            "milter_mail_macros lack {auth_authen}: the milter asks for it itself "
+            "(milter protocol 6), but other milters and older setups do not get it",
+            fix,
+        )
+    return error(
+        f"milter_mail_macros lack {{auth_authen}} with milter_protocol = {protocol}: "
+        "the milter never sees a login and treats every session as unauthenticated",
+        fix,
+    )
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    path: str
+    mode: int
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class UserFacts:
+    name: str
+    uid: int
+    gids: frozenset[int]
+
+
+def may(facts: FileFacts, user: UserFacts, bit: int) -> bool:
+    """``bit`` is 4 (read), 2 (write) or 1 (search) for ``user``, as the kernel decides."""
+    if user.uid == 0:
+        return True
+    if facts.uid == user.uid:
+        return bool(facts.mode & (bit << 6))
+    if facts.gid in user.gids:
+        return bool(facts.mode & (bit << 3))
+    return bool(facts.mode & bit)
+
+
+def check_socket_access(
+    socket_spec: str, sock: FileFacts | None, parents: Sequence[FileFacts], user: UserFacts
+) -> Finding:
+    path = unix_path(socket_spec)
+    if path is None:
+        return ok(f"{socket_spec} is a TCP socket: no file permissions to check")
+    if sock is None:
+        return error(
+            f"no socket at {path}",
+            "start the milter (smtpauth-milter run --socket "
+            f"{socket_spec}); check the directory exists",
+        )
+    blocked = [p.path for p in parents if not may(p, user, 1)]
+    if blocked:
+        return error(
+            f"user {user.name} cannot reach {path}: no search permission on {', '.join(blocked)}",
+            f"chmod o+x (or g+x with group {user.name}) {' '.join(blocked)}",
+        )
+    if not stat.S_ISSOCK(sock.mode):
+        return error(f"{path} is not a socket", "remove it and restart the milter")
+    if not may(sock, user, 2):
+        return error(
+            f"user {user.name} cannot write {path} "
+            f"(mode {stat.S_IMODE(sock.mode):04o}, owner {sock.uid}:{sock.gid})",
+            f"run the milter with --user NAME --group {user.name} (socket 0660, group "
+            f"{user.name}), or chgrp {user.name} {path} && chmod 0660 {path}",
+        )
+    return ok(f"user {user.name} can write {path}")
+
+
+def domain_tokens(value: str) -> tuple[list[str], list[str]]:
+    """A Postfix domain list: (literal names, ``type:table`` or ``/file`` lookups)."""
+    names: list[str] = []
+    lookups: list[str] = []
+    for token in _SPLIT.split(value.strip()):
+        if not token:
+            continue
+        if token.startswith("/") or re.match(r"^[a-z0-9_-]+:", token):
+            lookups.append(token)
+        else:
+            names.append(token)
+    return names, lookups
+
+
+def _normal(name: str) -> str | None:
+    try:
+        return domain_name(name.lstrip("."))
+    except AddressError:
+        return None
+
+
+def postfix_domains(params: Mapping[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """{domain: parameter} Postfix receives for, and (lookup table, parameter) pairs."""
+    domains: dict[str, str] = {}
+    lookups: list[tuple[str, str]] = []
+    for param in DOMAIN_PARAMS:
+        names, tables = domain_tokens(params.get(param, ""))
+        for name in names:
+            normal = _normal(name)
+            if normal and normal != "localhost" and not normal.startswith("localhost."):
+                domains.setdefault(normal, param)
+        lookups.extend((table, param) for table in tables)
+    return domains, lookups
+
+
+def check_domains(
+    params: Mapping[str, str],
+    milter_domains: Iterable[str],
+    in_table: Callable[[str, str], bool | None],
+) -> list[Finding]:
+    """Both directions; ``in_table(domain, table)``: found, not found, or None (unknown)."""
+    received, lookups = postfix_domains(params)
+    local = set(milter_domains)
+    findings: list[Finding] = []
+    for name, param in sorted(received.items()):
+        if name not in local:
+            findings.append(
+                warning(
+                    f"Postfix receives mail for {name} ({param}) but the milter does not "
+                    f"treat it as local: mail sent as @{name} is not checked",
+                    f"smtpauth-milter domain add {name} (if users send as @{name})",
+                )
+            )
+    for table, param in lookups:
+        findings.append(
+            ok(
+                f"{param} uses {table}: doctor cannot list its domains; "
+                "check each is a milter local domain (smtpauth-milter domain list)"
+            )
+        )
+    for name in sorted(local - set(received)):
+        hits = [in_table(name, table) for table, _ in lookups]
+        if any(hits):
+            continue
+        unknown = " (some lookup tables could not be queried)" if None in hits else ""
+        findings.append(
+            warning(
+                f"the milter treats {name} as local but Postfix does not receive mail for it"
+                f"{unknown}",
+                f"add {name} to mydestination or virtual_mailbox_domains, or "
+                f"smtpauth-milter domain remove {name}",
+            )
+        )
+    if not findings:
+        findings.append(ok("Postfix and the milter agree on the local domains"))
+    elif all(f.severity is Severity.OK for f in findings):
+        findings.append(ok("every domain listed in Postfix is local in the milter"))
+    return findings
+
+
+@dataclass(frozen=True)
+class StoreFacts:
+    display: str
+    error: str | None = None
+    current: str | None = None
+    head: str | None = None
+    missing_file: bool = False
+
+
+def check_store(facts: StoreFacts) -> Finding:
+    if facts.missing_file:
+        return warning(
+            f"the store {facts.display} does not exist yet",
+            "smtpauth-milter db upgrade (or start the milter: a new SQLite store is created), "
+            "then smtpauth-milter domain add YOUR.DOMAIN",
+        )
+    if facts.error is not None:
+        return error(
+            facts.error, "check --db / SMTPAUTH_MILTER_DB, that the database runs and is reachable"
+        )
+    if facts.current != facts.head:
+        return error(
+            f"the store {facts.display} is at schema {facts.current or 'none'}, "
+            f"this version needs {facts.head}",
+            "smtpauth-milter db upgrade",
+        )
+    return ok(f"the store {facts.display} is reachable and at schema {facts.head}")
+
+
+def check_negotiation(socket_spec: str, result: probe.Negotiated | str) -> Finding:
+    fix = f"start the milter: smtpauth-milter run --socket {socket_spec}"
+    if isinstance(result, str):
+        return error(f"no option negotiation on {socket_spec}: {result}", fix)
+    mail = result.macros.get("mail", ())
+    if result.version < 6:
+        return error(f"the milter on {socket_spec} speaks protocol {result.version}", fix)
+    if "{auth_authen}" not in mail:
+        return warning(
+            f"the program on {socket_spec} negotiates but does not ask for {{auth_authen}}: "
+            "is it smtpauth-milter?",
+            f"check which program listens on {socket_spec}",
+        )
+    return ok(f"the milter answers option negotiation on {socket_spec} (protocol 6)")
+
+
+# --- collecting facts (I/O) -----------------------------------------------------------------
+
+
+def unix_path(socket_spec: str) -> str | None:
+    kind, _, rest = socket_spec.partition(":")
+    return rest if kind in ("unix", "local") else None
+
+
+def default_config_dir() -> str:
+    return _run(["postconf", "-h", "config_directory"]).strip()
+
+
+def postconf(config_dir: str, names: Sequence[str] = POSTFIX_PARAMS) -> dict[str, str]:
+    """Each parameter's value, ``$name`` references expanded (``postconf -x``)."""
+    return {name: _run(["postconf", "-c", config_dir, "-x", "-h", name]).strip() for name in names}
+
+
+def postmap_has(config_dir: str, key: str, table: str) -> bool | None:
+    try:
+        done = subprocess.run(
+            ["postmap", "-c", config_dir, "-q", key, table],
+            capture_output=True, timeout=POSTCONF_TIMEOUT, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {0: True, 1: False}.get(done.returncode)
+
+
+def _run(argv: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=POSTCONF_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SmtpauthError(f"cannot run {argv[0]}: {exc}") from exc
+    if done.returncode != 0:
+        detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise SmtpauthError(f"{' '.join(argv)}: {detail}")
+    return done.stdout
+
+
+def mta_user(name: str) -> UserFacts | None:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return UserFacts(name, entry.pw_uid, frozenset(os.getgrouplist(name, entry.pw_gid)))
+
+
+def file_facts(path: str) -> FileFacts | None:
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return FileFacts(path, st.st_mode, st.st_uid, st.st_gid)
+
+
+def parent_facts(path: str) -> list[FileFacts]:
+    parents = [str(p) for p in reversed(Path(path).parents)]
+    return [f for f in (file_facts(p) for p in parents) if f is not None]
+
+
+def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
+    """The store's state and its local domains (None when they cannot be read)."""
+    missing = _missing_sqlite_file(db)  # never create a SQLite file just by looking
+    if missing is not None:
+        return missing, None
+    try:
+        store = Store(db)
+    except SmtpauthError as exc:
+        return StoreFacts(db, error=str(exc)), None
+    try:
+        current, head = store.current(), store.head()
+        domains = sorted(store.load_snapshot().domains) if current == head else None
+        return StoreFacts(store.display, current=current, head=head), domains
+    except SmtpauthError as exc:
+        return StoreFacts(store.display, error=str(exc)), None
+    finally:
+        store.dispose()
+
+
+def _missing_sqlite_file(db: str) -> StoreFacts | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(db)
+    except ArgumentError:
+        return None
+    database = url.database
+    local_file = database and database != ":memory:" and not database.startswith("file:")
+    if url.get_backend_name() == "sqlite" and local_file and not Path(str(database)).exists():
+        return StoreFacts(db, missing_file=True)
+    return None
+
+
+def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]:
+    """Every check, in the order an admin would go through them."""
+    findings: list[Finding] = []
+    store, domains = store_facts(db)
+    findings.append(check_store(store))
+    try:
+        directory = config_dir or default_config_dir()
+        params = postconf(directory)
+    except SmtpauthError as exc:
+        findings.append(
+            error(f"cannot read Postfix's configuration: {exc}", "pass --postfix-config DIR")
+        )
+        params = None
+    if params is not None:
+        findings.extend(check_milters(socket_spec, params))
+        findings.append(check_macros(params["milter_mail_macros"], params["milter_protocol"]))
+        findings.extend(_socket_findings(socket_spec, params["mail_owner"]))
+        if domains is None:
+            findings.append(
+                warning("local domains not compared: the store cannot be read", "see above")
+            )
+        else:
+            findings.extend(
+                check_domains(params, domains, lambda k, t: postmap_has(directory, k, t))
+            )
+    try:
+        result: probe.Negotiated | str = probe.negotiate(socket_spec)
+    except probe.ProbeError as exc:
+        result = str(exc)
+    findings.append(check_negotiation(socket_spec, result))
+    return findings
+
+
+def _socket_findings(socket_spec: str, owner: str) -> list[Finding]:
+    user = mta_user(owner)
+    if user is None:
+        return [error(f"mail_owner {owner} is not a user here", "check Postfix's mail_owner")]
+    path = unix_path(socket_spec)
+    sock = file_facts(path) if path else None
+    parents = parent_facts(path) if path else []
+    return [check_socket_access(socket_spec, sock, parents, user)]

@@ -1,0 +1,226 @@
+"""``smtpauth-milter doctor`` against real Postfix configurations (``postconf -c DIR``).
+
+Each test writes a private main.cf (no running Postfix needed), a real store and,
+where it matters, a real milter process or a unix socket file with given modes.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smtpauth_milter import doctor
+from smtpauth_milter.cli import run_cli
+from tests.milterproc import MilterProcesses
+
+GOOD = """\
+myhostname = mx.example.com
+mydomain = example.com
+mydestination = $mydomain, localhost.$mydomain, localhost
+virtual_mailbox_domains = example.net
+relay_domains =
+smtpd_milters = inet:127.0.0.1:{port}
+milter_default_action = tempfail
+"""
+
+
+def write_main_cf(directory: Path, text: str) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "main.cf"
+    path.write_text(text)
+    past = time.time() - 60  # postconf waits ~2 s on a main.cf younger than that
+    os.utime(path, (past, past))
+    return str(directory)
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    assert run_cli(["--db", url, "domain", "add", "example.com", "example.net"]) == 0
+    return url
+
+
+@pytest.fixture
+def milters(tmp_path: Path) -> Iterator[MilterProcesses]:
+    with MilterProcesses(tmp_path) as procs:
+        yield procs
+
+
+def run_doctor(
+    capsys: pytest.CaptureFixture[str], db: str, config_dir: str, socket_spec: str
+) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = run_cli(["--db", db, "doctor", "--postfix-config", config_dir, "--socket", socket_spec])
+    out = capsys.readouterr().out
+    return code, out.splitlines()
+
+
+def test_a_good_installation_is_all_ok(
+    tmp_path: Path, store_url: str, milters: MilterProcesses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    milter = milters.start(store_url)
+    config = write_main_cf(tmp_path / "postfix", GOOD.format(port=milter.port))
+    code, lines = run_doctor(capsys, store_url, config, milter.socket)
+    assert code == 0, lines
+    assert all(line.startswith("ok: ") for line in lines)
+    assert any("answers option negotiation" in line for line in lines)
+    assert any(
+        f"smtpd_milters lists the milter (inet:127.0.0.1:{milter.port})" in line for line in lines
+    )
+
+
+def test_a_broken_installation_reports_each_problem_with_its_fix(
+    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_main_cf(
+        tmp_path / "postfix",
+        "mydestination = $myhostname, localhost\nmyhostname = mx.other.test\n"
+        "virtual_alias_domains = alias.test, hash:/nonexistent/vdomains\n"
+        "smtpd_milters = inet:127.0.0.1:1\nnon_smtpd_milters = inet:localhost:2\n"
+        "milter_default_action = accept\nmilter_protocol = 2\n"
+        "milter_mail_macros = i {mail_addr}\n",
+    )
+    code, lines = run_doctor(capsys, store_url, config, "inet:2@127.0.0.1")
+    assert code == 2
+    text = "\n".join(lines)
+    assert all(line.split(":")[0] in ("ok", "warning", "error") for line in lines)
+    for line in lines:
+        if not line.startswith("ok: "):
+            assert " — fix: " in line, line
+    assert "error: smtpd_milters does not list the milter's socket inet:2@127.0.0.1" in text
+    assert "postconf -e 'smtpd_milters = inet:127.0.0.1:2'" in text
+    assert "warning: non_smtpd_milters lists the milter" in text
+    assert "error: milter_default_action = accept fails open" in text
+    assert "error: milter_mail_macros lack {auth_authen} with milter_protocol = 2" in text
+    assert "warning: Postfix receives mail for mx.other.test (mydestination)" in text
+    assert "warning: Postfix receives mail for alias.test (virtual_alias_domains)" in text
+    assert "localhost " not in text
+    assert "virtual_alias_domains uses hash:/nonexistent/vdomains" in text
+    assert "warning: the milter treats example.com as local but Postfix does not" in text
+    assert "error: no option negotiation on inet:2@127.0.0.1" in text
+
+
+def test_per_milter_default_action_and_maps_that_hold_the_domains(
+    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = tmp_path / "postfix" / "vdomains"
+    table.parent.mkdir()
+    table.write_text("example.com OK\nexample.net OK\n")
+    config = write_main_cf(
+        tmp_path / "postfix",
+        f"mydestination =\nvirtual_mailbox_domains = texthash:{table}\n"
+        "smtpd_milters = { inet:localhost:3, default_action=accept }\n",
+    )
+    code, lines = run_doctor(capsys, store_url, config, "inet:3@127.0.0.1")
+    text = "\n".join(lines)
+    assert "ok: smtpd_milters lists the milter (inet:localhost:3)" in text
+    assert "error: default_action=accept in the milter's smtpd_milters entry fails open" in text
+    assert "treats example.com as local" not in text  # found in the table with postmap -q
+    assert code == 2
+
+
+def test_store_behind_its_schema_and_unreachable(
+    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_main_cf(tmp_path / "postfix", GOOD.format(port=4))
+    from smtpauth_milter.store import Store
+
+    store = Store(store_url)
+    store.downgrade("base")
+    store.dispose()
+    _code, lines = run_doctor(capsys, store_url, config, "inet:4@127.0.0.1")
+    assert any(
+        "is at schema none" in line and "fix: smtpauth-milter db upgrade" in line for line in lines
+    )
+    assert any(line.startswith("warning: local domains not compared") for line in lines)
+    missing = f"sqlite:///{tmp_path / 'nothing' / 'store.sqlite'}"
+    _code, lines = run_doctor(capsys, missing, config, "inet:4@127.0.0.1")
+    assert lines[0].startswith("warning: the store") and "does not exist yet" in lines[0]
+    assert not (tmp_path / "nothing").exists()  # looking created nothing
+    down = "postgresql+psycopg://nobody:secret@127.0.0.1:1/none"
+    code, lines = run_doctor(capsys, down, config, "inet:4@127.0.0.1")
+    assert lines[0].startswith("error: cannot read the store") and "secret" not in lines[0]
+    assert code == 2
+
+
+def test_unknown_postfix_directory(
+    store_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, lines = run_doctor(capsys, store_url, str(tmp_path / "missing"), "inet:5@127.0.0.1")
+    assert code == 2
+    assert any(line.startswith("error: cannot read Postfix's configuration") for line in lines)
+
+
+def _unix_socket(path: Path, mode: int, uid: int, gid: int) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    os.chown(path, uid, gid)
+    path.chmod(mode)
+    return sock
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_socket_the_postfix_user_cannot_write(tmp_path: Path) -> None:
+    user = doctor.mta_user("postfix")
+    assert user is not None
+    postfix_gid = grp.getgrnam("postfix").gr_gid
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o755)
+    for directory in (tmp_path, *tmp_path.parents):
+        directory.chmod(directory.stat().st_mode | 0o001)
+    cases = [
+        (0o660, 0, postfix_gid, "ok"),
+        (0o600, 0, postfix_gid, "error"),
+        (0o660, 0, 0, "error"),
+        (0o666, 0, 0, "ok"),
+        (0o600, pwd.getpwnam("postfix").pw_uid, 0, "ok"),
+    ]
+    for index, (mode, uid, gid, expected) in enumerate(cases):
+        path = run_dir / f"s{index}.sock"
+        with _unix_socket(path, mode, uid, gid):
+            spec = f"unix:{path}"
+            finding = doctor.check_socket_access(
+                spec, doctor.file_facts(str(path)), doctor.parent_facts(str(path)), user
+            )
+        assert finding.severity.name.lower() == expected, (oct(mode), uid, gid, finding.line())
+    run_dir.chmod(0o700)
+    path = run_dir / "hidden.sock"
+    with _unix_socket(path, 0o666, 0, 0):
+        finding = doctor.check_socket_access(
+            f"unix:{path}", doctor.file_facts(str(path)), doctor.parent_facts(str(path)), user
+        )
+    assert finding.severity is doctor.Severity.ERROR and "no search permission" in finding.line()
+
+
+@pytest.mark.parametrize(
+    ("ours", "entry", "queue", "match"),
+    [
+        ("inet:8894@127.0.0.1", "inet:127.0.0.1:8894", "/q", True),
+        ("inet:8894@localhost", "inet:127.0.0.1:8894", "/q", True),
+        ("inet:8894@127.0.0.1", "inet:127.0.0.1:8895", "/q", False),
+        ("inet6:8894@::1", "inet:[::1]:8894", "/q", True),
+        ("unix:/run/m.sock", "unix:/run/m.sock", "/q", True),
+        ("unix:/var/spool/postfix/m/m.sock", "unix:/m/m.sock", "/var/spool/postfix", True),
+        ("unix:/var/spool/postfix/m/m.sock", "unix:m/m.sock", "/var/spool/postfix", True),
+        ("unix:/run/m.sock", "unix:/run/other.sock", "/q", False),
+    ],
+)
+def test_socket_notations_match(ours: str, entry: str, queue: str, match: bool) -> None:
+    found = doctor.find_entry(ours, doctor.parse_milters(f"inet:10.0.0.1:1, {entry}"), queue)
+    assert (found is not None) is match
+
+
+def test_parse_milters_with_braces() -> None:
+    entries = doctor.parse_milters(
+        "inet:a:1, { inet:b:2, connect_timeout=10s, default_action = accept } unix:/x"
+    )
+    assert [e.address for e in entries] == ["inet:a:1", "inet:b:2", "unix:/x"]
+    assert entries[1].settings == {"connect_timeout": "10s", "default_action": "accept"}
+    assert doctor.postfix_notation("inet6:8894@::1") == "inet:[::1]:8894"
