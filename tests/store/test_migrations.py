@@ -18,6 +18,7 @@ TABLES = {
     "trusted_network",
     "send_as_grant",
     "store_state",
+    "audit_entry",
 }
 
 
