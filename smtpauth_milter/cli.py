@@ -328,7 +328,7 @@ def network() -> None:
 
 @network.command("add")
 @click.argument("cidr")
-@click.option("--comment", default="", metavar="TEXT")
+@click.option("--comment", default="", metavar="TEXT", help="Why it is trusted (shown by list).")
 @pass_context
 def network_add(obj: Context, cidr: str, comment: str) -> None:
     """Trust clients in CIDR (IPv4 or IPv6)."""
@@ -360,7 +360,9 @@ def network_list(obj: Context) -> None:
 @click.option("--client", metavar="IP", help="The client's IP address.")
 @click.option("--login", metavar="LOGIN", help="The SASL login; omit for no login.")
 @click.option("--from", "sender", required=True, metavar="ADDR", help="MAIL FROM ('' for <>).")
-@click.option("--rcpt", "rcpts", required=True, multiple=True, metavar="ADDR")
+@click.option(
+    "--rcpt", "rcpts", required=True, multiple=True, metavar="ADDR", help="RCPT TO; repeatable."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def check(
