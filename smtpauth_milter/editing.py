@@ -84,24 +84,26 @@ class ShownSetting:
     source: Source
 
 
-def _stored(session: Session, key: str, found: Domain | None) -> str | None:
+def _stored(
+    session: Session, key: str, found: Domain | None
+) -> GlobalSetting | DomainSetting | None:
+    """The stored row of ``key`` (global, or ``found``'s override), through the identity map."""
     if found is None:
-        return session.scalar(select(GlobalSetting.value).where(GlobalSetting.key == key))
-    return session.scalar(
-        select(DomainSetting.value).where(
-            DomainSetting.domain_id == found.id, DomainSetting.key == key
-        )
-    )
+        return session.get(GlobalSetting, key)
+    return session.get(DomainSetting, (found.id, key))
 
 
 def set_setting(session: Session, key: str, value: str, domain: str | None = None) -> str:
     stored = canonical_value(key, value, domain=domain is not None)
     found = None if domain is None else _domain(session, domain)
-    old = _stored(session, key, found)
-    if found is None:
-        session.merge(GlobalSetting(key=key, value=stored))
+    row = _stored(session, key, found)
+    old = row.value if row is not None else None
+    if row is not None:
+        row.value = stored
+    elif found is None:
+        session.add(GlobalSetting(key=key, value=stored))
     else:
-        session.merge(DomainSetting(domain_id=found.id, key=key, value=stored))
+        session.add(DomainSetting(domain_id=found.id, key=key, value=stored))
     if old != stored:
         name = found.name if found else None
         audit.record(session, "setting-set", key, old=old, new=stored, domain=name)
@@ -111,18 +113,11 @@ def set_setting(session: Session, key: str, value: str, domain: str | None = Non
 def unset_setting(session: Session, key: str, domain: str | None = None) -> None:
     setting(key, domain=domain is not None)
     found = None if domain is None else _domain(session, domain)
-    old = _stored(session, key, found)
-    if found is None:
-        session.execute(delete(GlobalSetting).where(GlobalSetting.key == key))
-    else:
-        session.execute(
-            delete(DomainSetting).where(
-                DomainSetting.domain_id == found.id, DomainSetting.key == key
-            )
-        )
-    if old is not None:
-        name = found.name if found else None
-        audit.record(session, "setting-unset", key, old=old, domain=name)
+    row = _stored(session, key, found)
+    if row is None:
+        return
+    audit.record(session, "setting-unset", key, old=row.value, domain=found.name if found else None)
+    session.delete(row)
 
 
 def global_values(session: Session) -> dict[str, str]:
