@@ -6,16 +6,18 @@ Every error a user can cause prints one line on stderr and exits 2.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
 from sqlalchemy.orm import Session
 
-from . import __version__, editing, transfer
+from . import __version__, audit, editing, transfer
 from .config import RunConfig, default_db_url, pick, read_file
 from .errors import SmtpauthError
 from .explain import explain
@@ -40,7 +42,14 @@ class Context:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self.store().write() as session:
+        """One transaction, its changes recorded in the audit trail as this command's."""
+        store = self.store()
+        command = command_line(click.get_current_context())
+        password = store.url.password
+        if isinstance(password, str) and password:
+            command = command.replace(password, "***")
+        with store.write() as session:
+            audit.begin(session, audit.Actor.now(command))
             yield session
 
     def read(self, action: Callable[[Session], T]) -> T:
@@ -49,6 +58,23 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context)
+
+
+def command_line(ctx: click.Context) -> str:
+    """The subcommand as typed, for the audit trail: without the group's --db/--config."""
+    words = ctx.command_path.split()[1:]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        values = value if isinstance(value, tuple) else (value,)
+        texts = [str(getattr(v, "name", v)) for v in values if v is not None]
+        if isinstance(param, click.Option):
+            if value is None or value == param.default or value is False:
+                continue
+            flag = max(param.opts, key=len)
+            words += [flag] if value is True else [w for t in texts for w in (flag, t)]
+        else:
+            words += texts
+    return shlex.join(words)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -314,7 +340,7 @@ def network() -> None:
 
 @network.command("add")
 @click.argument("cidr")
-@click.option("--comment", default="", metavar="TEXT")
+@click.option("--comment", default="", metavar="TEXT", help="Why it is trusted (shown by list).")
 @pass_context
 def network_add(obj: Context, cidr: str, comment: str) -> None:
     """Trust clients in CIDR (IPv4 or IPv6)."""
@@ -346,7 +372,9 @@ def network_list(obj: Context) -> None:
 @click.option("--client", metavar="IP", help="The client's IP address.")
 @click.option("--login", metavar="LOGIN", help="The SASL login; omit for no login.")
 @click.option("--from", "sender", required=True, metavar="ADDR", help="MAIL FROM ('' for <>).")
-@click.option("--rcpt", "rcpts", required=True, multiple=True, metavar="ADDR")
+@click.option(
+    "--rcpt", "rcpts", required=True, multiple=True, metavar="ADDR", help="RCPT TO; repeatable."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def check(
@@ -416,8 +444,50 @@ def import_cmd(obj: Context, file: Any) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SmtpauthError(f"import: {file.name} is not JSON: {exc}") from exc
     with obj.write() as session:
-        transfer.import_store(session, data)
+        transfer.import_store(session, data, source=file.name)
     click.echo(f"imported {file.name}")
+
+
+# --- history -----------------------------------------------------------------
+
+
+def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return audit.parse_since(value, datetime.now(UTC))
+    except SmtpauthError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@cli.command("history")
+@click.option(
+    "--domain",
+    "domain_name",
+    metavar="D",
+    help="Only changes about domain D: the domain itself, its overrides, grants to it.",
+)
+@click.option(
+    "--since",
+    callback=_since,
+    metavar="T",
+    help="Only changes since T: an ISO date or datetime (UTC unless it says otherwise), "
+    "or an age like 30m, 2h, 7d, 2w.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def history_cmd(
+    obj: Context, domain_name: str | None, since: datetime | None, as_json: bool
+) -> None:
+    """Show the audit trail: when, which OS user, which command, old and new value."""
+    wanted = editing.local_domain(domain_name) if domain_name is not None else None
+    entries = obj.read(lambda s: audit.history(s, domain=wanted, since=since))
+    if as_json:
+        rows = [entry.as_json() for entry in entries]
+        click.echo(json.dumps({"entries": rows}, indent=2, ensure_ascii=False))
+        return
+    for entry in entries:
+        click.echo(entry.line())
 
 
 # --- entry point -------------------------------------------------------------

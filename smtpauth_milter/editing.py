@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from . import audit
 from .addresses import AddressError, domain_name
 from .errors import SettingError
 from .models import Domain, DomainSetting, GlobalSetting, SendAsGrant, TrustedNetwork
@@ -48,13 +49,25 @@ def add_domains(session: Session, names: Iterable[str]) -> list[str]:
     """Add local domains; adding one that exists already is not an error."""
     wanted = list(dict.fromkeys(local_domain(name) for name in names))
     existing = set(session.scalars(select(Domain.name).where(Domain.name.in_(wanted))))
-    session.add_all(Domain(name=name) for name in wanted if name not in existing)
-    return [name for name in wanted if name not in existing]
+    added = [name for name in wanted if name not in existing]
+    session.add_all(Domain(name=name) for name in added)
+    for name in added:
+        audit.record(session, "domain-add", name, domain=name)
+    return added
+
+
+def _overrides_text(found: Domain) -> str | None:
+    pairs = sorted((row.key, row.value) for row in found.settings)
+    return "; ".join(f"{key}={value}" for key, value in pairs) or None
 
 
 def remove_domains(session: Session, names: Iterable[str]) -> None:
     for name in list(names):
-        session.delete(_domain(session, name))
+        found = _domain(session, name)
+        audit.record(
+            session, "domain-remove", found.name, old=_overrides_text(found), domain=found.name
+        )
+        session.delete(found)
 
 
 def list_domains(session: Session) -> list[str]:
@@ -71,26 +84,40 @@ class ShownSetting:
     source: Source
 
 
+def _stored(
+    session: Session, key: str, found: Domain | None
+) -> GlobalSetting | DomainSetting | None:
+    """The stored row of ``key`` (global, or ``found``'s override), through the identity map."""
+    if found is None:
+        return session.get(GlobalSetting, key)
+    return session.get(DomainSetting, (found.id, key))
+
+
 def set_setting(session: Session, key: str, value: str, domain: str | None = None) -> str:
     stored = canonical_value(key, value, domain=domain is not None)
-    if domain is None:
-        session.merge(GlobalSetting(key=key, value=stored))
+    found = None if domain is None else _domain(session, domain)
+    row = _stored(session, key, found)
+    old = row.value if row is not None else None
+    if row is not None:
+        row.value = stored
+    elif found is None:
+        session.add(GlobalSetting(key=key, value=stored))
     else:
-        session.merge(DomainSetting(domain_id=_domain(session, domain).id, key=key, value=stored))
+        session.add(DomainSetting(domain_id=found.id, key=key, value=stored))
+    if old != stored:
+        name = found.name if found else None
+        audit.record(session, "setting-set", key, old=old, new=stored, domain=name)
     return stored
 
 
 def unset_setting(session: Session, key: str, domain: str | None = None) -> None:
     setting(key, domain=domain is not None)
-    if domain is None:
-        session.execute(delete(GlobalSetting).where(GlobalSetting.key == key))
-    else:
-        found = _domain(session, domain)
-        session.execute(
-            delete(DomainSetting).where(
-                DomainSetting.domain_id == found.id, DomainSetting.key == key
-            )
-        )
+    found = None if domain is None else _domain(session, domain)
+    row = _stored(session, key, found)
+    if row is None:
+        return
+    audit.record(session, "setting-unset", key, old=row.value, domain=found.name if found else None)
+    session.delete(row)
 
 
 def global_values(session: Session) -> dict[str, str]:
@@ -117,6 +144,9 @@ def allow(session: Session, login: str, target: str) -> tuple[str, str]:
     )
     if exists is None:
         session.add(SendAsGrant(login=pair[0], target=pair[1]))
+        audit.record(
+            session, "grant-allow", pair[0], new=pair[1], domain=audit.target_domain(pair[1])
+        )
     return pair
 
 
@@ -127,6 +157,7 @@ def revoke(session: Session, login: str, target: str) -> None:
     )
     if not getattr(removed, "rowcount", 0):
         raise SettingError(f"no grant lets {pair[0]} send as {pair[1]}")
+    audit.record(session, "grant-revoke", pair[0], old=pair[1], domain=audit.target_domain(pair[1]))
 
 
 def list_grants(session: Session, login: str | None = None) -> list[tuple[str, str]]:
@@ -148,16 +179,20 @@ def add_network(session: Session, cidr: str, comment: str = "") -> str:
     found = session.scalar(select(TrustedNetwork).where(TrustedNetwork.cidr == text))
     if found is None:
         session.add(TrustedNetwork(cidr=text, comment=comment))
-    else:
+        audit.record(session, "network-add", text, new=comment)
+    elif found.comment != comment:
+        audit.record(session, "network-comment", text, old=found.comment, new=comment)
         found.comment = comment
     return text
 
 
 def remove_network(session: Session, cidr: str) -> None:
     text = str(parse_cidr(cidr))
-    removed = session.execute(delete(TrustedNetwork).where(TrustedNetwork.cidr == text))
-    if not getattr(removed, "rowcount", 0):
+    found = session.scalar(select(TrustedNetwork).where(TrustedNetwork.cidr == text))
+    if found is None:
         raise SettingError(f"network {text} is not trusted")
+    audit.record(session, "network-remove", text, old=found.comment)
+    session.delete(found)
 
 
 def list_networks(session: Session) -> list[tuple[str, str]]:

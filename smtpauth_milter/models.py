@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
-from sqlalchemy import ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -83,3 +94,42 @@ class StoreState(Base):
 
     id: Mapped[IntPk]
     serial: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware UTC timestamp on every backend (SQLite stores it naive, in UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("a naive datetime cannot be stored as UTC")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class AuditEntry(Base):
+    """One change made through the CLI or ``import``: when, who, which command, old -> new.
+
+    Written in the same transaction as the change; never read by the milter.
+    """
+
+    __tablename__ = "audit_entry"
+
+    id: Mapped[IntPk]
+    at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False, index=True)
+    os_user: Mapped[str] = mapped_column(String(128), nullable=False)
+    command: Mapped[str] = mapped_column(Text, nullable=False)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    domain: Mapped[str | None] = mapped_column(String(253), nullable=True, index=True)
+    subject: Mapped[str] = mapped_column(Text, nullable=False)
+    old: Mapped[str | None] = mapped_column(Text, nullable=True)
+    new: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from . import editing
+from . import audit, editing
 from .errors import SettingError
 from .models import Domain, DomainSetting, GlobalSetting, SendAsGrant, TrustedNetwork
 
@@ -50,8 +50,20 @@ def _strings(item: Any, keys: tuple[str, ...], where: str) -> list[str]:
     return [item[k] for k in keys]
 
 
-def import_store(session: Session, data: Any) -> None:
-    """Replace the store's content with ``data``; any bad value aborts the whole import."""
+def import_store(session: Session, data: Any, source: str = "-") -> int:
+    """Replace the store's content with ``data``; any bad value aborts the whole import.
+
+    The audit trail is kept: the import adds one entry per change it made and a
+    summary entry naming ``source``. Returns the number of changes.
+    """
+    before = export_store(session)
+    with audit.muted(session):
+        _replace(session, data)
+    session.flush()
+    return audit.record_import(session, before, export_store(session), source)
+
+
+def _replace(session: Session, data: Any) -> None:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SettingError(f"import: not a smtpauth-milter export (expected format {FORMAT!r})")
     unknown = set(data) - {"format", "settings", "domains", "networks", "grants"}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
+from smtpauth_milter import editing
 from smtpauth_milter.store import Store
 
 TABLES = {
@@ -18,6 +19,7 @@ TABLES = {
     "trusted_network",
     "send_as_grant",
     "store_state",
+    "audit_entry",
 }
 
 
@@ -58,3 +60,22 @@ def test_the_installed_command_finds_its_migrations_from_any_directory(tmp_path:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "added example.com"
+
+
+def test_the_audit_trail_migration_goes_down_to_0001_and_back_keeping_the_settings(
+    db_url: str,
+) -> None:
+    store = Store(db_url)
+    try:
+        store.upgrade()
+        with store.write() as session:
+            editing.add_domains(session, ["example.com"])
+        store.downgrade("0001")
+        assert store.current() == "0001"
+        assert _tables(store) == TABLES - {"audit_entry"}
+        store.upgrade()
+        assert store.current() == store.head() == "0002"
+        assert store.drift() is None
+        assert set(store.load_snapshot().domains) == {"example.com"}
+    finally:
+        store.dispose()

@@ -1,0 +1,237 @@
+"""The audit trail: who changed what, when, with which command, old -> new.
+
+The CLI puts an :class:`Actor` on the write session (:func:`begin`); the edits
+in ``editing`` and ``transfer`` then :func:`record` each change on that same
+session, so a change and its audit entry commit or roll back together. The
+milter never reads this table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import pwd
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import logfmt
+from .errors import SettingError
+from .models import AuditEntry
+
+_ACTOR = "smtpauth_milter.audit.actor"
+_MUTED = "smtpauth_milter.audit.muted"
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def os_user() -> str:
+    """The effective OS user's name (and the sudo caller's), never failing."""
+    uid = os.geteuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid without a passwd entry (containers)
+        try:
+            name = getpass.getuser()
+        except (OSError, KeyError):
+            name = f"uid={uid}"
+    sudo_user = os.environ.get("SUDO_USER")
+    if uid == 0 and sudo_user and sudo_user != name:
+        name = f"{name} (sudo {sudo_user})"
+    return name[:128]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes the changes of one transaction, with which command, and when."""
+
+    user: str
+    command: str
+    at: datetime
+
+    @classmethod
+    def now(cls, command: str) -> Actor:
+        return cls(user=os_user(), command=command, at=datetime.now(UTC))
+
+
+def begin(session: Session, actor: Actor) -> None:
+    """Record every change made on ``session`` from now on as made by ``actor``."""
+    session.info[_ACTOR] = actor
+
+
+@contextlib.contextmanager
+def muted(session: Session) -> Iterator[None]:
+    """Record nothing inside (``import`` records its own, computed entries)."""
+    session.info[_MUTED] = True
+    try:
+        yield
+    finally:
+        session.info.pop(_MUTED, None)
+
+
+def record(
+    session: Session,
+    action: str,
+    subject: str,
+    *,
+    old: str | None = None,
+    new: str | None = None,
+    domain: str | None = None,
+) -> None:
+    """Add one audit entry to the session's transaction (nothing without an actor)."""
+    actor: Actor | None = session.info.get(_ACTOR)
+    if actor is None or session.info.get(_MUTED):
+        return
+    session.add(
+        AuditEntry(
+            at=actor.at,
+            os_user=actor.user,
+            command=actor.command,
+            action=action,
+            domain=domain,
+            subject=subject,
+            old=old,
+            new=new,
+        )
+    )
+
+
+def target_domain(target: str) -> str:
+    """The domain of a grant target (``@d`` or ``user@d``)."""
+    return target.rpartition("@")[2]
+
+
+# --- import: the difference between two exports ----------------------------
+
+
+def _diff_settings(
+    session: Session, before: Mapping[str, str], after: Mapping[str, str], domain: str | None
+) -> int:
+    changed = 0
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if old != new:
+            action = "setting-unset" if new is None else "setting-set"
+            record(session, action, key, old=old, new=new, domain=domain)
+            changed += 1
+    return changed
+
+
+def record_import(
+    session: Session, before: Mapping[str, Any], after: Mapping[str, Any], source: str
+) -> int:
+    """Record what an import changed, entry by entry, plus one summary entry."""
+    changed = _diff_settings(session, before["settings"], after["settings"], None)
+    old_domains, new_domains = before["domains"], after["domains"]
+    for name in sorted(set(old_domains) - set(new_domains)):
+        record(session, "domain-remove", name, domain=name)
+        changed += 1
+    for name in sorted(set(new_domains) - set(old_domains)):
+        record(session, "domain-add", name, domain=name)
+        changed += 1
+    for name in sorted(new_domains):
+        changed += _diff_settings(session, old_domains.get(name, {}), new_domains[name], name)
+    old_nets = {n["cidr"]: n["comment"] for n in before["networks"]}
+    new_nets = {n["cidr"]: n["comment"] for n in after["networks"]}
+    for cidr in sorted(set(old_nets) | set(new_nets)):
+        old, new = old_nets.get(cidr), new_nets.get(cidr)
+        if old != new:
+            action = (
+                "network-add"
+                if old is None
+                else "network-remove"
+                if new is None
+                else "network-comment"
+            )
+            record(session, action, cidr, old=old, new=new)
+            changed += 1
+    old_grants = {(g["login"], g["target"]) for g in before["grants"]}
+    new_grants = {(g["login"], g["target"]) for g in after["grants"]}
+    for login, target in sorted(old_grants - new_grants):
+        record(session, "grant-revoke", login, old=target, domain=target_domain(target))
+        changed += 1
+    for login, target in sorted(new_grants - old_grants):
+        record(session, "grant-allow", login, new=target, domain=target_domain(target))
+        changed += 1
+    record(session, "import", source, new=f"{changed} change{'s' * (changed != 1)}")
+    return changed
+
+
+# --- reading the trail -----------------------------------------------------
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``2h``, ``7d``, ``30m``, ``2w``; an ISO date (UTC midnight) or datetime (UTC if naive)."""
+    spec = text.strip()
+    relative = _RELATIVE.fullmatch(spec)
+    if relative:
+        amount, unit = int(relative[1]), relative[2]
+        try:
+            return now - timedelta(**{_UNITS[unit]: amount})
+        except OverflowError as exc:
+            raise SettingError(f"{text!r} reaches too far back") from exc
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", spec):
+            day = date.fromisoformat(spec)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        moment = datetime.fromisoformat(spec)
+    except ValueError as exc:
+        raise SettingError(
+            f"{text!r} is not an ISO date/datetime or an age like 30m, 2h, 7d, 2w"
+        ) from exc
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: datetime
+    user: str
+    command: str
+    action: str
+    domain: str | None
+    subject: str
+    old: str | None
+    new: str | None
+
+    def as_json(self) -> dict[str, str | None]:
+        return {
+            "at": _utc_text(self.at),
+            "user": self.user,
+            "command": self.command,
+            "action": self.action,
+            "domain": self.domain,
+            "subject": self.subject,
+            "old": self.old,
+            "new": self.new,
+        }
+
+    def line(self) -> str:
+        """One logfmt line; ``old``/``new`` are left out when there is none."""
+        fields = {**self.as_json(), "at": _utc_text(self.at.replace(microsecond=0))}
+        shown = {k: v for k, v in fields.items() if v is not None or k not in ("old", "new")}
+        return logfmt.line(shown)
+
+
+def history(
+    session: Session, *, domain: str | None = None, since: datetime | None = None
+) -> list[HistoryEntry]:
+    """The trail, oldest first; ``domain`` is a normalised domain name."""
+    query = select(AuditEntry).order_by(AuditEntry.at, AuditEntry.id)
+    if domain is not None:
+        query = query.where(AuditEntry.domain == domain)
+    if since is not None:
+        query = query.where(AuditEntry.at >= since)
+    return [
+        HistoryEntry(e.at, e.os_user, e.command, e.action, e.domain, e.subject, e.old, e.new)
+        for e in session.scalars(query)
+    ]
