@@ -35,7 +35,7 @@ def small_disk() -> Iterator[Path]:
     )
     if done.returncode != 0:
         mountpoint.rmdir()
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+        pytest.fail(f"cannot mount a tmpfs: {done.stderr.strip()}")
     try:
         yield mountpoint
     finally:
