@@ -131,13 +131,10 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         request = self._request
         if request is None:  # RCPT before MAIL: the MTA would never do this
             raise RuntimeError("RCPT TO without MAIL FROM")
-        metrics = self._metrics
-        if metrics is None:
-            verdict = decide(self._cache.current(), request, rcpt)
-        else:
-            started = time.perf_counter()
-            verdict = decide(self._cache.current(), request, rcpt)
-            metrics.decided(verdict, time.perf_counter() - started)
+        started = time.perf_counter()
+        verdict = decide(self._cache.current(), request, rcpt)
+        if self._metrics is not None:
+            self._metrics.decided(verdict, time.perf_counter() - started)
         self._log(request, rcpt, verdict)
         return self._answer(verdict)
 

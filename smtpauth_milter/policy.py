@@ -117,13 +117,22 @@ def _recipient_is_local(snapshot: Snapshot, rcpt: str) -> bool:
     return address is not None and snapshot.settings_for(address.domain) is not None
 
 
-def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
-    """The verdict for one recipient; the first rule that applies wins."""
+def _store_and_network_rules(snapshot: Snapshot, request: Request) -> Verdict | None:
+    """SPEC 3 rules 1 and 2, shared by the envelope and the header decision."""
     glob = snapshot.global_settings
     if not snapshot.trusted:
         return _refuse(Rule.NO_SETTINGS, glob.tempfail_reply, glob.dry_run, None)
     if request.client is not None and snapshot.networks.contains(request.client):
         return Verdict(Action.CONTINUE, Rule.TRUSTED_NETWORK)
+    return None
+
+
+def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
+    """The verdict for one recipient; the first rule that applies wins."""
+    glob = snapshot.global_settings
+    first = _store_and_network_rules(snapshot, request)
+    if first is not None:
+        return first
     try:
         parsed = parse_path(request.sender)
     except AddressError:
@@ -187,10 +196,9 @@ def decide_header(
     parsed or names more than one address is refused (``bad-header-from``).
     """
     glob = snapshot.global_settings
-    if not snapshot.trusted:
-        return _refuse(Rule.NO_SETTINGS, glob.tempfail_reply, glob.dry_run, None)
-    if request.client is not None and snapshot.networks.contains(request.client):
-        return Verdict(Action.CONTINUE, Rule.TRUSTED_NETWORK)
+    first = _store_and_network_rules(snapshot, request)
+    if first is not None:
+        return first
     if not snapshot.header_checks:
         return Verdict(Action.CONTINUE, Rule.HEADER_CHECKS_OFF)
     try:
