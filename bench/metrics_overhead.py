@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from smtpauth_milter.metrics import Metrics
-from smtpauth_milter.policy import Action, Rule, Verdict
+from smtpauth_milter.core.policy import Action, Rule, Verdict
+from smtpauth_milter.daemon.metrics import Metrics
 
 ROUNDS = 200_000
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import Milter
 
-from smtpauth_milter.milter import SmtpAuthMilter
+from smtpauth_milter.daemon.milter import SmtpAuthMilter
 
 CONTINUE: int = Milter.CONTINUE
 NOREPLY: int = Milter.NOREPLY

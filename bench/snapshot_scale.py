@@ -38,11 +38,11 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
-from smtpauth_milter import editing
-from smtpauth_milter.models import Domain, DomainSetting, SendAsGrant, TrustedNetwork
-from smtpauth_milter.networks import parse_ip
-from smtpauth_milter.policy import Request, decide
-from smtpauth_milter.store import Store
+from smtpauth_milter.core.networks import parse_ip
+from smtpauth_milter.core.policy import Request, decide
+from smtpauth_milter.store import editing
+from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.models import Domain, DomainSetting, SendAsGrant, TrustedNetwork
 
 DOMAINS = 10_000
 GRANTS = 100_000
@@ -102,8 +102,8 @@ def hwm_mib():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 import Milter  # what a milter process has loaded before its snapshot
-import smtpauth_milter.server
-from smtpauth_milter.store import Store
+import smtpauth_milter.daemon.server
+from smtpauth_milter.store.engine import Store
 before = hwm_mib()
 store = Store(sys.argv[1])
 started = time.perf_counter()

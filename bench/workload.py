@@ -2,7 +2,7 @@
 
 The store is written through the project's own ``Store`` and ``editing``
 functions (grants in bulk, canonicalised like ``sender allow`` does); the
-expected verdicts come from ``smtpauth_milter.policy.decide`` run on the
+expected verdicts come from ``smtpauth_milter.core.policy.decide`` run on the
 snapshot the milter itself loads from that store.
 """
 
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert
 
-from smtpauth_milter import editing
-from smtpauth_milter.models import SendAsGrant
-from smtpauth_milter.networks import parse_ip
-from smtpauth_milter.policy import Action, Request, decide
-from smtpauth_milter.settings import Snapshot, grant_login, grant_target
-from smtpauth_milter.store import Store
+from smtpauth_milter.core.networks import parse_ip
+from smtpauth_milter.core.policy import Action, Request, decide
+from smtpauth_milter.core.settings import Snapshot, grant_login, grant_target
+from smtpauth_milter.store import editing
+from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.models import SendAsGrant
 
 TRUSTED_PREFIX = "198.51.100."  # one of the trusted networks
 UNTRUSTED_PREFIX = "203.0.113."

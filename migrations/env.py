@@ -1,8 +1,8 @@
-"""Alembic environment: the connection is handed in by smtpauth_milter.store."""
+"""Alembic environment: the connection is handed in by smtpauth_milter.store.engine."""
 
 from alembic import context
 
-from smtpauth_milter.models import Base
+from smtpauth_milter.store.models import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from smtpauth_milter import editing  # noqa: E402
-from smtpauth_milter.store import Store  # noqa: E402
+from smtpauth_milter.store.engine import Store  # noqa: E402
 from tests.support.milterclient import MilterClient, wait_for_milter  # noqa: E402
 
 PROPAGATION = 2.0  # SPEC 5: a change reaches every milter within 2 seconds

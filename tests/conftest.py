@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from smtpauth_milter.cli import run_cli
-from smtpauth_milter.store import Store
+from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.store.engine import Store
 from tests.support.pgserver import PgServer
 
 

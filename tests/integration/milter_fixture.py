@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smtpauth_milter.cli import run_cli
-from smtpauth_milter.store import Store
+from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.store.engine import Store
 
 from .sandbox import (
     LogFile,

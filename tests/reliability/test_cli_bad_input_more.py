@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter.cli import run_cli
+from smtpauth_milter.admin.cli import run_cli
 
 BAD = {
     "reply with CRLF injection": [

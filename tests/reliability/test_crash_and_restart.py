@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter.cli import run_cli
+from smtpauth_milter.admin.cli import run_cli
 from tests.reliability.proc import MilterProcess
 from tests.support.milterclient import SMFIC_MACRO, SMFIC_MAIL, SMFIC_RCPT, MilterClient
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from smtpauth_milter.cli import run_cli
+from smtpauth_milter.admin.cli import run_cli
 from tests.reliability.logcheck import LogLine, parse_log
 from tests.reliability.proc import MilterProcess
 from tests.support.milterclient import (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter.cli import run_cli
+from smtpauth_milter.admin.cli import run_cli
 from tests.reliability.proc import MilterProcess, free_port
 from tests.support.milterclient import session, wait_for_milter
 

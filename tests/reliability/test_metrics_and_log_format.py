@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter.cli import run_cli
+from smtpauth_milter.admin.cli import run_cli
 from tests.milterproc import MilterProcesses, verdicts, wait_until
 from tests.support.pgserver import free_tcp_port
 

@@ -8,7 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from smtpauth_milter.cli import run_cli
+from smtpauth_milter.admin.cli import run_cli
 from tests.reliability.proc import MilterProcess
 from tests.support.milterclient import MilterClient, wait_for_milter
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, update
 
-from smtpauth_milter import audit
-from smtpauth_milter.errors import SettingError
-from smtpauth_milter.models import AuditEntry
-from smtpauth_milter.store import Store
+from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.store import audit
+from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.models import AuditEntry
 from tests.conftest import CliRunner
 
 ME = pwd.getpwuid(os.geteuid()).pw_name
@@ -253,7 +253,7 @@ def test_the_milter_snapshot_never_reads_the_audit_table(cli: CliRunner, db_url:
 
 def test_writes_without_an_actor_record_nothing(db_url: str) -> None:
     """Code that edits the store directly (tests, tools) is not the CLI: no entry."""
-    from smtpauth_milter import editing
+    from smtpauth_milter.store import editing
 
     store = Store(db_url)
     try:

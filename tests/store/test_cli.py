@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter.store import Store
+from smtpauth_milter.store.engine import Store
 from tests.conftest import CliRunner
 from tests.support.pgserver import PgServer
 

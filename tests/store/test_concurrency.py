@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter import editing
-from smtpauth_milter.networks import parse_ip
-from smtpauth_milter.policy import Action, Request, decide
-from smtpauth_milter.settings import Snapshot
-from smtpauth_milter.store import Store
+from smtpauth_milter.core.networks import parse_ip
+from smtpauth_milter.core.policy import Action, Request, decide
+from smtpauth_milter.core.settings import Snapshot
+from smtpauth_milter.store import editing
+from smtpauth_milter.store.engine import Store
 from tests.milterproc import CONTINUE, MilterProcesses, open_client, verdict_text
 
 CLIENTS = 36

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter.config import (
+from smtpauth_milter.core.errors import ConfigError
+from smtpauth_milter.daemon.config import (
     DEFAULT_SOCKET,
     RunConfig,
     check_socket,
     default_db_url,
     read_file,
 )
-from smtpauth_milter.errors import ConfigError
 from tests.conftest import CliRunner
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter import doctor
-from smtpauth_milter.cli import run_cli
+from smtpauth_milter.admin import doctor
+from smtpauth_milter.admin.cli import run_cli
 from tests.milterproc import MilterProcesses
 
 GOOD = """\
@@ -130,7 +130,7 @@ def test_store_behind_its_schema_and_unreachable(
     tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_main_cf(tmp_path / "postfix", GOOD.format(port=4))
-    from smtpauth_milter.store import Store
+    from smtpauth_milter.store.engine import Store
 
     store = Store(store_url)
     store.downgrade("base")

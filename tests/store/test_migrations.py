@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from smtpauth_milter import editing
-from smtpauth_milter.store import Store
+from smtpauth_milter.store import editing
+from smtpauth_milter.store.engine import Store
 
 TABLES = {
     "domain",

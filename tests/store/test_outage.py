@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter.cli import run_cli
-from smtpauth_milter.store import Store
+from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.store.engine import Store
 from tests.milterproc import (
     CONTINUE,
     MilterProcess,

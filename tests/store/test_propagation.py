@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from smtpauth_milter.cli import run_cli
-from smtpauth_milter.store import Store
+from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.store.engine import Store
 from tests.milterproc import (
     CONTINUE,
     MilterProcess,

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter import editing
-from smtpauth_milter.networks import parse_ip
-from smtpauth_milter.policy import Action, Request, decide
-from smtpauth_milter.refresh import SnapshotCache
-from smtpauth_milter.settings import Snapshot
-from smtpauth_milter.store import Store
+from smtpauth_milter.core.networks import parse_ip
+from smtpauth_milter.core.policy import Action, Request, decide
+from smtpauth_milter.core.settings import Snapshot
+from smtpauth_milter.daemon.refresh import SnapshotCache
+from smtpauth_milter.store import editing
+from smtpauth_milter.store.engine import Store
 from tests.conftest import CliRunner
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smtpauth_milter.addresses import (
+from smtpauth_milter.core.addresses import (
     AddressError,
     domain_name,
     normalise,

@@ -10,9 +10,9 @@ import Milter
 import pytest
 from Milter.testctx import TestCtx as MilterTestCtx
 
-from smtpauth_milter.addresses import Address, AddressError, parse_header_addresses
-from smtpauth_milter.policy import Action, Request, Rule, decide_header
-from smtpauth_milter.settings import SETTINGS, Settings
+from smtpauth_milter.core.addresses import Address, AddressError, parse_header_addresses
+from smtpauth_milter.core.policy import Action, Request, Rule, decide_header
+from smtpauth_milter.core.settings import SETTINGS, Settings
 
 from .test_milter import Session, mail, session  # noqa: F401
 from .test_milter import make_snapshot as milter_snapshot
@@ -213,7 +213,7 @@ def test_the_envelope_sender_does_not_matter() -> None:
 
 
 def test_no_trustworthy_settings_tempfails() -> None:
-    from smtpauth_milter.settings import Snapshot
+    from smtpauth_milter.core.settings import Snapshot
 
     verdict = decide_header(Snapshot.unavailable(make_snapshot(HF_ON)), request("<>"), ALICE, [])
     assert (verdict.action, verdict.rule, str(verdict.reply)) == (T, Rule.NO_SETTINGS, TEMPFAIL)

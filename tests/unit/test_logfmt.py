@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from smtpauth_milter import logfmt
-from smtpauth_milter.addresses import domain_name
-from smtpauth_milter.networks import NetworkSet, parse_ip
-from smtpauth_milter.policy import Action, Request, Rule, Verdict, decide
-from smtpauth_milter.replies import Reply
-from smtpauth_milter.settings import Snapshot
+from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.addresses import domain_name
+from smtpauth_milter.core.networks import NetworkSet, parse_ip
+from smtpauth_milter.core.policy import Action, Request, Rule, Verdict, decide
+from smtpauth_milter.core.replies import Reply
+from smtpauth_milter.core.settings import Snapshot
 
 SPEC_KEYS = ["queue", "action", "rule", "client", "login", "from", "rcpt", "domain", "reply"]
 SPEC_EXAMPLE = (

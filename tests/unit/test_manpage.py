@@ -10,17 +10,17 @@ from pathlib import Path
 
 import click
 
-from smtpauth_milter.cli import cli
-from smtpauth_milter.manpage import escape, render
+from smtpauth_milter.admin.cli import cli
+from smtpauth_milter.admin.manpage import escape, render
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "man" / "smtpauth-milter.8"
-REGENERATE = "python -m smtpauth_milter.manpage > man/smtpauth-milter.8"
+REGENERATE = "python -m smtpauth_milter.admin.manpage > man/smtpauth-milter.8"
 
 
 def test_the_committed_man_page_is_up_to_date() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "smtpauth_milter.manpage"],
+        [sys.executable, "-m", "smtpauth_milter.admin.manpage"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from smtpauth_milter import logfmt
-from smtpauth_milter.config import RunConfig, check_listen
-from smtpauth_milter.errors import ConfigError
-from smtpauth_milter.metrics import Metrics
-from smtpauth_milter.networks import parse_ip
-from smtpauth_milter.policy import Action, Request, Rule, Verdict
-from smtpauth_milter.replies import Reply
-from smtpauth_milter.server import JsonFormatter, OneLineFormatter
+from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.errors import ConfigError
+from smtpauth_milter.core.networks import parse_ip
+from smtpauth_milter.core.policy import Action, Request, Rule, Verdict
+from smtpauth_milter.core.replies import Reply
+from smtpauth_milter.daemon.config import RunConfig, check_listen
+from smtpauth_milter.daemon.metrics import Metrics
+from smtpauth_milter.daemon.server import JsonFormatter, OneLineFormatter
 
 from .test_logfmt import HOSTILE, decode, parse_line
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from smtpauth_milter import logfmt
-from smtpauth_milter.addresses import (
+from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.addresses import (
     AddressError,
     domain_name,
     normalise,
     parse_address,
     parse_path,
 )
-from smtpauth_milter.networks import NetworkSet, parse_cidr, parse_ip
-from smtpauth_milter.policy import Action, Request, Rule, Verdict, decide
-from smtpauth_milter.settings import Snapshot, grant_login, grant_target
+from smtpauth_milter.core.networks import NetworkSet, parse_cidr, parse_ip
+from smtpauth_milter.core.policy import Action, Request, Rule, Verdict, decide
+from smtpauth_milter.core.settings import Snapshot, grant_login, grant_target
 
 PROPERTY = settings(
     max_examples=200,

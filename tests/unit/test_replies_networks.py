@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 
-from smtpauth_milter.errors import SettingError
-from smtpauth_milter.networks import NetworkSet, parse_cidr, parse_ip
-from smtpauth_milter.replies import Reply
+from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.networks import NetworkSet, parse_cidr, parse_ip
+from smtpauth_milter.core.replies import Reply
 
 # --- replies -----------------------------------------------------------------
 

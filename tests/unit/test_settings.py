@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from smtpauth_milter.addresses import normalise, parse_address
-from smtpauth_milter.errors import SettingError
-from smtpauth_milter.networks import NetworkSet
-from smtpauth_milter.replies import Reply
-from smtpauth_milter.settings import (
+from smtpauth_milter.core.addresses import normalise, parse_address
+from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.networks import NetworkSet
+from smtpauth_milter.core.replies import Reply
+from smtpauth_milter.core.settings import (
     SETTINGS,
     Settings,
     Snapshot,

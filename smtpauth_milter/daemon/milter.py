@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import Milter
 
-from . import logfmt
-from .networks import IPAddress, parse_ip
-from .policy import Action, Request, Verdict, decide, decide_header
-from .refresh import SnapshotCache
-from .replies import Reply
+from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.networks import IPAddress, parse_ip
+from smtpauth_milter.core.policy import Action, Request, Verdict, decide, decide_header
+from smtpauth_milter.core.replies import Reply
+from smtpauth_milter.daemon.refresh import SnapshotCache
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from smtpauth_milter.daemon.metrics import Metrics
 
 log = logging.getLogger("smtpauth_milter")
 

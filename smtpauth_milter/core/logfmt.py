@@ -10,7 +10,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 
-from .policy import Request, Verdict
+from smtpauth_milter.core.policy import Request, Verdict
 
 _BARE = re.compile(r"[A-Za-z0-9_.:@<>+/\[\],-]+")
 _ASCII_SPECIAL = re.compile(r'[\x00-\x1f\x7f"\\]')

@@ -21,12 +21,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import logfmt
-from .errors import SettingError
-from .models import AuditEntry
+from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.store.models import AuditEntry
 
-_ACTOR = "smtpauth_milter.audit.actor"
-_MUTED = "smtpauth_milter.audit.muted"
+_ACTOR = "smtpauth_milter.store.audit.actor"
+_MUTED = "smtpauth_milter.store.audit.muted"
 _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from smtpauth_milter.core.errors import ConfigError
 
 DEFAULT_SOCKET = "inet:8894@127.0.0.1"
 DEFAULT_MAX_STALE = 300.0

@@ -20,9 +20,9 @@ from prometheus_client import (
     start_http_server,
 )
 
-from .config import check_listen
-from .errors import ConfigError
-from .policy import Action, Rule, Verdict
+from smtpauth_milter.core.errors import ConfigError
+from smtpauth_milter.core.policy import Action, Rule, Verdict
+from smtpauth_milter.daemon.config import check_listen
 
 PREFIX = "smtpauth_milter"
 # A decision takes microseconds; the upper buckets catch GIL contention and GC pauses.

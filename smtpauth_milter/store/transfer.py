@@ -12,9 +12,15 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from . import audit, editing
-from .errors import SettingError
-from .models import Domain, DomainSetting, GlobalSetting, SendAsGrant, TrustedNetwork
+from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.store import audit, editing
+from smtpauth_milter.store.models import (
+    Domain,
+    DomainSetting,
+    GlobalSetting,
+    SendAsGrant,
+    TrustedNetwork,
+)
 
 FORMAT = "smtpauth-milter/1"
 

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import logfmt
-from .addresses import AddressError, parse_path
-from .errors import SmtpauthError
-from .networks import parse_ip
-from .policy import Action, Request, Verdict, decide
-from .settings import Settings, Snapshot
+from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.addresses import AddressError, parse_path
+from smtpauth_milter.core.errors import SmtpauthError
+from smtpauth_milter.core.networks import parse_ip
+from smtpauth_milter.core.policy import Action, Request, Verdict, decide
+from smtpauth_milter.core.settings import Settings, Snapshot
 
 CONTINUING = (Action.CONTINUE, Action.WOULD_REJECT, Action.WOULD_TEMPFAIL)
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
-from . import probe
-from .addresses import AddressError, domain_name
-from .errors import SmtpauthError
-from .store import Store
+from smtpauth_milter.admin import probe
+from smtpauth_milter.core.addresses import AddressError, domain_name
+from smtpauth_milter.core.errors import SmtpauthError
+from smtpauth_milter.store.engine import Store
 
 POSTCONF_TIMEOUT = 10.0
 DOMAIN_PARAMS = (

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from . import logfmt
-from .settings import Snapshot
+from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.settings import Snapshot
 
 log = logging.getLogger("smtpauth_milter")
 

@@ -20,18 +20,25 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from .errors import SmtpauthError, StoreError
-from .models import Domain, DomainSetting, GlobalSetting, SendAsGrant, StoreState, TrustedNetwork
-from .networks import NetworkSet, parse_cidr
-from .settings import Snapshot
+from smtpauth_milter.core.errors import SmtpauthError, StoreError
+from smtpauth_milter.core.networks import NetworkSet, parse_cidr
+from smtpauth_milter.core.settings import Snapshot
+from smtpauth_milter.store.models import (
+    Domain,
+    DomainSetting,
+    GlobalSetting,
+    SendAsGrant,
+    StoreState,
+    TrustedNetwork,
+)
 
 UPGRADE_HINT = "run `smtpauth-milter db upgrade`"
 
 
 def _script_location() -> str:
     """The migrations directory: inside the installed package, or the source checkout's."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "migrations", here.parent / "migrations"):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "migrations", package.parent / "migrations"):
         if (candidate / "env.py").is_file():
             return str(candidate)
     raise StoreError("the schema migrations are missing from this installation")

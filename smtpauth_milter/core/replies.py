@@ -6,7 +6,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from .errors import SettingError
+from smtpauth_milter.core.errors import SettingError
 
 MAX_TEXT_LENGTH = 400
 _REPLY_RE = re.compile(r"([45])(\d\d) ([45])\.(\d{1,3})\.(\d{1,3}) (\S.*)", re.DOTALL)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from .addresses import (
+from smtpauth_milter.core.addresses import (
     AddressError,
     domain_name,
     normalise,
@@ -20,9 +20,9 @@ from .addresses import (
     parse_address,
     render_local,
 )
-from .errors import SettingError
-from .networks import NetworkSet
-from .replies import Reply
+from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.networks import NetworkSet
+from smtpauth_milter.core.replies import Reply
 
 _TRUE = frozenset({"on", "true", "yes", "1"})
 _FALSE = frozenset({"off", "false", "no", "0"})

@@ -2,7 +2,7 @@
 
 Regenerate the committed page with::
 
-    python -m smtpauth_milter.manpage > man/smtpauth-milter.8
+    python -m smtpauth_milter.admin.manpage > man/smtpauth-milter.8
 
 A test regenerates it and compares, so the page cannot drift from ``--help``.
 The output is deterministic: no build date, only the version.
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import click
 
-from . import __version__
-from .cli import cli
+from smtpauth_milter import __version__
+from smtpauth_milter.admin.cli import cli
 
 PROG = "smtpauth-milter"
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .addresses import (
+from smtpauth_milter.core.addresses import (
     Address,
     AddressError,
     normalise,
@@ -21,9 +21,9 @@ from .addresses import (
     parse_path,
     strip_batv,
 )
-from .networks import IPAddress
-from .replies import Reply
-from .settings import Settings, Snapshot
+from smtpauth_milter.core.networks import IPAddress
+from smtpauth_milter.core.replies import Reply
+from smtpauth_milter.core.settings import Settings, Snapshot
 
 
 class Action(StrEnum):

@@ -17,11 +17,12 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.orm import Session
 
-from . import __version__, audit, editing, transfer
-from .config import RunConfig, default_db_url, pick, read_file
-from .errors import SmtpauthError
-from .explain import explain
-from .store import Store
+from smtpauth_milter import __version__
+from smtpauth_milter.admin.explain import explain
+from smtpauth_milter.core.errors import SmtpauthError
+from smtpauth_milter.daemon.config import RunConfig, default_db_url, pick, read_file
+from smtpauth_milter.store import audit, editing, transfer
+from smtpauth_milter.store.engine import Store
 
 T = TypeVar("T")
 EXIT_ERROR = 2
@@ -163,7 +164,7 @@ def cli(ctx: click.Context, db: str | None, config_file: str | None) -> None:
 @pass_context
 def run(obj: Context, /, **flags: Any) -> None:
     """Run the milter in the foreground."""
-    from .server import run as serve  # imports pymilter only for this command
+    from smtpauth_milter.daemon.server import run as serve  # imports pymilter only for this command
 
     serve(RunConfig.resolve(obj.db, flags, obj.file))
 
@@ -414,8 +415,8 @@ def check(
 @pass_context
 def doctor(obj: Context, postfix_config: str | None, socket: str | None) -> None:
     """Check Postfix, the socket and the store. Exit 0 fine, 1 warnings, 2 errors."""
-    from . import doctor as checks
-    from .config import DEFAULT_SOCKET, check_socket
+    from smtpauth_milter.admin import doctor as checks
+    from smtpauth_milter.daemon.config import DEFAULT_SOCKET, check_socket
 
     spec = check_socket(str(pick(socket, obj.file, "socket", DEFAULT_SOCKET)))
     findings = checks.diagnose(obj.db, spec, postfix_config)

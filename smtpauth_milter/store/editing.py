@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from . import audit
-from .addresses import AddressError, domain_name
-from .errors import SettingError
-from .models import Domain, DomainSetting, GlobalSetting, SendAsGrant, TrustedNetwork
-from .networks import parse_cidr
-from .settings import (
+from smtpauth_milter.core.addresses import AddressError, domain_name
+from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.networks import parse_cidr
+from smtpauth_milter.core.settings import (
     SETTINGS,
     Source,
     canonical_value,
@@ -25,6 +23,14 @@ from .settings import (
     grant_login,
     grant_target,
     setting,
+)
+from smtpauth_milter.store import audit
+from smtpauth_milter.store.models import (
+    Domain,
+    DomainSetting,
+    GlobalSetting,
+    SendAsGrant,
+    TrustedNetwork,
 )
 
 

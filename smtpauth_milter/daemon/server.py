@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import Milter
 
-from . import logfmt
-from .config import RunConfig, unix_socket_path
-from .errors import ConfigError, SmtpauthError
-from .milter import SmtpAuthMilter
+from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.errors import ConfigError, SmtpauthError
+from smtpauth_milter.daemon.config import RunConfig, unix_socket_path
+from smtpauth_milter.daemon.milter import SmtpAuthMilter
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
-from .refresh import SnapshotCache
-from .store import Store
+    from smtpauth_milter.daemon.metrics import Metrics
+from smtpauth_milter.daemon.refresh import SnapshotCache
+from smtpauth_milter.store.engine import Store
 
 log = logging.getLogger("smtpauth_milter")
 MILTER_NAME = "smtpauth-milter"
@@ -235,7 +235,7 @@ def _metrics(config: RunConfig) -> Metrics | None:
     """Metrics only when asked for: prometheus_client is not even imported otherwise."""
     if config.metrics is None:
         return None
-    from .metrics import Metrics
+    from smtpauth_milter.daemon.metrics import Metrics
 
     return Metrics()
 

@@ -1,0 +1,1 @@
+"""Administration: the command line, doctor, check's explanations and the man page."""

@@ -1,0 +1,2 @@
+"""The daemon: the pymilter adapter, the snapshot refresh thread, the server,
+metrics and log set-up."""
