@@ -15,7 +15,7 @@ from sqlalchemy import insert
 
 from smtpauth_milter.core.networks import parse_ip
 from smtpauth_milter.core.policy import Action, Request, decide
-from smtpauth_milter.core.settings import Snapshot, grant_login, grant_target
+from smtpauth_milter.core.snapshot import Snapshot, grant_login, grant_target
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.models import SendAsGrant

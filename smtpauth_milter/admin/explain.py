@@ -11,7 +11,8 @@ from smtpauth_milter.core.addresses import AddressError, parse_path
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.core.networks import parse_ip
 from smtpauth_milter.core.policy import Action, Request, Verdict, decide
-from smtpauth_milter.core.settings import Settings, Snapshot
+from smtpauth_milter.core.settings import Settings
+from smtpauth_milter.core.snapshot import Snapshot
 
 CONTINUING = (Action.CONTINUE, Action.WOULD_REJECT, Action.WOULD_TEMPFAIL)
 

@@ -23,7 +23,8 @@ from smtpauth_milter.core.addresses import (
 )
 from smtpauth_milter.core.networks import IPAddress
 from smtpauth_milter.core.replies import Reply
-from smtpauth_milter.core.settings import Settings, Snapshot
+from smtpauth_milter.core.settings import Settings
+from smtpauth_milter.core.snapshot import Snapshot
 
 
 class Action(StrEnum):

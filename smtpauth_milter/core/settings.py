@@ -7,21 +7,12 @@ value, else the built-in default; :func:`effective` says which one won.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
-from smtpauth_milter.core.addresses import (
-    AddressError,
-    domain_name,
-    normalise,
-    normalise_local,
-    parse_address,
-    render_local,
-)
 from smtpauth_milter.core.errors import SettingError
-from smtpauth_milter.core.networks import NetworkSet
 from smtpauth_milter.core.replies import Reply
 
 _TRUE = frozenset({"on", "true", "yes", "1"})
@@ -274,98 +265,3 @@ class Settings:
             else:
                 values[key] = str(value)
         return values
-
-
-def grant_login(login: str) -> str:
-    """The key a login is granted under: trimmed and case-folded."""
-    key = login.strip().lower()
-    if not key or not key.isprintable() or any(ch.isspace() for ch in key):
-        raise SettingError(f"bad login {login!r}")
-    return key
-
-
-def grant_target(target: str) -> str:
-    """An exact address (normalised, no sub-address) or ``@domain``."""
-    text = target.strip()
-    try:
-        if text.startswith("@"):
-            return "@" + domain_name(text[1:])
-        address = parse_address(text)
-    except AddressError as exc:
-        raise SettingError(f"bad address or @domain {target!r}: {exc}") from exc
-    return normalise(address, "")
-
-
-def _normalised_target(target: str, delimiter: str) -> str:
-    """A stored grant target (already lower-case) with its sub-address cut."""
-    if target.startswith("@"):
-        return target
-    local, _, domain = target.rpartition("@")
-    if target.isascii() and '"' not in target and " " not in target:
-        return f"{render_local(normalise_local(local, delimiter))}@{domain}"  # no re-parse
-    return normalise(parse_address(target), delimiter)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything a decision needs, immutable, loaded at once from the store.
-
-    ``trusted`` is False when the store could not be read for longer than
-    ``--max-stale``: the policy then tempfails, using the last known replies.
-    """
-
-    global_settings: Settings
-    domains: Mapping[str, Settings]
-    networks: NetworkSet
-    grants: Mapping[str, frozenset[str]]
-    serial: int = 0
-    trusted: bool = True
-    global_values: Mapping[str, str] = field(default_factory=dict)
-    # require-header-from-match is in effect for some local domain (its own
-    # value or the global one): the milter then asks the MTA for the headers.
-    header_checks: bool = False
-
-    @classmethod
-    def build(
-        cls,
-        global_values: Mapping[str, str],
-        domain_values: Mapping[str, Mapping[str, str]],
-        networks: NetworkSet,
-        grants: Iterable[tuple[str, str]],
-        serial: int = 0,
-    ) -> Snapshot:
-        global_settings = Settings.resolve(global_values)
-        domains = {
-            name: Settings.resolve(global_values, overrides) if overrides else global_settings
-            for name, overrides in domain_values.items()
-        }
-        by_login: dict[str, set[str]] = {}
-        delimiter = global_settings.recipient_delimiter
-        for login, target in grants:
-            by_login.setdefault(login, set()).add(_normalised_target(target, delimiter))
-        return cls(
-            global_settings=global_settings,
-            domains=MappingProxyType(domains),
-            networks=networks,
-            grants=MappingProxyType({k: frozenset(v) for k, v in by_login.items()}),
-            serial=serial,
-            global_values=MappingProxyType(dict(global_values)),
-            header_checks=any(s.require_header_from_match for s in domains.values()),
-        )
-
-    @classmethod
-    def unavailable(cls, last_good: Snapshot | None) -> Snapshot:
-        """A snapshot that only says "tempfail", keeping the last known replies and dry-run."""
-        base = last_good.global_settings if last_good else Settings.resolve({})
-        return cls(
-            base,
-            MappingProxyType({}),
-            NetworkSet.of(()),
-            MappingProxyType({}),
-            serial=last_good.serial if last_good else 0,
-            trusted=False,
-        )
-
-    def settings_for(self, domain: str) -> Settings | None:
-        """The effective settings of a local domain; None when the domain is not local."""
-        return self.domains.get(domain)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from smtpauth_milter.core import logfmt
-from smtpauth_milter.core.settings import Snapshot
+from smtpauth_milter.core.snapshot import Snapshot
 
 log = logging.getLogger("smtpauth_milter")
 

@@ -15,15 +15,8 @@ from sqlalchemy.orm import Session
 from smtpauth_milter.core.addresses import AddressError, domain_name
 from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.core.networks import parse_cidr
-from smtpauth_milter.core.settings import (
-    SETTINGS,
-    Source,
-    canonical_value,
-    effective,
-    grant_login,
-    grant_target,
-    setting,
-)
+from smtpauth_milter.core.settings import SETTINGS, Source, canonical_value, effective, setting
+from smtpauth_milter.core.snapshot import grant_login, grant_target
 from smtpauth_milter.store import audit
 from smtpauth_milter.store.models import (
     Domain,

@@ -22,7 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from smtpauth_milter.core.errors import SmtpauthError, StoreError
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr
-from smtpauth_milter.core.settings import Snapshot
+from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.store.models import (
     Domain,
     DomainSetting,

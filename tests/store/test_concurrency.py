@@ -23,7 +23,7 @@ import pytest
 
 from smtpauth_milter.core.networks import parse_ip
 from smtpauth_milter.core.policy import Action, Request, decide
-from smtpauth_milter.core.settings import Snapshot
+from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
 from tests.milterproc import CONTINUE, MilterProcesses, open_client, verdict_text

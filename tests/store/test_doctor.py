@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter.admin import doctor
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.admin.doctor import checks, facts
 from tests.milterproc import MilterProcesses
 
 GOOD = """\
@@ -168,7 +168,7 @@ def _unix_socket(path: Path, mode: int, uid: int, gid: int) -> socket.socket:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 def test_socket_the_postfix_user_cannot_write(tmp_path: Path) -> None:
-    user = doctor.mta_user("postfix")
+    user = facts.mta_user("postfix")
     assert user is not None
     postfix_gid = grp.getgrnam("postfix").gr_gid
     run_dir = tmp_path / "run"
@@ -186,17 +186,17 @@ def test_socket_the_postfix_user_cannot_write(tmp_path: Path) -> None:
         path = run_dir / f"s{index}.sock"
         with _unix_socket(path, mode, uid, gid):
             spec = f"unix:{path}"
-            finding = doctor.check_socket_access(
-                spec, doctor.file_facts(str(path)), doctor.parent_facts(str(path)), user
+            finding = checks.check_socket_access(
+                spec, facts.file_facts(str(path)), facts.parent_facts(str(path)), user
             )
         assert finding.severity.name.lower() == expected, (oct(mode), uid, gid, finding.line())
     run_dir.chmod(0o700)
     path = run_dir / "hidden.sock"
     with _unix_socket(path, 0o666, 0, 0):
-        finding = doctor.check_socket_access(
-            f"unix:{path}", doctor.file_facts(str(path)), doctor.parent_facts(str(path)), user
+        finding = checks.check_socket_access(
+            f"unix:{path}", facts.file_facts(str(path)), facts.parent_facts(str(path)), user
         )
-    assert finding.severity is doctor.Severity.ERROR and "no search permission" in finding.line()
+    assert finding.severity is checks.Severity.ERROR and "no search permission" in finding.line()
 
 
 @pytest.mark.parametrize(
@@ -213,14 +213,14 @@ def test_socket_the_postfix_user_cannot_write(tmp_path: Path) -> None:
     ],
 )
 def test_socket_notations_match(ours: str, entry: str, queue: str, match: bool) -> None:
-    found = doctor.find_entry(ours, doctor.parse_milters(f"inet:10.0.0.1:1, {entry}"), queue)
+    found = checks.find_entry(ours, checks.parse_milters(f"inet:10.0.0.1:1, {entry}"), queue)
     assert (found is not None) is match
 
 
 def test_parse_milters_with_braces() -> None:
-    entries = doctor.parse_milters(
+    entries = checks.parse_milters(
         "inet:a:1, { inet:b:2, connect_timeout=10s, default_action = accept } unix:/x"
     )
     assert [e.address for e in entries] == ["inet:a:1", "inet:b:2", "unix:/x"]
     assert entries[1].settings == {"connect_timeout": "10s", "default_action": "accept"}
-    assert doctor.postfix_notation("inet6:8894@::1") == "inet:[::1]:8894"
+    assert checks.postfix_notation("inet6:8894@::1") == "inet:[::1]:8894"

@@ -12,7 +12,7 @@ import pytest
 
 from smtpauth_milter.core.networks import parse_ip
 from smtpauth_milter.core.policy import Action, Request, decide
-from smtpauth_milter.core.settings import Snapshot
+from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store

@@ -213,7 +213,7 @@ def test_the_envelope_sender_does_not_matter() -> None:
 
 
 def test_no_trustworthy_settings_tempfails() -> None:
-    from smtpauth_milter.core.settings import Snapshot
+    from smtpauth_milter.core.snapshot import Snapshot
 
     verdict = decide_header(Snapshot.unavailable(make_snapshot(HF_ON)), request("<>"), ALICE, [])
     assert (verdict.action, verdict.rule, str(verdict.reply)) == (T, Rule.NO_SETTINGS, TEMPFAIL)

@@ -11,7 +11,7 @@ from smtpauth_milter.core.addresses import domain_name
 from smtpauth_milter.core.networks import NetworkSet, parse_ip
 from smtpauth_milter.core.policy import Action, Request, Rule, Verdict, decide
 from smtpauth_milter.core.replies import Reply
-from smtpauth_milter.core.settings import Snapshot
+from smtpauth_milter.core.snapshot import Snapshot
 
 SPEC_KEYS = ["queue", "action", "rule", "client", "login", "from", "rcpt", "domain", "reply"]
 SPEC_EXAMPLE = (

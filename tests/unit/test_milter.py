@@ -10,7 +10,7 @@ import pytest
 from Milter.testctx import TestCtx as MilterTestCtx
 
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr
-from smtpauth_milter.core.settings import Snapshot
+from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.daemon import milter as adapter
 from smtpauth_milter.daemon.milter import SmtpAuthMilter, client_address
 from smtpauth_milter.daemon.refresh import SnapshotCache

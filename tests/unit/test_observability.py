@@ -16,8 +16,8 @@ from smtpauth_milter.core.networks import parse_ip
 from smtpauth_milter.core.policy import Action, Request, Rule, Verdict
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.daemon.config import RunConfig, check_listen
+from smtpauth_milter.daemon.logsetup import JsonFormatter, OneLineFormatter
 from smtpauth_milter.daemon.metrics import Metrics
-from smtpauth_milter.daemon.server import JsonFormatter, OneLineFormatter
 
 from .test_logfmt import HOSTILE, decode, parse_line
 

@@ -12,7 +12,7 @@ import pytest
 from smtpauth_milter.core.addresses import domain_name
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr, parse_ip
 from smtpauth_milter.core.policy import Action, Request, Rule, Verdict, decide
-from smtpauth_milter.core.settings import Snapshot, grant_login, grant_target
+from smtpauth_milter.core.snapshot import Snapshot, grant_login, grant_target
 
 COM = "example.com"
 ORG = "example.org"

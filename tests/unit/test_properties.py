@@ -15,7 +15,7 @@ from smtpauth_milter.core.addresses import (
 )
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr, parse_ip
 from smtpauth_milter.core.policy import Action, Request, Rule, Verdict, decide
-from smtpauth_milter.core.settings import Snapshot, grant_login, grant_target
+from smtpauth_milter.core.snapshot import Snapshot, grant_login, grant_target
 
 PROPERTY = settings(
     max_examples=200,

@@ -8,16 +8,8 @@ from smtpauth_milter.core.addresses import normalise, parse_address
 from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.core.networks import NetworkSet
 from smtpauth_milter.core.replies import Reply
-from smtpauth_milter.core.settings import (
-    SETTINGS,
-    Settings,
-    Snapshot,
-    Source,
-    canonical_value,
-    effective,
-    grant_login,
-    grant_target,
-)
+from smtpauth_milter.core.settings import SETTINGS, Settings, Source, canonical_value, effective
+from smtpauth_milter.core.snapshot import Snapshot, grant_login, grant_target
 
 BOOL_KEYS = [
     "require-auth-local",

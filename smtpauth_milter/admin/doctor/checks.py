@@ -1,28 +1,20 @@
-"""``smtpauth-milter doctor``: check the installation the way an admin would.
+"""Doctor's checks: pure functions from gathered facts to :class:`Finding` lines.
 
-Facts are collected at the edges (``postconf``, ``postmap``, ``stat``, the
-store, one option negotiation on the socket); every check is a pure function
-from facts to :class:`Finding` lines, ``ok|warning|error: what — fix: how``.
+Each finding prints as ``ok|warning|error: what — fix: how``.  Nothing here
+runs a program, reads a file or opens a socket: see ``facts``.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import stat
-import subprocess
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from pathlib import Path
 
 from smtpauth_milter.admin import probe
-from smtpauth_milter.core.addresses import AddressError, domain_name
-from smtpauth_milter.core.errors import SmtpauthError
-from smtpauth_milter.store.engine import Store
 
-POSTCONF_TIMEOUT = 10.0
 DOMAIN_PARAMS = (
     "mydestination",
     "virtual_mailbox_domains",
@@ -282,86 +274,6 @@ def check_socket_access(
     return ok(f"user {user.name} can write {path}")
 
 
-def domain_tokens(value: str) -> tuple[list[str], list[str]]:
-    """A Postfix domain list: (literal names, ``type:table`` or ``/file`` lookups)."""
-    names: list[str] = []
-    lookups: list[str] = []
-    for token in _SPLIT.split(value.strip()):
-        if not token:
-            continue
-        if token.startswith("/") or re.match(r"^[a-z0-9_-]+:", token):
-            lookups.append(token)
-        else:
-            names.append(token)
-    return names, lookups
-
-
-def _normal(name: str) -> str | None:
-    try:
-        return domain_name(name.lstrip("."))
-    except AddressError:
-        return None
-
-
-def postfix_domains(params: Mapping[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """{domain: parameter} Postfix receives for, and (lookup table, parameter) pairs."""
-    domains: dict[str, str] = {}
-    lookups: list[tuple[str, str]] = []
-    for param in DOMAIN_PARAMS:
-        names, tables = domain_tokens(params.get(param, ""))
-        for name in names:
-            normal = _normal(name)
-            if normal and normal != "localhost" and not normal.startswith("localhost."):
-                domains.setdefault(normal, param)
-        lookups.extend((table, param) for table in tables)
-    return domains, lookups
-
-
-def check_domains(
-    params: Mapping[str, str],
-    milter_domains: Iterable[str],
-    in_table: Callable[[str, str], bool | None],
-) -> list[Finding]:
-    """Both directions; ``in_table(domain, table)``: found, not found, or None (unknown)."""
-    received, lookups = postfix_domains(params)
-    local = set(milter_domains)
-    findings: list[Finding] = []
-    for name, param in sorted(received.items()):
-        if name not in local:
-            findings.append(
-                warning(
-                    f"Postfix receives mail for {name} ({param}) but the milter does not "
-                    f"treat it as local: mail sent as @{name} is not checked",
-                    f"smtpauth-milter domain add {name} (if users send as @{name})",
-                )
-            )
-    for table, param in lookups:
-        findings.append(
-            ok(
-                f"{param} uses {table}: doctor cannot list its domains; "
-                "check each is a milter local domain (smtpauth-milter domain list)"
-            )
-        )
-    for name in sorted(local - set(received)):
-        hits = [in_table(name, table) for table, _ in lookups]
-        if any(hits):
-            continue
-        unknown = " (some lookup tables could not be queried)" if None in hits else ""
-        findings.append(
-            warning(
-                f"the milter treats {name} as local but Postfix does not receive mail for it"
-                f"{unknown}",
-                f"add {name} to mydestination or virtual_mailbox_domains, or "
-                f"smtpauth-milter domain remove {name}",
-            )
-        )
-    if not findings:
-        findings.append(ok("Postfix and the milter agree on the local domains"))
-    elif all(f.severity is Severity.OK for f in findings):
-        findings.append(ok("every domain listed in Postfix is local in the milter"))
-    return findings
-
-
 @dataclass(frozen=True)
 class StoreFacts:
     display: str
@@ -407,140 +319,6 @@ def check_negotiation(socket_spec: str, result: probe.Negotiated | str) -> Findi
     return ok(f"the milter answers option negotiation on {socket_spec} (protocol 6)")
 
 
-# --- collecting facts (I/O) -----------------------------------------------------------------
-
-
 def unix_path(socket_spec: str) -> str | None:
     kind, _, rest = socket_spec.partition(":")
     return rest if kind in ("unix", "local") else None
-
-
-def default_config_dir() -> str:
-    return _run(["postconf", "-h", "config_directory"]).strip()
-
-
-def postconf(config_dir: str, names: Sequence[str] = POSTFIX_PARAMS) -> dict[str, str]:
-    """Each parameter's value, ``$name`` references expanded (``postconf -x``)."""
-    return {name: _run(["postconf", "-c", config_dir, "-x", "-h", name]).strip() for name in names}
-
-
-def postmap_has(config_dir: str, key: str, table: str) -> bool | None:
-    try:
-        done = subprocess.run(
-            ["postmap", "-c", config_dir, "-q", key, table],
-            capture_output=True, timeout=POSTCONF_TIMEOUT, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return {0: True, 1: False}.get(done.returncode)
-
-
-def _run(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=POSTCONF_TIMEOUT, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SmtpauthError(f"cannot run {argv[0]}: {exc}") from exc
-    if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise SmtpauthError(f"{' '.join(argv)}: {detail}")
-    return done.stdout
-
-
-def mta_user(name: str) -> UserFacts | None:
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        return None
-    return UserFacts(name, entry.pw_uid, frozenset(os.getgrouplist(name, entry.pw_gid)))
-
-
-def file_facts(path: str) -> FileFacts | None:
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return None
-    return FileFacts(path, st.st_mode, st.st_uid, st.st_gid)
-
-
-def parent_facts(path: str) -> list[FileFacts]:
-    parents = [str(p) for p in reversed(Path(path).parents)]
-    return [f for f in (file_facts(p) for p in parents) if f is not None]
-
-
-def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
-    """The store's state and its local domains (None when they cannot be read)."""
-    missing = _missing_sqlite_file(db)  # never create a SQLite file just by looking
-    if missing is not None:
-        return missing, None
-    try:
-        store = Store(db)
-    except SmtpauthError as exc:
-        return StoreFacts(db, error=str(exc)), None
-    try:
-        current, head = store.current(), store.head()
-        domains = sorted(store.load_snapshot().domains) if current == head else None
-        return StoreFacts(store.display, current=current, head=head), domains
-    except SmtpauthError as exc:
-        return StoreFacts(store.display, error=str(exc)), None
-    finally:
-        store.dispose()
-
-
-def _missing_sqlite_file(db: str) -> StoreFacts | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(db)
-    except ArgumentError:
-        return None
-    database = url.database
-    local_file = database and database != ":memory:" and not database.startswith("file:")
-    if url.get_backend_name() == "sqlite" and local_file and not Path(str(database)).exists():
-        return StoreFacts(db, missing_file=True)
-    return None
-
-
-def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]:
-    """Every check, in the order an admin would go through them."""
-    findings: list[Finding] = []
-    store, domains = store_facts(db)
-    findings.append(check_store(store))
-    try:
-        directory = config_dir or default_config_dir()
-        params = postconf(directory)
-    except SmtpauthError as exc:
-        findings.append(
-            error(f"cannot read Postfix's configuration: {exc}", "pass --postfix-config DIR")
-        )
-        params = None
-    if params is not None:
-        findings.extend(check_milters(socket_spec, params))
-        findings.append(check_macros(params["milter_mail_macros"], params["milter_protocol"]))
-        findings.extend(_socket_findings(socket_spec, params["mail_owner"]))
-        if domains is None:
-            findings.append(
-                warning("local domains not compared: the store cannot be read", "see above")
-            )
-        else:
-            findings.extend(
-                check_domains(params, domains, lambda k, t: postmap_has(directory, k, t))
-            )
-    try:
-        result: probe.Negotiated | str = probe.negotiate(socket_spec)
-    except probe.ProbeError as exc:
-        result = str(exc)
-    findings.append(check_negotiation(socket_spec, result))
-    return findings
-
-
-def _socket_findings(socket_spec: str, owner: str) -> list[Finding]:
-    user = mta_user(owner)
-    if user is None:
-        return [error(f"mail_owner {owner} is not a user here", "check Postfix's mail_owner")]
-    path = unix_path(socket_spec)
-    sock = file_facts(path) if path else None
-    parents = parent_facts(path) if path else []
-    return [check_socket_access(socket_spec, sock, parents, user)]

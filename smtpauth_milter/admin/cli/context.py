@@ -1,0 +1,68 @@
+"""What every command shares: the store it works on, one audited write transaction."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy.orm import Session
+
+from smtpauth_milter.store import audit
+from smtpauth_milter.store.engine import Store
+
+T = TypeVar("T")
+EXIT_ERROR = 2
+
+
+@dataclass
+class Context:
+    db: str
+    file: dict[str, Any]
+    _store: Store | None = None
+
+    def store(self, *, prepare: bool = True) -> Store:
+        if self._store is None:
+            self._store = Store(self.db)
+            if prepare:
+                self._store.prepare()
+        return self._store
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One transaction, its changes recorded in the audit trail as this command's."""
+        store = self.store()
+        command = command_line(click.get_current_context())
+        password = store.url.password
+        if isinstance(password, str) and password:
+            command = command.replace(password, "***")
+        with store.write() as session:
+            audit.begin(session, audit.Actor.now(command))
+            yield session
+
+    def read(self, action: Callable[[Session], T]) -> T:
+        with self.store().read() as session:
+            return action(session)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def command_line(ctx: click.Context) -> str:
+    """The subcommand as typed, for the audit trail: without the group's --db/--config."""
+    words = ctx.command_path.split()[1:]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        values = value if isinstance(value, tuple) else (value,)
+        texts = [str(getattr(v, "name", v)) for v in values if v is not None]
+        if isinstance(param, click.Option):
+            if value is None or value == param.default or value is False:
+                continue
+            flag = max(param.opts, key=len)
+            words += [flag] if value is True else [w for t in texts for w in (flag, t)]
+        else:
+            words += texts
+    return shlex.join(words)

@@ -1,0 +1,47 @@
+"""Schema migrations of the store."""
+
+from __future__ import annotations
+
+import click
+
+from smtpauth_milter.admin.cli.context import Context, pass_context
+from smtpauth_milter.core.errors import SmtpauthError
+
+
+@click.group()
+def db() -> None:
+    """Schema migrations of the store."""
+
+
+@db.command("upgrade")
+@pass_context
+def db_upgrade(obj: Context) -> None:
+    """Migrate the store to this version's schema."""
+    store = obj.store(prepare=False)
+    store.upgrade()
+    click.echo(f"store {store.display} is at schema {store.current()}")
+
+
+@db.command("current")
+@pass_context
+def db_current(obj: Context) -> None:
+    """Print the store's schema revision and this version's."""
+    store = obj.store(prepare=False)
+    click.echo(f"store: {store.current() or 'none'}  code: {store.head()}")
+
+
+@db.command("check")
+@pass_context
+def db_check(obj: Context) -> None:
+    """Check the store is at this version's schema and matches the models."""
+    store = obj.store(prepare=False)
+    current, head = store.current(), store.head()
+    if current != head:
+        raise SmtpauthError(
+            f"store is at schema {current or 'none'}, code needs {head}: "
+            "run `smtpauth-milter db upgrade`"
+        )
+    drift = store.drift()
+    if drift:
+        raise SmtpauthError(f"store schema differs from the models: {drift}")
+    click.echo(f"store {store.display} is at schema {head} and matches the models")

@@ -1,0 +1,75 @@
+"""``smtpauth-milter doctor``: check the installation the way an admin would.
+
+Facts are collected at the edges (:mod:`.facts`: ``postconf``, ``postmap``,
+``stat``, the store, one option negotiation on the socket); every check is a
+pure function from facts to findings (:mod:`.checks`).
+"""
+
+from __future__ import annotations
+
+from smtpauth_milter.admin import probe
+from smtpauth_milter.admin.doctor.checks import (
+    Finding,
+    check_macros,
+    check_milters,
+    check_negotiation,
+    check_socket_access,
+    check_store,
+    error,
+    unix_path,
+    warning,
+)
+from smtpauth_milter.admin.doctor.domains import check_domains
+from smtpauth_milter.admin.doctor.facts import (
+    default_config_dir,
+    file_facts,
+    mta_user,
+    parent_facts,
+    postconf,
+    postmap_has,
+    store_facts,
+)
+from smtpauth_milter.core.errors import SmtpauthError
+
+
+def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]:
+    """Every check, in the order an admin would go through them."""
+    findings: list[Finding] = []
+    store, domains = store_facts(db)
+    findings.append(check_store(store))
+    try:
+        directory = config_dir or default_config_dir()
+        params = postconf(directory)
+    except SmtpauthError as exc:
+        findings.append(
+            error(f"cannot read Postfix's configuration: {exc}", "pass --postfix-config DIR")
+        )
+        params = None
+    if params is not None:
+        findings.extend(check_milters(socket_spec, params))
+        findings.append(check_macros(params["milter_mail_macros"], params["milter_protocol"]))
+        findings.extend(_socket_findings(socket_spec, params["mail_owner"]))
+        if domains is None:
+            findings.append(
+                warning("local domains not compared: the store cannot be read", "see above")
+            )
+        else:
+            findings.extend(
+                check_domains(params, domains, lambda k, t: postmap_has(directory, k, t))
+            )
+    try:
+        result: probe.Negotiated | str = probe.negotiate(socket_spec)
+    except probe.ProbeError as exc:
+        result = str(exc)
+    findings.append(check_negotiation(socket_spec, result))
+    return findings
+
+
+def _socket_findings(socket_spec: str, owner: str) -> list[Finding]:
+    user = mta_user(owner)
+    if user is None:
+        return [error(f"mail_owner {owner} is not a user here", "check Postfix's mail_owner")]
+    path = unix_path(socket_spec)
+    sock = file_facts(path) if path else None
+    parents = parent_facts(path) if path else []
+    return [check_socket_access(socket_spec, sock, parents, user)]

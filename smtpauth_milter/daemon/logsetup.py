@@ -1,0 +1,98 @@
+"""Log set-up for the daemon: one line per record (logfmt or JSON), stderr or syslog."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import re
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.errors import ConfigError
+
+MILTER_NAME = "smtpauth-milter"
+
+_RAW_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    ch = match.group()
+    code = ord(ch)
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch)
+    return named or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+class OneLineFormatter(logging.Formatter):
+    """Tracebacks and any stray newline or control character stay inside one line.
+
+    Backslashes are left alone: logfmt values are already escaped, and escaping
+    them twice would let a client's quoted value end early and forge a field.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _RAW_CONTROL.sub(_escape_control, super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``--log-format json``): the fields of a
+    :class:`logfmt.Fields` message as keys, else the text under ``message``.
+
+    ``ensure_ascii`` escapes every control and non-ASCII character, so a
+    client's value can neither split a line nor forge a key.
+    """
+
+    def __init__(self, syslog_tag: bool = False) -> None:
+        super().__init__()
+        self._syslog_tag = syslog_tag
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+        }
+        for key, val in _fields(record).items():
+            data.setdefault(key, None if val is None else logfmt.clip(val))
+        if record.exc_info:
+            data["traceback"] = self.formatException(record.exc_info)
+        text = json.dumps(data, ensure_ascii=True)
+        return f"{MILTER_NAME}[{record.process}]: {text}" if self._syslog_tag else text
+
+
+def _fields(record: logging.LogRecord) -> Mapping[str, str | None]:
+    """The fields of a ``Fields`` message, logged as msg or as the one ``%s`` argument."""
+    message: object = record.msg
+    if message == "%s" and isinstance(record.args, tuple) and len(record.args) == 1:
+        message = record.args[0]
+    if isinstance(message, logfmt.Fields):
+        return message.fields
+    return {"message": record.getMessage()}
+
+
+def _formatter(log_format: str, template: str, syslog: bool) -> logging.Formatter:
+    return JsonFormatter(syslog_tag=syslog) if log_format == "json" else OneLineFormatter(template)
+
+
+def setup_logging(level: str, syslog: bool, log_format: str = "logfmt") -> None:
+    handler: logging.Handler
+    if syslog:
+        try:
+            handler = logging.handlers.SysLogHandler(
+                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot log to syslog at /dev/log: {exc.strerror}") from exc
+        handler.setFormatter(
+            _formatter(log_format, f"{MILTER_NAME}[%(process)d]: %(message)s", syslog=True)
+        )
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            _formatter(log_format, "%(asctime)s %(levelname)s %(message)s", syslog=False)
+        )
+    logger = logging.getLogger("smtpauth_milter")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False

@@ -1,0 +1,58 @@
+"""Least privilege: the user and group the milter serves as (``run --user/--group``)."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+from dataclasses import dataclass
+
+from smtpauth_milter.core.errors import ConfigError
+from smtpauth_milter.store.engine import Store
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The unprivileged user and group the milter serves as (``run --user/--group``)."""
+
+    user: str
+    group: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def resolve(cls, user: str | None, group: str | None) -> Identity | None:
+        if user is None:
+            return None
+        if os.geteuid() != 0:
+            raise ConfigError(
+                f"--user {user}: only root can switch user; start as root or leave out --user"
+            )
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise ConfigError(f"--user {user}: no such user") from None
+        try:
+            group_entry = grp.getgrgid(entry.pw_gid) if group is None else grp.getgrnam(group)
+        except KeyError:
+            raise ConfigError(f"--group {group or entry.pw_gid}: no such group") from None
+        return cls(user, group_entry.gr_name, entry.pw_uid, group_entry.gr_gid)
+
+    def drop(self) -> None:
+        """setgroups/setgid/setuid for the whole process; fails loudly if root remains."""
+        os.initgroups(self.user, self.gid)
+        os.setgid(self.gid)
+        os.setuid(self.uid)
+        if self.uid != 0 and (os.geteuid() == 0 or os.getegid() != self.gid):
+            raise ConfigError(f"could not drop privileges to {self.user}:{self.group}")
+
+    def check_store(self, store: Store) -> None:
+        """A SQLite store must be readable once we are no longer root: one clear line if not."""
+        database = store.url.database
+        if not store.is_sqlite or not database or database == ":memory:":
+            return
+        if not os.access(database, os.R_OK):
+            raise ConfigError(
+                f"user {self.user} cannot read the store {database}: make the file readable "
+                f"(and its directory searchable) by {self.user} or group {self.group}"
+            )
