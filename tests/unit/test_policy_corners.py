@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smtpauth_milter.core.addresses import header_domains
 from smtpauth_milter.core.policy import Action, Rule, decide, decide_header
+from smtpauth_milter.core.snapshot import Snapshot
 
 from .test_policy import COM, ORG, make_snapshot, request
+from .test_properties import ANY_TEXT, ENVELOPE_TEXT, PROPERTY, snapshots
 
 HF_MISMATCH = "550 5.7.1 From header not owned by authenticated user"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
@@ -208,3 +212,30 @@ def test_role_senders_match_whole_or_cut(sender: str, delimiter: str, role: bool
     verdict = decide(snapshot, request(f"<{sender}@example.com>"), "<x@remote.test>")
     expected = (R, Rule.ROLE_AUTH_REQUIRED) if role else (C, Rule.AUTH_NOT_REQUIRED)
     assert (verdict.action, verdict.rule) == expected
+
+
+# --- no input makes the header decision raise, and a checked domain is never missed ----------
+
+HEADERY = st.one_of(
+    ANY_TEXT,
+    st.builds(
+        "{}{}@{}{}".format,
+        ANY_TEXT,
+        st.sampled_from(["alice", '"a b"', "=?utf-8?q?x=40", "(c)"]),
+        st.sampled_from(["example.com", "Example.COM.", "ex(x)ample.com", "remote.test"]),
+        ANY_TEXT,
+    ),
+)
+
+
+@PROPERTY
+@given(snapshot=snapshots(), froms=st.lists(HEADERY, max_size=3), sender=ENVELOPE_TEXT)
+def test_decide_header_never_raises(snapshot: Snapshot, froms: list[str], sender: str) -> None:
+    verdict = decide_header(snapshot, request(sender), froms, froms[:1])
+    assert verdict.rule in set(Rule)
+    domains = header_domains(froms)
+    assert all(isinstance(d, str) and d == d.lower() for d in domains)
+    checked = snapshot.domains[COM].require_header_from_match
+    if checked and "alice@example.com" in " ".join(froms):
+        # a From: naming a checked domain is judged, unless it parses as one other address
+        assert not (verdict.rule is Rule.HEADER_FROM_NOT_CHECKED and verdict.domain is None)
