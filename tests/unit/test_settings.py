@@ -183,6 +183,8 @@ def test_reply_values_are_canonical(key: str, text: str, expected: str) -> None:
         pytest.param("sender-mismatch-reply", "250 2.0.0 ok", id="success"),
         pytest.param("bad-sender-reply", "nonsense", id="nonsense"),
         pytest.param("tempfail-reply", "451 4.3.0 a\r\nb", id="crlf"),
+        pytest.param("tempfail-reply", "550 5.7.1 go away", id="tempfail-permanent"),
+        pytest.param("tempfail-reply", "554 5.3.0 policy down", id="tempfail-permanent-2"),
     ],
 )
 def test_bad_reply_value_is_refused(key: str, text: str) -> None:
