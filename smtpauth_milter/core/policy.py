@@ -25,6 +25,7 @@ from smtpauth_milter.core.networks import IPAddress
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.core.spf import SpfResult
 
 
 class Action(StrEnum):
@@ -46,6 +47,8 @@ class Rule(StrEnum):
     AUTHENTICATED = "authenticated"
     ROLE_AUTH_REQUIRED = "role-auth-required"
     AUTH_REQUIRED = "auth-required"
+    SPF_PASS = "spf-pass"  # noqa: S105 -- an SPF result, not a password
+    SPF_TEMPERROR = "spf-temperror"
     LOCAL_RECIPIENT = "local-recipient"
     AUTH_NOT_REQUIRED = "auth-not-required"
     # end of headers (require-header-from-match)
@@ -60,11 +63,16 @@ class Rule(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What the MTA told us about one message: client, login and raw MAIL FROM."""
+    """What the MTA told us about one message: client, login and raw MAIL FROM.
+
+    ``spf`` is the SPF result for client and sender once it was looked up
+    (see :func:`needs_spf`); None while it was not.
+    """
 
     client: IPAddress | None
     login: str | None
     sender: str
+    spf: SpfResult | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -156,14 +164,44 @@ def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
         )
     local_part = normalise(sender, glob.recipient_delimiter).rpartition("@")[0]
     if settings.require_auth_role and local_part in settings.role_senders:
-        return _refuse(
-            Rule.ROLE_AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain
-        )
+        return _login_or_spf(snapshot, request, settings, Rule.ROLE_AUTH_REQUIRED, domain)
     if settings.require_auth_local:
         if settings.exempt_local_recipients and _recipient_is_local(snapshot, rcpt):
             return Verdict(Action.CONTINUE, Rule.LOCAL_RECIPIENT, domain=domain)
-        return _refuse(Rule.AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain)
+        return _login_or_spf(snapshot, request, settings, Rule.AUTH_REQUIRED, domain)
     return Verdict(Action.CONTINUE, Rule.AUTH_NOT_REQUIRED, domain=domain)
+
+
+def _spf_exempts(settings: Settings, rule: Rule) -> bool:
+    """Whether SPF may stand in for the login this rule requires (spf-exempt[-role])."""
+    if rule is Rule.ROLE_AUTH_REQUIRED:
+        return settings.spf_exempt_role
+    return rule is Rule.AUTH_REQUIRED and settings.spf_exempt
+
+
+def _login_or_spf(
+    snapshot: Snapshot, request: Request, settings: Settings, rule: Rule, domain: str
+) -> Verdict:
+    """A login is required: SPF pass stands in for it where allowed, temperror tempfails."""
+    if _spf_exempts(settings, rule):
+        if request.spf is SpfResult.PASS:
+            return Verdict(Action.CONTINUE, Rule.SPF_PASS, domain=domain)
+        if request.spf is SpfResult.TEMPERROR:
+            tempfail = snapshot.global_settings.tempfail_reply
+            return _refuse(Rule.SPF_TEMPERROR, tempfail, settings.dry_run, domain)
+    return _refuse(rule, settings.auth_required_reply, settings.dry_run, domain)
+
+
+def needs_spf(snapshot: Snapshot, request: Request, verdict: Verdict) -> bool:
+    """Whether an SPF result could change ``verdict``, decided without one.
+
+    The milter looks SPF up only then (once per message), and decides again
+    with the result in ``request.spf``.
+    """
+    if request.spf is not None or verdict.domain is None or request.client is None:
+        return False
+    settings = snapshot.settings_for(verdict.domain)
+    return settings is not None and _spf_exempts(settings, verdict.rule)
 
 
 def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> bool:
