@@ -11,7 +11,7 @@ when ``require-header-from-match`` is on anywhere.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -208,6 +208,30 @@ def needs_spf(snapshot: Snapshot, request: Request, verdict: Verdict) -> bool:
         return False
     settings = snapshot.settings_for(verdict.domain)
     return settings is not None and _spf_exempts(settings, verdict.rule)
+
+
+def spf_identity(request: Request) -> str:
+    """The MAIL FROM address SPF checks: as sent (a BATV tag included), without brackets."""
+    address = parse_path(request.sender)
+    return "" if address is None else str(address)
+
+
+SpfLookup = Callable[[Request], SpfResult]
+
+
+def decide_with_spf(
+    snapshot: Snapshot, request: Request, rcpt: str, lookup_spf: SpfLookup
+) -> tuple[Request, Verdict]:
+    """:func:`decide`, asking ``lookup_spf`` only when SPF could change the verdict.
+
+    Returns the request (with ``spf`` set once looked up: keep it for the
+    message's next recipients) and the verdict.
+    """
+    verdict = decide(snapshot, request, rcpt)
+    if not needs_spf(snapshot, request, verdict):
+        return request, verdict
+    request = dataclasses.replace(request, spf=lookup_spf(request))
+    return request, decide(snapshot, request, rcpt)
 
 
 def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> bool:

@@ -17,8 +17,10 @@ every failure is an :class:`SpfAnswer` (DNS trouble is ``temperror``).
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +33,17 @@ import spf
 
 from smtpauth_milter.core.networks import IPAddress
 from smtpauth_milter.core.spf import SpfResult, parse_resolver
+from smtpauth_milter.lookups.cache import TtlCache
+from smtpauth_milter.lookups.cached import CachedLookup, LookupObserver
+from smtpauth_milter.lookups.runner import LookupFailed, LookupRunner
 
 MAX_TTL = 3600.0  # cache an answer at most this long, whatever DNS says
+CACHE_ENTRIES = 4096
+WORKERS = 8
+QUEUE_SIZE = 64
+# dnspython overruns a query's lifetime by its last retry backoff (about 0.2 s):
+# the waiting thread allows that much on top of spf-timeout before it gives up.
+DEADLINE_MARGIN = 0.5
 NEGATIVE_TTL = 60.0  # when a negative answer carries no SOA
 _RESULTS = {result.value: result for result in SpfResult}
 
@@ -205,3 +216,64 @@ class SpfEvaluator:
         ttl = 0.0 if result is SpfResult.TEMPERROR else state.ttl
         record = query.top_record if query is not None else None
         return SpfAnswer(result, record, ttl, str(detail), state.timed_out)
+
+
+SpfKey = tuple[str, str]  # (client IP, MAIL FROM lower-cased): %{l} macros see the local part
+
+
+class SpfChecks:
+    """SPF for the milter and ``check``: cached, on the lookup pool, never longer than
+    ``spf-timeout`` plus :data:`DEADLINE_MARGIN`; no answer in time is a temperror.
+
+    One cache per (dns-resolver, spf-timeout): changing either starts afresh.
+    """
+
+    SOURCE = "spf"
+
+    def __init__(
+        self,
+        observe: LookupObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        runner: LookupRunner | None = None,
+    ) -> None:
+        self._observe = observe
+        self._clock = clock
+        self._runner = runner or LookupRunner(self.SOURCE, WORKERS, QUEUE_SIZE)
+        self._lookups: dict[tuple[str, float], CachedLookup[SpfKey, SpfAnswer]] = {}
+        self._lock = threading.Lock()
+
+    def _lookup_for(self, resolver: str, timeout: float) -> CachedLookup[SpfKey, SpfAnswer]:
+        with self._lock:
+            lookup = self._lookups.get((resolver, timeout))
+            if lookup is None:
+                evaluator = SpfEvaluator(resolver, timeout)
+
+                def fetch(key: SpfKey) -> tuple[SpfAnswer, float]:
+                    client, sender = key
+                    answer = evaluator.evaluate(ipaddress.ip_address(client), sender)
+                    return answer, answer.ttl
+
+                lookup = CachedLookup(
+                    self.SOURCE,
+                    fetch,
+                    runner=self._runner,
+                    cache=TtlCache(CACHE_ENTRIES, self._clock),
+                    deadline=timeout + DEADLINE_MARGIN,
+                    observe=self._observe,
+                    clock=self._clock,
+                )
+                self._lookups = {(resolver, timeout): lookup}  # only the settings in force
+            return lookup
+
+    def check(self, resolver: str, timeout: float, client: IPAddress, sender: str) -> SpfAnswer:
+        """The SPF answer for ``client`` sending as ``sender``; never raises."""
+        lookup = self._lookup_for(resolver, timeout)
+        try:
+            return lookup.get((str(client), sender.lower()))
+        except LookupFailed as exc:
+            return SpfAnswer(
+                SpfResult.TEMPERROR, None, 0.0, exc.detail, timed_out=exc.reason == "timeout"
+            )
+
+    def stop(self) -> None:
+        self._runner.stop()
