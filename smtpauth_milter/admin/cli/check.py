@@ -8,6 +8,7 @@ import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
 from smtpauth_milter.admin.explain import explain
+from smtpauth_milter.lookups.spf import SpfChecks
 
 
 @click.command()
@@ -27,9 +28,17 @@ def check(
     rcpts: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Explain what the milter would answer, per recipient. Exit 0 when all continue."""
+    """Explain what the milter would answer, per recipient. Exit 0 when all continue.
+
+    When SPF could change a verdict (spf-exempt), it is looked up as the milter
+    would, and the result and the sender domain's SPF record are shown.
+    """
     snapshot = obj.store().load_snapshot()
-    report = explain(snapshot, client, login, sender, rcpts)
+    spf = SpfChecks()
+    try:
+        report = explain(snapshot, client, login, sender, rcpts, spf)
+    finally:
+        spf.stop()
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
     else:
