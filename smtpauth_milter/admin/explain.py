@@ -10,7 +10,7 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.addresses import AddressError, parse_path
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.core.networks import parse_ip
-from smtpauth_milter.core.policy import Action, Request, Verdict, decide_with_spf, spf_identity
+from smtpauth_milter.core.policy import Action, Request, Verdict, decide_with_spf
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.spf import SpfResult
@@ -111,9 +111,7 @@ def explain(
     def lookup_spf(asking: Request) -> SpfResult:
         assert asking.client is not None  # needs_spf asks only with a client address
         glob = snapshot.global_settings
-        answers.append(
-            spf.check(glob.dns_resolver, glob.spf_timeout, asking.client, spf_identity(asking))
-        )
+        answers.append(spf.check(glob.dns_resolver, glob.spf_timeout, asking.client, asking.sender))
         return answers[-1].result
 
     decided = []

@@ -210,9 +210,13 @@ def needs_spf(snapshot: Snapshot, request: Request, verdict: Verdict) -> bool:
     return settings is not None and _spf_exempts(settings, verdict.rule)
 
 
-def spf_identity(request: Request) -> str:
-    """The MAIL FROM address SPF checks: as sent (a BATV tag included), without brackets."""
-    address = parse_path(request.sender)
+def spf_identity(mail_from: str) -> str:
+    """The address SPF checks for a raw MAIL FROM: as sent (a BATV tag included), no brackets;
+    empty for the null sender or one that cannot be parsed."""
+    try:
+        address = parse_path(mail_from)
+    except AddressError:
+        return ""
     return "" if address is None else str(address)
 
 
@@ -230,7 +234,7 @@ def decide_with_spf(
     verdict = decide(snapshot, request, rcpt)
     if not needs_spf(snapshot, request, verdict):
         return request, verdict
-    request = dataclasses.replace(request, spf=lookup_spf(request))
+    request = Request(request.client, request.login, request.sender, lookup_spf(request))
     return request, decide(snapshot, request, rcpt)
 
 

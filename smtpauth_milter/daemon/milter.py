@@ -24,7 +24,6 @@ from smtpauth_milter.core.policy import (
     Verdict,
     decide_header,
     decide_with_spf,
-    spf_identity,
 )
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.snapshot import Snapshot
@@ -198,7 +197,7 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         assert request.client is not None  # needs_spf asks only with a client address
         glob = snapshot.global_settings
         answer = self._spf.check(
-            glob.dns_resolver, glob.spf_timeout, request.client, spf_identity(request)
+            glob.dns_resolver, glob.spf_timeout, request.client, request.sender
         )
         if self._metrics is not None:
             self._metrics.spf_answered(answer.result, answer.timed_out)

@@ -17,7 +17,6 @@ every failure is an :class:`SpfAnswer` (DNS trouble is ``temperror``).
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import dns.resolver
 import spf
 
 from smtpauth_milter.core.networks import IPAddress
+from smtpauth_milter.core.policy import spf_identity
 from smtpauth_milter.core.spf import SpfResult, parse_resolver
 from smtpauth_milter.lookups.cache import TtlCache
 from smtpauth_milter.lookups.cached import CachedLookup, LookupObserver
@@ -218,7 +218,9 @@ class SpfEvaluator:
         return SpfAnswer(result, record, ttl, str(detail), state.timed_out)
 
 
-SpfKey = tuple[str, str]  # (client IP, MAIL FROM lower-cased): %{l} macros see the local part
+# (client IP, raw MAIL FROM): the local part counts too (%{l} macros).  Raw, so that
+# a cache hit costs no parsing; spellings of one address merely share no entry.
+SpfKey = tuple[IPAddress, str]
 
 
 class SpfChecks:
@@ -249,8 +251,7 @@ class SpfChecks:
                 evaluator = SpfEvaluator(resolver, timeout)
 
                 def fetch(key: SpfKey) -> tuple[SpfAnswer, float]:
-                    client, sender = key
-                    answer = evaluator.evaluate(ipaddress.ip_address(client), sender)
+                    answer = evaluator.evaluate(key[0], spf_identity(key[1]))
                     return answer, answer.ttl
 
                 lookup = CachedLookup(
@@ -265,11 +266,11 @@ class SpfChecks:
                 self._lookups = {(resolver, timeout): lookup}  # only the settings in force
             return lookup
 
-    def check(self, resolver: str, timeout: float, client: IPAddress, sender: str) -> SpfAnswer:
-        """The SPF answer for ``client`` sending as ``sender``; never raises."""
+    def check(self, resolver: str, timeout: float, client: IPAddress, mail_from: str) -> SpfAnswer:
+        """The SPF answer for ``client`` and the raw MAIL FROM ``mail_from``; never raises."""
         lookup = self._lookup_for(resolver, timeout)
         try:
-            return lookup.get((str(client), sender.lower()))
+            return lookup.get((client, mail_from))
         except LookupFailed as exc:
             return SpfAnswer(
                 SpfResult.TEMPERROR, None, 0.0, exc.detail, timed_out=exc.reason == "timeout"
