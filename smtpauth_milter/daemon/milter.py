@@ -160,7 +160,10 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
             raise RuntimeError("end of headers without MAIL FROM")
         froms, senders = self._headers.get("from", []), self._headers.get("sender", [])
         self._headers = {}
+        started = time.perf_counter()
         verdict = decide_header(self._cache.current(), request, froms, senders)
+        if self._metrics is not None:
+            self._metrics.decided(verdict, time.perf_counter() - started)
         self._log_header(request, froms, verdict)
         return self._answer(verdict)
 
