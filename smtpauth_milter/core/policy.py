@@ -1,4 +1,7 @@
-"""The decision, per recipient (SPEC section 3). Pure: no I/O, no clock, no pymilter.
+"""The decision, per recipient. Pure: no I/O, no clock, no pymilter.
+
+The rules are documented in docs/policy.md#the-envelope-decision and
+docs/policy.md#the-end-of-headers-decision.
 
 The milter and ``smtpauth-milter check`` both call :func:`decide`.  The
 milter also calls :func:`decide_header` once per message at end of headers
@@ -92,7 +95,10 @@ def _refuse(rule: Rule, reply: Reply, dry_run: bool, domain: str | None) -> Verd
 
 
 def login_owns(snapshot: Snapshot, settings: Settings, login: str, sender: Address) -> bool:
-    """SPEC 1: the login owns the sender exactly, as a bare login, or by a send-as grant."""
+    """The login owns the sender exactly, as a bare login, or by a send-as grant.
+
+    See docs/policy.md#ownership.
+    """
     delimiter = snapshot.global_settings.recipient_delimiter
     wanted = normalise(sender, delimiter)
     login = login.strip()
@@ -119,7 +125,7 @@ def _recipient_is_local(snapshot: Snapshot, rcpt: str) -> bool:
 
 
 def _store_and_network_rules(snapshot: Snapshot, request: Request) -> Verdict | None:
-    """SPEC 3 rules 1 and 2, shared by the envelope and the header decision."""
+    """Rules 1 and 2 (no settings, trusted network), shared by both decisions."""
     glob = snapshot.global_settings
     if not snapshot.trusted:
         return _refuse(Rule.NO_SETTINGS, glob.tempfail_reply, glob.dry_run, None)
@@ -192,7 +198,7 @@ def decide_header(
     ``from_values`` / ``sender_values`` are the raw values of every ``From:`` /
     ``Sender:`` header field, in order.  The From: address is held to the
     envelope sender's rules: a local From: in a domain with the setting on needs
-    a login, and the login must own the From: or the Sender: address (SPEC 1).
+    a login, and the login must own the From: or the Sender: address (docs/policy.md#ownership).
     With the setting on anywhere, a message whose From: is missing, cannot be
     parsed or names more than one address is refused (``bad-header-from``).
     """

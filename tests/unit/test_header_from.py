@@ -147,7 +147,7 @@ HCASES = [
     hcase("unauth-local", ALICE, R, Rule.HEADER_FROM_AUTH_REQUIRED, AUTH_REQUIRED, domain=COM),
     hcase("unauth-idn", ["=?utf-8?q?J=C3=B6rg?= <jorg@exämple.com>"], R, Rule.HEADER_FROM_AUTH_REQUIRED, AUTH_REQUIRED, domain="xn--exmple-cua.com"),
     hcase("unauth-custom-auth-reply", ALICE, R, Rule.HEADER_FROM_AUTH_REQUIRED, "554 5.7.1 Log in", domains={COM: {"auth-required-reply": "554 5.7.1 Log in"}, ORG: {}}),
-    # ownership exactly as SPEC 1
+    # ownership exactly as docs/policy.md#ownership
     hcase("owned-exact", ALICE, C, Rule.HEADER_FROM_OWNED, login="alice@example.com"),
     hcase("owned-case-and-subaddress", ["ALICE+news@Example.Com"], C, Rule.HEADER_FROM_OWNED, login="alice@example.com"),
     hcase("not-owned", ALICE, R, Rule.HEADER_FROM_MISMATCH, HF_MISMATCH, login="bob@example.com", domain=COM),
