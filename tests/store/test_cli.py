@@ -229,10 +229,14 @@ def test_a_store_behind_the_schema_is_refused_naming_db_upgrade(
 
 
 def test_db_current_and_check(cli: CliRunner, db_url: str) -> None:
-    assert cli("db", "upgrade").code == 0
-    current = cli("db", "current")
     migrations = Store(db_url).migrations
     head = migrations.head
+    upgraded = cli("db", "upgrade")
+    assert upgraded.code == 0
+    assert upgraded.out.endswith(
+        f" is at schema {head} (readable by smtpauth-milter {migrations.rules[head]} and later)\n"
+    )
+    current = cli("db", "current")
     assert current.out.splitlines() == [
         f"store: {head}  code: {head}",
         f"readable by: smtpauth-milter {migrations.rules[head]} and later (schema {head})",

@@ -19,7 +19,9 @@ def db_upgrade(obj: Context) -> None:
     """Migrate the store to this version's schema."""
     store = obj.store(prepare=False)
     store.upgrade()
-    click.echo(f"store {store.display} is at schema {store.current()}")
+    rule = store.rule()
+    readable = f" (readable by smtpauth-milter {rule.readable_by} and later)" if rule else ""
+    click.echo(f"store {store.display} is at schema {store.current()}{readable}")
 
 
 @db.command("current")
