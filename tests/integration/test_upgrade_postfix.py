@@ -82,8 +82,9 @@ def test_swaks_sees_no_change_on_a_readable_newer_schema_and_a_tempfail_on_an_un
         since = milter.log.mark()
         newer.upgrade(INCOMPATIBLE)
         upgraded_at = time.monotonic()
-        wait_until(lambda: replies(mta_sandbox) == (TEMPFAIL, TEMPFAIL), 5.0, "tempfail")
-        assert time.monotonic() - upgraded_at < 3.0, "at once, not after --max-stale (300 s)"
+        wait_until(lambda: replies(mta_sandbox) == (TEMPFAIL, TEMPFAIL), 15.0, "tempfail")
+        took = time.monotonic() - upgraded_at
+        assert took < 10.0, "at once (the next poll), far from --max-stale's default 300 s"
         refused = milter.log.wait_for(r"event=store-unreadable", since)
         assert "schema not readable by this version" in refused
         assert f"is at schema {INCOMPATIBLE}, which needs smtpauth-milter 99.0" in refused

@@ -113,8 +113,8 @@ def test_a_running_milter_follows_a_newer_schema_it_can_read_and_tempfails_at_on
         settles_at(milter, TRUSTED)
 
         newer.upgrade(INCOMPATIBLE)
-        took = settles_at(milter, ALL_TEMPFAIL)
-        assert took < 3.0, "at once, not after --max-stale"
+        took = settles_at(milter, ALL_TEMPFAIL, timeout=15.0)
+        assert took < 10.0, "at once (the next poll), far from --max-stale's 300 s"
         for _ in range(5):
             assert probe(milter) == ALL_TEMPFAIL
         late = milters.start(db_url, *MILTER_ARGS)  # started on it: the same
