@@ -1,4 +1,4 @@
-"""``smtpauth-milter check``: run the milter's own decision and explain it."""
+"""``smtpauth-milter check``: run the milter's own decisions and explain them."""
 
 from __future__ import annotations
 
@@ -10,11 +10,21 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.addresses import AddressError, parse_path
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.core.networks import parse_ip
-from smtpauth_milter.core.policy import Action, Request, Verdict, decide
+from smtpauth_milter.core.policy import Action, Request, Verdict, decide_header, decide_with_spf
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.core.spf import SpfResult
+from smtpauth_milter.lookups.spf import SpfAnswer, SpfChecks
 
 CONTINUING = (Action.CONTINUE, Action.WOULD_REJECT, Action.WOULD_TEMPFAIL)
+
+
+@dataclass(frozen=True)
+class Headers:
+    """The raw values of every ``From:`` and ``Sender:`` field of a message, in order."""
+
+    froms: tuple[str, ...]
+    senders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -23,43 +33,70 @@ class Report:
     verdicts: tuple[tuple[str, Verdict], ...]
     settings: Settings | None
     grants: tuple[str, ...]
+    headers: Headers | None = None
+    header_verdict: Verdict | None = None
+    spf: SpfAnswer | None = None  # when SPF was consulted, as the milter would
+
+    def _spf_fields(self) -> dict[str, str | None]:
+        return {} if self.spf is None else {"spf": self.spf.result.value}
 
     @property
     def all_continue(self) -> bool:
-        return all(verdict.action in CONTINUING for _, verdict in self.verdicts)
+        every = [v for _, v in self.verdicts]
+        if self.header_verdict is not None:
+            every.append(self.header_verdict)
+        return all(verdict.action in CONTINUING for verdict in every)
 
     def lines(self) -> list[str]:
-        return [
-            logfmt.line(
-                {
-                    "rcpt": rcpt,
-                    "action": v.action.value,
-                    "rule": v.rule.value,
-                    "reply": str(v.reply) if v.reply else None,
-                }
-            )
+        lines = [
+            logfmt.line({"rcpt": rcpt, **_outcome(v), **self._spf_fields()})
             for rcpt, v in self.verdicts
         ]
+        if self.headers is not None and self.header_verdict is not None:
+            header_from = " | ".join(self.headers.froms) if self.headers.froms else None
+            lines.append(logfmt.line({"header_from": header_from, **_outcome(self.header_verdict)}))
+        if self.spf is not None:
+            answer = self.spf
+            fields = {"spf": answer.result.value, "record": answer.record, "detail": answer.detail}
+            lines.append(logfmt.line(fields))
+        return lines
 
     def as_json(self) -> dict[str, Any]:
         settings = self.settings.as_values() if self.settings is not None else None
-        return {
+        result: dict[str, Any] = {
             "recipients": [
-                {
-                    "rcpt": rcpt,
-                    "action": v.action.value,
-                    "rule": v.rule.value,
-                    "reply": str(v.reply) if v.reply else None,
-                    "domain": v.domain,
-                }
-                for rcpt, v in self.verdicts
+                {"rcpt": rcpt, **_outcome(v), "domain": v.domain} for rcpt, v in self.verdicts
             ],
             "client": str(self.request.client) if self.request.client else None,
             "login": self.request.login,
             "from": self.request.sender,
             "settings": settings,
             "grants": list(self.grants),
+            "spf": None
+            if self.spf is None
+            else {
+                "result": self.spf.result.value,
+                "record": self.spf.record,
+                "detail": self.spf.detail,
+            },
         }
+        if self.headers is not None and self.header_verdict is not None:
+            verdict = self.header_verdict
+            result["headers"] = {
+                "from": list(self.headers.froms),
+                "sender": list(self.headers.senders),
+                **_outcome(verdict),
+                "domain": verdict.domain,
+            }
+        return result
+
+
+def _outcome(verdict: Verdict) -> dict[str, str | None]:
+    return {
+        "action": verdict.action.value,
+        "rule": verdict.rule.value,
+        "reply": str(verdict.reply) if verdict.reply else None,
+    }
 
 
 def _bracketed(address: str) -> str:
@@ -68,19 +105,50 @@ def _bracketed(address: str) -> str:
 
 
 def explain(
-    snapshot: Snapshot, client: str | None, login: str | None, sender: str, rcpts: Sequence[str]
+    snapshot: Snapshot,
+    client: str | None,
+    login: str | None,
+    sender: str,
+    rcpts: Sequence[str],
+    spf: SpfChecks,
+    headers: Headers | None = None,
 ) -> Report:
+    """Each recipient's verdict and, given ``headers``, the end-of-headers verdict: the
+    very calls the milter makes, SPF looked up with ``spf`` as the milter would."""
     address = None
     if client is not None:
         address = parse_ip(client)
         if address is None:
             raise SmtpauthError(f"bad --client {client!r}: not an IP address")
     request = Request(address, login or None, _bracketed(sender))
-    verdicts = tuple((rcpt, decide(snapshot, request, _bracketed(rcpt))) for rcpt in rcpts)
+    answers: list[SpfAnswer] = []
+
+    def lookup_spf(asking: Request) -> SpfResult:
+        assert asking.client is not None  # needs_spf asks only with a client address
+        glob = snapshot.global_settings
+        answers.append(spf.check(glob.dns_resolver, glob.spf_timeout, asking.client, asking.sender))
+        return answers[-1].result
+
+    decided = []
+    for rcpt in rcpts:
+        request, verdict = decide_with_spf(snapshot, request, _bracketed(rcpt), lookup_spf)
+        decided.append((rcpt, verdict))
+    verdicts = tuple(decided)
+    header_verdict = None
+    if headers is not None:
+        header_verdict = decide_header(snapshot, request, headers.froms, headers.senders)
     try:
         parsed = parse_path(request.sender)
     except AddressError:
         parsed = None
     settings = snapshot.settings_for(parsed.domain) if parsed is not None else None
     grants = snapshot.grants.get(login.strip().lower(), frozenset()) if login else frozenset()
-    return Report(request, verdicts, settings, tuple(sorted(grants)))
+    return Report(
+        request,
+        verdicts,
+        settings,
+        tuple(sorted(grants)),
+        headers,
+        header_verdict,
+        answers[0] if answers else None,
+    )
