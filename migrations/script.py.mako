@@ -29,6 +29,8 @@ depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 # - Never rename or drop alembic_version, store_state.serial or schema_compat:
 #   every version reads them to find out whether it may read the rest.
 # - Never lower it below a previous revision's.
+# - A new setting key that can refuse mail older versions would accept needs a
+#   migration too (even an empty one) raising this: older code ignores it.
 readable_by: str = "FILL IN"
 
 
