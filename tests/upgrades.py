@@ -68,8 +68,13 @@ def newer_migrations(directory: Path, revisions: Sequence[tuple[str, str]]) -> P
     return target
 
 
+# The commit that was released as 0.1.0 (tag v0.1.0). Tests name the commit, not the
+# tag: every clone of main has the commit in its history, but tags may not travel.
+RELEASE_0_1_0 = "aa37ff45d914b933cd8944d610d84e15ba8f0d1c"
+
+
 def old_release(tag: str, directory: Path) -> Path:
-    """The package and migrations of release ``tag`` (a git tag of this repository)."""
+    """The package and migrations of release ``tag`` (a commit or tag of this repository)."""
     try:
         archive = subprocess.run(
             [

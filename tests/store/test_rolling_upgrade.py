@@ -29,7 +29,13 @@ from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
 from tests.milterproc import CONTINUE, MilterProcess, MilterProcesses, verdicts, wait_until
-from tests.upgrades import newer_migrations, old_command, old_release, run_old
+from tests.upgrades import (
+    RELEASE_0_1_0,
+    newer_migrations,
+    old_command,
+    old_release,
+    run_old,
+)
 
 REFRESH = 0.2
 MAX_STALE = 300.0  # an incompatible schema must not wait for it
@@ -142,7 +148,7 @@ def test_a_running_milter_follows_a_newer_schema_it_can_read_and_tempfails_at_on
 
 @pytest.fixture(scope="module")
 def release_0_1_0(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return old_release("v0.1.0", tmp_path_factory.mktemp("releases"))
+    return old_release(RELEASE_0_1_0, tmp_path_factory.mktemp("releases"))
 
 
 def test_0_1_0_keeps_deciding_when_started_before_the_upgrade_and_refuses_when_started_after(
