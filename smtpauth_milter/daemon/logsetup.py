@@ -1,4 +1,8 @@
-"""Log set-up for the daemon: one line per record (logfmt or JSON), stderr or syslog."""
+"""Log set-up for the daemon: one line per record (logfmt or JSON), stderr or syslog.
+
+Records are written by :class:`~smtpauth_milter.daemon.logwriter.LineHandler`:
+formatted in the thread that logs, written by one writer thread while serving.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,13 @@ import logging
 import logging.handlers
 import re
 import sys
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import ConfigError
+from smtpauth_milter.daemon.logwriter import LineHandler, Sink, StreamSink, SyslogSink
 
 MILTER_NAME = "smtpauth-milter"
 
@@ -30,7 +36,29 @@ class OneLineFormatter(logging.Formatter):
 
     Backslashes are left alone: logfmt values are already escaped, and escaping
     them twice would let a client's quoted value end early and forge a field.
+
+    The date and time of a second are rendered once (``time.localtime`` and
+    ``strftime`` per record cost more than the rest of the prefix); the text is
+    the stdlib's ``asctime``.
     """
+
+    def __init__(self, fmt: str | None = None) -> None:
+        super().__init__(fmt)
+        self._uses_time = super().usesTime()  # the stdlib searches the template per record
+        self._second: tuple[int, str] = (-1, "")
+
+    def usesTime(self) -> bool:
+        return self._uses_time
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached = self._second  # one tuple: threads may render at once
+        if cached[0] != second:
+            cached = (second, time.strftime(self.default_time_format, self.converter(second)))
+            self._second = cached
+        return f"{cached[1]},{int(record.msecs):03d}"  # the stdlib's default_msec_format
 
     def format(self, record: logging.LogRecord) -> str:
         return _RAW_CONTROL.sub(_escape_control, super().format(record))
@@ -75,24 +103,33 @@ def _formatter(log_format: str, template: str, syslog: bool) -> logging.Formatte
     return JsonFormatter(syslog_tag=syslog) if log_format == "json" else OneLineFormatter(template)
 
 
-def setup_logging(level: str, syslog: bool, log_format: str = "logfmt") -> None:
-    handler: logging.Handler
+def setup_logging(level: str, syslog: bool, log_format: str = "logfmt") -> LineHandler:
+    """The daemon's logger; returns its handler (``handler.writing()`` while serving)."""
+    sink: Sink
     if syslog:
         try:
-            handler = logging.handlers.SysLogHandler(
+            syslog_handler = logging.handlers.SysLogHandler(
                 address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
             )
         except OSError as exc:
             raise ConfigError(f"cannot log to syslog at /dev/log: {exc.strerror}") from exc
-        handler.setFormatter(
-            _formatter(log_format, f"{MILTER_NAME}[%(process)d]: %(message)s", syslog=True)
-        )
+        sink = SyslogSink(syslog_handler)
+        formatter = _formatter(log_format, f"{MILTER_NAME}[%(process)d]: %(message)s", syslog=True)
     else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            _formatter(log_format, "%(asctime)s %(levelname)s %(message)s", syslog=False)
-        )
+        sink = StreamSink(sys.stderr)
+        formatter = _formatter(log_format, "%(asctime)s %(levelname)s %(message)s", syslog=False)
+    # LogRecord fills these per record (a getpid syscall, a thread lookup) only for
+    # formats that print them: the syslog tag carries the process id.
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging.logProcesses = syslog
+    handler = LineHandler(sink)
+    handler.setFormatter(formatter)
     logger = logging.getLogger("smtpauth_milter")
-    logger.handlers[:] = [handler]
+    for old in logger.handlers:
+        logger.removeHandler(old)
+        old.close()
+    logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+    return handler

@@ -108,7 +108,7 @@ def _metrics(config: RunConfig) -> Metrics | None:
 def run(config: RunConfig) -> None:
     """Serve until SIGTERM/SIGINT; tempfail while the store is unreadable."""
     identity = Identity.resolve(config.user, config.group)
-    setup_logging(config.log_level, config.syslog, config.log_format)
+    log_handler = setup_logging(config.log_level, config.syslog, config.log_format)
     store = Store(config.db)
     # libmilter's own thread sigwait()s for these; block them before we start any
     # thread, or the kernel may hand SIGTERM to one that dies without cleanup.
@@ -143,7 +143,8 @@ def run(config: RunConfig) -> None:
         )
         cache.start(config.refresh)
         try:
-            Milter.milter.main()
+            with log_handler.writing():  # one writer thread while libmilter's threads log
+                Milter.milter.main()
         except Milter.milter.error as exc:
             raise SmtpauthError(f"the milter stopped: {exc}") from exc
     finally:

@@ -107,6 +107,7 @@ def test_json_log_format_decision_lines(milters: MilterProcesses, store_url: str
     hostile = "<alice@example.com>\r\nqueue=X action=continue"
     verdicts(milter.socket, sender=ALICE, rcpts=["<x@remote.test>", "<y\u2028@remote.test>"])
     verdicts(milter.socket, sender=hostile, rcpts=["<x@remote.test>"], login="é\x1b[31m")
+    wait_until(lambda: milter.log_text().count('"action"') == 3, 10, "3 decision lines")
     lines = milter.log_text().splitlines()
     objects = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all(line.isascii() for line in lines)
@@ -150,6 +151,7 @@ def test_end_of_headers_decisions_are_counted(milters: MilterProcesses, tmp_path
     assert samples[f'{decisions}{{action="continue",rule="authenticated"}}'] == 1
     assert samples[f'{decisions}{{action="continue",rule="non-local-sender"}}'] == 1
     assert samples["smtpauth_milter_decision_seconds_count"] == 4
+    wait_until(lambda: len(milter.log_lines(" rule=header-from-")) >= 2, 10, "the eoh lines")
     lines = milter.log_lines(r" rule=header-from-")
     assert len(lines) == 2, milter.log_text()
     assert milter.trouble() == []

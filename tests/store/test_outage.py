@@ -120,6 +120,8 @@ def ride_out_an_outage(
 
 def assert_warned_once_per_phase(milter: MilterProcess) -> None:
     """One warning when the outage starts, one when tempfailing starts; not per message."""
+    # the last line (recovered) is written by the log writer shortly after the recovery
+    wait_until(lambda: bool(milter.log_lines("event=store-recovered")), 10, "recovered line")
     warnings = milter.log_lines("event=store-unreadable")
     assert len(warnings) == 2, warnings
     assert "using the snapshot from" in warnings[0]

@@ -135,6 +135,9 @@ def test_a_cli_change_reaches_two_milters_within_two_seconds(
     assert slowest < PROPAGATION_LIMIT
     for milter in both:
         assert milter.trouble() == []
+        # logged by the refresh thread, written by the log writer shortly after
+        loads = milter.log_lines
+        wait_until(lambda find=loads: len(find("event=snapshot-loaded")) >= 3, 10, "3 loads")
         assert len(milter.log_lines("event=snapshot-loaded")) == 3  # start + two changes
 
 

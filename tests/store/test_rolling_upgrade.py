@@ -133,6 +133,8 @@ def test_a_running_milter_follows_a_newer_schema_it_can_read_and_tempfails_at_on
         newer.dispose()
     needs = f"which needs smtpauth-milter {NEEDS} or later (this is {__version__})"
     for process in (milter, late):
+        lines = process.log_lines  # the log writer writes it shortly after the recovery
+        wait_until(lambda find=lines: bool(find("event=store-recovered")), 10, "recovered line")
         refused = process.log_lines("event=store-unreadable")
         assert len(refused) == 1, refused  # one line, not one per message
         assert 'state="schema not readable by this version: tempfailing"' in refused[0]
