@@ -25,6 +25,7 @@ from smtpauth_milter.core.addresses import (
     strip_batv,
 )
 from smtpauth_milter.core.networks import IPAddress
+from smtpauth_milter.core.ownermaps import MapAnswer, MapOutcome
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
@@ -46,6 +47,7 @@ class Rule(StrEnum):
     NON_LOCAL_SENDER = "non-local-sender"
     SENDER_MISMATCH = "sender-mismatch"
     SENDER_OWNED = "sender-owned"
+    SENDER_MAP_FAILED = "sender-map-failed"
     AUTHENTICATED = "authenticated"
     ROLE_AUTH_REQUIRED = "role-auth-required"
     AUTH_REQUIRED = "auth-required"
@@ -80,6 +82,10 @@ class Verdict:
     rule: Rule
     reply: Reply | None = None
     domain: str | None = None
+    # sender-owned only: the form that proved ownership ("login", "bare-login",
+    # "grant", or the map that answered) and, for a map, the key it answered.
+    owned_by: str | None = None
+    owner_key: str | None = None
 
     @property
     def refuses(self) -> bool:
@@ -94,10 +100,11 @@ def _refuse(rule: Rule, reply: Reply, dry_run: bool, domain: str | None) -> Verd
     return Verdict(action, rule, reply, domain)
 
 
-def login_owns(snapshot: Snapshot, settings: Settings, login: str, sender: Address) -> bool:
-    """The login owns the sender exactly, as a bare login, or by a send-as grant.
-
-    See docs/policy.md#ownership.
+def ownership_form(
+    snapshot: Snapshot, settings: Settings, login: str, sender: Address
+) -> str | None:
+    """How the login owns the sender by the built-in forms: ``login`` (exactly),
+    ``bare-login``, ``grant`` (send-as), or None.  See docs/policy.md#ownership.
     """
     delimiter = snapshot.global_settings.recipient_delimiter
     wanted = normalise(sender, delimiter)
@@ -105,15 +112,43 @@ def login_owns(snapshot: Snapshot, settings: Settings, login: str, sender: Addre
     if "@" in login:
         try:
             if normalise(parse_address(login), delimiter) == wanted:
-                return True
+                return "login"
         except AddressError:
             pass
     elif (
         settings.bare_login_match and normalise(Address(login, sender.domain), delimiter) == wanted
     ):
-        return True
+        return "bare-login"
     granted = snapshot.grants.get(login.lower(), frozenset())
-    return wanted in granted or f"@{sender.domain}" in granted
+    return "grant" if wanted in granted or f"@{sender.domain}" in granted else None
+
+
+def login_owns(snapshot: Snapshot, settings: Settings, login: str, sender: Address) -> bool:
+    """The login owns the sender by one of the built-in forms."""
+    return ownership_form(snapshot, settings, login, sender) is not None
+
+
+def map_lookup_sender(snapshot: Snapshot, request: Request) -> Address | None:
+    """The sender to ask ``sender-login-maps`` about, or None when no answer could change
+    the verdict: no map, trusted client, no login, null/bad/remote sender,
+    require-sender-match off for its domain, or owned by a built-in form already.
+    """
+    if not snapshot.global_settings.sender_login_maps or not request.authenticated:
+        return None
+    if _store_and_network_rules(snapshot, request) is not None:
+        return None
+    try:
+        parsed = parse_path(request.sender)
+    except AddressError:
+        return None
+    if parsed is None:
+        return None
+    sender = strip_batv(parsed)
+    settings = snapshot.settings_for(sender.domain)
+    if settings is None or not settings.require_sender_match:
+        return None
+    assert request.login is not None
+    return None if login_owns(snapshot, settings, request.login, sender) else sender
 
 
 def _recipient_is_local(snapshot: Snapshot, rcpt: str) -> bool:
@@ -134,8 +169,28 @@ def _store_and_network_rules(snapshot: Snapshot, request: Request) -> Verdict | 
     return None
 
 
-def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
-    """The verdict for one recipient; the first rule that applies wins."""
+def _by_maps(
+    settings: Settings, glob: Settings, login: str, domain: str, owners: MapAnswer | None
+) -> Verdict:
+    """Not owned by a built-in form: the maps' answer decides (None = never asked: fail closed)."""
+    if owners is None or owners.outcome is MapOutcome.FAILED:
+        return _refuse(Rule.SENDER_MAP_FAILED, glob.tempfail_reply, settings.dry_run, domain)
+    if owners.owned_by(login):
+        return Verdict(
+            Action.CONTINUE, Rule.SENDER_OWNED, domain=domain, owned_by=owners.map,
+            owner_key=owners.key,
+        )  # fmt: skip
+    return _refuse(Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain)
+
+
+def decide(
+    snapshot: Snapshot, request: Request, rcpt: str, owners: MapAnswer | None = None
+) -> Verdict:
+    """The verdict for one recipient; the first rule that applies wins.
+
+    ``owners`` is what ``sender-login-maps`` said about the sender, looked up
+    by the caller when :func:`map_lookup_sender` asked for it.
+    """
     glob = snapshot.global_settings
     first = _store_and_network_rules(snapshot, request)
     if first is not None:
@@ -155,8 +210,11 @@ def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
         assert request.login is not None
         if not settings.require_sender_match:
             return Verdict(Action.CONTINUE, Rule.AUTHENTICATED, domain=domain)
-        if login_owns(snapshot, settings, request.login, sender):
-            return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain)
+        form = ownership_form(snapshot, settings, request.login, sender)
+        if form is not None:
+            return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain, owned_by=form)
+        if glob.sender_login_maps:
+            return _by_maps(settings, glob, request.login, domain, owners)
         return _refuse(
             Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain
         )

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
+from smtpauth_milter.core.addresses import AddressError, domain_name
 from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.ownermaps import canonical_map_list
 from smtpauth_milter.core.replies import Reply
 
 _TRUE = frozenset({"on", "true", "yes", "1"})
@@ -71,6 +73,28 @@ def _canonical_delimiter(text: str) -> str:
     if any(ch in '@<>" \t,' or not ch.isprintable() for ch in chars) or len(chars) > 8:
         raise SettingError(f"bad recipient delimiter {text!r}: up to 8 characters, no '@' or space")
     return chars
+
+
+MAX_MAP_TTL = 86400
+
+
+def _canonical_ttl(text: str) -> str:
+    word = text.strip().lower().removesuffix("s")
+    if not word.isdigit() or int(word) > MAX_MAP_TTL:
+        raise SettingError(f"bad time to live {text!r}: whole seconds from 0 to {MAX_MAP_TTL}")
+    return str(int(word))
+
+
+def _canonical_domains(text: str) -> str:
+    names: list[str] = []
+    for raw in text.replace(",", " ").split():
+        try:
+            name = domain_name(raw)
+        except AddressError as exc:
+            raise SettingError(f"bad domain {raw!r}: {exc}") from exc
+        if name not in names:
+            names.append(name)
+    return ", ".join(names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +204,29 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "Reply when no trustworthy settings are available.",
             ),
             SettingDef(
+                "sender-login-maps",
+                Scope.GLOBAL,
+                "",
+                canonical_map_list,
+                "Maps that say which logins own a sender (TYPE:/file, in order; the first "
+                "answer wins), asked when the built-in forms do not prove ownership.",
+            ),
+            SettingDef(
+                "sender-login-maps-ttl",
+                Scope.GLOBAL,
+                "60",
+                _canonical_ttl,
+                "Seconds an answer of sender-login-maps (owners or none) is remembered.",
+            ),
+            SettingDef(
+                "sender-login-maps-local-domains",
+                Scope.GLOBAL,
+                "",
+                _canonical_domains,
+                "Domains whose senders are also looked up by bare local part, as Postfix "
+                "does for $myorigin and $mydestination.",
+            ),
+            SettingDef(
                 "recipient-delimiter",
                 Scope.GLOBAL,
                 "+",
@@ -235,6 +282,9 @@ class Settings:
     bad_sender_reply: Reply
     tempfail_reply: Reply
     recipient_delimiter: str
+    sender_login_maps: str = ""
+    sender_login_maps_ttl: int = 60
+    sender_login_maps_local_domains: frozenset[str] = frozenset()
 
     @classmethod
     def resolve(
@@ -261,6 +311,11 @@ class Settings:
             bad_sender_reply=Reply.parse(value("bad-sender-reply")),
             tempfail_reply=Reply.parse(value("tempfail-reply")),
             recipient_delimiter=value("recipient-delimiter"),
+            sender_login_maps=value("sender-login-maps"),
+            sender_login_maps_ttl=int(value("sender-login-maps-ttl")),
+            sender_login_maps_local_domains=frozenset(
+                x for x in value("sender-login-maps-local-domains").split(", ") if x
+            ),
         )
 
     def as_values(self) -> dict[str, str]:

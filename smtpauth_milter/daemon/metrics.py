@@ -25,6 +25,7 @@ from smtpauth_milter.core.policy import Action, Rule, Verdict
 from smtpauth_milter.daemon.config import check_listen
 
 PREFIX = "smtpauth_milter"
+MAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # A decision takes microseconds; the upper buckets catch GIL contention and GC pauses.
 LATENCY_BUCKETS = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
@@ -76,12 +77,33 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._lookups = Counter(
+            f"{PREFIX}_map_lookups",
+            "sender-login-maps lookups, by map and outcome (hit: answered from the cache; "
+            "found, not-found, error: one map asked; answer, timeout, overloaded: a lookup "
+            "waited for).",
+            ["map", "outcome"],
+            registry=self.registry,
+        )
+        self._lookup_seconds = Histogram(
+            f"{PREFIX}_map_lookup_seconds",
+            "Time to ask one map, or to wait for a lookup (map sender-login-maps).",
+            ["map"],
+            buckets=MAP_BUCKETS,
+            registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)
         self._server: Any = None
 
     def decided(self, verdict: Verdict, seconds: float) -> None:
         self._decisions[verdict.action, verdict.rule].inc()
         self.latency.observe(seconds)
+
+    def looked_up(self, source: str, outcome: str, seconds: float) -> None:
+        """A :class:`~smtpauth_milter.lookups.cached.LookupObserver`."""
+        self._lookups.labels(source, outcome).inc()
+        if outcome != "hit":
+            self._lookup_seconds.labels(source).observe(seconds)
 
     def refreshed(self, ok: bool) -> None:
         (self.refreshes if ok else self.refresh_failures).inc()

@@ -44,6 +44,9 @@ DOCUMENTED_DEFAULTS = {
     "bad-sender-reply": "553 5.1.7 Bad sender address syntax",
     "tempfail-reply": "451 4.3.0 Temporary policy failure, try again later",
     "recipient-delimiter": "+",
+    "sender-login-maps": "",
+    "sender-login-maps-ttl": "60",
+    "sender-login-maps-local-domains": "",
 }
 
 

@@ -8,6 +8,7 @@ import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
 from smtpauth_milter.admin.explain import explain
+from smtpauth_milter.lookups.ownership import OwnershipMaps
 
 
 @click.command()
@@ -29,7 +30,7 @@ def check(
 ) -> None:
     """Explain what the milter would answer, per recipient. Exit 0 when all continue."""
     snapshot = obj.store().load_snapshot()
-    report = explain(snapshot, client, login, sender, rcpts)
+    report = explain(snapshot, client, login, sender, rcpts, OwnershipMaps())
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
     else:
