@@ -189,6 +189,13 @@ class Ownership:
         except MapError as exc:
             return failed(str(exc))
 
+    def close(self) -> None:
+        """Let go of the maps' database connections (sql: maps)."""
+        for source in self.sources:
+            dispose = getattr(source, "dispose", None)
+            if dispose is not None:
+                dispose()
+
     def _fetch(self, probes: tuple[Probe, ...]) -> tuple[MapAnswer, float]:
         try:
             answer = find_owners(self.sources, probes, self._observe, self._clock)
@@ -239,3 +246,7 @@ class OwnershipMaps:
 
     def stop(self) -> None:
         self._runner.stop()
+        with self._lock:
+            if self._current is not None:
+                self._current[1].close()
+            self._current = None
