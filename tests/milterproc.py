@@ -14,7 +14,6 @@ owns every process a test started and stops them all in a fixture finaliser::
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -24,8 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from tests.support.milterclient import MilterClient, Reply, wait_for_milter
-from tests.support.pgserver import free_tcp_port
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
+from smtpauth_milter.daemon.config import clean_env
+from tests.support.milterclient import MilterClient, Reply
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -39,13 +39,6 @@ def console_script() -> str:
     if not script.exists():
         raise RuntimeError(f"{script} is missing: install the package into this venv")
     return str(script)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any SMTPAUTH_MILTER_* the caller happens to have."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPAUTH_MILTER_")}
-    env.update(extra)
-    return env
 
 
 class MilterProcess:

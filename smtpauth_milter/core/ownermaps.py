@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from smtpauth_milter.core.addresses import AddressError, domain_name
 from smtpauth_milter.core.errors import SettingError
 
 # Postfix table types whose NAME is a file: postmap reads them (hash, btree,
@@ -86,6 +87,28 @@ def parse_map_list(text: str) -> tuple[MapSpec, ...]:
 
 def canonical_map_list(text: str) -> str:
     return ", ".join(spec.text for spec in parse_map_list(text))
+
+
+MAX_MAP_TTL = 86400
+
+
+def canonical_ttl(text: str) -> str:
+    word = text.strip().lower().removesuffix("s")
+    if not word.isdigit() or int(word) > MAX_MAP_TTL:
+        raise SettingError(f"bad time to live {text!r}: whole seconds from 0 to {MAX_MAP_TTL}")
+    return str(int(word))
+
+
+def canonical_domains(text: str) -> str:
+    names: list[str] = []
+    for raw in text.replace(",", " ").split():
+        try:
+            name = domain_name(raw)
+        except AddressError as exc:
+            raise SettingError(f"bad domain {raw!r}: {exc}") from exc
+        if name not in names:
+            names.append(name)
+    return ", ".join(names)
 
 
 def split_owners(value: str) -> tuple[str, ...]:

@@ -11,24 +11,25 @@ when ``require-header-from-match`` is on anywhere.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from smtpauth_milter.core.addresses import (
     Address,
     AddressError,
-    normalise,
-    parse_address,
+    header_domains,
     parse_header_list,
     parse_path,
     strip_batv,
 )
 from smtpauth_milter.core.networks import IPAddress
 from smtpauth_milter.core.ownermaps import MapAnswer, MapOutcome
+from smtpauth_milter.core.ownership import login_owns, ownership_form
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.core.spf import SpfResult
 
 
 class Action(StrEnum):
@@ -51,6 +52,8 @@ class Rule(StrEnum):
     AUTHENTICATED = "authenticated"
     ROLE_AUTH_REQUIRED = "role-auth-required"
     AUTH_REQUIRED = "auth-required"
+    SPF_PASS = "spf-pass"  # noqa: S105 -- an SPF result, not a password
+    SPF_TEMPERROR = "spf-temperror"
     LOCAL_RECIPIENT = "local-recipient"
     AUTH_NOT_REQUIRED = "auth-not-required"
     # end of headers (require-header-from-match)
@@ -65,11 +68,16 @@ class Rule(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What the MTA told us about one message: client, login and raw MAIL FROM."""
+    """What the MTA told us about one message: client, login and raw MAIL FROM.
+
+    ``spf`` is the SPF result for client and sender once it was looked up
+    (see :func:`needs_spf`); None while it was not.
+    """
 
     client: IPAddress | None
     login: str | None
     sender: str
+    spf: SpfResult | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -82,10 +90,8 @@ class Verdict:
     rule: Rule
     reply: Reply | None = None
     domain: str | None = None
-    # sender-owned only: the form that proved ownership ("login", "bare-login",
-    # "grant", or the map that answered) and, for a map, the key it answered.
-    owned_by: str | None = None
-    owner_key: str | None = None
+    owned_by: str | None = None  # sender-owned: login, bare-login, grant, or the map
+    owner_key: str | None = None  # the key the map answered
 
     @property
     def refuses(self) -> bool:
@@ -100,63 +106,34 @@ def _refuse(rule: Rule, reply: Reply, dry_run: bool, domain: str | None) -> Verd
     return Verdict(action, rule, reply, domain)
 
 
-def ownership_form(
-    snapshot: Snapshot, settings: Settings, login: str, sender: Address
-) -> str | None:
-    """How the login owns the sender by the built-in forms: ``login`` (exactly),
-    ``bare-login``, ``grant`` (send-as), or None.  See docs/policy.md#ownership.
-    """
-    delimiter = snapshot.global_settings.recipient_delimiter
-    wanted = normalise(sender, delimiter)
-    login = login.strip()
-    if "@" in login:
-        try:
-            if normalise(parse_address(login), delimiter) == wanted:
-                return "login"
-        except AddressError:
-            pass
-    elif (
-        settings.bare_login_match and normalise(Address(login, sender.domain), delimiter) == wanted
-    ):
-        return "bare-login"
-    granted = snapshot.grants.get(login.lower(), frozenset())
-    return "grant" if wanted in granted or f"@{sender.domain}" in granted else None
-
-
-def login_owns(snapshot: Snapshot, settings: Settings, login: str, sender: Address) -> bool:
-    """The login owns the sender by one of the built-in forms."""
-    return ownership_form(snapshot, settings, login, sender) is not None
-
-
-def map_lookup_sender(snapshot: Snapshot, request: Request) -> Address | None:
-    """The sender to ask ``sender-login-maps`` about, or None when no answer could change
-    the verdict: no map, trusted client, no login, null/bad/remote sender,
-    require-sender-match off for its domain, or owned by a built-in form already.
-    """
-    if not snapshot.global_settings.sender_login_maps or not request.authenticated:
-        return None
-    if _store_and_network_rules(snapshot, request) is not None:
-        return None
-    try:
-        parsed = parse_path(request.sender)
-    except AddressError:
-        return None
-    if parsed is None:
-        return None
-    sender = strip_batv(parsed)
-    settings = snapshot.settings_for(sender.domain)
-    if settings is None or not settings.require_sender_match:
-        return None
-    assert request.login is not None
-    return None if login_owns(snapshot, settings, request.login, sender) else sender
+# A local part holding one of these may be routed elsewhere by the MTA:
+# ``victim%gmail.com@example.com`` (Postfix allow_percent_hack, Sendmail's %
+# hack), ``gmail.com!victim@example.com`` (swap_bangpath, UUCP) and
+# ``"victim@gmail.com"@example.com`` (resolve_dequoted_address).
+_ROUTING_CHARACTERS = frozenset("%!@")
 
 
 def _recipient_is_local(snapshot: Snapshot, rcpt: str) -> bool:
+    """The MTA delivers to this recipient here: a local domain and no routing in the local part."""
     try:
         address = parse_path(rcpt)
     except AddressError:
         return False
-    return address is not None and snapshot.settings_for(address.domain) is not None
+    if address is None or not _ROUTING_CHARACTERS.isdisjoint(address.local):
+        return False
+    return snapshot.settings_for(address.domain) is not None
+
+
+def _is_role_sender(local: str, roles: frozenset[str], delimiter: str) -> bool:
+    """The whole local part, or the part before any delimiter in it, is a listed role.
+
+    With a delimiter of ``+-`` the list's ``no-reply`` matches ``no-reply``,
+    ``No-Reply+x`` and ``no-reply-x``, and ``postmaster`` matches ``postmaster-x``.
+    """
+    folded = local.lower()
+    if folded in roles:
+        return True
+    return any(folded[:cut] in roles for cut, ch in enumerate(folded) if cut and ch in delimiter)
 
 
 def _store_and_network_rules(snapshot: Snapshot, request: Request) -> Verdict | None:
@@ -172,25 +149,19 @@ def _store_and_network_rules(snapshot: Snapshot, request: Request) -> Verdict | 
 def _by_maps(
     settings: Settings, glob: Settings, login: str, domain: str, owners: MapAnswer | None
 ) -> Verdict:
-    """Not owned by a built-in form: the maps' answer decides (None = never asked: fail closed)."""
+    """Not owned by a built-in form: the maps decide (None = never asked: fail closed)."""
     if owners is None or owners.outcome is MapOutcome.FAILED:
         return _refuse(Rule.SENDER_MAP_FAILED, glob.tempfail_reply, settings.dry_run, domain)
     if owners.owned_by(login):
-        return Verdict(
-            Action.CONTINUE, Rule.SENDER_OWNED, domain=domain, owned_by=owners.map,
-            owner_key=owners.key,
-        )  # fmt: skip
+        return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, None, domain, owners.map, owners.key)
     return _refuse(Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain)
 
 
 def decide(
     snapshot: Snapshot, request: Request, rcpt: str, owners: MapAnswer | None = None
 ) -> Verdict:
-    """The verdict for one recipient; the first rule that applies wins.
-
-    ``owners`` is what ``sender-login-maps`` said about the sender, looked up
-    by the caller when :func:`map_lookup_sender` asked for it.
-    """
+    """The verdict for one recipient; the first rule that applies wins.  ``owners``: what
+    sender-login-maps said, looked up when ``ownership.map_lookup_sender`` asked for it."""
     glob = snapshot.global_settings
     first = _store_and_network_rules(snapshot, request)
     if first is not None:
@@ -218,16 +189,78 @@ def decide(
         return _refuse(
             Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain
         )
-    local_part = normalise(sender, glob.recipient_delimiter).rpartition("@")[0]
-    if settings.require_auth_role and local_part in settings.role_senders:
-        return _refuse(
-            Rule.ROLE_AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain
-        )
+    role = _is_role_sender(sender.local, settings.role_senders, glob.recipient_delimiter)
+    if settings.require_auth_role and role:
+        return _login_or_spf(snapshot, request, settings, Rule.ROLE_AUTH_REQUIRED, domain)
     if settings.require_auth_local:
         if settings.exempt_local_recipients and _recipient_is_local(snapshot, rcpt):
             return Verdict(Action.CONTINUE, Rule.LOCAL_RECIPIENT, domain=domain)
-        return _refuse(Rule.AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain)
+        return _login_or_spf(snapshot, request, settings, Rule.AUTH_REQUIRED, domain)
     return Verdict(Action.CONTINUE, Rule.AUTH_NOT_REQUIRED, domain=domain)
+
+
+def _spf_exempts(settings: Settings, rule: Rule) -> bool:
+    """Whether SPF may stand in for the login this rule requires (spf-exempt[-role])."""
+    if rule is Rule.ROLE_AUTH_REQUIRED:
+        return settings.spf_exempt_role
+    return rule is Rule.AUTH_REQUIRED and settings.spf_exempt
+
+
+def _login_or_spf(
+    snapshot: Snapshot, request: Request, settings: Settings, rule: Rule, domain: str
+) -> Verdict:
+    """A login is required: SPF pass stands in for it where allowed, temperror tempfails."""
+    if _spf_exempts(settings, rule):
+        if request.spf is SpfResult.PASS:
+            return Verdict(Action.CONTINUE, Rule.SPF_PASS, domain=domain)
+        if request.spf is SpfResult.TEMPERROR:
+            tempfail = snapshot.global_settings.tempfail_reply
+            return _refuse(Rule.SPF_TEMPERROR, tempfail, settings.dry_run, domain)
+    return _refuse(rule, settings.auth_required_reply, settings.dry_run, domain)
+
+
+def needs_spf(snapshot: Snapshot, request: Request, verdict: Verdict) -> bool:
+    """Whether an SPF result could change ``verdict``, decided without one.
+
+    The milter looks SPF up only then (once per message), and decides again
+    with the result in ``request.spf``.
+    """
+    if request.spf is not None or verdict.domain is None or request.client is None:
+        return False
+    settings = snapshot.settings_for(verdict.domain)
+    return settings is not None and _spf_exempts(settings, verdict.rule)
+
+
+def spf_identity(mail_from: str) -> str:
+    """The address SPF checks for a raw MAIL FROM: as sent (a BATV tag included), no brackets;
+    empty for the null sender or one that cannot be parsed."""
+    try:
+        address = parse_path(mail_from)
+    except AddressError:
+        return ""
+    return "" if address is None else str(address)
+
+
+SpfLookup = Callable[[Request], SpfResult]
+
+
+def decide_with_spf(
+    snapshot: Snapshot,
+    request: Request,
+    rcpt: str,
+    lookup_spf: SpfLookup,
+    owners: MapAnswer | None = None,
+) -> tuple[Request, Verdict]:
+    """:func:`decide`, asking ``lookup_spf`` only when SPF could change the verdict.
+
+    Returns the request (with ``spf`` set once looked up: keep it for the
+    message's next recipients) and the verdict.  ``owners`` goes to :func:`decide`.
+    """
+    verdict = decide(snapshot, request, rcpt, owners)
+    if not needs_spf(snapshot, request, verdict):
+        return request, verdict
+    request = Request(request.client, request.login, request.sender, lookup_spf(request))
+    return request, decide(snapshot, request, rcpt, owners)
 
 
 def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> bool:
@@ -248,6 +281,35 @@ def _single(values: Sequence[str]) -> Address | None:
     return addresses[0] if len(addresses) == 1 else None
 
 
+def _header_checked(snapshot: Snapshot, domain: str) -> Settings | None:
+    """The settings of a local domain with require-header-from-match on; else None."""
+    found = snapshot.settings_for(domain)
+    return found if found is not None and found.require_header_from_match else None
+
+
+def _envelope_domain(request: Request) -> list[str]:
+    try:
+        parsed = parse_path(request.sender)
+    except AddressError:  # already refused (or would-rejected) at RCPT: bad-sender
+        return []
+    return [] if parsed is None else [parsed.domain]
+
+
+def _bad_header_from(snapshot: Snapshot, request: Request, from_values: Sequence[str]) -> Verdict:
+    """A From: that is missing, repeated, names several addresses or cannot be parsed.
+
+    Refused only when the message is one of a domain with the rule in effect:
+    the first From: domain we can extract with the rule on, else the envelope
+    sender's domain with the rule on; that domain's reply and dry-run apply.
+    """
+    for domain in (*header_domains(from_values), *_envelope_domain(request)):
+        settings = _header_checked(snapshot, domain)
+        if settings is not None:
+            reply = settings.header_from_mismatch_reply
+            return _refuse(Rule.BAD_HEADER_FROM, reply, settings.dry_run, domain)
+    return Verdict(Action.CONTINUE, Rule.HEADER_FROM_NOT_CHECKED)
+
+
 def decide_header(
     snapshot: Snapshot, request: Request, from_values: Sequence[str], sender_values: Sequence[str]
 ) -> Verdict:
@@ -257,31 +319,22 @@ def decide_header(
     ``Sender:`` header field, in order.  The From: address is held to the
     envelope sender's rules: a local From: in a domain with the setting on needs
     a login, and the login must own the From: or the Sender: address (docs/policy.md#ownership).
-    With the setting on anywhere, a message whose From: is missing, cannot be
-    parsed or names more than one address is refused (``bad-header-from``).
+    A From: that is missing, unparseable or names more than one address is
+    refused (``bad-header-from``) when a From: domain or the envelope sender's
+    domain has the setting on.
     """
-    glob = snapshot.global_settings
     first = _store_and_network_rules(snapshot, request)
     if first is not None:
         return first
     if not snapshot.header_checks:
         return Verdict(Action.CONTINUE, Rule.HEADER_CHECKS_OFF)
-    try:
-        addresses = parse_header_list(from_values)
-    except AddressError:
-        addresses = []
-    if len(addresses) != 1 or len(from_values) != 1:
-        checked = (snapshot.settings_for(a.domain) for a in addresses)
-        settings = next((s for s in checked if s and s.require_header_from_match), glob)
-        return _refuse(
-            Rule.BAD_HEADER_FROM, settings.header_from_mismatch_reply, settings.dry_run, None
-        )
-    header_from = addresses[0]
+    header_from = _single(from_values)
+    if header_from is None:
+        return _bad_header_from(snapshot, request, from_values)
     domain = header_from.domain
-    found = snapshot.settings_for(domain)
-    if found is None or not found.require_header_from_match:
+    settings = _header_checked(snapshot, domain)
+    if settings is None:
         return Verdict(Action.CONTINUE, Rule.HEADER_FROM_NOT_CHECKED, domain=domain)
-    settings = found
     if not request.authenticated:
         return _refuse(
             Rule.HEADER_FROM_AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
-from smtpauth_milter.core.addresses import AddressError, domain_name
 from smtpauth_milter.core.errors import SettingError
-from smtpauth_milter.core.ownermaps import canonical_map_list
+from smtpauth_milter.core.ownermaps import canonical_domains, canonical_map_list, canonical_ttl
 from smtpauth_milter.core.replies import Reply
+from smtpauth_milter.core.spf import canonical_resolver, canonical_timeout
 
 _TRUE = frozenset({"on", "true", "yes", "1"})
 _FALSE = frozenset({"off", "false", "no", "0"})
@@ -75,28 +75,6 @@ def _canonical_delimiter(text: str) -> str:
     return chars
 
 
-MAX_MAP_TTL = 86400
-
-
-def _canonical_ttl(text: str) -> str:
-    word = text.strip().lower().removesuffix("s")
-    if not word.isdigit() or int(word) > MAX_MAP_TTL:
-        raise SettingError(f"bad time to live {text!r}: whole seconds from 0 to {MAX_MAP_TTL}")
-    return str(int(word))
-
-
-def _canonical_domains(text: str) -> str:
-    names: list[str] = []
-    for raw in text.replace(",", " ").split():
-        try:
-            name = domain_name(raw)
-        except AddressError as exc:
-            raise SettingError(f"bad domain {raw!r}: {exc}") from exc
-        if name not in names:
-            names.append(name)
-    return ", ".join(names)
-
-
 @dataclass(frozen=True, slots=True)
 class SettingDef:
     key: str
@@ -144,6 +122,21 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "postmaster, abuse, webmaster",
                 _canonical_list,
                 "The local parts treated as role senders.",
+            ),
+            SettingDef(
+                "spf-exempt",
+                Scope.DOMAIN,
+                "off",
+                _canonical_bool,
+                "...unless the sender domain's SPF record authorises the client (SPF pass); "
+                "a DNS failure tempfails.",
+            ),
+            SettingDef(
+                "spf-exempt-role",
+                Scope.DOMAIN,
+                "off",
+                _canonical_bool,
+                "A role sender needs no login either when SPF passes.",
             ),
             SettingDef(
                 "bare-login-match",
@@ -215,14 +208,14 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "sender-login-maps-ttl",
                 Scope.GLOBAL,
                 "60",
-                _canonical_ttl,
+                canonical_ttl,
                 "Seconds an answer of sender-login-maps (owners or none) is remembered.",
             ),
             SettingDef(
                 "sender-login-maps-local-domains",
                 Scope.GLOBAL,
                 "",
-                _canonical_domains,
+                canonical_domains,
                 "Domains whose senders are also looked up by bare local part, as Postfix "
                 "does for $myorigin and $mydestination.",
             ),
@@ -232,6 +225,21 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "+",
                 _canonical_delimiter,
                 "Characters that start a sub-address; empty turns sub-addresses off.",
+            ),
+            SettingDef(
+                "dns-resolver",
+                Scope.GLOBAL,
+                "",
+                canonical_resolver,
+                "The DNS server for SPF lookups: IP[:PORT] or [IPV6]:PORT; "
+                "empty uses the system's resolvers.",
+            ),
+            SettingDef(
+                "spf-timeout",
+                Scope.GLOBAL,
+                "3",
+                canonical_timeout,
+                "Seconds one SPF check may take in all; longer tempfails.",
             ),
         )
     }
@@ -273,6 +281,8 @@ class Settings:
     require_sender_match: bool
     require_auth_role: bool
     role_senders: frozenset[str]
+    spf_exempt: bool
+    spf_exempt_role: bool
     bare_login_match: bool
     dry_run: bool
     auth_required_reply: Reply
@@ -282,9 +292,11 @@ class Settings:
     bad_sender_reply: Reply
     tempfail_reply: Reply
     recipient_delimiter: str
-    sender_login_maps: str = ""
-    sender_login_maps_ttl: int = 60
-    sender_login_maps_local_domains: frozenset[str] = frozenset()
+    sender_login_maps: str
+    sender_login_maps_ttl: int
+    sender_login_maps_local_domains: frozenset[str]
+    dns_resolver: str
+    spf_timeout: float
 
     @classmethod
     def resolve(
@@ -302,6 +314,8 @@ class Settings:
             require_sender_match=flag("require-sender-match"),
             require_auth_role=flag("require-auth-role"),
             role_senders=frozenset(x for x in value("role-senders").split(", ") if x),
+            spf_exempt=flag("spf-exempt"),
+            spf_exempt_role=flag("spf-exempt-role"),
             bare_login_match=flag("bare-login-match"),
             dry_run=flag("dry-run"),
             auth_required_reply=Reply.parse(value("auth-required-reply")),
@@ -316,6 +330,8 @@ class Settings:
             sender_login_maps_local_domains=frozenset(
                 x for x in value("sender-login-maps-local-domains").split(", ") if x
             ),
+            dns_resolver=value("dns-resolver"),
+            spf_timeout=float(value("spf-timeout")),
         )
 
     def as_values(self) -> dict[str, str]:
@@ -325,6 +341,8 @@ class Settings:
             value = getattr(self, key.replace("-", "_"))
             if isinstance(value, bool):
                 values[key] = "on" if value else "off"
+            elif isinstance(value, float):
+                values[key] = f"{value:g}"
             elif isinstance(value, frozenset):
                 values[key] = ", ".join(sorted(value))
             else:

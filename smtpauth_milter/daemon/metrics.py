@@ -1,8 +1,9 @@
 """Prometheus metrics for ``run --metrics HOST:PORT``: counters, one gauge, one histogram.
 
-The hot path (one recipient decision) costs one counter increment and one
-histogram observation: the labelled counter children are resolved once, here,
-not per decision.  The snapshot age is computed when Prometheus scrapes.
+The hot path (one decision: per recipient, and per message at end of headers)
+costs one counter increment and one histogram observation: the labelled
+counter children are resolved once, here, not per decision.  The snapshot age
+is computed when Prometheus scrapes.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ from prometheus_client import (
 
 from smtpauth_milter.core.errors import ConfigError
 from smtpauth_milter.core.policy import Action, Rule, Verdict
+from smtpauth_milter.core.spf import SpfResult
 from smtpauth_milter.daemon.config import check_listen
 
 PREFIX = "smtpauth_milter"
-MAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # A decision takes microseconds; the upper buckets catch GIL contention and GC pauses.
 LATENCY_BUCKETS = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
 )  # fmt: skip
+
+# A lookup (DNS, a map) takes a millisecond on a good day and its deadline on a bad one.
+LOOKUP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 class Metrics:
@@ -42,7 +46,7 @@ class Metrics:
         self.snapshot_age = snapshot_age
         decisions = Counter(
             f"{PREFIX}_decisions",
-            "Recipient decisions, by action and rule.",
+            "Decisions, by action and rule: one per recipient, one per message at end of headers.",
             ["action", "rule"],
             registry=self.registry,
         )
@@ -73,23 +77,34 @@ class Metrics:
         age.set_function(lambda: _age_or_inf(self.snapshot_age()))
         self.latency = Histogram(
             f"{PREFIX}_decision_seconds",
-            "Time to decide one recipient.",
+            "Time to decide one recipient, or one message at end of headers.",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self._lookups = Counter(
-            f"{PREFIX}_map_lookups",
-            "sender-login-maps lookups, by map and outcome (hit: answered from the cache; "
-            "found, not-found, error: one map asked; answer, timeout, overloaded: a lookup "
-            "waited for).",
-            ["map", "outcome"],
+            f"{PREFIX}_lookups",
+            "Lookups of outside data, by source and outcome "
+            "(hit: from the cache; timeout, overloaded, error: no answer, tempfailed).",
+            ["source", "outcome"],
             registry=self.registry,
         )
-        self._lookup_seconds = Histogram(
-            f"{PREFIX}_map_lookup_seconds",
-            "Time to ask one map, or to wait for a lookup (map sender-login-maps).",
-            ["map"],
-            buckets=MAP_BUCKETS,
+        self.lookup_latency = Histogram(
+            f"{PREFIX}_lookup_seconds",
+            "Time a recipient decision waited for a lookup that missed the cache.",
+            ["source"],
+            buckets=LOOKUP_BUCKETS,
+            registry=self.registry,
+        )
+        spf_results = Counter(
+            f"{PREFIX}_spf_results",
+            "SPF results the decisions used, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self._spf_results = {result: spf_results.labels(result.value) for result in SpfResult}
+        self.spf_timeouts = Counter(
+            f"{PREFIX}_spf_timeouts",
+            "SPF checks that ran out of time (spf-timeout): each one tempfailed.",
             registry=self.registry,
         )
         ProcessCollector(registry=self.registry)
@@ -100,10 +115,15 @@ class Metrics:
         self.latency.observe(seconds)
 
     def looked_up(self, source: str, outcome: str, seconds: float) -> None:
-        """A :class:`~smtpauth_milter.lookups.cached.LookupObserver`."""
+        """The lookups layer's observer: every lookup, cache hits included."""
         self._lookups.labels(source, outcome).inc()
         if outcome != "hit":
-            self._lookup_seconds.labels(source).observe(seconds)
+            self.lookup_latency.labels(source).observe(seconds)
+
+    def spf_answered(self, result: SpfResult, timed_out: bool) -> None:
+        self._spf_results[result].inc()
+        if timed_out:
+            self.spf_timeouts.inc()
 
     def refreshed(self, ok: bool) -> None:
         (self.refreshes if ok else self.refresh_failures).inc()

@@ -20,18 +20,20 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.addresses import Address
 from smtpauth_milter.core.networks import IPAddress, parse_ip
 from smtpauth_milter.core.ownermaps import MapAnswer
+from smtpauth_milter.core.ownership import map_lookup_sender
 from smtpauth_milter.core.policy import (
     Action,
     Request,
     Verdict,
-    decide,
     decide_header,
-    map_lookup_sender,
+    decide_with_spf,
 )
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.core.spf import SpfResult
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.ownership import OwnershipMaps
+from smtpauth_milter.lookups.spf import SpfChecks
 
 if TYPE_CHECKING:
     from smtpauth_milter.daemon.metrics import Metrics
@@ -102,10 +104,12 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
     def __init__(
         self,
         cache: SnapshotCache,
+        spf: SpfChecks,
         metrics: Metrics | None = None,
         maps: OwnershipMaps | None = None,
     ) -> None:
         self._cache = cache
+        self._spf = spf  # shared by every connection: one cache, one worker pool
         self._metrics = metrics
         self._maps = maps
         self._owners: tuple[Address, MapAnswer] | None = None  # this message's map answer
@@ -153,7 +157,14 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
             raise RuntimeError("RCPT TO without MAIL FROM")
         started = time.perf_counter()
         snapshot = self._cache.current()
-        verdict = decide(snapshot, request, rcpt, self._map_answer(snapshot, request))
+        request, verdict = decide_with_spf(
+            snapshot,
+            request,
+            rcpt,
+            lambda r: self._lookup_spf(snapshot, r),
+            self._map_answer(snapshot, request),
+        )
+        self._request = request  # with its SPF result, once looked up: once per message
         if self._metrics is not None:
             self._metrics.decided(verdict, time.perf_counter() - started)
         self._log(request, rcpt, verdict)
@@ -180,7 +191,10 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
             raise RuntimeError("end of headers without MAIL FROM")
         froms, senders = self._headers.get("from", []), self._headers.get("sender", [])
         self._headers = {}
+        started = time.perf_counter()
         verdict = decide_header(self._cache.current(), request, froms, senders)
+        if self._metrics is not None:
+            self._metrics.decided(verdict, time.perf_counter() - started)
         self._log_header(request, froms, verdict)
         return self._answer(verdict)
 
@@ -211,6 +225,17 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         answer = ownership.answer(sender)
         self._owners = (sender, answer)
         return answer
+
+    def _lookup_spf(self, snapshot: Snapshot, request: Request) -> SpfResult:
+        """Bounded: at most spf-timeout (plus a margin) on this libmilter thread."""
+        assert request.client is not None  # needs_spf asks only with a client address
+        glob = snapshot.global_settings
+        answer = self._spf.check(
+            glob.dns_resolver, glob.spf_timeout, request.client, request.sender
+        )
+        if self._metrics is not None:
+            self._metrics.spf_answered(answer.result, answer.timed_out)
+        return answer.result
 
     def _macro(self, name: str) -> str | None:
         value = self.getsymval(name)

@@ -24,6 +24,7 @@ from smtpauth_milter.lookups.ownership import OwnershipMaps
 if TYPE_CHECKING:
     from smtpauth_milter.daemon.metrics import Metrics
 from smtpauth_milter.daemon.refresh import SnapshotCache
+from smtpauth_milter.lookups.spf import SpfChecks
 from smtpauth_milter.store.engine import Store
 
 log = logging.getLogger("smtpauth_milter")
@@ -119,8 +120,9 @@ def run(config: RunConfig) -> None:
     )
     if metrics is not None:
         metrics.snapshot_age = cache.age
+    spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
     maps = OwnershipMaps(observe=metrics.looked_up if metrics is not None else None)
-    Milter.factory = lambda: SmtpAuthMilter(cache, metrics, maps)
+    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps)
     socket_path = unix_socket_path(config.socket)
     try:
         if metrics is not None and config.metrics is not None:
@@ -148,6 +150,7 @@ def run(config: RunConfig) -> None:
             raise SmtpauthError(f"the milter stopped: {exc}") from exc
     finally:
         cache.stop()
+        spf.stop()
         maps.stop()
         if metrics is not None:
             metrics.stop()

@@ -18,10 +18,12 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
+
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTRIB_MAIN_CF = REPO_ROOT / "contrib" / "postfix" / "main.cf"
@@ -54,14 +56,6 @@ def wait_until(probe: Callable[[], T | None], timeout: float, what: str) -> T:
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
         time.sleep(POLL_INTERVAL)
-
-
-def free_port() -> int:
-    """A TCP port on the loopback interface that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def tcp_accepts(host: str, port: int) -> bool:
@@ -471,6 +465,8 @@ class Postfix:
     milter: str | None = None
     running: bool = False
     maillog: LogFile = field(init=False)
+    # main.cf parameters set on top of MAIN_CF for some tests (see use_overrides).
+    overrides: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()  # a relative -c path makes "reload" a no-op
@@ -518,6 +514,9 @@ class Postfix:
             local_domains=", ".join(LOCAL_DOMAINS),
             milter_snippet=snippet,
         )
+        if self.overrides:
+            lines = [f"{name} = {value}" for name, value in sorted(self.overrides.items())]
+            main_cf += "\n# ---- overrides of this test ----\n" + "\n".join(lines) + "\n"
         master_cf = MASTER_CF.format(listen=f"{LOOPBACK}:{self.port}")
         write_settled(self.config_dir / "main.cf", main_cf)
         write_settled(self.config_dir / "master.cf", master_cf)
@@ -555,6 +554,18 @@ class Postfix:
         wait_until(
             lambda: not (old_smtpds & self.smtpd_pids()), timeout, "old smtpd processes to exit"
         )
+
+    def use_overrides(self, overrides: Mapping[str, str]) -> None:
+        """Set these main.cf parameters over the sandbox's own ({}: none), and reload."""
+        if dict(overrides) == self.overrides:
+            return
+        self.overrides = dict(overrides)
+        self.write_config(self.milter)
+        if self.running:
+            self.reload()
+        for name, value in self.overrides.items():
+            if self.postconf(name) != value:
+                raise SandboxError(f"{name} is {self.postconf(name)!r}, wanted {value!r}")
 
     def use_milter(self, milter: str | None) -> None:
         """Point ``smtpd_milters`` at ``milter`` (Postfix notation; None: no milter)."""
@@ -606,7 +617,7 @@ class Sandbox:
 
     def inet_milter_socket(self) -> str:
         """A fresh ``inet:127.0.0.1:PORT`` (Postfix notation) nobody listens on."""
-        return f"inet:{LOOPBACK}:{free_port()}"
+        return f"inet:{LOOPBACK}:{free_tcp_port(LOOPBACK)}"
 
     def unix_milter_socket(self, name: str = "milter") -> str:
         """``unix:/...`` in a directory the postfix user can traverse."""
@@ -645,7 +656,7 @@ def start_sandbox(root: Path, users: dict[str, str] | None = None) -> Sandbox:
     root = root.resolve()
     make_traversable(root)
     users = dict(USERS if users is None else users)
-    postfix = Postfix(root / "postfix", free_port())
+    postfix = Postfix(root / "postfix", free_tcp_port(LOOPBACK))
     dovecot = Dovecot(root / "dovecot", postfix.auth_socket, LogFile(root / "dovecot.log"))
     sandbox = Sandbox(root, postfix, dovecot, users)
     try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr
 from smtpauth_milter.core.ownermaps import NOT_FOUND, failed, found
-from smtpauth_milter.core.policy import Action, Request, Rule, decide, map_lookup_sender
+from smtpauth_milter.core.ownership import map_lookup_sender
+from smtpauth_milter.core.policy import Action, Request, Rule, decide
 from smtpauth_milter.core.snapshot import Snapshot
 
 MAPS = "texthash:/etc/postfix/owners"

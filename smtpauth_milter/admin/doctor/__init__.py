@@ -30,6 +30,7 @@ from smtpauth_milter.admin.doctor.facts import (
     store_facts,
 )
 from smtpauth_milter.admin.doctor.maps import check_maps, map_facts
+from smtpauth_milter.admin.milterproto.codec import Negotiated
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.store.engine import Store
 
@@ -61,7 +62,7 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
             )
     findings.extend(_map_findings(db, domains, params))
     try:
-        result: probe.Negotiated | str = probe.negotiate(socket_spec)
+        result: Negotiated | str = probe.negotiate(socket_spec)
     except probe.ProbeError as exc:
         result = str(exc)
     findings.append(check_negotiation(socket_spec, result))

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from smtpauth_milter.admin import probe
+from smtpauth_milter.admin.milterproto.codec import Negotiated
 
 DOMAIN_PARAMS = (
     "mydestination",
@@ -304,11 +304,11 @@ def check_store(facts: StoreFacts) -> Finding:
     return ok(f"the store {facts.display} is reachable and at schema {facts.head}")
 
 
-def check_negotiation(socket_spec: str, result: probe.Negotiated | str) -> Finding:
+def check_negotiation(socket_spec: str, result: Negotiated | str) -> Finding:
     fix = f"start the milter: smtpauth-milter run --socket {socket_spec}"
     if isinstance(result, str):
         return error(f"no option negotiation on {socket_spec}: {result}", fix)
-    mail = result.macros.get("mail", ())
+    mail = result.macros_for("mail") or ()
     if result.version < 6:
         return error(f"the milter on {socket_spec} speaks protocol {result.version}", fix)
     if "{auth_authen}" not in mail:
