@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,8 +29,19 @@ def parse_cidr(text: str) -> IPNetwork:
     return network
 
 
+MAX_ADDRESS_TEXT = 100  # "[IPv6:" + 45 + a zone: anything longer is not an address
+
+
 def parse_ip(text: str) -> IPAddress | None:
-    """An IP address from the MTA, IPv4-mapped IPv6 folded to IPv4; None if not an address."""
+    """An IP address from the MTA, IPv4-mapped IPv6 folded to IPv4; None if not an address.
+
+    Cached: the same clients connect again and again (bounded; long texts never kept).
+    """
+    return _parse_ip(text) if len(text) <= MAX_ADDRESS_TEXT else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(text: str) -> IPAddress | None:
     candidate = text.strip().removeprefix("[").removesuffix("]").removeprefix("IPv6:")
     candidate = candidate.partition("%")[0]
     try:

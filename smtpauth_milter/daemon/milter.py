@@ -114,6 +114,7 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         self._maps = maps
         self._owners: tuple[Address, MapAnswer] | None = None  # this message's map answer
         self._client: IPAddress | None = None
+        self._client_text: str | None = None  # rendered once per connection, for the log
         self._queue: str | None = None
         self._request: Request | None = None
         self._headers: dict[str, list[str]] = {}
@@ -137,6 +138,7 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
     @guarded
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         self._client = client_address(hostaddr) or parse_ip(self._macro("{client_addr}") or "")
+        self._client_text = str(self._client) if self._client is not None else None
         if self._metrics is not None:
             self._metrics.sessions.inc()
         return int(Milter.CONTINUE)
@@ -238,13 +240,14 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         return answer.result
 
     def _macro(self, name: str) -> str | None:
-        value = self.getsymval(name)
+        value = self._ctx.getsymval(name)  # Base.getsymval is one more Python call
         return value if isinstance(value, str) and value else None
 
     def _log(self, request: Request, rcpt: str, verdict: Verdict) -> None:
         level = _log_level(verdict)
         if log.isEnabledFor(level):
-            _emit(level, logfmt.decision_fields(self._queue, request, rcpt, verdict))
+            fields = logfmt.decision_fields(self._queue, request, rcpt, verdict, self._client_text)
+            _emit(level, fields)
 
     def _log_header(self, request: Request, froms: list[str], verdict: Verdict) -> None:
         level = _log_level(verdict)
