@@ -22,6 +22,7 @@ from smtpauth_milter.daemon.logwriter import LineHandler, Sink, StreamSink, Sysl
 MILTER_NAME = "smtpauth-milter"
 
 _RAW_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+_TEMPLATE_KEY = re.compile(r"%\((\w+)\)")
 
 
 def _escape_control(match: re.Match[str]) -> str:
@@ -46,6 +47,13 @@ class OneLineFormatter(logging.Formatter):
         super().__init__(fmt)
         self._uses_time = super().usesTime()  # the stdlib searches the template per record
         self._second: tuple[int, str] = (-1, "")
+        keys = set(_TEMPLATE_KEY.findall(self._fmt or ""))
+        self._direct = keys <= {"asctime", "levelname", "message", "process"}
+
+    @property
+    def renders_fields(self) -> bool:
+        """Whether :meth:`fields_line` can fill the template (time, level, process, message)."""
+        return self._direct
 
     def usesTime(self) -> bool:
         return self._uses_time
@@ -53,15 +61,42 @@ class OneLineFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
+        return self._asctime(record.created, int(record.msecs))
+
+    def _asctime(self, created: float, msecs: int) -> str:
+        second = int(created)
         cached = self._second  # one tuple: threads may render at once
         if cached[0] != second:
             cached = (second, time.strftime(self.default_time_format, self.converter(second)))
             self._second = cached
-        return f"{cached[1]},{int(record.msecs):03d}"  # the stdlib's default_msec_format
+        return f"{cached[1]},{msecs:03d}"  # the stdlib's default_msec_format
 
     def format(self, record: logging.LogRecord) -> str:
+        fields = None if record.exc_info or record.stack_info else _fields_of(record)
+        if fields is not None and self._direct:
+            return self.fields_line(record.levelno, record.created, fields, record.process)
         return _RAW_CONTROL.sub(_escape_control, super().format(record))
+
+    def fields_line(
+        self,
+        levelno: int,
+        created: float,
+        fields: Mapping[str, str | None],
+        process: int | None = None,
+    ) -> str:
+        """The line of a :class:`logfmt.Fields` message (with or without a LogRecord),
+        for a template that :attr:`renders_fields`.
+
+        logfmt escapes every control character of a value, so no filter is needed.
+        """
+        values: dict[str, object] = {
+            "message": logfmt.line(fields),
+            "levelname": logging.getLevelName(levelno),
+            "process": process,
+        }
+        if self._uses_time:
+            values["asctime"] = self._asctime(created, _msecs(created))
+        return self._fmt % values if self._fmt else str(values["message"])
 
 
 class JsonFormatter(logging.Formatter):
@@ -77,26 +112,52 @@ class JsonFormatter(logging.Formatter):
         self._syslog_tag = syslog_tag
 
     def format(self, record: logging.LogRecord) -> str:
+        traceback = self.formatException(record.exc_info) if record.exc_info else None
+        fields = _fields_of(record) or {"message": record.getMessage()}
+        return self._line(record.levelno, record.created, fields, record.process, traceback)
+
+    renders_fields = True
+
+    def fields_line(
+        self,
+        levelno: int,
+        created: float,
+        fields: Mapping[str, str | None],
+        process: int | None = None,
+    ) -> str:
+        return self._line(levelno, created, fields, process, None)
+
+    def _line(
+        self,
+        levelno: int,
+        created: float,
+        fields: Mapping[str, str | None],
+        process: int | None,
+        traceback: str | None,
+    ) -> str:
         data: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
+            "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+            "level": logging.getLevelName(levelno).lower(),
         }
-        for key, val in _fields(record).items():
+        for key, val in fields.items():
             data.setdefault(key, None if val is None else logfmt.clip(val))
-        if record.exc_info:
-            data["traceback"] = self.formatException(record.exc_info)
+        if traceback is not None:
+            data["traceback"] = traceback
         text = json.dumps(data, ensure_ascii=True)
-        return f"{MILTER_NAME}[{record.process}]: {text}" if self._syslog_tag else text
+        return f"{MILTER_NAME}[{process}]: {text}" if self._syslog_tag else text
 
 
-def _fields(record: logging.LogRecord) -> Mapping[str, str | None]:
-    """The fields of a ``Fields`` message, logged as msg or as the one ``%s`` argument."""
+def _fields_of(record: logging.LogRecord) -> Mapping[str, str | None] | None:
+    """The fields of a ``Fields`` message (logged as msg or as the one ``%s`` argument);
+    None for any other message."""
     message: object = record.msg
     if message == "%s" and isinstance(record.args, tuple) and len(record.args) == 1:
         message = record.args[0]
-    if isinstance(message, logfmt.Fields):
-        return message.fields
-    return {"message": record.getMessage()}
+    return message.fields if isinstance(message, logfmt.Fields) else None
+
+
+def _msecs(created: float) -> int:
+    return int((created - int(created)) * 1000)  # as LogRecord computes msecs
 
 
 def _formatter(log_format: str, template: str, syslog: bool) -> logging.Formatter:

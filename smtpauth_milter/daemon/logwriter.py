@@ -27,11 +27,24 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, TextIO
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, TextIO, cast
 
 LINGER = 0.005  # seconds the writer waits after the first line, for more to share its write
 STOP_TIMEOUT = 5.0  # a stuck write (a full pipe) must not hang the stop for ever
+
+
+class FieldsFormatter(Protocol):
+    """A formatter that renders a :class:`logfmt.Fields` message without a LogRecord
+    (when its ``renders_fields`` is true)."""
+
+    def fields_line(
+        self,
+        levelno: int,
+        created: float,
+        fields: Mapping[str, str | None],
+        process: int | None = None,
+    ) -> str: ...
 
 
 class Sink(Protocol):
@@ -106,6 +119,7 @@ class LineHandler(logging.Handler):
         self.sink = sink
         self._queue: queue.SimpleQueue[Item] | None = None
         self._writer: threading.Thread | None = None
+        self.pid = os.getpid()  # for a syslog tag; a forked child sets its own
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _forget_writer(ref))
 
@@ -120,12 +134,27 @@ class LineHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return True
+        self._put(item)
+        return True
+
+    def emit_fields(self, levelno: int, fields: Mapping[str, str | None]) -> None:
+        """What ``handle`` does for a record whose message is ``Fields(fields)``, without
+        making the LogRecord; only for a handler that :func:`direct_handler` returned."""
+        formatter = cast(FieldsFormatter, self.formatter)
+        try:
+            text = formatter.fields_line(levelno, time.time(), fields, self.pid)
+            item = self.sink.frame(text, levelno)
+        except Exception:
+            self.handleError(_lost([""]))
+            return
+        self._put(item)
+
+    def _put(self, item: Line) -> None:
         lines = self._queue
         if lines is not None:
             lines.put(item)
         else:
             self._write_now([item])
-        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         self.handle(record)
@@ -223,6 +252,22 @@ def _forget_writer(ref: weakref.ref[LineHandler]) -> None:
     if handler is not None:
         handler._queue = None
         handler._writer = None
+        handler.pid = os.getpid()
+
+
+def direct_handler(logger: logging.Logger) -> LineHandler | None:
+    """The one handler a record of ``logger`` reaches, when it is a LineHandler with a
+    formatter that renders fields and nothing (filter, level, parent logger) could
+    treat a LogRecord differently: then :meth:`LineHandler.emit_fields` gives the same
+    line without one.  The caller checks ``logger.isEnabledFor`` first, as ``log()`` does.
+    """
+    handlers = logger.handlers
+    if len(handlers) != 1 or logger.propagate or logger.filters:
+        return None
+    handler = handlers[0]
+    if type(handler) is not LineHandler or handler.filters or handler.level:
+        return None
+    return handler if getattr(handler.formatter, "renders_fields", False) else None
 
 
 def _lost(items: Sequence[str | bytes]) -> logging.LogRecord:

@@ -31,6 +31,7 @@ from smtpauth_milter.core.policy import (
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.spf import SpfResult
+from smtpauth_milter.daemon.logwriter import direct_handler
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.spf import SpfChecks
@@ -92,8 +93,13 @@ def _log_level(verdict: Verdict) -> int:
 
 
 def _emit(level: int, fields: dict[str, str | None]) -> None:
-    """makeRecord + handle skips logging's stack walk (findCaller): a decision line is
-    written once per recipient, on the MTA's critical path."""
+    """A decision line is written once per recipient, on the MTA's critical path: to
+    the daemon's own handler without a LogRecord; else as a record, without logging's
+    stack walk (findCaller)."""
+    handler = direct_handler(log)
+    if handler is not None:
+        handler.emit_fields(level, fields)
+        return
     record = log.makeRecord(log.name, level, __file__, 0, logfmt.Fields(fields), (), None)
     log.handle(record)
 
