@@ -68,7 +68,15 @@ def _render(text: str) -> str:
 
 
 def line(fields: Mapping[str, str | None]) -> str:
-    return " ".join(f"{key}={value(val)}" for key, val in fields.items())
+    # value() inlined: one Python call less per field, on every decision line
+    return " ".join(
+        [
+            f"{key}=-"
+            if val is None
+            else f"{key}={_cached_value(val) if len(val) <= CACHED_VALUE else _render(val)}"
+            for key, val in fields.items()
+        ]
+    )
 
 
 class Fields:

@@ -163,7 +163,8 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         request = self._request
         if request is None:  # RCPT before MAIL: the MTA would never do this
             raise RuntimeError("RCPT TO without MAIL FROM")
-        started = time.perf_counter()
+        metrics = self._metrics
+        started = time.perf_counter() if metrics is not None else 0.0
         snapshot = self._cache.current()
         request, verdict = decide_with_spf(
             snapshot,
@@ -173,8 +174,8 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
             self._map_answer(snapshot, request),
         )
         self._request = request  # with its SPF result, once looked up: once per message
-        if self._metrics is not None:
-            self._metrics.decided(verdict, time.perf_counter() - started)
+        if metrics is not None:
+            metrics.decided(verdict, time.perf_counter() - started)
         self._log(request, rcpt, verdict)
         return self._answer(verdict)
 
@@ -271,7 +272,9 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         return int(Milter.CONTINUE)
 
     def _reply(self, reply: Reply) -> None:
-        self.setreply(str(reply.code), reply.status, _escape_percent(reply.text))
+        # Every % doubled, so Base.setreply's check for a lone % (a regex per reply)
+        # could never fire: straight to the context.
+        self._ctx.setreply(str(reply.code), reply.status, _escape_percent(reply.text))
 
     def _tempfail(self, reply: Reply) -> int:
         if not reply.temporary:
