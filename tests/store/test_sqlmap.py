@@ -96,9 +96,10 @@ def maps_for() -> Iterator[Callable[[Path], Ownership]]:
     def make(path: Path) -> Ownership:
         made.append(
             Ownership(
-                [SqlMap(MapSpec("sql", str(path)))],
+                [SqlMap(MapSpec("sql", str(path)), 3)],
                 Rules("+", frozenset()),
                 60,
+                3,
                 runner=LookupRunner("t"),
             )
         )
