@@ -195,3 +195,37 @@ def test_map_spec_shapes() -> None:
     ):  # fmt: skip
         with pytest.raises(Exception, match=why):
             parse_map_spec(bad)
+
+
+@pytest.mark.parametrize("kind", ["regexp", "pcre"])
+def test_pattern_tables_answer_only_the_first_key_in_the_whole_lookup(
+    kind: str, tmp_path: Path, postfix_dir: str
+) -> None:
+    """As Postfix: a regexp:/pcre: table sees only the full address, never the keys
+    without extension, the bare local part or @domain; a fixed table behind it does."""
+    patterns = tmp_path / f"owners.{kind}"
+    patterns.write_text(
+        "/^@example\\.com$/ domain-pattern\n"  # the @domain key: never asked
+        "/^alice$/ bare-pattern\n"  # the bare local part (a local domain): never asked
+        "/^bob@example\\.com$/ bob-pattern\n"  # bob+x's key without extension: never asked
+        "/^(carol)\\+.*@example\\.com$/ ${1}@example.com\n"
+    )
+    fixed = tmp_path / "owners"
+    fixed.write_text("@example.com everyone\n")
+    sources = [
+        PostfixTable(MapSpec(kind, str(patterns)), postfix_dir),
+        PostfixTable(MapSpec("texthash", str(fixed)), postfix_dir),
+    ]
+    maps = Ownership(
+        sources, Rules("+", frozenset({"example.com"})), 60, 5, runner=LookupRunner("t")
+    )
+    for local in ("dave", "alice", "bob+x"):  # only the fixed table's @domain answers
+        answer = maps.answer_now(Address(local, "example.com"))
+        assert (answer.map, answer.key, answer.owners) == (
+            f"texthash:{fixed}", "@example.com", ("everyone",),
+        ), local  # fmt: skip
+    answer = maps.answer_now(Address("Carol+Lists", "Example.com"))
+    assert (answer.map, answer.key, answer.owners) == (
+        f"{kind}:{patterns}", "carol+lists@example.com", ("carol@example.com",),
+    )  # fmt: skip
+    assert maps.answer_now(Address("bob", "example.com")).owners == ("bob-pattern",)
