@@ -10,9 +10,8 @@ answered key *i* leaves only keys before *i* to the maps after it.  One lookup
 memory read; a cold one runs on the lookup workers and is waited for at most
 ``sender-login-maps-timeout`` plus :data:`DEADLINE_MARGIN` seconds.  Trouble is
 never an exception here: it is a FAILED :class:`MapAnswer`, and the decision
-tempfails.  A map in trouble is logged
-once per ``warn_every`` seconds (``event=map-unreadable``) and once when it
-answers again (``event=map-recovered``).
+tempfails.  A map in trouble is logged once per ``warn_every`` seconds
+(``event=map-unreadable``) and once when it answers again (``event=map-recovered``).
 """
 
 from __future__ import annotations
