@@ -10,9 +10,20 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.addresses import AddressError, parse_path
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.core.networks import parse_ip
-from smtpauth_milter.core.policy import Action, Request, Verdict, decide, decide_header
+from smtpauth_milter.core.ownermaps import MapAnswer
+from smtpauth_milter.core.ownership import map_lookup_sender
+from smtpauth_milter.core.policy import (
+    Action,
+    Request,
+    Verdict,
+    decide_header,
+    decide_with_spf,
+)
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.core.spf import SpfResult
+from smtpauth_milter.lookups.ownership import OwnershipMaps
+from smtpauth_milter.lookups.spf import SpfAnswer, SpfChecks
 
 CONTINUING = (Action.CONTINUE, Action.WOULD_REJECT, Action.WOULD_TEMPFAIL)
 
@@ -33,6 +44,11 @@ class Report:
     grants: tuple[str, ...]
     headers: Headers | None = None
     header_verdict: Verdict | None = None
+    spf: SpfAnswer | None = None  # when SPF was consulted, as the milter would
+    owners: MapAnswer | None = None  # when sender-login-maps were asked, as the milter would
+
+    def _spf_fields(self) -> dict[str, str | None]:
+        return {} if self.spf is None else {"spf": self.spf.result.value}
 
     @property
     def all_continue(self) -> bool:
@@ -42,10 +58,19 @@ class Report:
         return all(verdict.action in CONTINUING for verdict in every)
 
     def lines(self) -> list[str]:
-        lines = [logfmt.line({"rcpt": rcpt, **_outcome(v)}) for rcpt, v in self.verdicts]
+        lines = [
+            logfmt.line({"rcpt": rcpt, **_outcome(v), **self._spf_fields()})
+            for rcpt, v in self.verdicts
+        ]
         if self.headers is not None and self.header_verdict is not None:
             header_from = " | ".join(self.headers.froms) if self.headers.froms else None
             lines.append(logfmt.line({"header_from": header_from, **_outcome(self.header_verdict)}))
+        if self.spf is not None:
+            answer = self.spf
+            fields = {"spf": answer.result.value, "record": answer.record, "detail": answer.detail}
+            lines.append(logfmt.line(fields))
+        if self.owners is not None:
+            lines.append(logfmt.line(_map_fields(self.owners)))
         return lines
 
     def as_json(self) -> dict[str, Any]:
@@ -59,6 +84,14 @@ class Report:
             "from": self.request.sender,
             "settings": settings,
             "grants": list(self.grants),
+            "sender_login_maps": None if self.owners is None else _map_fields(self.owners),
+            "spf": None
+            if self.spf is None
+            else {
+                "result": self.spf.result.value,
+                "record": self.spf.record,
+                "detail": self.spf.detail,
+            },
         }
         if self.headers is not None and self.header_verdict is not None:
             verdict = self.header_verdict
@@ -72,10 +105,24 @@ class Report:
 
 
 def _outcome(verdict: Verdict) -> dict[str, str | None]:
-    return {
+    outcome = {
         "action": verdict.action.value,
         "rule": verdict.rule.value,
         "reply": str(verdict.reply) if verdict.reply else None,
+    }
+    if verdict.owned_by is not None:  # which form proved ownership (a map: and its key)
+        outcome |= {"owned_by": verdict.owned_by, "owner_key": verdict.owner_key}
+    return outcome
+
+
+def _map_fields(answer: MapAnswer) -> dict[str, str | None]:
+    """What sender-login-maps said: the map and key that matched and their owners."""
+    return {
+        "sender_login_maps": answer.outcome.value,
+        "map": answer.map,
+        "key": answer.key,
+        "owners": ",".join(answer.owners) if answer.map else None,
+        "error": answer.error,
     }
 
 
@@ -90,17 +137,37 @@ def explain(
     login: str | None,
     sender: str,
     rcpts: Sequence[str],
+    spf: SpfChecks,
     headers: Headers | None = None,
+    maps: OwnershipMaps | None = None,
 ) -> Report:
-    """Each recipient's verdict (decide) and, given ``headers``, the end-of-headers
-    verdict (decide_header): the very calls the milter makes."""
+    """Each recipient's verdict and, given ``headers``, the end-of-headers verdict: the
+    very calls the milter makes, SPF looked up with ``spf`` as the milter would, and
+    sender-login-maps asked on this thread (same deadlines) when the milter would ask."""
     address = None
     if client is not None:
         address = parse_ip(client)
         if address is None:
             raise SmtpauthError(f"bad --client {client!r}: not an IP address")
     request = Request(address, login or None, _bracketed(sender))
-    verdicts = tuple((rcpt, decide(snapshot, request, _bracketed(rcpt))) for rcpt in rcpts)
+    answers: list[SpfAnswer] = []
+
+    def lookup_spf(asking: Request) -> SpfResult:
+        assert asking.client is not None  # needs_spf asks only with a client address
+        glob = snapshot.global_settings
+        answers.append(spf.check(glob.dns_resolver, glob.spf_timeout, asking.client, asking.sender))
+        return answers[-1].result
+
+    owners = None
+    wanted = map_lookup_sender(snapshot, request)
+    ownership = maps.for_settings(snapshot.global_settings) if maps is not None else None
+    if wanted is not None and ownership is not None:
+        owners = ownership.answer_now(wanted)
+    decided = []
+    for rcpt in rcpts:
+        request, verdict = decide_with_spf(snapshot, request, _bracketed(rcpt), lookup_spf, owners)
+        decided.append((rcpt, verdict))
+    verdicts = tuple(decided)
     header_verdict = None
     if headers is not None:
         header_verdict = decide_header(snapshot, request, headers.froms, headers.senders)
@@ -110,4 +177,13 @@ def explain(
         parsed = None
     settings = snapshot.settings_for(parsed.domain) if parsed is not None else None
     grants = snapshot.grants.get(login.strip().lower(), frozenset()) if login else frozenset()
-    return Report(request, verdicts, settings, tuple(sorted(grants)), headers, header_verdict)
+    return Report(
+        request,
+        verdicts,
+        settings,
+        tuple(sorted(grants)),
+        headers,
+        header_verdict,
+        answers[0] if answers else None,
+        owners,
+    )

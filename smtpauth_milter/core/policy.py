@@ -11,7 +11,7 @@ when ``require-header-from-match`` is on anywhere.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -19,16 +19,17 @@ from smtpauth_milter.core.addresses import (
     Address,
     AddressError,
     header_domains,
-    normalise,
-    parse_address,
     parse_header_list,
     parse_path,
     strip_batv,
 )
 from smtpauth_milter.core.networks import IPAddress
+from smtpauth_milter.core.ownermaps import MapAnswer, MapOutcome
+from smtpauth_milter.core.ownership import login_owns, ownership_form
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.core.spf import SpfResult
 
 
 class Action(StrEnum):
@@ -47,9 +48,12 @@ class Rule(StrEnum):
     NON_LOCAL_SENDER = "non-local-sender"
     SENDER_MISMATCH = "sender-mismatch"
     SENDER_OWNED = "sender-owned"
+    SENDER_MAP_FAILED = "sender-map-failed"
     AUTHENTICATED = "authenticated"
     ROLE_AUTH_REQUIRED = "role-auth-required"
     AUTH_REQUIRED = "auth-required"
+    SPF_PASS = "spf-pass"  # noqa: S105 -- an SPF result, not a password
+    SPF_TEMPERROR = "spf-temperror"
     LOCAL_RECIPIENT = "local-recipient"
     AUTH_NOT_REQUIRED = "auth-not-required"
     # end of headers (require-header-from-match)
@@ -64,11 +68,16 @@ class Rule(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What the MTA told us about one message: client, login and raw MAIL FROM."""
+    """What the MTA told us about one message: client, login and raw MAIL FROM.
+
+    ``spf`` is the SPF result for client and sender once it was looked up
+    (see :func:`needs_spf`); None while it was not.
+    """
 
     client: IPAddress | None
     login: str | None
     sender: str
+    spf: SpfResult | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -81,6 +90,8 @@ class Verdict:
     rule: Rule
     reply: Reply | None = None
     domain: str | None = None
+    owned_by: str | None = None  # sender-owned: login, bare-login, grant, or the map
+    owner_key: str | None = None  # the key the map answered
 
     @property
     def refuses(self) -> bool:
@@ -93,28 +104,6 @@ def _refuse(rule: Rule, reply: Reply, dry_run: bool, domain: str | None) -> Verd
     else:
         action = Action.WOULD_REJECT if dry_run else Action.REJECT
     return Verdict(action, rule, reply, domain)
-
-
-def login_owns(snapshot: Snapshot, settings: Settings, login: str, sender: Address) -> bool:
-    """The login owns the sender exactly, as a bare login, or by a send-as grant.
-
-    See docs/policy.md#ownership.
-    """
-    delimiter = snapshot.global_settings.recipient_delimiter
-    wanted = normalise(sender, delimiter)
-    login = login.strip()
-    if "@" in login:
-        try:
-            if normalise(parse_address(login), delimiter) == wanted:
-                return True
-        except AddressError:
-            pass
-    elif (
-        settings.bare_login_match and normalise(Address(login, sender.domain), delimiter) == wanted
-    ):
-        return True
-    granted = snapshot.grants.get(login.lower(), frozenset())
-    return wanted in granted or f"@{sender.domain}" in granted
 
 
 # A local part holding one of these may be routed elsewhere by the MTA:
@@ -157,8 +146,22 @@ def _store_and_network_rules(snapshot: Snapshot, request: Request) -> Verdict | 
     return None
 
 
-def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
-    """The verdict for one recipient; the first rule that applies wins."""
+def _by_maps(
+    settings: Settings, glob: Settings, login: str, domain: str, owners: MapAnswer | None
+) -> Verdict:
+    """Not owned by a built-in form: the maps decide (None = never asked: fail closed)."""
+    if owners is None or owners.outcome is MapOutcome.FAILED:
+        return _refuse(Rule.SENDER_MAP_FAILED, glob.tempfail_reply, settings.dry_run, domain)
+    if owners.owned_by(login):
+        return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, None, domain, owners.map, owners.key)
+    return _refuse(Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain)
+
+
+def decide(
+    snapshot: Snapshot, request: Request, rcpt: str, owners: MapAnswer | None = None
+) -> Verdict:
+    """The verdict for one recipient; the first rule that applies wins.  ``owners``: what
+    sender-login-maps said, looked up when ``ownership.map_lookup_sender`` asked for it."""
     glob = snapshot.global_settings
     first = _store_and_network_rules(snapshot, request)
     if first is not None:
@@ -178,21 +181,86 @@ def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
         assert request.login is not None
         if not settings.require_sender_match:
             return Verdict(Action.CONTINUE, Rule.AUTHENTICATED, domain=domain)
-        if login_owns(snapshot, settings, request.login, sender):
-            return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain)
+        form = ownership_form(snapshot, settings, request.login, sender)
+        if form is not None:
+            return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain, owned_by=form)
+        if glob.sender_login_maps:
+            return _by_maps(settings, glob, request.login, domain, owners)
         return _refuse(
             Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain
         )
     role = _is_role_sender(sender.local, settings.role_senders, glob.recipient_delimiter)
     if settings.require_auth_role and role:
-        return _refuse(
-            Rule.ROLE_AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain
-        )
+        return _login_or_spf(snapshot, request, settings, Rule.ROLE_AUTH_REQUIRED, domain)
     if settings.require_auth_local:
         if settings.exempt_local_recipients and _recipient_is_local(snapshot, rcpt):
             return Verdict(Action.CONTINUE, Rule.LOCAL_RECIPIENT, domain=domain)
-        return _refuse(Rule.AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain)
+        return _login_or_spf(snapshot, request, settings, Rule.AUTH_REQUIRED, domain)
     return Verdict(Action.CONTINUE, Rule.AUTH_NOT_REQUIRED, domain=domain)
+
+
+def _spf_exempts(settings: Settings, rule: Rule) -> bool:
+    """Whether SPF may stand in for the login this rule requires (spf-exempt[-role])."""
+    if rule is Rule.ROLE_AUTH_REQUIRED:
+        return settings.spf_exempt_role
+    return rule is Rule.AUTH_REQUIRED and settings.spf_exempt
+
+
+def _login_or_spf(
+    snapshot: Snapshot, request: Request, settings: Settings, rule: Rule, domain: str
+) -> Verdict:
+    """A login is required: SPF pass stands in for it where allowed, temperror tempfails."""
+    if _spf_exempts(settings, rule):
+        if request.spf is SpfResult.PASS:
+            return Verdict(Action.CONTINUE, Rule.SPF_PASS, domain=domain)
+        if request.spf is SpfResult.TEMPERROR:
+            tempfail = snapshot.global_settings.tempfail_reply
+            return _refuse(Rule.SPF_TEMPERROR, tempfail, settings.dry_run, domain)
+    return _refuse(rule, settings.auth_required_reply, settings.dry_run, domain)
+
+
+def needs_spf(snapshot: Snapshot, request: Request, verdict: Verdict) -> bool:
+    """Whether an SPF result could change ``verdict``, decided without one.
+
+    The milter looks SPF up only then (once per message), and decides again
+    with the result in ``request.spf``.
+    """
+    if request.spf is not None or verdict.domain is None or request.client is None:
+        return False
+    settings = snapshot.settings_for(verdict.domain)
+    return settings is not None and _spf_exempts(settings, verdict.rule)
+
+
+def spf_identity(mail_from: str) -> str:
+    """The address SPF checks for a raw MAIL FROM: as sent (a BATV tag included), no brackets;
+    empty for the null sender or one that cannot be parsed."""
+    try:
+        address = parse_path(mail_from)
+    except AddressError:
+        return ""
+    return "" if address is None else str(address)
+
+
+SpfLookup = Callable[[Request], SpfResult]
+
+
+def decide_with_spf(
+    snapshot: Snapshot,
+    request: Request,
+    rcpt: str,
+    lookup_spf: SpfLookup,
+    owners: MapAnswer | None = None,
+) -> tuple[Request, Verdict]:
+    """:func:`decide`, asking ``lookup_spf`` only when SPF could change the verdict.
+
+    Returns the request (with ``spf`` set once looked up: keep it for the
+    message's next recipients) and the verdict.  ``owners`` goes to :func:`decide`.
+    """
+    verdict = decide(snapshot, request, rcpt, owners)
+    if not needs_spf(snapshot, request, verdict):
+        return request, verdict
+    request = Request(request.client, request.login, request.sender, lookup_spf(request))
+    return request, decide(snapshot, request, rcpt, owners)
 
 
 def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> bool:

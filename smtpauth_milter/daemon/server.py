@@ -19,10 +19,12 @@ from smtpauth_milter.daemon.config import RunConfig, unix_socket_path
 from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.privileges import Identity
+from smtpauth_milter.lookups.ownership import OwnershipMaps
 
 if TYPE_CHECKING:
     from smtpauth_milter.daemon.metrics import Metrics
 from smtpauth_milter.daemon.refresh import SnapshotCache
+from smtpauth_milter.lookups.spf import SpfChecks
 from smtpauth_milter.store.engine import Store
 
 log = logging.getLogger("smtpauth_milter")
@@ -118,7 +120,9 @@ def run(config: RunConfig) -> None:
     )
     if metrics is not None:
         metrics.snapshot_age = cache.age
-    Milter.factory = lambda: SmtpAuthMilter(cache, metrics)
+    spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
+    maps = OwnershipMaps(observe=metrics.looked_up if metrics is not None else None)
+    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps)
     socket_path = unix_socket_path(config.socket)
     try:
         if metrics is not None and config.metrics is not None:
@@ -146,6 +150,8 @@ def run(config: RunConfig) -> None:
             raise SmtpauthError(f"the milter stopped: {exc}") from exc
     finally:
         cache.stop()
+        spf.stop()
+        maps.stop()
         if metrics is not None:
             metrics.stop()
         store.dispose()
