@@ -127,14 +127,18 @@ def build_mail_system(seed: int = SEED) -> MailSystem:
     # A mailbox with an alias of its own address that adds a second owner.
     shared = rng.choice(active)
     aliases[shared] = (shared, rng.choice(BARE_LOGINS))
+    # Non-ASCII: a local part (Postfix's pgsql: client never matches it) and an IDN domain.
+    mailboxes["zoë@example.net"] = True
+    aliases["café@example.net"] = (rng.choice(active), "zoë@example.net")
+    aliases[f"info@{IDN_DOMAIN}"] = (rng.choice(active),)
     # Catch-alls: every address of the domain that has no entry of its own.
     aliases["@shop.test"] = (rng.choice([u for u in active if u.endswith("@shop.test")]),)
     aliases["@example.net"] = ("dan",)
     bare_keys = {"carol": ("carol",), "dan": ("dan", "erin")}
-    frank = next(u for u in active if u.endswith("@example.com"))
-    grace = next(u for u in reversed(active) if u.endswith("@example.com"))
-    local, _, domain = grace.rpartition("@")
-    extra = (frank.title(), f"{local}+work@{domain}", *BARE_LOGINS)
+    mixed_case = next(u for u in active if u.endswith("@example.com"))
+    tagged = next(u for u in reversed(active) if u.endswith("@example.com"))
+    local, _, domain = tagged.rpartition("@")
+    extra = (mixed_case.title(), f"{local}+work@{domain}", *BARE_LOGINS)
     return MailSystem(mailboxes, aliases, dict(ALIAS_DOMAINS), bare_keys, extra)
 
 
@@ -166,6 +170,7 @@ def _candidates(rng: random.Random, system: MailSystem, login: str) -> Iterable[
         yield login
         yield f"{login}@{rng.choice(MYDESTINATION)}"
         yield f"{login}+x@{rng.choice(MYDESTINATION)}"
+    owned.sort(key=str.isascii)  # the non-ASCII ones first: they must not be cut
     for address in [a for a in owned if not a.startswith("@")][:4]:
         yield rng.choice((address, _cased(rng, address), _with_tag(address, "t")))
         yield from filter(None, (_in_alias_domain(address),))
