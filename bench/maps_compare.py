@@ -35,6 +35,7 @@ from sqlalchemy import delete
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 from smtpauth_milter.core.addresses import parse_address
 from smtpauth_milter.core.ownermaps import parse_map_list
+from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.lookups.keys import lookup_keys
 from smtpauth_milter.lookups.ownership import find_owners, make_source
 from smtpauth_milter.store import editing
@@ -96,14 +97,14 @@ def write_sql(pg: PgServer, workdir: Path, table: Mapping[str, set[str]]) -> Pat
     return path
 
 
-def cold_lookups(maps: str, senders: Sequence[str], env: Mapping[str, str]) -> tuple[float, float]:
+def cold_lookups(maps: str, senders: Sequence[str], settings: Settings) -> tuple[float, float]:
     """p50 and p99 in ms of one uncached lookup (every key of a sender, all maps)."""
-    sources = [make_source(spec, env) for spec in parse_map_list(maps)]
+    sources = [make_source(spec, settings) for spec in parse_map_list(maps)]
     times = []
     for sender in senders:
         probes = lookup_keys(parse_address(sender), "+")
         started = time.perf_counter()
-        find_owners(sources, probes)
+        find_owners(sources, probes, settings.sender_login_maps_timeout)
         times.append(1000 * (time.perf_counter() - started))
     for source in sources:
         getattr(source, "dispose", lambda: None)()
@@ -183,9 +184,9 @@ def run(args: argparse.Namespace, workdir: Path, pg: PgServer) -> int:
     rng = random.Random(3)  # noqa: S311 - a reproducible sample
     needing = sorted(k for k in table if not k.startswith("@"))
     senders = rng.sample(needing, COLD_SENDERS)
-    env = {"MAIL_CONFIG": str(etc)}
+    settings = Settings.resolve({"postfix-config-dir": str(etc)})
     cold = {
-        name: cold_lookups(maps, senders, env)
+        name: cold_lookups(maps, senders, settings)
         for name, maps in (("texthash", texthash), ("sql", sql))
     }
     print("\n".join(report(runs, args.connections, cold)))
