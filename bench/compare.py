@@ -33,7 +33,8 @@ from .workload import LARGE, REALISTIC, Scenario, StoreSize, build_store, load_s
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ("ours", "noop")
-TARGETS = {"throughput": 0.90, "cpu": 1.15, "p99": 1.20}
+# Issue 13's targets: ratios to the no-op milter (p99 is reported, not a target).
+TARGETS = {"throughput": 0.75, "cpu": 1.40}
 
 SCENARIOS: dict[str, list[Scenario]] = {}  # filled before the driver pool forks
 
@@ -209,9 +210,7 @@ def report(size: StoreSize, runs: list[Run], concurrencies: Sequence[int]) -> li
         cpu = _ratio_summary(ours, noop, "cpu_ms")
         p99 = _ratio_summary(ours, noop, "p99_ms")
         rss = _ratio_summary(ours, noop, "peak_rss_kib")
-        ok = (
-            tp[0] >= TARGETS["throughput"] and cpu[0] <= TARGETS["cpu"] and p99[0] <= TARGETS["p99"]
-        )
+        ok = tp[0] >= TARGETS["throughput"] and cpu[0] <= TARGETS["cpu"]
         verdicts.append(
             f"| {c} | {tp[0]:.3f} ({tp[1]:.2f}-{tp[2]:.2f})"
             f" | {cpu[0]:.3f} ({cpu[1]:.2f}-{cpu[2]:.2f})"
@@ -222,7 +221,8 @@ def report(size: StoreSize, runs: list[Run], concurrencies: Sequence[int]) -> li
         "",
         "ours / no-op: ratio of medians (min-max of the per-round ratios)",
         "",
-        "| conns | throughput (>= 0.90) | CPU/session (<= 1.15) | p99 (<= 1.20) | peak RSS | |",
+        f"| conns | throughput (>= {TARGETS['throughput']:.2f}) | CPU/session"
+        f" (<= {TARGETS['cpu']:.2f}) | p99 | peak RSS | |",
         "|---:|---|---|---|---|---|",
         *verdicts,
         "",
