@@ -104,8 +104,9 @@ def decision_fields(
         client_text = str(request.client)
     fields = {
         "queue": queue,
-        "action": verdict.action.value,
-        "rule": verdict.rule.value,
+        # StrEnum members are their values (str): ``.value`` is an enum property call
+        "action": verdict.action,
+        "rule": verdict.rule,
         "client": client_text,
         "login": request.login or None,
         "from": request.sender,
