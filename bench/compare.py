@@ -86,14 +86,17 @@ class MilterProcess:
             self.proc.wait()
 
 
-def milters(workdir: Path, db_url: str, socket_kind: str) -> dict[str, MilterProcess]:
+def milters(
+    workdir: Path, db_url: str, socket_kind: str, log_level: str = "info"
+) -> dict[str, MilterProcess]:
     def spec(name: str) -> str:
         if socket_kind == "unix":
             return f"unix:{workdir / name}.sock"
         return f"inet:{free_tcp_port()}@127.0.0.1"
 
     ours_spec, noop_spec = spec("ours"), spec("noop")
-    ours = [console_script(), "--db", db_url, "run", "--socket", ours_spec, "--log-level", "info"]
+    ours = [console_script(), "--db", db_url, "run", "--socket", ours_spec]
+    ours += ["--log-level", log_level]
     noop = [sys.executable, "-m", "bench.noop_milter", noop_spec]
     return {
         "ours": MilterProcess("ours", ours, ours_spec, workdir / "ours.log"),
@@ -238,7 +241,7 @@ def compare(args: argparse.Namespace, size: StoreSize, workdir: Path) -> list[st
     key = f"{size.domains}/{size.grants}"
     SCENARIOS[key] = scenarios(snapshot, size)
     print(f"# store {size.label} built in {time.monotonic() - t0:.1f}s", flush=True)
-    procs = milters(workdir, db, args.socket)
+    procs = milters(workdir, db, args.socket, args.log_level)
     runs: list[Run] = []
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(args.drivers) as pool:
@@ -331,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per run")
     parser.add_argument("--drivers", type=int, default=2, help="driver processes per run")
     parser.add_argument("--socket", choices=("inet", "unix"), default="inet")
+    parser.add_argument(
+        "--log-level",
+        choices=("info", "warning", "error"),
+        default="info",
+        help="our milter's level (info: a line per recipient, as deployed)",
+    )
     parser.add_argument("--large", action="store_true", help="also 10,000 domains/100,000 grants")
     parser.add_argument("--only-large", action="store_true", help="only the large store")
     parser.add_argument("--leak", action="store_true", help="only the 50k -> 500k RSS run")
@@ -346,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sizes = [LARGE] if args.only_large else [REALISTIC, *([LARGE] if args.large else [])]
             out.append(
-                f"socket {args.socket}, {args.rounds} alternating rounds of {args.duration:g}s,"
+                f"socket {args.socket}, ours at --log-level {args.log_level},"
+                f" {args.rounds} alternating rounds of {args.duration:g}s,"
                 f" {args.drivers} driver processes"
             )
             for size in sizes:

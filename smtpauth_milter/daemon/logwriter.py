@@ -30,8 +30,14 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, TextIO, cast
 
+from smtpauth_milter.core import logfmt
+
 LINGER = 0.005  # seconds the writer waits after the first line, for more to share its write
 STOP_TIMEOUT = 5.0  # a stuck write (a full pipe) must not hang the stop for ever
+# Lines waiting for the writer, at most: a log that stops taking lines (a stuck pipe,
+# a stalled syslog) must not fill the memory. Beyond it lines are counted, not kept,
+# and one event=log-lines-lost line says how many once the writer moves again.
+MAX_QUEUED = 65536
 
 
 class FieldsFormatter(Protocol):
@@ -114,9 +120,11 @@ Item = Line | threading.Event | None  # in the queue: a line, a flush marker, or
 class LineHandler(logging.Handler):
     """Format in the caller, no lock shared by callers, one writer thread (see the module)."""
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, max_queued: int = MAX_QUEUED) -> None:
         super().__init__()
         self.sink = sink
+        self._max_queued = max_queued
+        self._lost = 0  # lines not queued because the writer was that far behind
         self._queue: queue.SimpleQueue[Item] | None = None
         self._writer: threading.Thread | None = None
         self.pid = os.getpid()  # for a syslog tag; a forked child sets its own
@@ -151,10 +159,12 @@ class LineHandler(logging.Handler):
 
     def _put(self, item: Line) -> None:
         lines = self._queue
-        if lines is not None:
+        if lines is None:
+            self._write_now([item])
+        elif lines.qsize() < self._max_queued:
             lines.put(item)
         else:
-            self._write_now([item])
+            self._lost += 1  # a lost update under a race only makes the count low
 
     def emit(self, record: logging.LogRecord) -> None:
         self.handle(record)
@@ -228,6 +238,8 @@ class LineHandler(logging.Handler):
                 time.sleep(LINGER)  # one write for every line made meanwhile
             batch = _drain(lines, [first])
             items = [item for item in batch if isinstance(item, str | bytes)]
+            if self._lost:
+                items.append(self._lost_line())
             if items:
                 self._write_now(items)
             for item in batch:
@@ -235,6 +247,14 @@ class LineHandler(logging.Handler):
                     item.set()
             if None in batch:
                 return
+
+    def _lost_line(self) -> Line:
+        lost, self._lost = self._lost, 0
+        fields = {"event": "log-lines-lost", "count": str(lost), "reason": "log writer behind"}
+        record = logging.LogRecord(
+            "smtpauth_milter", logging.ERROR, __file__, 0, "%s", (logfmt.Fields(fields),), None
+        )
+        return self.sink.frame(self.format(record), logging.ERROR)
 
 
 def _drain(lines: queue.SimpleQueue[Item], batch: list[Item]) -> list[Item]:

@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -285,3 +285,36 @@ def test_emit_fields_writes_the_same_line_as_logging_a_record(
         logger.warning("%s", logfmt.Fields(HOSTILE_FIELDS))
     first, second = lines(path)
     assert first == second and first.startswith("WARNING queue=- action=reject ")
+
+
+class StuckSink(StreamSink):
+    """A log that stops taking lines (a pipe nobody reads) until ``release`` is set."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path.open("a", encoding="utf-8"))
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, items: Sequence[str | bytes]) -> None:
+        self.entered.set()
+        assert self.release.wait(DEADLINE)
+        super().write(items)
+
+
+def test_a_stuck_log_keeps_a_bounded_queue_and_says_how_many_lines_it_lost(
+    tmp_path: Path, logger: logging.Logger
+) -> None:
+    path = tmp_path / "log"
+    sink = StuckSink(path)
+    handler = LineHandler(sink, max_queued=100)
+    handler.setFormatter(OneLineFormatter("%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    with handler.writing():
+        logger.info("%s", logfmt.Fields({"seq": "first"}))
+        assert sink.entered.wait(DEADLINE)  # the writer is stuck in its write
+        for i in range(250):
+            logger.info("%s", logfmt.Fields({"seq": str(i)}))
+        sink.release.set()
+    written = lines(path)
+    assert written[:101] == ["INFO seq=first"] + [f"INFO seq={i}" for i in range(100)]
+    assert written[101:] == ['ERROR event=log-lines-lost count=150 reason="log writer behind"']
