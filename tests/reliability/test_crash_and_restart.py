@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.milter import MilterProcess, ours
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.wire import SMFIC_MACRO, SMFIC_MAIL, SMFIC_RCPT
-from tests.reliability.proc import MilterProcess
 from tests.support.milterclient import MilterClient
 
 
@@ -70,7 +70,8 @@ def _malformed_session(milter: MilterProcess) -> str:
 
 @pytest.fixture
 def milter(store_url: str, tmp_path: Path) -> Iterator[MilterProcess]:
-    with MilterProcess(store_url, tmp_path, graceful_stop=False) as proc:
+    milter = ours(store_url, tmp_path / "milter.log", graceful_stop=False)
+    with milter.start(ready="loaded") as proc:
         yield proc
 
 
@@ -80,14 +81,15 @@ def test_malformed_macro_packets_fail_closed_even_when_libmilter_crashes(
     outcomes = set()
     for _ in range(200):
         outcomes.add(_malformed_session(milter))
-        if not milter.alive():
+        if not milter.alive:
             break
     # Each session was refused (bob does not own alice's address) or the connection
     # dropped (the MTA then answers with milter_default_action = tempfail): never continue.
     assert outcomes <= {"rcpt-replycode-553", "closed"}, outcomes
-    if not milter.alive():
+    if not milter.alive:
         assert milter.wait_exit(5) == -signal.SIGSEGV
-    with MilterProcess(store_url, tmp_path, graceful_stop=False) as restarted:
+    restarted = ours(store_url, tmp_path / "restarted.log", graceful_stop=False)
+    with restarted.start(ready="loaded"):
         assert _verdict(restarted, None) == ("replycode", 530)
         assert _verdict(restarted, "alice@example.com") == ("continue", None)
 
@@ -99,7 +101,9 @@ def test_kill_9_refuses_connections_and_a_restart_decides_again(
     milter.kill()
     with pytest.raises(ConnectionRefusedError):
         _verdict(milter, None)
-    restarted = MilterProcess(store_url, tmp_path, socket_spec=milter.socket, graceful_stop=False)
-    with restarted:
+    restarted = ours(
+        store_url, tmp_path / "restarted.log", socket=milter.socket, graceful_stop=False
+    )
+    with restarted.start(ready="loaded"):
         assert _verdict(restarted, None) == ("replycode", 530)
         assert _verdict(restarted, "alice@example.com") == ("continue", None)

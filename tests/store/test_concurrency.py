@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.milter import MilterProcesses
 from smtpauth_milter.core.networks import parse_ip
 from smtpauth_milter.core.policy import Action, Request, decide
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
-from tests.milterproc import CONTINUE, MilterProcesses, open_client, verdict_text
+from tests.support.verdicts import CONTINUE, open_client, verdict_text
 
 CLIENTS = 36
 RUN_FOR = 5.0

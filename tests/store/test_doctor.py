@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.milter import MilterProcesses
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.doctor import checks, facts
-from tests.milterproc import MilterProcesses
 
 GOOD = """\
 myhostname = mx.example.com

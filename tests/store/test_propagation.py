@@ -17,18 +17,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from harness.milter import MilterProcess, MilterProcesses, console_script
+from harness.pgserver import PgServer
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.daemon.config import clean_env
 from smtpauth_milter.store.engine import Store
-from tests.milterproc import (
-    CONTINUE,
-    MilterProcess,
-    MilterProcesses,
-    console_script,
-    verdicts,
-    wait_until,
-)
-from tests.support.pgserver import PgServer
+from tests.support.verdicts import CONTINUE, seconds_until, verdicts
 
 pytestmark = pytest.mark.postgres
 
@@ -44,7 +38,7 @@ def verdict(milter: MilterProcess) -> str:
 def both_say(milters: list[MilterProcess], expected: str) -> dict[int, float]:
     """Seconds until each milter gives ``expected`` (fails after the documented 2 s)."""
     return {
-        milter.port: wait_until(
+        milter.port: seconds_until(
             lambda m=milter: verdict(m) == expected,  # type: ignore[misc]
             timeout=PROPAGATION_LIMIT,
             what=f"milter on {milter.socket} says {expected}",
@@ -135,7 +129,7 @@ def test_a_cli_change_reaches_two_milters_within_two_seconds(
     assert slowest < PROPAGATION_LIMIT
     for milter in both:
         assert milter.trouble() == []
-        assert len(milter.log_lines("event=snapshot-loaded")) == 3  # start + two changes
+        assert len(milter.log.find("event=snapshot-loaded")) == 3  # start + two changes
 
 
 class StatementsPgServer(PgServer):
