@@ -250,17 +250,19 @@ def ours(
     env: Mapping[str, str] | None = None,
     postfix_group: bool = False,
     graceful_stop: bool = True,
+    command: Sequence[str] | None = None,
 ) -> MilterProcess:
     """``smtpauth-milter run --socket SOCKET ARGS...`` (not started yet).
 
     ``db_url`` goes in ``SMTPAUTH_MILTER_DB``; None leaves the store to ``args``
     (``--config``) or the default. ``env`` adds variables to the clean environment.
+    ``command`` replaces the installed console script (e.g. an older release's).
     """
     extra = dict(env or {})
     if db_url is not None:
         extra["SMTPAUTH_MILTER_DB"] = db_url
     return MilterProcess(
-        [console_script(), "run", "--socket", SOCKET, *args],
+        [*(command or [console_script()]), "run", "--socket", SOCKET, *args],
         log_path,
         socket,
         env=clean_env(**extra),
@@ -284,9 +286,16 @@ class MilterProcesses:
     def log_path(self) -> Path:
         return self.directory / f"milter-{len(self.started) + 1}.log"
 
-    def start(self, db_url: str, *args: str) -> MilterProcess:
-        """Start ours on a free port with ``args``; wait until it listens."""
-        return self.add(ours(db_url, self.log_path(), *args, graceful_stop=False)).start()
+    def start(
+        self,
+        db_url: str,
+        *args: str,
+        command: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> MilterProcess:
+        """Start ours (or ``command run``) on a free port with ``args``; wait until it listens."""
+        milter = ours(db_url, self.log_path(), *args, env=env, command=command, graceful_stop=False)
+        return self.add(milter).start()
 
     def add(self, milter: MilterProcess) -> MilterProcess:
         """Own ``milter`` (started or not): it is stopped with the others."""

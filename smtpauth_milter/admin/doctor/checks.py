@@ -29,6 +29,7 @@ POSTFIX_PARAMS = (
     "milter_protocol",
     "mail_owner",
     "queue_directory",
+    "smtpd_sender_login_maps",
     *DOMAIN_PARAMS,
 )
 _SPLIT = re.compile(r"[\s,]+")
@@ -281,6 +282,8 @@ class StoreFacts:
     current: str | None = None
     head: str | None = None
     missing_file: bool = False
+    schema_problem: str | None = None  # why this version may not read the store
+    newer: bool = False  # at a revision a newer smtpauth-milter migrated to
 
 
 def check_store(facts: StoreFacts) -> Finding:
@@ -293,6 +296,14 @@ def check_store(facts: StoreFacts) -> Finding:
     if facts.error is not None:
         return error(
             facts.error, "check --db / SMTPAUTH_MILTER_DB, that the database runs and is reachable"
+        )
+    if facts.newer and facts.schema_problem is not None:
+        return error(facts.schema_problem, "upgrade smtpauth-milter on this host")
+    if facts.newer:
+        return warning(
+            f"the store {facts.display} is at schema {facts.current}, newer than this version "
+            "knows: its milter keeps deciding, but changes and export need the newer version",
+            "upgrade smtpauth-milter on this host",
         )
     if facts.current != facts.head:
         return error(
