@@ -73,7 +73,7 @@ def test_run_user_group_drops_privileges_and_owns_the_socket(shared_dir: Path) -
 
     milter = ours(
         url, shared_dir / "milter.log", "--user", "nobody", "--group", group.gr_name,
-        socket=f"unix:{sock}",
+        socket=f"unix:{sock}", graceful_stop=False,
     )  # fmt: skip
     with milter.start(ready="loaded"):
         status = _proc_status(milter.pid)
