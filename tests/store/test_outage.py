@@ -14,7 +14,8 @@ tests/integration/test_milter_lifecycle.py.  PostgreSQL stopped and SQLite
 moved away are proven twice without waiting for the bound: a process rides out
 the outage on its last good snapshot and recovers by itself (``--max-stale``
 far away), and the same real failure turns into a tempfail once the injected
-clock passes ``--max-stale`` (:class:`SnapshotCache` over the real store).
+clock passes ``--max-stale`` (:class:`SnapshotCache` over the real store; for
+SQLite moved away in test_refresh.py).
 """
 
 from __future__ import annotations
@@ -256,14 +257,6 @@ def test_a_sqlite_store_moved_away_and_back(tmp_path: Path, milters: MilterProce
     # The milter opens the path on every read: moved away, it finds an empty
     # file (or none) with no settings in it, which is an outage, not "no policy".
     ride_out_within_max_stale(milter, lambda: path.rename(away), lambda: away.replace(path))
-
-
-def test_a_sqlite_store_moved_away_past_max_stale_tempfails_on_the_clock(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "store.sqlite"
-    url = f"sqlite:///{path}"
-    seed(url)
-    away = path.with_name("store.sqlite.away")
-    clock_rides_out(url, lambda: path.rename(away), lambda: away.replace(path))
 
 
 def test_a_sqlite_store_locked_longer_than_max_stale(
