@@ -28,16 +28,10 @@ TIMEOUT = 10.0
 # -- fixtures --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    server = PgServer(tmp_path_factory.mktemp("pg"))
-    server.start()
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def pg_db(pg_server: PgServer) -> Iterator[str]:
+    """A database on the session's server (tests/conftest.py); a test that stops the
+    server starts it again before the next test uses it."""
     name = pg_server.new_database_name()
     pg_server.create_database(name)
     yield name
