@@ -9,6 +9,8 @@ import socket
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from harness.milter import MilterProcess, ours
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.transport import wait_for_milter
@@ -75,7 +77,9 @@ def test_a_corrupted_settings_row_keeps_the_last_good_settings_and_recovers(
         assert milter.trouble() == [] and milter.alive
 
 
-def test_a_corrupted_settings_row_past_max_stale_tempfails_on_the_clock(tmp_path: Path) -> None:
+def test_a_corrupted_settings_row_past_max_stale_tempfails_on_the_clock(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "store.sqlite"
     url = f"sqlite:///{path}"
     seed(url)
@@ -91,4 +95,4 @@ def test_a_corrupted_settings_row_past_max_stale_tempfails_on_the_clock(tmp_path
     def repair() -> None:
         assert run_cli(["--db", url, "settings", "set", "require-auth-local", "on"]) == 0
 
-    clock_rides_out(url, corrupt, repair)
+    clock_rides_out(url, corrupt, repair, caplog)

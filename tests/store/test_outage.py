@@ -20,6 +20,7 @@ SQLite moved away in test_refresh.py).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import subprocess
 import time
@@ -152,27 +153,44 @@ def ride_out_within_max_stale(
 
 
 def clock_rides_out(
-    url: str, break_store: Callable[[], None], mend_store: Callable[[], None]
+    url: str,
+    break_store: Callable[[], None],
+    mend_store: Callable[[], None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The same real failure on the injected clock: last good, then tempfail, then back."""
+    """The same real failure on the injected clock: last good, then tempfail, then back;
+    polled every --refresh throughout, it warns once when the outage starts and once when
+    tempfailing starts, not per poll."""
+    caplog.set_level(logging.INFO, logger="smtpauth_milter")
     clock = Clock()
     store = Store(url)
+
+    def polls_for(seconds: float) -> None:
+        for _ in range(round(seconds / REFRESH)):
+            clock.now += REFRESH
+            assert not cache.refresh()
+
     try:
         cache = SnapshotCache(store, max_stale=MAX_STALE, clock=clock)
         assert cache.refresh()
         assert decided(cache) == KNOWN
         break_store()
-        clock.now += MAX_STALE - 0.1
-        assert not cache.refresh()
+        polls_for(MAX_STALE - 2 * REFRESH)
         assert decided(cache) == KNOWN, "within --max-stale the last good snapshot decides"
-        clock.now += 0.2
-        assert not cache.refresh()
+        polls_for(3 * REFRESH)
         assert decided(cache) == ALL_TEMPFAIL
+        polls_for(5 * REFRESH)
+        assert decided(cache) == ALL_TEMPFAIL, "no flapping while the store is down"
         mend_store()
         assert cache.refresh()
         assert decided(cache) == KNOWN
     finally:
         store.dispose()
+    warnings = [r.getMessage() for r in caplog.records if "store-unreadable" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert "using the snapshot from" in warnings[0]
+    assert "tempfailing" in warnings[1]
+    assert sum("store-recovered" in r.getMessage() for r in caplog.records) == 1
 
 
 def decided(cache: SnapshotCache) -> dict[str, str]:
@@ -210,10 +228,12 @@ def test_postgresql_stopped_and_started_under_a_running_milter(
 
 
 @pytest.mark.postgres
-def test_postgresql_stopped_past_max_stale_tempfails_on_the_clock(own_pg: PgServer) -> None:
+def test_postgresql_stopped_past_max_stale_tempfails_on_the_clock(
+    own_pg: PgServer, caplog: pytest.LogCaptureFixture
+) -> None:
     url = own_database(own_pg, "outage-clock")
     try:
-        clock_rides_out(url, own_pg.stop, own_pg.start)
+        clock_rides_out(url, own_pg.stop, own_pg.start, caplog)
     finally:
         own_pg.start()
 
