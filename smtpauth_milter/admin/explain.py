@@ -23,23 +23,26 @@ class Report:
     verdicts: tuple[tuple[str, Verdict], ...]
     settings: Settings | None
     grants: tuple[str, ...]
+    alias_of: str | None = None  # the sender's domain is an alias domain of this one
 
     @property
     def all_continue(self) -> bool:
         return all(verdict.action in CONTINUING for _, verdict in self.verdicts)
 
     def lines(self) -> list[str]:
-        return [
-            logfmt.line(
-                {
-                    "rcpt": rcpt,
-                    "action": v.action.value,
-                    "rule": v.rule.value,
-                    "reply": str(v.reply) if v.reply else None,
-                }
-            )
-            for rcpt, v in self.verdicts
-        ]
+        """One line per recipient; ``owned_by`` only when the login owns the sender."""
+        lines = []
+        for rcpt, v in self.verdicts:
+            fields = {
+                "rcpt": rcpt,
+                "action": v.action.value,
+                "rule": v.rule.value,
+                "reply": str(v.reply) if v.reply else None,
+            }
+            if v.owned_by is not None:
+                fields["owned_by"] = v.owned_by.value
+            lines.append(logfmt.line(fields))
+        return lines
 
     def as_json(self) -> dict[str, Any]:
         settings = self.settings.as_values() if self.settings is not None else None
@@ -51,6 +54,7 @@ class Report:
                     "rule": v.rule.value,
                     "reply": str(v.reply) if v.reply else None,
                     "domain": v.domain,
+                    "owned_by": v.owned_by.value if v.owned_by else None,
                 }
                 for rcpt, v in self.verdicts
             ],
@@ -58,6 +62,7 @@ class Report:
             "login": self.request.login,
             "from": self.request.sender,
             "settings": settings,
+            "alias_of": self.alias_of,
             "grants": list(self.grants),
         }
 
@@ -82,5 +87,6 @@ def explain(
     except AddressError:
         parsed = None
     settings = snapshot.settings_for(parsed.domain) if parsed is not None else None
+    alias_of = snapshot.aliases.get(parsed.domain) if parsed is not None else None
     grants = snapshot.grants.get(login.strip().lower(), frozenset()) if login else frozenset()
-    return Report(request, verdicts, settings, tuple(sorted(grants)))
+    return Report(request, verdicts, settings, tuple(sorted(grants)), alias_of)

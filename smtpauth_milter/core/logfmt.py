@@ -69,7 +69,9 @@ class Fields:
 def decision_fields(
     queue: str | None, request: Request, rcpt: str, verdict: Verdict
 ) -> dict[str, str | None]:
-    return {
+    """The fields of one decision; ``owned_by`` comes last and only when the login owns
+    the sender, so the lines of every other rule keep their fields."""
+    fields: dict[str, str | None] = {
         "queue": queue,
         "action": verdict.action.value,
         "rule": verdict.rule.value,
@@ -80,6 +82,9 @@ def decision_fields(
         "domain": verdict.domain,
         "reply": str(verdict.reply) if verdict.reply is not None else None,
     }
+    if verdict.owned_by is not None:
+        fields["owned_by"] = verdict.owned_by.value
+    return fields
 
 
 def decision_line(queue: str | None, request: Request, rcpt: str, verdict: Verdict) -> str:

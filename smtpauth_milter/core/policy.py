@@ -16,14 +16,13 @@ from smtpauth_milter.core.addresses import (
     Address,
     AddressError,
     normalise,
-    parse_address,
     parse_header_list,
     parse_path,
     strip_batv,
 )
 from smtpauth_milter.core.networks import IPAddress
+from smtpauth_milter.core.ownership import Ownership, ownership
 from smtpauth_milter.core.replies import Reply
-from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
 
 
@@ -77,6 +76,8 @@ class Verdict:
     rule: Rule
     reply: Reply | None = None
     domain: str | None = None
+    # how the login owns the sender (rules sender-owned, header-*-owned), else None
+    owned_by: Ownership | None = None
 
     @property
     def refuses(self) -> bool:
@@ -89,25 +90,6 @@ def _refuse(rule: Rule, reply: Reply, dry_run: bool, domain: str | None) -> Verd
     else:
         action = Action.WOULD_REJECT if dry_run else Action.REJECT
     return Verdict(action, rule, reply, domain)
-
-
-def login_owns(snapshot: Snapshot, settings: Settings, login: str, sender: Address) -> bool:
-    """SPEC 1: the login owns the sender exactly, as a bare login, or by a send-as grant."""
-    delimiter = snapshot.global_settings.recipient_delimiter
-    wanted = normalise(sender, delimiter)
-    login = login.strip()
-    if "@" in login:
-        try:
-            if normalise(parse_address(login), delimiter) == wanted:
-                return True
-        except AddressError:
-            pass
-    elif (
-        settings.bare_login_match and normalise(Address(login, sender.domain), delimiter) == wanted
-    ):
-        return True
-    granted = snapshot.grants.get(login.lower(), frozenset())
-    return wanted in granted or f"@{sender.domain}" in granted
 
 
 def _recipient_is_local(snapshot: Snapshot, rcpt: str) -> bool:
@@ -149,8 +131,9 @@ def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
         assert request.login is not None
         if not settings.require_sender_match:
             return Verdict(Action.CONTINUE, Rule.AUTHENTICATED, domain=domain)
-        if login_owns(snapshot, settings, request.login, sender):
-            return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain)
+        owned = ownership(snapshot, settings, request.login, sender)
+        if owned is not None:
+            return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain, owned_by=owned)
         return _refuse(
             Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain
         )
@@ -166,11 +149,11 @@ def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
     return Verdict(Action.CONTINUE, Rule.AUTH_NOT_REQUIRED, domain=domain)
 
 
-def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> bool:
+def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> Ownership | None:
     settings = snapshot.settings_for(address.domain)
     if settings is None:  # bare-login-match is a local domain's setting, never a remote one's
         settings = dataclasses.replace(snapshot.global_settings, bare_login_match=False)
-    return login_owns(snapshot, settings, login, address)
+    return ownership(snapshot, settings, login, address)
 
 
 def _single(values: Sequence[str]) -> Address | None:
@@ -223,11 +206,13 @@ def decide_header(
             Rule.HEADER_FROM_AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain
         )
     assert request.login is not None
-    if _owns_header_address(snapshot, request.login, header_from):
-        return Verdict(Action.CONTINUE, Rule.HEADER_FROM_OWNED, domain=domain)
+    owned = _owns_header_address(snapshot, request.login, header_from)
+    if owned is not None:
+        return Verdict(Action.CONTINUE, Rule.HEADER_FROM_OWNED, domain=domain, owned_by=owned)
     sender = _single(sender_values)
-    if sender is not None and _owns_header_address(snapshot, request.login, sender):
-        return Verdict(Action.CONTINUE, Rule.HEADER_SENDER_OWNED, domain=domain)
+    owned = _owns_header_address(snapshot, request.login, sender) if sender else None
+    if owned is not None:
+        return Verdict(Action.CONTINUE, Rule.HEADER_SENDER_OWNED, domain=domain, owned_by=owned)
     return _refuse(
         Rule.HEADER_FROM_MISMATCH, settings.header_from_mismatch_reply, settings.dry_run, domain
     )

@@ -1,8 +1,9 @@
 """Settings: their definitions, validation, and the effective values per domain. Pure.
 
 Values are stored as canonical text.  The effective value of a domain-scoped
-setting for a sender domain comes from the domain's override, else the global
-value, else the built-in default; :func:`effective` says which one won.
+setting for a sender domain comes from the domain's override, else (for an
+alias domain) its target's override, else the global value, else the built-in
+default; :func:`effective` says which one won.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Scope(StrEnum):
 
 class Source(StrEnum):
     DOMAIN = "domain"
+    TARGET = "target"  # an alias domain's value from its target's override
     GLOBAL = "global"
     DEFAULT = "default"
 
@@ -197,11 +199,20 @@ def canonical_value(key: str, value: str, *, domain: bool = False) -> str:
 
 
 def effective(
-    key: str, global_values: Mapping[str, str], overrides: Mapping[str, str] | None = None
+    key: str,
+    global_values: Mapping[str, str],
+    overrides: Mapping[str, str] | None = None,
+    inherited: Mapping[str, str] | None = None,
 ) -> tuple[str, Source]:
-    """The value in force for ``key`` and where it comes from."""
-    if overrides is not None and key in overrides and SETTINGS[key].scope is Scope.DOMAIN:
+    """The value in force for ``key`` and where it comes from.
+
+    ``inherited`` are the overrides of an alias domain's target.
+    """
+    domain_scoped = SETTINGS[key].scope is Scope.DOMAIN
+    if overrides is not None and key in overrides and domain_scoped:
         return overrides[key], Source.DOMAIN
+    if inherited is not None and key in inherited and domain_scoped:
+        return inherited[key], Source.TARGET
     if key in global_values:
         return global_values[key], Source.GLOBAL
     return SETTINGS[key].default, Source.DEFAULT
@@ -228,10 +239,13 @@ class Settings:
 
     @classmethod
     def resolve(
-        cls, global_values: Mapping[str, str], overrides: Mapping[str, str] | None = None
+        cls,
+        global_values: Mapping[str, str],
+        overrides: Mapping[str, str] | None = None,
+        inherited: Mapping[str, str] | None = None,
     ) -> Settings:
         def value(key: str) -> str:
-            return SETTINGS[key].canonical(effective(key, global_values, overrides)[0])
+            return SETTINGS[key].canonical(effective(key, global_values, overrides, inherited)[0])
 
         def flag(key: str) -> bool:
             return value(key) == "on"

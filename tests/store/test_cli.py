@@ -231,7 +231,7 @@ def test_a_store_behind_the_schema_is_refused_naming_db_upgrade(
 def test_db_current_and_check(cli: CliRunner) -> None:
     assert cli("db", "upgrade").code == 0
     current = cli("db", "current")
-    assert current.out.split() == ["store:", "0002", "code:", "0002"]
+    assert current.out.split() == ["store:", "0003", "code:", "0003"]
     assert cli("db", "check").code == 0
 
 

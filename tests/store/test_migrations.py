@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
@@ -74,8 +74,49 @@ def test_the_audit_trail_migration_goes_down_to_0001_and_back_keeping_the_settin
         assert store.current() == "0001"
         assert _tables(store) == TABLES - {"audit_entry"}
         store.upgrade()
-        assert store.current() == store.head() == "0002"
+        assert store.current() == store.head()
         assert store.drift() is None
         assert set(store.load_snapshot().domains) == {"example.com"}
+    finally:
+        store.dispose()
+
+
+def test_the_alias_domain_migration_goes_down_and_back_keeping_domains_and_overrides(
+    db_url: str,
+) -> None:
+    """Down drops the relation (the alias stays, standalone); no override is lost either way.
+
+    On SQLite the migration rebuilds the domain table: with foreign keys on, that
+    would cascade into domain_setting, so this also proves they are off meanwhile.
+    """
+    store = Store(db_url)
+    try:
+        store.upgrade("0002")
+        with store.engine.begin() as conn:  # the 0002 schema: no ORM model matches it any more
+            conn.execute(text("INSERT INTO domain (name) VALUES ('example.com'), ('example.org')"))
+            conn.execute(
+                text(
+                    "INSERT INTO domain_setting SELECT id, 'dry-run', 'on' FROM domain "
+                    "WHERE name = 'example.com'"
+                )
+            )
+        store.upgrade("0003")
+        assert store.drift() is None
+        before = store.load_snapshot()
+        assert before.domains["example.com"].dry_run and before.aliases == {}
+        with store.write() as session:
+            editing.add_alias_domains(session, ["example.net"], "example.com")
+            editing.set_setting(session, "bare-login-match", "on", domain="example.net")
+        assert store.load_snapshot().aliases == {"example.net": "example.com"}
+        store.downgrade("0002")
+        assert "alias_of_id" not in {c["name"] for c in inspect(store.engine).get_columns("domain")}
+        store.upgrade("0003")
+        after = store.load_snapshot()
+        assert set(after.domains) == {"example.com", "example.net", "example.org"}
+        assert after.aliases == {}, "going down dropped the relation"
+        assert after.domains["example.com"].dry_run, "the target kept its override"
+        net = after.domains["example.net"]
+        assert net.bare_login_match and not net.dry_run, "the ex-alias kept only its own"
+        assert store.drift() is None
     finally:
         store.dispose()
