@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from smtpauth_milter.admin import probe
 from smtpauth_milter.admin.doctor.checks import (
+    POSTFIX_PARAMS,
     Finding,
     check_macros,
     check_milters,
@@ -20,14 +21,13 @@ from smtpauth_milter.admin.doctor.checks import (
     warning,
 )
 from smtpauth_milter.admin.doctor.domains import check_domains
-from smtpauth_milter.admin.doctor.facts import (
+from smtpauth_milter.admin.doctor.facts import file_facts, mta_user, parent_facts, store_facts
+from smtpauth_milter.admin.doctor.grants import check_send_as_anyone
+from smtpauth_milter.admin.postfix import (
     default_config_dir,
-    file_facts,
-    mta_user,
-    parent_facts,
     postconf,
+    postfix_domains,
     postmap_has,
-    store_facts,
 )
 from smtpauth_milter.core.errors import SmtpauthError
 
@@ -37,9 +37,10 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
     findings: list[Finding] = []
     store, domains = store_facts(db)
     findings.append(check_store(store))
+    findings.extend(check_send_as_anyone(store.anyone))
     try:
         directory = config_dir or default_config_dir()
-        params = postconf(directory)
+        params = postconf(directory, POSTFIX_PARAMS)
     except SmtpauthError as exc:
         findings.append(
             error(f"cannot read Postfix's configuration: {exc}", "pass --postfix-config DIR")
@@ -55,7 +56,9 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
             )
         else:
             findings.extend(
-                check_domains(params, domains, lambda k, t: postmap_has(directory, k, t))
+                check_domains(
+                    postfix_domains(params), domains, lambda k, t: postmap_has(directory, k, t)
+                )
             )
     try:
         result: probe.Negotiated | str = probe.negotiate(socket_spec)

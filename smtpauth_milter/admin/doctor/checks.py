@@ -14,13 +14,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from smtpauth_milter.admin import probe
+from smtpauth_milter.admin.postfix import DOMAIN_PARAMS
 
-DOMAIN_PARAMS = (
-    "mydestination",
-    "virtual_mailbox_domains",
-    "virtual_alias_domains",
-    "relay_domains",
-)
 POSTFIX_PARAMS = (
     "smtpd_milters",
     "non_smtpd_milters",
@@ -281,6 +276,7 @@ class StoreFacts:
     current: str | None = None
     head: str | None = None
     missing_file: bool = False
+    anyone: tuple[str, ...] = ()  # logins with a send-as-anyone grant
 
 
 def check_store(facts: StoreFacts) -> Finding:
