@@ -101,6 +101,16 @@ def test_the_alias_uses_its_target_settings_and_says_so(cli: CliRunner) -> None:
     )
     cli("sender", "allow", "carol", "@example.com")
     assert _check(cli, "carol", "anyone@bücher.example")["owned_by"] == "alias-domain"
+    cli("settings", "set", "--domain", "example.com", "require-header-from-match", "on")
+    header = cli(
+        *("check", "--login", "carol", "--from", "list@remote.test"),
+        *("--header-from", "Anyone <anyone@example.net>", "--json"),
+    ).json()["headers"]
+    assert (header["rule"], header["domain"], header["owned_by"]) == (
+        "header-from-owned",
+        "example.net",
+        "alias-domain",
+    )
 
 
 def test_export_import_keeps_the_relation_and_the_trail_records_it(
