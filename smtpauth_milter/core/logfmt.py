@@ -69,8 +69,8 @@ class Fields:
 def decision_fields(
     queue: str | None, request: Request, rcpt: str, verdict: Verdict
 ) -> dict[str, str | None]:
-    """The fields of one decision; ``owned_by`` comes last and only when the login owns
-    the sender, so the lines of every other rule keep their fields."""
+    """The fields of one decision; ``spf`` and ``owned_by`` (in that order, last) appear
+    only when SPF was consulted / the login owns the sender, so other lines keep theirs."""
     fields: dict[str, str | None] = {
         "queue": queue,
         "action": verdict.action.value,
@@ -82,6 +82,8 @@ def decision_fields(
         "domain": verdict.domain,
         "reply": str(verdict.reply) if verdict.reply is not None else None,
     }
+    if request.spf is not None:  # only when SPF was consulted for this message
+        fields["spf"] = request.spf.value
     if verdict.owned_by is not None:
         fields["owned_by"] = verdict.owned_by.value
     return fields

@@ -13,6 +13,7 @@ from smtpauth_milter.core.networks import NetworkSet, parse_ip
 from smtpauth_milter.core.ownership import Ownership
 from smtpauth_milter.core.policy import Action, Request, Rule, decide, decide_header
 from smtpauth_milter.core.snapshot import ANYONE, Snapshot, grant_login, grant_target
+from smtpauth_milter.lookups.spf import SpfChecks
 
 COM, NET, ORG = "example.com", "example.net", "example.org"
 RSM = {"require-sender-match": "on"}
@@ -168,13 +169,21 @@ def test_the_log_line_names_the_form_only_when_the_sender_is_owned() -> None:
 
 
 def test_check_explains_the_form_and_the_alias() -> None:
-    report = explain(snapshot(), None, "alice@example.com", "alice@example.net", ["x@remote.test"])
-    assert report.lines() == [
-        "rcpt=x@remote.test action=continue rule=sender-owned reply=- owned_by=alias-domain"
-    ]
-    data = report.as_json()
-    assert data["alias_of"] == COM
-    assert data["recipients"][0]["owned_by"] == "alias-domain"
-    refused = explain(snapshot(), None, "bob@example.com", "alice@example.net", ["x@remote.test"])
-    assert "owned_by" not in refused.lines()[0]
-    assert refused.as_json()["recipients"][0]["owned_by"] is None
+    spf = SpfChecks()  # no snapshot here has spf-exempt on: never asked
+    try:
+        report = explain(
+            snapshot(), None, "alice@example.com", "alice@example.net", ["x@remote.test"], spf
+        )
+        assert report.lines() == [
+            "rcpt=x@remote.test action=continue rule=sender-owned reply=- owned_by=alias-domain"
+        ]
+        data = report.as_json()
+        assert data["alias_of"] == COM
+        assert data["recipients"][0]["owned_by"] == "alias-domain"
+        refused = explain(
+            snapshot(), None, "bob@example.com", "alice@example.net", ["x@remote.test"], spf
+        )
+        assert "owned_by" not in refused.lines()[0]
+        assert refused.as_json()["recipients"][0]["owned_by"] is None
+    finally:
+        spf.stop()

@@ -23,6 +23,7 @@ from smtpauth_milter.admin.doctor.checks import (
 from smtpauth_milter.admin.doctor.domains import check_domains
 from smtpauth_milter.admin.doctor.facts import file_facts, mta_user, parent_facts, store_facts
 from smtpauth_milter.admin.doctor.grants import check_send_as_anyone
+from smtpauth_milter.admin.milterproto.codec import Negotiated
 from smtpauth_milter.admin.postfix import (
     default_config_dir,
     postconf,
@@ -61,7 +62,7 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
                 )
             )
     try:
-        result: probe.Negotiated | str = probe.negotiate(socket_spec)
+        result: Negotiated | str = probe.negotiate(socket_spec)
     except probe.ProbeError as exc:
         result = str(exc)
     findings.append(check_negotiation(socket_spec, result))

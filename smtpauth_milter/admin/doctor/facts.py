@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import pwd
+from dataclasses import replace
 from pathlib import Path
 
 from smtpauth_milter.admin.doctor.checks import FileFacts, StoreFacts, UserFacts
-from smtpauth_milter.core.errors import SmtpauthError
+from smtpauth_milter.core.errors import SchemaError, SmtpauthError
 from smtpauth_milter.core.snapshot import ANYONE
 from smtpauth_milter.store.engine import Store
 
@@ -47,12 +48,14 @@ def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
         return StoreFacts(db, error=str(exc)), None
     try:
         current, head = store.current(), store.head()
-        if current != head:
-            return StoreFacts(store.display, current=current, head=head), None
+        facts = StoreFacts(store.display, current=current, head=head, newer=store.is_newer(current))
+        try:
+            store.check_schema()
+        except SchemaError as exc:
+            return replace(facts, schema_problem=str(exc)), None
         snapshot = store.load_snapshot()
         anyone = tuple(sorted(k for k, targets in snapshot.grants.items() if ANYONE in targets))
-        facts = StoreFacts(store.display, current=current, head=head, anyone=anyone)
-        return facts, sorted(snapshot.domains)
+        return replace(facts, anyone=anyone), sorted(snapshot.domains)
     except SmtpauthError as exc:
         return StoreFacts(store.display, error=str(exc)), None
     finally:

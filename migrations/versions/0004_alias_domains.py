@@ -3,8 +3,8 @@
 Going down drops the relation: every alias domain becomes a standalone local
 domain with only its own overrides.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-30
 """
 
@@ -13,10 +13,15 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Older versions would read an alias domain as a standalone one: without its
+# target's overrides (require-auth-local, require-sender-match...), so more
+# leniently. Only versions that know the relation may decide on this store: the
+# 0.2.0 release (this development version; raise to "0.2.0" with the release).
+readable_by: str = "0.2.0.dev0"
 
 
 def upgrade() -> None:
