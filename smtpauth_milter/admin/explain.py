@@ -10,10 +10,19 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.addresses import AddressError, parse_path
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.core.networks import parse_ip
-from smtpauth_milter.core.policy import Action, Request, Verdict, decide_header, decide_with_spf
+from smtpauth_milter.core.ownermaps import MapAnswer
+from smtpauth_milter.core.ownership import map_lookup_sender
+from smtpauth_milter.core.policy import (
+    Action,
+    Request,
+    Verdict,
+    decide_header,
+    decide_with_spf,
+)
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.spf import SpfResult
+from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.spf import SpfAnswer, SpfChecks
 
 CONTINUING = (Action.CONTINUE, Action.WOULD_REJECT, Action.WOULD_TEMPFAIL)
@@ -36,6 +45,7 @@ class Report:
     headers: Headers | None = None
     header_verdict: Verdict | None = None
     spf: SpfAnswer | None = None  # when SPF was consulted, as the milter would
+    owners: MapAnswer | None = None  # when sender-login-maps were asked, as the milter would
     alias_of: str | None = None  # the sender's domain is an alias domain of this one
 
     def _spf_fields(self) -> dict[str, str | None]:
@@ -49,30 +59,26 @@ class Report:
         return all(verdict.action in CONTINUING for verdict in every)
 
     def lines(self) -> list[str]:
-        """One line per recipient (and the header decision, and SPF's answer); ``owned_by``
-        only when the login owns the sender."""
         lines = [
-            logfmt.line({"rcpt": rcpt, **_outcome(v), **self._spf_fields(), **_owned(v)})
+            logfmt.line({"rcpt": rcpt, **_outcome(v), **self._spf_fields()})
             for rcpt, v in self.verdicts
         ]
         if self.headers is not None and self.header_verdict is not None:
             header_from = " | ".join(self.headers.froms) if self.headers.froms else None
-            verdict = self.header_verdict
-            lines.append(
-                logfmt.line({"header_from": header_from, **_outcome(verdict), **_owned(verdict)})
-            )
+            lines.append(logfmt.line({"header_from": header_from, **_outcome(self.header_verdict)}))
         if self.spf is not None:
             answer = self.spf
             fields = {"spf": answer.result.value, "record": answer.record, "detail": answer.detail}
             lines.append(logfmt.line(fields))
+        if self.owners is not None:
+            lines.append(logfmt.line(_map_fields(self.owners)))
         return lines
 
     def as_json(self) -> dict[str, Any]:
         settings = self.settings.as_values() if self.settings is not None else None
         result: dict[str, Any] = {
             "recipients": [
-                {"rcpt": rcpt, **_outcome(v), "domain": v.domain, "owned_by": _owned_by(v)}
-                for rcpt, v in self.verdicts
+                {"rcpt": rcpt, **_outcome(v), "domain": v.domain} for rcpt, v in self.verdicts
             ],
             "client": str(self.request.client) if self.request.client else None,
             "login": self.request.login,
@@ -80,6 +86,7 @@ class Report:
             "settings": settings,
             "alias_of": self.alias_of,
             "grants": list(self.grants),
+            "sender_login_maps": None if self.owners is None else _map_fields(self.owners),
             "spf": None
             if self.spf is None
             else {
@@ -95,26 +102,32 @@ class Report:
                 "sender": list(self.headers.senders),
                 **_outcome(verdict),
                 "domain": verdict.domain,
-                "owned_by": _owned_by(verdict),
             }
         return result
 
 
 def _outcome(verdict: Verdict) -> dict[str, str | None]:
-    return {
+    outcome = {
         "action": verdict.action.value,
         "rule": verdict.rule.value,
         "reply": str(verdict.reply) if verdict.reply else None,
     }
+    if verdict.owned_by is not None:  # which form proved ownership (a map: and its key)
+        outcome["owned_by"] = verdict.owned_by
+        if verdict.owner_key is not None:  # as on the log line
+            outcome["owner_key"] = verdict.owner_key
+    return outcome
 
 
-def _owned_by(verdict: Verdict) -> str | None:
-    return verdict.owned_by.value if verdict.owned_by is not None else None
-
-
-def _owned(verdict: Verdict) -> dict[str, str]:
-    """``owned_by`` for a line: present only when the login owns the sender."""
-    return {"owned_by": verdict.owned_by.value} if verdict.owned_by is not None else {}
+def _map_fields(answer: MapAnswer) -> dict[str, str | None]:
+    """What sender-login-maps said: the map and key that matched and their owners."""
+    return {
+        "sender_login_maps": answer.outcome.value,
+        "map": answer.map,
+        "key": answer.key,
+        "owners": ",".join(answer.owners) if answer.map else None,
+        "error": answer.error,
+    }
 
 
 def _bracketed(address: str) -> str:
@@ -130,9 +143,11 @@ def explain(
     rcpts: Sequence[str],
     spf: SpfChecks,
     headers: Headers | None = None,
+    maps: OwnershipMaps | None = None,
 ) -> Report:
     """Each recipient's verdict and, given ``headers``, the end-of-headers verdict: the
-    very calls the milter makes, SPF looked up with ``spf`` as the milter would."""
+    very calls the milter makes, SPF looked up with ``spf`` as the milter would, and
+    sender-login-maps asked on this thread (same deadlines) when the milter would ask."""
     address = None
     if client is not None:
         address = parse_ip(client)
@@ -147,9 +162,14 @@ def explain(
         answers.append(spf.check(glob.dns_resolver, glob.spf_timeout, asking.client, asking.sender))
         return answers[-1].result
 
+    owners = None
+    wanted = map_lookup_sender(snapshot, request)
+    ownership = maps.for_settings(snapshot.global_settings) if maps is not None else None
+    if wanted is not None and ownership is not None:
+        owners = ownership.answer_now(wanted)
     decided = []
     for rcpt in rcpts:
-        request, verdict = decide_with_spf(snapshot, request, _bracketed(rcpt), lookup_spf)
+        request, verdict = decide_with_spf(snapshot, request, _bracketed(rcpt), lookup_spf, owners)
         decided.append((rcpt, verdict))
     verdicts = tuple(decided)
     header_verdict = None
@@ -170,5 +190,6 @@ def explain(
         headers,
         header_verdict,
         answers[0] if answers else None,
+        owners,
         alias_of,
     )

@@ -24,7 +24,8 @@ from smtpauth_milter.core.addresses import (
     strip_batv,
 )
 from smtpauth_milter.core.networks import IPAddress
-from smtpauth_milter.core.ownership import Ownership, ownership
+from smtpauth_milter.core.ownermaps import MapAnswer, MapOutcome
+from smtpauth_milter.core.ownership import Ownership, ownership_form
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
@@ -47,6 +48,7 @@ class Rule(StrEnum):
     NON_LOCAL_SENDER = "non-local-sender"
     SENDER_MISMATCH = "sender-mismatch"
     SENDER_OWNED = "sender-owned"
+    SENDER_MAP_FAILED = "sender-map-failed"
     AUTHENTICATED = "authenticated"
     ROLE_AUTH_REQUIRED = "role-auth-required"
     AUTH_REQUIRED = "auth-required"
@@ -88,8 +90,10 @@ class Verdict:
     rule: Rule
     reply: Reply | None = None
     domain: str | None = None
-    # how the login owns the sender (rules sender-owned, header-*-owned), else None
-    owned_by: Ownership | None = None
+    # how the login owns the sender (sender-owned, header-*-owned): an Ownership form,
+    # or the sender-login-map that answered (then owner_key: the key it answered)
+    owned_by: str | None = None
+    owner_key: str | None = None
 
     @property
     def refuses(self) -> bool:
@@ -144,8 +148,22 @@ def _store_and_network_rules(snapshot: Snapshot, request: Request) -> Verdict | 
     return None
 
 
-def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
-    """The verdict for one recipient; the first rule that applies wins."""
+def _by_maps(
+    settings: Settings, glob: Settings, login: str, domain: str, owners: MapAnswer | None
+) -> Verdict:
+    """Not owned by a built-in form: the maps decide (None = never asked: fail closed)."""
+    if owners is None or owners.outcome is MapOutcome.FAILED:
+        return _refuse(Rule.SENDER_MAP_FAILED, glob.tempfail_reply, settings.dry_run, domain)
+    if owners.owned_by(login):
+        return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, None, domain, owners.map, owners.key)
+    return _refuse(Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain)
+
+
+def decide(
+    snapshot: Snapshot, request: Request, rcpt: str, owners: MapAnswer | None = None
+) -> Verdict:
+    """The verdict for one recipient; the first rule that applies wins.  ``owners``: what
+    sender-login-maps said, looked up when ``ownership.map_lookup_sender`` asked for it."""
     glob = snapshot.global_settings
     first = _store_and_network_rules(snapshot, request)
     if first is not None:
@@ -165,9 +183,11 @@ def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
         assert request.login is not None
         if not settings.require_sender_match:
             return Verdict(Action.CONTINUE, Rule.AUTHENTICATED, domain=domain)
-        owned = ownership(snapshot, settings, request.login, sender)
-        if owned is not None:
-            return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain, owned_by=owned)
+        form = ownership_form(snapshot, settings, request.login, sender)
+        if form is not None:
+            return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain, owned_by=form)
+        if glob.sender_login_maps:
+            return _by_maps(settings, glob, request.login, domain, owners)
         return _refuse(
             Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain
         )
@@ -227,25 +247,29 @@ SpfLookup = Callable[[Request], SpfResult]
 
 
 def decide_with_spf(
-    snapshot: Snapshot, request: Request, rcpt: str, lookup_spf: SpfLookup
+    snapshot: Snapshot,
+    request: Request,
+    rcpt: str,
+    lookup_spf: SpfLookup,
+    owners: MapAnswer | None = None,
 ) -> tuple[Request, Verdict]:
     """:func:`decide`, asking ``lookup_spf`` only when SPF could change the verdict.
 
     Returns the request (with ``spf`` set once looked up: keep it for the
-    message's next recipients) and the verdict.
+    message's next recipients) and the verdict.  ``owners`` goes to :func:`decide`.
     """
-    verdict = decide(snapshot, request, rcpt)
+    verdict = decide(snapshot, request, rcpt, owners)
     if not needs_spf(snapshot, request, verdict):
         return request, verdict
     request = Request(request.client, request.login, request.sender, lookup_spf(request))
-    return request, decide(snapshot, request, rcpt)
+    return request, decide(snapshot, request, rcpt, owners)
 
 
 def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> Ownership | None:
     settings = snapshot.settings_for(address.domain)
     if settings is None:  # bare-login-match is a local domain's setting, never a remote one's
         settings = dataclasses.replace(snapshot.global_settings, bare_login_match=False)
-    return ownership(snapshot, settings, login, address)
+    return ownership_form(snapshot, settings, login, address)
 
 
 def _single(values: Sequence[str]) -> Address | None:

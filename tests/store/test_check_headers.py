@@ -78,7 +78,6 @@ def test_check_json_gives_the_header_values_as_given(cli: CliRunner) -> None:
         "rule": "header-from-mismatch",
         "reply": HF_MISMATCH,
         "domain": "example.com",
-        "owned_by": None,
     }
 
 
