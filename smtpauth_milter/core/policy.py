@@ -90,10 +90,8 @@ class Verdict:
     rule: Rule
     reply: Reply | None = None
     domain: str | None = None
-    # how the login owns the sender (sender-owned, header-*-owned): an Ownership form,
-    # or the sender-login-map that answered (then owner_key: the key it answered)
-    owned_by: str | None = None
-    owner_key: str | None = None
+    owned_by: str | None = None  # *-owned: an Ownership form, or the map that answered
+    owner_key: str | None = None  # the key the map answered
 
     @property
     def refuses(self) -> bool:
@@ -342,12 +340,10 @@ def decide_header(
             Rule.HEADER_FROM_AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain
         )
     assert request.login is not None
-    owned = _owns_header_address(snapshot, request.login, header_from)
-    if owned is not None:
+    if owned := _owns_header_address(snapshot, request.login, header_from):
         return Verdict(Action.CONTINUE, Rule.HEADER_FROM_OWNED, domain=domain, owned_by=owned)
     sender = _single(sender_values)
-    owned = _owns_header_address(snapshot, request.login, sender) if sender else None
-    if owned is not None:
+    if sender and (owned := _owns_header_address(snapshot, request.login, sender)):
         return Verdict(Action.CONTINUE, Rule.HEADER_SENDER_OWNED, domain=domain, owned_by=owned)
     return _refuse(
         Rule.HEADER_FROM_MISMATCH, settings.header_from_mismatch_reply, settings.dry_run, domain

@@ -17,9 +17,13 @@ from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.core.ownermaps import canonical_domains, canonical_map_list, canonical_ttl
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.spf import canonical_resolver, canonical_timeout
-
-_TRUE = frozenset({"on", "true", "yes", "1"})
-_FALSE = frozenset({"off", "false", "no", "0"})
+from smtpauth_milter.core.values import (
+    canonical_bool,
+    canonical_delimiter,
+    canonical_list,
+    canonical_reply,
+    canonical_temporary_reply,
+)
 
 
 class Scope(StrEnum):
@@ -32,49 +36,6 @@ class Source(StrEnum):
     TARGET = "target"  # an alias domain's value from its target's override
     GLOBAL = "global"
     DEFAULT = "default"
-
-
-def _canonical_bool(text: str) -> str:
-    word = text.strip().lower()
-    if word in _TRUE:
-        return "on"
-    if word in _FALSE:
-        return "off"
-    raise SettingError(f"bad boolean {text!r}: use on/off, true/false, yes/no or 1/0")
-
-
-def _canonical_list(text: str) -> str:
-    items: list[str] = []
-    for raw in text.split(","):
-        item = raw.strip().lower()
-        if not item:
-            continue
-        if any(ch in item for ch in '@<>" \t') or not item.isprintable():
-            raise SettingError(f"bad list item {raw.strip()!r}: expected a plain local part")
-        if item not in items:
-            items.append(item)
-    return ", ".join(items)
-
-
-def _canonical_reply(text: str) -> str:
-    return str(Reply.parse(text))
-
-
-def _canonical_temporary_reply(text: str) -> str:
-    reply = Reply.parse(text)
-    if not reply.temporary:
-        raise SettingError(
-            f"bad reply {text!r}: tempfail-reply answers for the milter's own trouble "
-            "and must be a 4xx reply, never a permanent refusal"
-        )
-    return str(reply)
-
-
-def _canonical_delimiter(text: str) -> str:
-    chars = "".join(dict.fromkeys(text.strip()))
-    if any(ch in '@<>" \t,' or not ch.isprintable() for ch in chars) or len(chars) > 8:
-        raise SettingError(f"bad recipient delimiter {text!r}: up to 8 characters, no '@' or space")
-    return chars
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,42 +55,42 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "require-auth-local",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "Authentication is always required when mail is from a local sender.",
             ),
             SettingDef(
                 "exempt-local-recipients",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "...unless the recipient is local (local -> local mail needs no login).",
             ),
             SettingDef(
                 "require-sender-match",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "An authenticated session may only use a local sender its login owns.",
             ),
             SettingDef(
                 "require-auth-role",
                 Scope.DOMAIN,
                 "on",
-                _canonical_bool,
+                canonical_bool,
                 "A role sender always needs a login.",
             ),
             SettingDef(
                 "role-senders",
                 Scope.DOMAIN,
                 "postmaster, abuse, webmaster",
-                _canonical_list,
+                canonical_list,
                 "The local parts treated as role senders.",
             ),
             SettingDef(
                 "spf-exempt",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "...unless the sender domain's SPF record authorises the client (SPF pass); "
                 "a DNS failure tempfails.",
             ),
@@ -137,42 +98,42 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "spf-exempt-role",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "A role sender needs no login either when SPF passes.",
             ),
             SettingDef(
                 "bare-login-match",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "A login without '@' owns login@<this domain>.",
             ),
             SettingDef(
                 "dry-run",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "Log what would be refused, refuse nothing.",
             ),
             SettingDef(
                 "auth-required-reply",
                 Scope.DOMAIN,
                 "530 5.7.0 Authentication required",
-                _canonical_reply,
+                canonical_reply,
                 "Reply when a login was required.",
             ),
             SettingDef(
                 "sender-mismatch-reply",
                 Scope.DOMAIN,
                 "553 5.7.1 Sender address rejected: not owned by authenticated user",
-                _canonical_reply,
+                canonical_reply,
                 "Reply when the login does not own the sender.",
             ),
             SettingDef(
                 "require-header-from-match",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "A local From: header address is held to the envelope sender's rules "
                 "(login required, login must own From: or Sender:), decided at end of headers.",
             ),
@@ -180,7 +141,7 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "header-from-mismatch-reply",
                 Scope.DOMAIN,
                 "550 5.7.1 From header not owned by authenticated user",
-                _canonical_reply,
+                canonical_reply,
                 "Reply when the login owns neither the From: nor the Sender: address, "
                 "or the From: header is missing, unparseable or has several addresses.",
             ),
@@ -188,14 +149,14 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "bad-sender-reply",
                 Scope.GLOBAL,
                 "553 5.1.7 Bad sender address syntax",
-                _canonical_reply,
+                canonical_reply,
                 "Reply for a MAIL FROM that cannot be parsed.",
             ),
             SettingDef(
                 "tempfail-reply",
                 Scope.GLOBAL,
                 "451 4.3.0 Temporary policy failure, try again later",
-                _canonical_temporary_reply,
+                canonical_temporary_reply,
                 "Reply when no trustworthy settings are available.",
             ),
             SettingDef(
@@ -225,7 +186,7 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "recipient-delimiter",
                 Scope.GLOBAL,
                 "+",
-                _canonical_delimiter,
+                canonical_delimiter,
                 "Characters that start a sub-address; empty turns sub-addresses off.",
             ),
             SettingDef(
