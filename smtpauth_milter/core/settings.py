@@ -1,9 +1,8 @@
 """Settings: their definitions, validation, and the effective values per domain. Pure.
 
 Values are stored as canonical text.  The effective value of a domain-scoped
-setting for a sender domain comes from the domain's override, else (for an
-alias domain) its target's override, else the global value, else the built-in
-default; :func:`effective` says which one won.
+setting comes from the domain's override, else (an alias domain) its target's,
+else the global value, else the built-in default; :func:`effective` says which.
 """
 
 from __future__ import annotations
@@ -14,7 +13,13 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from smtpauth_milter.core.errors import SettingError
-from smtpauth_milter.core.ownermaps import canonical_domains, canonical_map_list, canonical_ttl
+from smtpauth_milter.core.ownermaps import (
+    canonical_config_dir,
+    canonical_domains,
+    canonical_map_list,
+    canonical_map_timeout,
+    canonical_ttl,
+)
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.spf import canonical_resolver, canonical_timeout
 from smtpauth_milter.core.values import (
@@ -183,6 +188,22 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "does for $myorigin and $mydestination.",
             ),
             SettingDef(
+                "sender-login-maps-timeout",
+                Scope.GLOBAL,
+                "3",
+                canonical_map_timeout,
+                "Seconds one lookup in sender-login-maps may take in all (every map, every "
+                "key); longer tempfails.",
+            ),
+            SettingDef(
+                "postfix-config-dir",
+                Scope.GLOBAL,
+                "",
+                canonical_config_dir,
+                "The Postfix configuration directory whose main.cf postmap reads for "
+                "sender-login-maps; empty is Postfix's own default (/etc/postfix).",
+            ),
+            SettingDef(
                 "recipient-delimiter",
                 Scope.GLOBAL,
                 "+",
@@ -230,15 +251,11 @@ def effective(
     overrides: Mapping[str, str] | None = None,
     inherited: Mapping[str, str] | None = None,
 ) -> tuple[str, Source]:
-    """The value in force for ``key`` and where it comes from.
-
-    ``inherited`` are the overrides of an alias domain's target.
-    """
-    domain_scoped = SETTINGS[key].scope is Scope.DOMAIN
-    if overrides is not None and key in overrides and domain_scoped:
-        return overrides[key], Source.DOMAIN
-    if inherited is not None and key in inherited and domain_scoped:
-        return inherited[key], Source.TARGET
+    """The value in force for ``key`` and its source; ``inherited``: an alias's target's."""
+    if SETTINGS[key].scope is Scope.DOMAIN:
+        for values, source in ((overrides, Source.DOMAIN), (inherited, Source.TARGET)):
+            if values is not None and key in values:
+                return values[key], source
     if key in global_values:
         return global_values[key], Source.GLOBAL
     return SETTINGS[key].default, Source.DEFAULT
@@ -267,6 +284,8 @@ class Settings:
     sender_login_maps: str
     sender_login_maps_ttl: int
     sender_login_maps_local_domains: frozenset[str]
+    sender_login_maps_timeout: float
+    postfix_config_dir: str
     dns_resolver: str
     spf_timeout: float
 
@@ -305,6 +324,8 @@ class Settings:
             sender_login_maps_local_domains=frozenset(
                 x for x in value("sender-login-maps-local-domains").split(", ") if x
             ),
+            sender_login_maps_timeout=float(value("sender-login-maps-timeout")),
+            postfix_config_dir=value("postfix-config-dir"),
             dns_resolver=value("dns-resolver"),
             spf_timeout=float(value("spf-timeout")),
         )

@@ -1,10 +1,14 @@
-"""The value syntax of settings: bool, list, reply, delimiter. Pure.
+"""How setting values are checked and written back as canonical text. Pure.
 
-Each function validates one kind of value and returns its canonical text (what
-is stored and shown), or raises :class:`SettingError` with one clear line.
+Each function takes what an admin typed and returns the text to store, or
+raises one :class:`~smtpauth_milter.core.errors.SettingError` that says what
+is wrong.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.core.replies import Reply
@@ -54,3 +58,19 @@ def canonical_delimiter(text: str) -> str:
     if any(ch in '@<>" \t,' or not ch.isprintable() for ch in chars) or len(chars) > 8:
         raise SettingError(f"bad recipient delimiter {text!r}: up to 8 characters, no '@' or space")
     return chars
+
+
+def seconds(key: str, maximum: float) -> Callable[[str], str]:
+    """The check for a time limit ``key``: seconds, more than 0 and at most ``maximum``,
+    written back without a useless ``.0``."""
+
+    def canonical(text: str) -> str:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            value = math.nan
+        if not 0 < value <= maximum:  # also refuses nan and inf
+            raise SettingError(f"bad {key} {text!r}: seconds, more than 0 and at most {maximum:g}")
+        return f"{value:g}"
+
+    return canonical

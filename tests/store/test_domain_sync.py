@@ -155,3 +155,13 @@ def test_sync_then_doctor_agree_but_relay_domains_and_doctor_warns_about_send_as
         "for a relay or application login; else smtpauth-milter sender revoke relay '*'"
     ) in lines
     assert result.code == 2  # no milter listens on port 1
+
+
+def test_without_config_dir_it_reads_the_postfix_config_dir_setting(
+    cli: CliRunner, postfix_dir: str
+) -> None:
+    assert cli("settings", "set", "postfix-config-dir", postfix_dir).code == 0
+    result = cli("domain", "sync", "--from-postfix", "--dry-run")
+    assert result.code == 0, result.err
+    assert "would add mx.example.com (mydestination)" in result.out.splitlines()
+    assert f"cannot list hash:{postfix_dir}/missing" in result.out

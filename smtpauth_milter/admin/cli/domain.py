@@ -69,7 +69,7 @@ def domain_list(obj: Context) -> None:
     "--config-dir",
     metavar="DIR",
     help="Postfix's configuration directory, as postconf -c.  "
-    "[default: postconf -h config_directory]",
+    "[default: the postfix-config-dir setting, else postconf -h config_directory]",
 )
 @click.option("--remove", is_flag=True, help="Also remove local domains Postfix no longer has.")
 @click.option("--dry-run", is_flag=True, help="Print the difference, change nothing.")
@@ -87,10 +87,12 @@ def domain_sync(
 
     if not from_postfix:
         raise click.UsageError("say where the domains come from: --from-postfix")
-    directory = config_dir or postfix.default_config_dir()
+    snapshot = obj.store().load_snapshot()
+    milter_dir = snapshot.global_settings.postfix_config_dir
+    directory = config_dir or milter_dir or postfix.default_config_dir()
     params = postfix.postconf(directory, postfix.LOCAL_DOMAIN_PARAMS)
     found = postfix.postfix_domains(params, postfix.LOCAL_DOMAIN_PARAMS)
-    local = obj.read(editing.list_domains)
+    local = sorted(snapshot.domains)
     sync = domainsync.plan(found, local, lambda k, t: postfix.postmap_has(directory, k, t))
     if not dry_run and sync.changes(remove):
         with obj.write() as session:
