@@ -7,7 +7,7 @@ Dovecot configuration, spool or port 25. Must run as root (Postfix's master).
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,9 +80,20 @@ class Sandbox:
         self.postfix.running = False
 
 
-def start_sandbox(root: Path, users: dict[str, str] | None = None) -> Sandbox:
-    """Start Dovecot and Postfix (without a milter) under ``root``; stop both on failure."""
+def start_sandbox(
+    root: Path,
+    users: Mapping[str, str] | None = None,
+    *,
+    dovecot_extra: str = "",
+    overrides: Mapping[str, str] | None = None,
+) -> Sandbox:
+    """Start Dovecot and Postfix (without a milter) under ``root``; stop both on failure.
+
+    ``dovecot_extra`` is appended to dovecot.conf; ``overrides`` are main.cf parameters
+    set over the sandbox's own (see :meth:`Postfix.use_overrides`).
+    """
     root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
     make_traversable(root)
     users = dict(USERS if users is None else users)
     postfix = Postfix(root / "postfix", free_tcp_port(LOOPBACK))
@@ -91,7 +102,12 @@ def start_sandbox(root: Path, users: dict[str, str] | None = None) -> Sandbox:
     try:
         postfix.prepare()
         dovecot.write_config(users)
+        if dovecot_extra:
+            with dovecot.config.open("a") as config:
+                config.write(dovecot_extra)
         dovecot.start()
+        if overrides:
+            postfix.use_overrides(overrides)
         postfix.use_milter(None)
     except BaseException:
         sandbox.stop()
