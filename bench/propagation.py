@@ -2,7 +2,7 @@
 
     python -m bench.propagation [--changes 10] [--refresh 0.5] [--idle 4]
 
-Starts a private PostgreSQL with pg_stat_statements (``harness.pgserver``) and two
+Starts a private PostgreSQL with pg_stat_statements (``harness.pgstatements``) and two
 ``smtpauth-milter run`` processes on it (``harness.milter``), then:
 
 - ``--changes`` times flips ``require-auth-local`` with the CLI's own entry point
@@ -31,7 +31,7 @@ import psycopg
 from bench.driver import run_blocking
 from bench.workload import Scenario
 from harness.milter import MilterProcess, MilterProcesses
-from harness.pgserver import StatementsPgServer
+from harness.pgstatements import StatementsPgServer
 from harness.waiting import wait_until
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.store.engine import Store

@@ -440,15 +440,3 @@ def _emergency_cleanup(stop_argv: list[str], data_dir: Path, extra_dirs: tuple[P
     shutil.rmtree(data_dir.parent, ignore_errors=True)
     for path in extra_dirs:
         shutil.rmtree(path, ignore_errors=True)
-
-
-class StatementsPgServer(PgServer):
-    """A server that preloads pg_stat_statements, to count what milters send it.
-
-    ``CREATE EXTENSION pg_stat_statements`` (in the ``postgres`` database) after ``start()``.
-    """
-
-    def _write_settings(self) -> None:
-        super()._write_settings()
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write("shared_preload_libraries = 'pg_stat_statements'\n")

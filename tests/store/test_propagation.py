@@ -18,7 +18,8 @@ import pytest
 from psycopg import sql
 
 from harness.milter import MilterProcess, MilterProcesses, console_script
-from harness.pgserver import PgServer, StatementsPgServer
+from harness.pgserver import PgServer
+from harness.pgstatements import StatementsPgServer
 from harness.waiting import wait_until
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.daemon.config import clean_env
