@@ -51,10 +51,17 @@ def clean_env(**extra: str) -> dict[str, str]:
 class MilterProcess:
     """One ``smtpauth-milter run`` process on ``inet:PORT@127.0.0.1``."""
 
-    def __init__(self, db_url: str, log_path: Path, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        log_path: Path,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.db_url = db_url
         self.log_path = log_path
         self.args = list(args)
+        self.env = env or {}
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -88,7 +95,7 @@ class MilterProcess:
     def _spawn(self) -> None:
         argv = [console_script(), "run", "--socket", self.socket, *self.args]
         # The URL goes in the environment, not argv: no password in `ps`.
-        env = clean_env(SMTPAUTH_MILTER_DB=self.db_url)
+        env = clean_env(SMTPAUTH_MILTER_DB=self.db_url, **self.env)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd="/"
@@ -135,9 +142,9 @@ class MilterProcesses:
         self.directory = directory
         self.started: list[MilterProcess] = []
 
-    def start(self, db_url: str, *args: str) -> MilterProcess:
+    def start(self, db_url: str, *args: str, env: dict[str, str] | None = None) -> MilterProcess:
         log_path = self.directory / f"milter-{len(self.started) + 1}.log"
-        milter = MilterProcess(db_url, log_path, args)
+        milter = MilterProcess(db_url, log_path, args, env)
         self.started.append(milter)
         return milter.start()
 

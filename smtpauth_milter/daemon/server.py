@@ -166,12 +166,12 @@ def _child(
 
 def run(config: RunConfig, reread: Callable[[], RunConfig] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; tempfail while the store is unreadable. Returns the exit code."""
-    identity = Identity.resolve(config.user, config.group)
-    setup_logging(config.log_level, config.syslog, config.log_format)
-    store = Store(config.db, serving=True)
     # libmilter's signal thread sigwait()s HUP/TERM/INT: block them (and the
     # reload signals) before any thread exists; see daemon/signals.py.
     signals.block()
+    identity = Identity.resolve(config.user, config.group)
+    setup_logging(config.log_level, config.syslog, config.log_format)
+    store = Store(config.db, serving=True)
     metrics = _metrics(config)
     socket_path = unix_socket_path(config.socket)
     try:

@@ -90,8 +90,12 @@ def serve(on_reload: Callable[[str], None]) -> None:
                 on_reload("+".join(names))
 
     failure: list[str] = []
+    launch = threading.Event()
 
     def libmilter_main() -> None:
+        # Start libmilter (its signal thread sigwaits HUP) only once the main
+        # thread takes HUP: a HUP already pending must become a reload, not a stop.
+        launch.wait()
         try:
             Milter.milter.main()
         except Milter.milter.error as exc:
@@ -105,7 +109,8 @@ def serve(on_reload: Callable[[str], None]) -> None:
     for signum in RELOAD_SIGNALS:
         signal.signal(signum, _ignore)
         _add_nodefer(signum)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, RELOAD_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, RELOAD_SIGNALS)  # pending ones arrive here, now
+    launch.set()
     try:
         while milter.is_alive():
             milter.join(1.0)
