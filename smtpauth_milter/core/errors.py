@@ -15,3 +15,9 @@ class StoreError(SmtpauthError):
 
 class ConfigError(SmtpauthError):
     """A bad configuration file or option."""
+
+
+class SchemaError(StoreError):
+    """The store's schema is one this version must not use: behind, or newer and not
+    readable by it. Unlike an outage, the milter does not ride it out on its last
+    snapshot: it tempfails at once."""

@@ -21,6 +21,8 @@ FILE_KEYS = frozenset(
     {"db", "socket", "max-stale", "refresh", "log-level", "syslog", "user", "group"}
 ) | {"metrics", "log-format", "auto-restart"}
 
+ENV_PREFIX = "SMTPAUTH_MILTER_"  # every setting's environment variable starts so
+
 _SOCKET_RE = re.compile(
     r"(?:inet:(\d{1,5})@[A-Za-z0-9._-]+|inet6:(\d{1,5})@[0-9A-Za-z:.\[\]_-]+|(?:unix|local):/\S+)"
 )
@@ -34,6 +36,16 @@ def default_db_url() -> str:
         data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
         base = Path(data_home) / "smtpauth-milter"
     return f"sqlite:///{base / 'store.sqlite'}"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any SMTPAUTH_MILTER_* setting, plus ``extra``.
+
+    For starting ``smtpauth-milter`` (tests, benchmarks) with only the settings given.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(extra)
+    return env
 
 
 def check_socket(spec: str) -> str:

@@ -29,6 +29,7 @@ from smtpauth_milter.daemon.supervisor import Supervisor, listening_sockets, rem
 if TYPE_CHECKING:
     from smtpauth_milter.daemon.metrics import Metrics
 from smtpauth_milter.daemon.refresh import SnapshotCache
+from smtpauth_milter.lookups.spf import SpfChecks
 from smtpauth_milter.store.engine import Store
 
 log = logging.getLogger("smtpauth_milter")
@@ -137,12 +138,14 @@ def _serve(
     if metrics is not None:
         metrics.snapshot_age = cache.age
         metrics.serve()
-    Milter.factory = lambda: SmtpAuthMilter(cache, metrics)
+    spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
+    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics)
     try:
         cache.start(reloader.config.refresh)
         signals.serve(reloader)
     finally:
         cache.stop()
+        spf.stop()
         store.dispose()
     return 0
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.daemon.config import clean_env
 from smtpauth_milter.store.engine import Store
 
 from .sandbox import (
@@ -150,8 +151,7 @@ class OurMilter:
         if self.unix_path is not None:
             self.unix_path.unlink(missing_ok=True)
         self.started_at = self.log.mark()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPAUTH_MILTER_")}
-        process = start_process(self.argv, self.log.path, env=env)
+        process = start_process(self.argv, self.log.path, env=clean_env())
         self.process = process
 
         def ready() -> bool:
