@@ -21,6 +21,7 @@ process has reused for something else.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -34,6 +35,7 @@ from sqlalchemy import Engine, event
 from smtpauth_milter.core.errors import StoreError
 
 CONNECT_TIMEOUT = 5  # seconds, libpq
+MIN_CONNECT_TIMEOUT = 2  # libpq treats anything lower as 2
 STATEMENT_TIMEOUT_MS = 2000
 LOCK_TIMEOUT_MS = 1000
 READ_DEADLINE = 5.0  # seconds for one whole poll: above statement_timeout, below anything slow
@@ -74,10 +76,22 @@ class ReadDeadline:
 
     def watch(self, engine: Engine) -> None:
         """Track every connection ``engine`` makes; set the session timeouts on each."""
+        event.listen(engine, "do_connect", self._connecting)
         event.listen(engine, "connect", _session_timeouts)
         event.listen(engine, "connect", self._connected)
         event.listen(engine, "close", self._closed)
         event.listen(engine, "close_detached", self._closed)
+
+    def _connecting(self, _dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+        """A connection made during a poll gets no more time than the poll has left."""
+        with self._cond:
+            if self._fired:
+                raise StoreError(f"the store did not answer within {self.seconds:g}s")
+            if self._expires is None:
+                return
+            left = self._expires - self._clock()
+        # libpq counts whole seconds and takes at least 2
+        params["connect_timeout"] = max(MIN_CONNECT_TIMEOUT, min(CONNECT_TIMEOUT, math.ceil(left)))
 
     def _connected(self, dbapi_connection: Any, _record: Any) -> None:
         driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
