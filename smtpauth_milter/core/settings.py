@@ -13,6 +13,7 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.ownermaps import canonical_domains, canonical_map_list, canonical_ttl
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.spf import canonical_resolver, canonical_timeout
 
@@ -196,6 +197,29 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "Reply when no trustworthy settings are available.",
             ),
             SettingDef(
+                "sender-login-maps",
+                Scope.GLOBAL,
+                "",
+                canonical_map_list,
+                "Maps that say which logins own a sender (TYPE:/file, in order; the first "
+                "answer wins), asked when the built-in forms do not prove ownership.",
+            ),
+            SettingDef(
+                "sender-login-maps-ttl",
+                Scope.GLOBAL,
+                "60",
+                canonical_ttl,
+                "Seconds an answer of sender-login-maps (owners or none) is remembered.",
+            ),
+            SettingDef(
+                "sender-login-maps-local-domains",
+                Scope.GLOBAL,
+                "",
+                canonical_domains,
+                "Domains whose senders are also looked up by bare local part, as Postfix "
+                "does for $myorigin and $mydestination.",
+            ),
+            SettingDef(
                 "recipient-delimiter",
                 Scope.GLOBAL,
                 "+",
@@ -268,6 +292,9 @@ class Settings:
     bad_sender_reply: Reply
     tempfail_reply: Reply
     recipient_delimiter: str
+    sender_login_maps: str
+    sender_login_maps_ttl: int
+    sender_login_maps_local_domains: frozenset[str]
     dns_resolver: str
     spf_timeout: float
 
@@ -298,6 +325,11 @@ class Settings:
             bad_sender_reply=Reply.parse(value("bad-sender-reply")),
             tempfail_reply=Reply.parse(value("tempfail-reply")),
             recipient_delimiter=value("recipient-delimiter"),
+            sender_login_maps=value("sender-login-maps"),
+            sender_login_maps_ttl=int(value("sender-login-maps-ttl")),
+            sender_login_maps_local_domains=frozenset(
+                x for x in value("sender-login-maps-local-domains").split(", ") if x
+            ),
             dns_resolver=value("dns-resolver"),
             spf_timeout=float(value("spf-timeout")),
         )

@@ -25,6 +25,7 @@ from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.privileges import Identity
 from smtpauth_milter.daemon.reload import Reloader
 from smtpauth_milter.daemon.supervisor import Supervisor, listening_sockets, remove_unix_socket
+from smtpauth_milter.lookups.ownership import OwnershipMaps
 
 if TYPE_CHECKING:
     from smtpauth_milter.daemon.metrics import Metrics
@@ -139,13 +140,15 @@ def _serve(
         metrics.snapshot_age = cache.age
         metrics.serve()
     spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
-    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics)
+    maps = OwnershipMaps(observe=metrics.looked_up if metrics is not None else None)
+    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps)
     try:
         cache.start(reloader.config.refresh)
         signals.serve(reloader)
     finally:
         cache.stop()
         spf.stop()
+        maps.stop()
         store.dispose()
     return 0
 

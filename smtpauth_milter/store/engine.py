@@ -52,7 +52,8 @@ def display_url(url: URL | str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of a driver error (its original exception's message)."""
     orig = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
     return lines[0] if lines else type(orig).__name__
@@ -133,7 +134,7 @@ class Store:
         except SmtpauthError:
             raise
         except (SQLAlchemyError, OSError, CommandError, ImportError) as exc:
-            message = f"cannot {doing} the store {self.display}: {_first_line(exc)}"
+            message = f"cannot {doing} the store {self.display}: {first_line(exc)}"
             if self._password:
                 message = message.replace(self._password, "***")
             raise StoreError(message) from exc

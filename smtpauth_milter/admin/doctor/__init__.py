@@ -29,8 +29,10 @@ from smtpauth_milter.admin.doctor.facts import (
     postmap_has,
     store_facts,
 )
+from smtpauth_milter.admin.doctor.maps import check_maps, map_facts
 from smtpauth_milter.admin.milterproto.codec import Negotiated
 from smtpauth_milter.core.errors import SmtpauthError
+from smtpauth_milter.store.engine import Store
 
 
 def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]:
@@ -58,12 +60,31 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
             findings.extend(
                 check_domains(params, domains, lambda k, t: postmap_has(directory, k, t))
             )
+    findings.extend(_map_findings(db, domains, params))
     try:
         result: Negotiated | str = probe.negotiate(socket_spec)
     except probe.ProbeError as exc:
         result = str(exc)
     findings.append(check_negotiation(socket_spec, result))
     return findings
+
+
+def _map_findings(
+    db: str, domains: list[str] | None, params: dict[str, str] | None
+) -> list[Finding]:
+    """sender-login-maps: each map answers; Postfix's own maps are all covered."""
+    if domains is None:
+        return []
+    store = Store(db)
+    try:
+        settings = store.load_snapshot().global_settings
+    except SmtpauthError:
+        return []
+    finally:
+        store.dispose()
+    postfix_maps = params.get("smtpd_sender_login_maps", "") if params else ""
+    facts = map_facts(settings, domains)
+    return check_maps(facts, settings.sender_login_maps, postfix_maps)
 
 
 def _socket_findings(socket_spec: str, owner: str) -> list[Finding]:
