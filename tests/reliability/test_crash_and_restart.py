@@ -25,7 +25,7 @@ import pytest
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.wire import SMFIC_MACRO, SMFIC_MAIL, SMFIC_RCPT
 from tests.reliability.proc import MilterProcess
-from tests.support.libmilter_crash import send_crash_packets
+from tests.support.libmilter_crash import crash_milter
 from tests.support.milterclient import MilterClient
 from tests.support.pgserver import free_tcp_port
 
@@ -113,7 +113,7 @@ def test_the_supervisor_restarts_a_crashed_milter_within_a_second(
     with MilterProcess(store_url, tmp_path, args=args) as milter:
         parent = milter.pid
         for crash in range(1, 6):
-            assert send_crash_packets(milter.socket), "libmilter did not crash"
+            crash_milter(milter.socket)
             took = _decided_after(milter)
             assert took < RESTART_LIMIT, f"crash {crash}: decided again after {took:.2f}s"
             assert _verdict(milter, "alice@example.com") == ("continue", None)
@@ -128,7 +128,7 @@ def test_the_supervisor_gives_up_after_too_many_crashes(store_url: str, tmp_path
         for _ in range(11):  # 10 restarts within 60 s are allowed, the 11th crash is one too many
             if not milter.alive():
                 break
-            assert send_crash_packets(milter.socket)
+            crash_milter(milter.socket)
             if milter.alive():
                 with contextlib.suppress(OSError, ConnectionError):
                     _verdict(milter, None)  # wait for the new child
@@ -139,7 +139,7 @@ def test_the_supervisor_gives_up_after_too_many_crashes(store_url: str, tmp_path
 
 
 def test_without_auto_restart_a_crash_stops_the_milter(unsupervised: MilterProcess) -> None:
-    assert send_crash_packets(unsupervised.socket)
+    crash_milter(unsupervised.socket)
     assert unsupervised.wait_exit(5) == -signal.SIGSEGV
 
 

@@ -28,6 +28,15 @@ HELO = b"A" * 20 + b"\0"
 ODD_MACROS = SMFIC_MAIL + b"x" * 40 + b"0\0"  # one string: a name without a value
 
 
+def crash_milter(socket_spec: str, attempts: int = 20, timeout: float = 5.0) -> int:
+    """Send the packets until the milter hangs up (the heap it reads is not always
+    groomed on the first try); returns the number of attempts it took."""
+    for attempt in range(1, attempts + 1):
+        if send_crash_packets(socket_spec, timeout):
+            return attempt
+    raise AssertionError(f"libmilter did not crash in {attempts} attempts")
+
+
 def send_crash_packets(socket_spec: str, timeout: float = 5.0) -> bool:
     """Send the crashing packets; True when the milter hung up instead of answering MAIL."""
     with MilterClient(socket_spec, timeout) as client:
