@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from smtpauth_milter.core.addresses import AddressError, domain_name
 from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.values import seconds
 
 # Postfix table types whose NAME is a file: postmap reads them (hash, btree,
 # lmdb and cdb through their built database file NAME.db / .lmdb / .cdb).
@@ -97,6 +98,20 @@ def canonical_ttl(text: str) -> str:
     if not word.isdigit() or int(word) > MAX_MAP_TTL:
         raise SettingError(f"bad time to live {text!r}: whole seconds from 0 to {MAX_MAP_TTL}")
     return str(int(word))
+
+
+MAX_MAP_TIMEOUT = 30.0
+canonical_map_timeout = seconds("sender-login-maps-timeout", MAX_MAP_TIMEOUT)
+
+
+def canonical_config_dir(text: str) -> str:
+    """Empty (Postfix's own default), or an absolute directory path, without a trailing '/'."""
+    path = text.strip()
+    if not path:
+        return ""
+    if not path.startswith("/") or not path.isprintable() or any(c.isspace() for c in path):
+        raise SettingError(f"bad directory {text!r}: an absolute path such as /etc/postfix")
+    return path.rstrip("/") or "/"
 
 
 def canonical_domains(text: str) -> str:

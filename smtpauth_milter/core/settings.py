@@ -1,8 +1,8 @@
 """Settings: their definitions, validation, and the effective values per domain. Pure.
 
 Values are stored as canonical text.  The effective value of a domain-scoped
-setting for a sender domain comes from the domain's override, else the global
-value, else the built-in default; :func:`effective` says which one won.
+setting comes from the domain's override, else (an alias domain) its target's,
+else the global value, else the built-in default; :func:`effective` says which.
 """
 
 from __future__ import annotations
@@ -13,12 +13,22 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from smtpauth_milter.core.errors import SettingError
-from smtpauth_milter.core.ownermaps import canonical_domains, canonical_map_list, canonical_ttl
+from smtpauth_milter.core.ownermaps import (
+    canonical_config_dir,
+    canonical_domains,
+    canonical_map_list,
+    canonical_map_timeout,
+    canonical_ttl,
+)
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.spf import canonical_resolver, canonical_timeout
-
-_TRUE = frozenset({"on", "true", "yes", "1"})
-_FALSE = frozenset({"off", "false", "no", "0"})
+from smtpauth_milter.core.values import (
+    canonical_bool,
+    canonical_delimiter,
+    canonical_list,
+    canonical_reply,
+    canonical_temporary_reply,
+)
 
 
 class Scope(StrEnum):
@@ -28,51 +38,9 @@ class Scope(StrEnum):
 
 class Source(StrEnum):
     DOMAIN = "domain"
+    TARGET = "target"  # an alias domain's value from its target's override
     GLOBAL = "global"
     DEFAULT = "default"
-
-
-def _canonical_bool(text: str) -> str:
-    word = text.strip().lower()
-    if word in _TRUE:
-        return "on"
-    if word in _FALSE:
-        return "off"
-    raise SettingError(f"bad boolean {text!r}: use on/off, true/false, yes/no or 1/0")
-
-
-def _canonical_list(text: str) -> str:
-    items: list[str] = []
-    for raw in text.split(","):
-        item = raw.strip().lower()
-        if not item:
-            continue
-        if any(ch in item for ch in '@<>" \t') or not item.isprintable():
-            raise SettingError(f"bad list item {raw.strip()!r}: expected a plain local part")
-        if item not in items:
-            items.append(item)
-    return ", ".join(items)
-
-
-def _canonical_reply(text: str) -> str:
-    return str(Reply.parse(text))
-
-
-def _canonical_temporary_reply(text: str) -> str:
-    reply = Reply.parse(text)
-    if not reply.temporary:
-        raise SettingError(
-            f"bad reply {text!r}: tempfail-reply answers for the milter's own trouble "
-            "and must be a 4xx reply, never a permanent refusal"
-        )
-    return str(reply)
-
-
-def _canonical_delimiter(text: str) -> str:
-    chars = "".join(dict.fromkeys(text.strip()))
-    if any(ch in '@<>" \t,' or not ch.isprintable() for ch in chars) or len(chars) > 8:
-        raise SettingError(f"bad recipient delimiter {text!r}: up to 8 characters, no '@' or space")
-    return chars
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,42 +60,42 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "require-auth-local",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "Authentication is always required when mail is from a local sender.",
             ),
             SettingDef(
                 "exempt-local-recipients",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "...unless the recipient is local (local -> local mail needs no login).",
             ),
             SettingDef(
                 "require-sender-match",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "An authenticated session may only use a local sender its login owns.",
             ),
             SettingDef(
                 "require-auth-role",
                 Scope.DOMAIN,
                 "on",
-                _canonical_bool,
+                canonical_bool,
                 "A role sender always needs a login.",
             ),
             SettingDef(
                 "role-senders",
                 Scope.DOMAIN,
                 "postmaster, abuse, webmaster",
-                _canonical_list,
+                canonical_list,
                 "The local parts treated as role senders.",
             ),
             SettingDef(
                 "spf-exempt",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "...unless the sender domain's SPF record authorises the client (SPF pass); "
                 "a DNS failure tempfails.",
             ),
@@ -135,42 +103,42 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "spf-exempt-role",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "A role sender needs no login either when SPF passes.",
             ),
             SettingDef(
                 "bare-login-match",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "A login without '@' owns login@<this domain>.",
             ),
             SettingDef(
                 "dry-run",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "Log what would be refused, refuse nothing.",
             ),
             SettingDef(
                 "auth-required-reply",
                 Scope.DOMAIN,
                 "530 5.7.0 Authentication required",
-                _canonical_reply,
+                canonical_reply,
                 "Reply when a login was required.",
             ),
             SettingDef(
                 "sender-mismatch-reply",
                 Scope.DOMAIN,
                 "553 5.7.1 Sender address rejected: not owned by authenticated user",
-                _canonical_reply,
+                canonical_reply,
                 "Reply when the login does not own the sender.",
             ),
             SettingDef(
                 "require-header-from-match",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "A local From: header address is held to the envelope sender's rules "
                 "(login required, login must own From: or Sender:), decided at end of headers.",
             ),
@@ -178,7 +146,7 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "header-from-mismatch-reply",
                 Scope.DOMAIN,
                 "550 5.7.1 From header not owned by authenticated user",
-                _canonical_reply,
+                canonical_reply,
                 "Reply when the login owns neither the From: nor the Sender: address, "
                 "or the From: header is missing, unparseable or has several addresses.",
             ),
@@ -186,14 +154,14 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "bad-sender-reply",
                 Scope.GLOBAL,
                 "553 5.1.7 Bad sender address syntax",
-                _canonical_reply,
+                canonical_reply,
                 "Reply for a MAIL FROM that cannot be parsed.",
             ),
             SettingDef(
                 "tempfail-reply",
                 Scope.GLOBAL,
                 "451 4.3.0 Temporary policy failure, try again later",
-                _canonical_temporary_reply,
+                canonical_temporary_reply,
                 "Reply when no trustworthy settings are available.",
             ),
             SettingDef(
@@ -220,10 +188,26 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "does for $myorigin and $mydestination.",
             ),
             SettingDef(
+                "sender-login-maps-timeout",
+                Scope.GLOBAL,
+                "3",
+                canonical_map_timeout,
+                "Seconds one lookup in sender-login-maps may take in all (every map, every "
+                "key); longer tempfails.",
+            ),
+            SettingDef(
+                "postfix-config-dir",
+                Scope.GLOBAL,
+                "",
+                canonical_config_dir,
+                "The Postfix configuration directory whose main.cf postmap reads for "
+                "sender-login-maps; empty is Postfix's own default (/etc/postfix).",
+            ),
+            SettingDef(
                 "recipient-delimiter",
                 Scope.GLOBAL,
                 "+",
-                _canonical_delimiter,
+                canonical_delimiter,
                 "Characters that start a sub-address; empty turns sub-addresses off.",
             ),
             SettingDef(
@@ -262,11 +246,16 @@ def canonical_value(key: str, value: str, *, domain: bool = False) -> str:
 
 
 def effective(
-    key: str, global_values: Mapping[str, str], overrides: Mapping[str, str] | None = None
+    key: str,
+    global_values: Mapping[str, str],
+    overrides: Mapping[str, str] | None = None,
+    inherited: Mapping[str, str] | None = None,
 ) -> tuple[str, Source]:
-    """The value in force for ``key`` and where it comes from."""
-    if overrides is not None and key in overrides and SETTINGS[key].scope is Scope.DOMAIN:
-        return overrides[key], Source.DOMAIN
+    """The value in force for ``key`` and its source; ``inherited``: an alias's target's."""
+    if SETTINGS[key].scope is Scope.DOMAIN:
+        for values, source in ((overrides, Source.DOMAIN), (inherited, Source.TARGET)):
+            if values is not None and key in values:
+                return values[key], source
     if key in global_values:
         return global_values[key], Source.GLOBAL
     return SETTINGS[key].default, Source.DEFAULT
@@ -295,15 +284,20 @@ class Settings:
     sender_login_maps: str
     sender_login_maps_ttl: int
     sender_login_maps_local_domains: frozenset[str]
+    sender_login_maps_timeout: float
+    postfix_config_dir: str
     dns_resolver: str
     spf_timeout: float
 
     @classmethod
     def resolve(
-        cls, global_values: Mapping[str, str], overrides: Mapping[str, str] | None = None
+        cls,
+        global_values: Mapping[str, str],
+        overrides: Mapping[str, str] | None = None,
+        inherited: Mapping[str, str] | None = None,
     ) -> Settings:
         def value(key: str) -> str:
-            return SETTINGS[key].canonical(effective(key, global_values, overrides)[0])
+            return SETTINGS[key].canonical(effective(key, global_values, overrides, inherited)[0])
 
         def flag(key: str) -> bool:
             return value(key) == "on"
@@ -330,6 +324,8 @@ class Settings:
             sender_login_maps_local_domains=frozenset(
                 x for x in value("sender-login-maps-local-domains").split(", ") if x
             ),
+            sender_login_maps_timeout=float(value("sender-login-maps-timeout")),
+            postfix_config_dir=value("postfix-config-dir"),
             dns_resolver=value("dns-resolver"),
             spf_timeout=float(value("spf-timeout")),
         )

@@ -3,14 +3,15 @@
 Postfix's order is kept: for each key (:mod:`.keys`), every map is asked in
 order, and the first answer wins.  Each map is asked once per lookup (one
 ``postmap`` batch, or the SQL query per key until one answers): a map that
-answered key *i* leaves only keys before *i* to the maps after it.
+answered key *i* leaves only keys before *i* to the maps after it.  One lookup
+(every map, every key) may take ``sender-login-maps-timeout`` seconds in all.
 
 :class:`Ownership` is what the milter and ``check`` use: a warm answer is a
 memory read; a cold one runs on the lookup workers and is waited for at most
-``deadline`` seconds.  Trouble is never an exception here: it is a FAILED
-:class:`MapAnswer`, and the decision tempfails.  A map in trouble is logged
-once per ``warn_every`` seconds (``event=map-unreadable``) and once when it
-answers again (``event=map-recovered``).
+``sender-login-maps-timeout`` plus :data:`DEADLINE_MARGIN` seconds.  Trouble is
+never an exception here: it is a FAILED :class:`MapAnswer`, and the decision
+tempfails.  A map in trouble is logged once per ``warn_every`` seconds
+(``event=map-unreadable``) and once when it answers again (``event=map-recovered``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,13 +39,12 @@ from smtpauth_milter.lookups.cache import TtlCache
 from smtpauth_milter.lookups.cached import CachedLookup, LookupObserver
 from smtpauth_milter.lookups.keys import Probe, lookup_keys
 from smtpauth_milter.lookups.postfix import MapError, PostfixTable
-from smtpauth_milter.lookups.runner import LookupFailed, LookupRunner
+from smtpauth_milter.lookups.runner import DEADLINE_MARGIN, LookupFailed, LookupRunner
 from smtpauth_milter.lookups.sqlmap import SqlMap
 
 log = logging.getLogger("smtpauth_milter")
 
 SOURCE = "sender-login-maps"
-DEADLINE = 5.0
 CACHE_ENTRIES = 10_000
 WARN_EVERY = 60.0
 
@@ -53,14 +53,14 @@ class MapSource(Protocol):
     @property
     def name(self) -> str: ...
 
-    def first(self, probes: Sequence[Probe]) -> tuple[str, str] | None: ...
+    def first(self, probes: Sequence[Probe], seconds: float) -> tuple[str, str] | None: ...
 
 
-def make_source(spec: MapSpec, env: Mapping[str, str] | None = None) -> MapSource:
-    """The reader for one map; ``env`` (e.g. MAIL_CONFIG) is for postmap."""
+def make_source(spec: MapSpec, settings: Settings) -> MapSource:
+    """The reader for one map: postmap with ``postfix-config-dir``, or our SQL client."""
     if spec.type == SQL_TYPE:
-        return SqlMap(spec)
-    return PostfixTable(spec, env=env)
+        return SqlMap(spec, settings.sender_login_maps_timeout)
+    return PostfixTable(spec, settings.postfix_config_dir)
 
 
 class MapFailure(MapError):
@@ -72,18 +72,24 @@ class MapFailure(MapError):
 def find_owners(
     sources: Sequence[MapSource],
     probes: Sequence[Probe],
+    timeout: float,
     observe: LookupObserver | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> MapAnswer:
-    """The first answer in Postfix's order (key-major, then map); MapFailure on trouble."""
+    """The first answer in Postfix's order (key-major, then map); MapFailure on trouble,
+    also when the maps together take longer than ``timeout`` seconds."""
     best: MapAnswer = NOT_FOUND
     limit = len(probes)
+    end = time.monotonic() + timeout  # real seconds, whatever ``clock`` (metrics) is
     for source in sources:
         if limit == 0:
             break
         started = clock()
         try:
-            hit = source.first(probes[:limit])
+            left = end - time.monotonic()
+            if left <= 0:
+                raise MapError(f"no answer within {timeout:g} s (sender-login-maps-timeout)")
+            hit = source.first(probes[:limit], left)
         except MapError as exc:
             if observe is not None:
                 observe(source.name, "error", clock() - started)
@@ -150,15 +156,16 @@ class Ownership:
         sources: Sequence[MapSource],
         rules: Rules,
         ttl: float,
+        timeout: float,
         *,
         runner: LookupRunner,
-        deadline: float = DEADLINE,
         clock: Callable[[], float] = time.monotonic,
         observe: LookupObserver | None = None,
         warner: Warner | None = None,
     ) -> None:
         self.sources = tuple(sources)
         self.rules = rules
+        self.timeout = timeout
         self._ttl = ttl
         self._clock = clock
         self._observe = observe
@@ -168,7 +175,7 @@ class Ownership:
             self._fetch,
             runner=runner,
             cache=TtlCache(CACHE_ENTRIES, clock),
-            deadline=deadline,
+            deadline=timeout + DEADLINE_MARGIN,
             observe=observe,
             clock=clock,
         )
@@ -185,20 +192,25 @@ class Ownership:
     def answer_now(self, sender: Address) -> MapAnswer:
         """The same answer computed on this thread, no cache (``check`` and ``doctor``)."""
         try:
-            return find_owners(self.sources, self.rules.probes(sender))
+            return find_owners(self.sources, self.rules.probes(sender), self.timeout)
         except MapError as exc:
             return failed(str(exc))
 
     def close(self) -> None:
-        """Let go of the maps' database connections (sql: maps)."""
+        """Let go of the maps' database connections (sql: maps); never raises."""
         for source in self.sources:
             dispose = getattr(source, "dispose", None)
-            if dispose is not None:
+            if dispose is None:
+                continue
+            try:
                 dispose()
+            except Exception as exc:  # a dead server: nothing left to close
+                log.warning("%s", logfmt.Fields({"event": "map-close-failed", "map": source.name,
+                                                  "error": str(exc)}))  # fmt: skip
 
     def _fetch(self, probes: tuple[Probe, ...]) -> tuple[MapAnswer, float]:
         try:
-            answer = find_owners(self.sources, probes, self._observe, self._clock)
+            answer = find_owners(self.sources, probes, self.timeout, self._observe, self._clock)
         except MapFailure as exc:
             self._warner.trouble(exc.map_name, str(exc))
             raise
@@ -206,43 +218,56 @@ class Ownership:
         return answer, self._ttl
 
 
+def _config(settings: Settings) -> tuple[object, ...]:
+    """Every setting an :class:`Ownership` is built from: a change builds a new one."""
+    return (
+        settings.sender_login_maps, settings.sender_login_maps_ttl, Rules.of(settings),
+        settings.sender_login_maps_timeout, settings.postfix_config_dir,
+    )  # fmt: skip
+
+
 class OwnershipMaps:
-    """The :class:`Ownership` for the settings in force, rebuilt when they change."""
+    """The :class:`Ownership` for the settings in force, rebuilt when they change.
+
+    The one it replaces is closed on a lookup worker (never on the calling
+    libmilter thread), so a settings change leaks no database connection.
+    """
 
     def __init__(
         self,
         *,
         runner: LookupRunner | None = None,
-        deadline: float = DEADLINE,
         clock: Callable[[], float] = time.monotonic,
         observe: LookupObserver | None = None,
-        env: Mapping[str, str] | None = None,
     ) -> None:
         self._runner = runner or LookupRunner(SOURCE)
-        self._deadline = deadline
         self._clock = clock
         self._observe = observe
-        self._env = env
         self._warner = Warner(clock)
-        self._current: tuple[tuple[str, int, Rules], Ownership] | None = None
+        self._current: tuple[tuple[object, ...], Ownership] | None = None
         self._lock = threading.Lock()
 
     def for_settings(self, settings: Settings) -> Ownership | None:
         """None when no map is configured."""
-        if not settings.sender_login_maps:
-            return None
-        config = (settings.sender_login_maps, settings.sender_login_maps_ttl, Rules.of(settings))
+        config = _config(settings) if settings.sender_login_maps else None
         with self._lock:
             current = self._current
             if current is not None and current[0] == config:
                 return current[1]
-            sources = [make_source(s, self._env) for s in parse_map_list(config[0])]
-            ownership = Ownership(
-                sources, config[2], config[1], runner=self._runner, deadline=self._deadline,
-                clock=self._clock, observe=self._observe, warner=self._warner,
-            )  # fmt: skip
-            self._current = (config, ownership)
-            return ownership
+            ownership = None
+            if config is not None:
+                sources = [
+                    make_source(s, settings) for s in parse_map_list(settings.sender_login_maps)
+                ]
+                ownership = Ownership(
+                    sources, Rules.of(settings), settings.sender_login_maps_ttl,
+                    settings.sender_login_maps_timeout, runner=self._runner, clock=self._clock,
+                    observe=self._observe, warner=self._warner,
+                )  # fmt: skip
+            self._current = None if config is None or ownership is None else (config, ownership)
+        if current is not None:
+            self._runner.post(current[1].close)
+        return ownership
 
     def stop(self) -> None:
         self._runner.stop()

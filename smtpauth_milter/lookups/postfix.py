@@ -3,23 +3,22 @@
 One ``postmap`` process per lookup, never one per key: the keys go to its
 stdin, one per line, and it prints ``key<TAB>value`` for each key it found.
 Exit status 1 means "nothing found" *and* "error": an error is told apart by
-``fatal:`` or ``warning:`` on stderr.  postmap reads Postfix's main.cf from
-``/etc/postfix`` or from the directory in ``$MAIL_CONFIG``, so a table is
-read exactly as Postfix reads it (case folding, UTF-8, the SQL/LDAP clients).
+``fatal:`` or ``warning:`` on stderr.  postmap reads the main.cf of the
+Postfix instance named by ``postfix-config-dir`` (``postmap -c DIR``; empty:
+Postfix's own default), so a table is read exactly as that Postfix reads it
+(case folding, UTF-8, the SQL/LDAP clients).
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from smtpauth_milter.core.ownermaps import MapSpec
 from smtpauth_milter.lookups.keys import Probe
 
 POSTMAP = "postmap"
-DEFAULT_TIMEOUT = 4.0
 _MAX_ERROR = 300
 
 
@@ -36,39 +35,40 @@ def one_line(text: str) -> str:
 
 @dataclass
 class PostfixTable:
-    """``TYPE:NAME`` read with ``postmap``; ``env`` may set MAIL_CONFIG (tests do)."""
+    """``TYPE:NAME`` read with ``postmap``, with ``config_dir``'s main.cf ("" = the default)."""
 
     spec: MapSpec
-    timeout: float = DEFAULT_TIMEOUT
+    config_dir: str = ""
     postmap: str = POSTMAP
-    env: Mapping[str, str] | None = field(default=None)
 
     @property
     def name(self) -> str:
         return self.spec.text
 
-    def first(self, probes: Sequence[Probe]) -> tuple[str, str] | None:
-        """The first probe this table answers, as ``(key, value)``; None when none."""
+    def first(self, probes: Sequence[Probe], seconds: float) -> tuple[str, str] | None:
+        """The first probe this table answers, as ``(key, value)``; None when none.
+
+        postmap is given ``seconds`` at most, then killed (a MapError)."""
         keys = [p.key for p in probes if not (p.partial and self.spec.pattern)]
         if not keys:
             return None
-        answers = self.query(keys)
+        answers = self.query(keys, seconds)
         for key in keys:
             if key in answers:
                 return key, answers[key]
         return None
 
-    def query(self, keys: Sequence[str]) -> dict[str, str]:
+    def query(self, keys: Sequence[str], seconds: float) -> dict[str, str]:
         """Every key postmap found, with its value (verbatim)."""
-        env = {**os.environ, **self.env} if self.env is not None else None
+        config = ["-c", self.config_dir] if self.config_dir else []
         try:
             done = subprocess.run(
-                [self.postmap, "-q", "-", self.spec.text],
+                [self.postmap, *config, "-q", "-", self.spec.text],
                 input="".join(f"{k}\n" for k in keys).encode(),
-                capture_output=True, timeout=self.timeout, env=env, check=False,
+                capture_output=True, timeout=seconds, check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
-            raise MapError(f"postmap gave no answer within {self.timeout:g} s") from None
+            raise MapError(f"postmap gave no answer within {seconds:.2g} s") from None
         except OSError as exc:
             raise MapError(f"cannot run {self.postmap}: {exc.strerror or exc}") from None
         stderr = done.stderr.decode("utf-8", "replace")

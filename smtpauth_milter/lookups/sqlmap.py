@@ -1,7 +1,8 @@
 """A SQL ownership map: ``sql:/etc/smtpauth-milter/NAME.toml``.
 
 The file holds ``url`` (SQLAlchemy: PostgreSQL via psycopg, SQLite, MySQL or
-MariaDB via PyMySQL) and ``query``, plus an optional ``timeout`` in seconds.
+MariaDB via PyMySQL) and ``query``, plus an optional ``timeout`` in seconds
+for one query (never more than what is left of ``sender-login-maps-timeout``).
 The key is always a bound parameter (``:sender``; also ``:user`` and
 ``:domain``, its local part and domain), never text in the SQL.  Like
 Postfix's pgsql/mysql tables, a query that uses ``:user`` is not run for an
@@ -10,7 +11,9 @@ part.  The file may hold a password: it must not be readable by others
 (mode 0640 or stricter) and nothing here ever prints it.
 
 The file is read and the engine made on first use, on a lookup worker thread:
-never on a libmilter thread.
+never on a libmilter thread.  A map replaced by a settings change is disposed
+of on a worker too (its pooled connections closed); a lookup that was already
+on its way uses a connection of its own, closed at once.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import socket
 import stat
 import threading
+import time
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,13 +33,13 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from smtpauth_milter.core.ownermaps import MapSpec
 from smtpauth_milter.lookups.keys import Probe
 from smtpauth_milter.lookups.postfix import MapError
 from smtpauth_milter.store.engine import display_url, first_line
 
-DEFAULT_TIMEOUT = 3.0
 PARAMETERS = frozenset({"sender", "user", "domain"})
 ALLOWED_MODE_BITS = 0o640
 
@@ -45,7 +49,7 @@ class SqlConfig:
     url: URL
     query: str
     parameters: frozenset[str]
-    timeout: float
+    timeout: float | None  # one query's limit; None: sender-login-maps-timeout's
 
     @property
     def display(self) -> str:
@@ -76,13 +80,32 @@ def read_config(path: str) -> SqlConfig:
         url = make_url(url_text)
     except ArgumentError:
         raise MapError(f"{path}: bad url {display_url(url_text)!r}") from None
-    timeout = data.get("timeout", DEFAULT_TIMEOUT)
-    if not isinstance(timeout, int | float) or not 0 < timeout <= 60:
+    timeout = data.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int | float) or not 0 < timeout <= 60):
         raise MapError(f"{path}: timeout must be seconds between 0 and 60")
     names = frozenset(text(query).compile().params)
     if not names or names - PARAMETERS:
         raise MapError(f"{path}: the query's parameters must be among :sender, :user, :domain")
-    return SqlConfig(url, query, names, float(timeout))
+    check_url(path, url)
+    return SqlConfig(url, query, names, None if timeout is None else float(timeout))
+
+
+# The drivers this project installs (extras postgresql and mysql), per backend.
+DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "sqlite": "pysqlite"}
+
+
+def check_url(path: str, url: URL) -> None:
+    """A URL this project can connect with: a known backend, its driver, a database."""
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    wanted = DRIVERS.get(backend)
+    shown = display_url(url)
+    if wanted is None:
+        known = ", ".join(f"{b}+{d}" for b, d in DRIVERS.items())
+        raise MapError(f"{path}: url {shown!r}: unknown database kind; use {known}")
+    if driver != wanted:
+        raise MapError(f"{path}: url {shown!r}: write {backend}+{wanted}://...")
+    if not url.database:
+        raise MapError(f"{path}: url {shown!r} names no database")
 
 
 def _connect_args(url: URL, timeout: float) -> dict[str, Any]:
@@ -114,13 +137,17 @@ def _cut_off(dbapi_connection: Any) -> None:
 
 
 class SqlMap:
-    """One sql: map: its file, read on first use, and one engine for its worker threads."""
+    """One sql: map: its file, read on first use, and one engine for its worker threads.
 
-    def __init__(self, spec: MapSpec) -> None:
+    ``timeout`` (sender-login-maps-timeout) bounds connecting when the file sets none."""
+
+    def __init__(self, spec: MapSpec, timeout: float) -> None:
         self.spec = spec
+        self.timeout = timeout
         self._config: SqlConfig | None = None
         self._engine: Engine | None = None
         self._read_at: int | None = None  # the file's mtime when it was read
+        self._disposed = False
         self._lock = threading.Lock()
 
     @property
@@ -128,8 +155,13 @@ class SqlMap:
         return self.spec.text
 
     def _ready(self) -> tuple[SqlConfig, Engine]:
-        """The file's settings and the engine, made again whenever the file changed."""
+        """The file's settings and the engine, made again whenever the file changed.
+
+        Once disposed of, every call gets an engine without a pool: nothing is kept."""
         with self._lock:
+            if self._disposed:
+                config = read_config(self.spec.name)
+                return config, self._engine_for(config, pooled=False)
             try:
                 mtime: int | None = Path(self.spec.name).stat().st_mtime_ns
             except OSError:
@@ -139,19 +171,24 @@ class SqlMap:
                     self._engine.dispose()
                 self._engine = self._config = self._read_at = None
                 config = read_config(self.spec.name)
-                self._engine = create_engine(
-                    config.url,
-                    connect_args=_connect_args(config.url, config.timeout),
-                    pool_size=2,
-                    max_overflow=2,
-                    pool_pre_ping=True,
-                    pool_recycle=300,
-                )
+                self._engine = self._engine_for(config, pooled=True)
                 self._config, self._read_at = config, mtime
             return self._config, self._engine
 
-    def first(self, probes: Sequence[Probe]) -> tuple[str, str] | None:
-        """The first probe the query answers, as ``(key, owners)``; None when none."""
+    def _engine_for(self, config: SqlConfig, *, pooled: bool) -> Engine:
+        connect_args = _connect_args(config.url, config.timeout or self.timeout)
+        if not pooled:
+            return create_engine(config.url, connect_args=connect_args, poolclass=NullPool)
+        return create_engine(
+            config.url, connect_args=connect_args, pool_size=2, max_overflow=2,
+            pool_pre_ping=True, pool_recycle=300,
+        )  # fmt: skip
+
+    def first(self, probes: Sequence[Probe], seconds: float) -> tuple[str, str] | None:
+        """The first probe the query answers, as ``(key, owners)``; None when none.
+
+        Each query may take the file's ``timeout``, and all of them ``seconds``."""
+        end = time.monotonic() + seconds
         config, engine = self._ready()
         try:
             with engine.connect() as conn:
@@ -159,7 +196,11 @@ class SqlMap:
                     params = _parameters(probe.key, config.parameters)
                     if params is None:
                         continue
-                    watchdog = threading.Timer(config.timeout, _cut_off, [conn.connection])
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        raise MapError(f"{config.display}: no answer within {seconds:.2g} s")
+                    limit = min(left, config.timeout or left)
+                    watchdog = threading.Timer(limit, _cut_off, [conn.connection])
                     watchdog.start()
                     try:
                         rows = conn.execute(text(config.query), params).all()
@@ -177,7 +218,9 @@ class SqlMap:
         return None
 
     def dispose(self) -> None:
+        """Close the pooled connections for good (run on a lookup worker, or at shutdown)."""
         with self._lock:
+            self._disposed = True
             if self._engine is not None:
                 self._engine.dispose()
             self._engine = self._config = None

@@ -1,7 +1,8 @@
 """sender-login-maps through a real Postfix + Dovecot SASL, our real milter, real postmap and PostgreSQL.
 
-The milter reads the sandbox's Postfix configuration (MAIL_CONFIG), so postmap
-reads the tables exactly as that Postfix would.  Each case checks the reply
+The milter's postmap reads the sandbox's Postfix configuration (postfix-config-dir:
+nothing in the milter's environment points there), so it reads the tables exactly
+as that Postfix would.  Each case checks the reply
 swaks got and the milter's decision line.
 """
 
@@ -11,12 +12,14 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from smtpauth_milter.lookups.runner import DEADLINE_MARGIN
 from tests.support.pgserver import PgServer
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
@@ -35,19 +38,13 @@ def milter(tmp_path_factory: pytest.TempPathFactory, mta_sandbox: Sandbox) -> It
     store = StoreCli(root / "store.sqlite")
     store.run("domain", "add", "example.com", "example.net")
     store.run("settings", "set", "require-sender-match", "on")
+    store.run("settings", "set", "postfix-config-dir", str(mta_sandbox.postfix.config_dir))
     store.save_baseline()
     ours = OurMilter(
         store, mta_sandbox.inet_milter_socket(), LogFile(mta_sandbox.root / "maps.log")
     )
-    saved = os.environ.get("MAIL_CONFIG")
-    os.environ["MAIL_CONFIG"] = str(mta_sandbox.postfix.config_dir)  # postmap reads this Postfix
-    try:
-        ours.start()
-    finally:
-        if saved is None:
-            os.environ.pop("MAIL_CONFIG")
-        else:
-            os.environ["MAIL_CONFIG"] = saved
+    assert "MAIL_CONFIG" not in os.environ
+    ours.start()
     mta_sandbox.postfix.use_milter(ours.socket)
     try:
         yield ours
@@ -190,18 +187,27 @@ def test_sql_map_on_postgresql_hung_server_tempfails_then_recovers(
         url = pg_server.url(name).replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
         config = tmp_path / "pfa.toml"
         config.write_text(
-            f'url = "{url}"\nquery = "SELECT goto FROM alias WHERE address = :sender"\ntimeout = 1\n'
+            f'url = "{url}"\nquery = "SELECT goto FROM alias WHERE address = :sender"\n'
         )
         config.chmod(0o600)
-        milter.sync([("settings", "set", "sender-login-maps", f"sql:{config}")])
+        milter.sync(
+            [
+                ("settings", "set", "sender-login-maps", f"sql:{config}"),
+                ("settings", "set", "sender-login-maps-timeout", "1"),
+            ]
+        )
         assert url.split("@")[0].split(":")[-1] not in milter.store.run("settings", "show")
         assert send(mta_sandbox, milter, "alice@example.com", "sales@example.com")[0].startswith(
             "250"
         )
         assert send(mta_sandbox, milter, "bob@example.com", "sales@example.com")[0] == MISMATCH
         proxy.flowing.clear()
+        began = time.monotonic()
         reply, line = send(mta_sandbox, milter, "alice@example.com", "other@example.com")
+        took = time.monotonic() - began
         assert reply == TEMPFAIL and field_of(line, "rule") == "sender-map-failed"
+        # sender-login-maps-timeout = 1 bounds the wait (the default 3 s would not pass)
+        assert took < 1 + DEADLINE_MARGIN + 1.4, took
         proxy.flowing.set()
         reply, line = send(mta_sandbox, milter, "alice@example.com", "sales+x@example.com")
         assert reply.startswith("250"), line

@@ -6,6 +6,9 @@ the key is always a bound parameter.
 
 from __future__ import annotations
 
+import re
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +17,9 @@ from sqlalchemy import create_engine, text
 
 from smtpauth_milter.core.addresses import Address
 from smtpauth_milter.core.ownermaps import MapOutcome, MapSpec
-from smtpauth_milter.lookups.ownership import Ownership, Rules
+from smtpauth_milter.core.settings import Settings
+from smtpauth_milter.lookups.keys import Probe
+from smtpauth_milter.lookups.ownership import Ownership, OwnershipMaps, Rules
 from smtpauth_milter.lookups.postfix import MapError
 from smtpauth_milter.lookups.runner import LookupRunner
 from smtpauth_milter.lookups.sqlmap import SqlMap, read_config
@@ -38,6 +43,7 @@ UNION SELECT m.username FROM mailbox m JOIN alias_domain ad ON m.username = :use
 UNION SELECT a.goto FROM alias a JOIN alias_domain ad ON a.address = :user || '@' || ad.target_domain
       WHERE ad.alias_domain = :domain AND a.active AND ad.active
 """
+ALIAS_QUERY = "SELECT goto FROM alias WHERE address = :sender"
 ATTACKS = [
     "' OR '1'='1",
     "x' OR 'a'='a",
@@ -96,9 +102,10 @@ def maps_for() -> Iterator[Callable[[Path], Ownership]]:
     def make(path: Path) -> Ownership:
         made.append(
             Ownership(
-                [SqlMap(MapSpec("sql", str(path)))],
+                [SqlMap(MapSpec("sql", str(path)), 3)],
                 Rules("+", frozenset()),
                 60,
+                3,
                 runner=LookupRunner("t"),
             )
         )
@@ -196,3 +203,100 @@ def test_settings_set_checks_every_map_and_changes_nothing_on_error(
     assert cli("settings", "set", "sender-login-maps", f"TEXTHASH:{table}").code == 0
     shown = cli("settings", "show", "--json").json()["settings"]["sender-login-maps"]["value"]
     assert shown == f"texthash:{table}"
+
+
+def settings_with(**values: str) -> Settings:
+    return Settings.resolve({key.replace("_", "-"): value for key, value in values.items()})
+
+
+def test_a_replaced_sql_map_closes_its_connections(pg_server: PgServer, tmp_path: Path) -> None:
+    """Each settings change replaces the maps; the old pool is closed on a lookup worker,
+    so PostgreSQL never holds more than the current map's connection (pg_stat_activity)."""
+    name = pg_server.new_database_name("pool")
+    pg_server.create_database(name)
+    engine = create_engine(pg_server.url(name))
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alias (address text, goto text)"))
+        conn.execute(text("INSERT INTO alias VALUES ('sales@example.com', 'alice')"))
+    engine.dispose()
+
+    def connections() -> int:
+        with pg_server.connect() as admin:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+            ).fetchone()
+        assert row is not None
+        return int(str(row[0]))
+
+    maps = OwnershipMaps()
+    try:
+        for number in range(6):
+            path = tmp_path / f"map{number % 3}.toml"  # a new file, or a new timeout
+            path.write_text(f'url = "{pg_server.url(name)}"\nquery = "{ALIAS_QUERY}"\n')
+            path.chmod(0o600)
+            ownership = maps.for_settings(
+                settings_with(
+                    sender_login_maps=f"sql:{path}", sender_login_maps_timeout=f"{2 + number}"
+                )
+            )
+            assert ownership is not None
+            assert ownership.answer(Address("sales", "example.com")).owned_by("alice")
+        deadline = time.monotonic() + 20  # closing runs on a worker: poll, do not sleep
+        while connections() > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert connections() == 1  # six map sets were used; only the current one is open
+        assert maps.for_settings(settings_with()) is None  # maps turned off: closed as well
+        deadline = time.monotonic() + 20
+        while connections() > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert connections() == 0
+    finally:
+        maps.stop()
+        pg_server.drop_database(name)
+
+
+def test_a_lookup_already_on_its_way_to_a_replaced_map_keeps_no_connection(
+    mail_db: str, tmp_path: Path
+) -> None:
+    source = SqlMap(MapSpec("sql", str(map_file(tmp_path, mail_db))), 3)
+    source.dispose()
+    probe = [Probe("sales@example.com", False)]
+    assert source.first(probe, 3) is not None  # still answers, with a connection of its own
+    assert source._engine is None  # and keeps nothing once done
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("mysql://vmail:pw@localhost/vmail", "write mysql+pymysql://"),
+        ("mysql+mysqldb://vmail:pw@localhost/vmail", "write mysql+pymysql://"),
+        ("postgresql+psycopg2://vmail:pw@localhost/vmail", "write postgresql+psycopg://"),
+        ("oracle://vmail:pw@localhost/vmail", "unknown database kind"),
+        ("mysql+pymysql://vmail:pw@localhost", "names no database"),
+        ("sqlite://", "names no database"),
+    ],
+)
+def test_sql_map_url_shapes_are_checked(url: str, why: str, tmp_path: Path) -> None:
+    with pytest.raises(MapError, match=re.escape(why)) as caught:
+        read_config(str(map_file(tmp_path, url)))
+    assert ":pw@" not in str(caught.value)
+
+
+def test_a_mysql_map_without_a_server_fails_in_time_with_one_line(tmp_path: Path) -> None:
+    """PyMySQL (the mysql extra) is what a mysql+pymysql:// map runs on: a refused
+    connection is a MapError naming the URL without its password, not a hang."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"mysql+pymysql://vmail:Sec-ret-1@127.0.0.1:{port}/vmail"
+    config = read_config(str(map_file(tmp_path, url, query=ALIAS_QUERY)))
+    assert config.url.get_driver_name() == "pymysql"
+    source = SqlMap(MapSpec("sql", str(tmp_path / "pfa.toml")), 3)
+    started = time.monotonic()
+    with pytest.raises(MapError) as caught:
+        source.first([Probe("sales@example.com", False)], 3)
+    assert time.monotonic() - started < 3 + 2  # the timeout, plus slack for a loaded machine
+    message = str(caught.value)
+    assert "\n" not in message and "Sec-ret-1" not in message and "***" in message
+    assert "127.0.0.1" in message
+    source.dispose()

@@ -1,7 +1,7 @@
 """Map sources and the cached, bounded, fail-closed ownership lookup.
 
 Postfix tables are read with the real ``postmap`` (a private main.cf via
-MAIL_CONFIG); the order and cache tests use in-memory sources and the
+``postmap -c DIR``, as postfix-config-dir sets it); the order and cache tests use in-memory sources and the
 injected clock.
 """
 
@@ -25,13 +25,13 @@ from smtpauth_milter.lookups.runner import LookupRunner
 
 
 @pytest.fixture
-def postfix_env(tmp_path: Path) -> dict[str, str]:
+def postfix_dir(tmp_path: Path) -> str:
     conf = tmp_path / "pf"
     conf.mkdir()
     (conf / "main.cf").write_text("compatibility_level = 3.6\n")
     past = time.time() - 60  # Postfix programs wait ~2 s for a main.cf this fresh to settle
     os.utime(conf / "main.cf", (past, past))
-    return {"MAIL_CONFIG": str(conf)}
+    return str(conf)
 
 
 class Dict:
@@ -43,7 +43,7 @@ class Dict:
         self.fail = fail
         self.asked: list[list[str]] = []
 
-    def first(self, probes: Sequence[Probe]) -> tuple[str, str] | None:
+    def first(self, probes: Sequence[Probe], seconds: float) -> tuple[str, str] | None:
         self.asked.append([p.key for p in probes])
         if self.fail:
             raise MapError(self.fail)
@@ -57,69 +57,65 @@ def probes(*keys: str) -> list[Probe]:
 def test_key_major_order_the_earlier_key_wins_over_the_earlier_map() -> None:
     a = Dict("a", {"@d": "from-a"})
     b = Dict("b", {"u@d": "from-b"})
-    answer = find_owners([a, b], probes("u@d", "@d"))
+    answer = find_owners([a, b], probes("u@d", "@d"), 5)
     assert (answer.map, answer.key, answer.owners) == ("b", "u@d", ("from-b",))
     assert b.asked == [["u@d"]]  # b is asked only for keys before a's answer
 
 
 def test_same_key_the_earlier_map_wins_and_later_maps_are_not_asked() -> None:
     a, b = Dict("a", {"u@d": "x"}), Dict("b", {"u@d": "y"})
-    assert find_owners([a, b], probes("u@d", "@d")).map == "a"
+    assert find_owners([a, b], probes("u@d", "@d"), 5).map == "a"
     assert b.asked == []
 
 
-def test_texthash_through_real_postmap(tmp_path: Path, postfix_env: dict[str, str]) -> None:
+def test_texthash_through_real_postmap(tmp_path: Path, postfix_dir: str) -> None:
     table = tmp_path / "owners"
     table.write_text(
         'Bob@Example.COM  bob, BobAdmin\n@shared.example team1,team2\n"john doe"@x.test jd\n'
     )
-    source = PostfixTable(MapSpec("texthash", str(table)), env=postfix_env)
-    assert source.first(probes("bob@example.com", "@example.com")) == (
+    source = PostfixTable(MapSpec("texthash", str(table)), postfix_dir)
+    assert source.first(probes("bob@example.com", "@example.com"), 5) == (
         "bob@example.com",
         "bob, BobAdmin",
     )
-    assert source.first(probes("x@shared.example", "@shared.example")) == (
+    assert source.first(probes("x@shared.example", "@shared.example"), 5) == (
         "@shared.example",
         "team1,team2",
     )
-    assert source.first(probes('"john doe"@x.test')) == ('"john doe"@x.test', "jd")
-    assert source.first(probes("nobody@nowhere.test", "@nowhere.test")) is None
+    assert source.first(probes('"john doe"@x.test'), 5) == ('"john doe"@x.test', "jd")
+    assert source.first(probes("nobody@nowhere.test", "@nowhere.test"), 5) is None
 
 
-def test_pattern_tables_see_only_the_full_address(
-    tmp_path: Path, postfix_env: dict[str, str]
-) -> None:
+def test_pattern_tables_see_only_the_full_address(tmp_path: Path, postfix_dir: str) -> None:
     table = tmp_path / "owners.regexp"
     table.write_text("/^@example\\.com$/ everybody\n/^(.+)@example\\.com$/ $1@example.com\n")
-    source = PostfixTable(MapSpec("regexp", str(table)), env=postfix_env)
-    assert source.first(probes("alice+x@example.com", "alice@example.com", "@example.com")) == (
+    source = PostfixTable(MapSpec("regexp", str(table)), postfix_dir)
+    assert source.first(probes("alice+x@example.com", "alice@example.com", "@example.com"), 5) == (
         "alice+x@example.com", "alice+x@example.com",
     )  # fmt: skip
-    assert source.first([Probe("@example.com", True)]) is None
+    assert source.first([Probe("@example.com", True)], 5) is None
 
 
 def test_missing_table_or_broken_postfix_is_an_error_not_a_miss(
-    tmp_path: Path, postfix_env: dict[str, str]
+    tmp_path: Path, postfix_dir: str
 ) -> None:
-    gone = PostfixTable(MapSpec("texthash", str(tmp_path / "gone")), env=postfix_env)
+    gone = PostfixTable(MapSpec("texthash", str(tmp_path / "gone")), postfix_dir)
     with pytest.raises(MapError, match="fatal: open database"):
-        gone.first(probes("a@b.test"))
+        gone.first(probes("a@b.test"), 5)
     table = tmp_path / "t"
     table.write_text("a@b.test a\n")
-    no_main_cf = PostfixTable(
-        MapSpec("texthash", str(table)), env={"MAIL_CONFIG": str(tmp_path / "none")}
-    )
+    no_main_cf = PostfixTable(MapSpec("texthash", str(table)), str(tmp_path / "none"))
     with pytest.raises(MapError, match=r"main\.cf"):
-        no_main_cf.first(probes("a@b.test"))
+        no_main_cf.first(probes("a@b.test"), 5)
 
 
 def test_postmap_that_hangs_is_cut_at_its_timeout(tmp_path: Path) -> None:
     hang = tmp_path / "postmap"
     hang.write_text("#!/bin/sh\nexec sleep 30\n")
     hang.chmod(0o755)
-    source = PostfixTable(MapSpec("texthash", "/x"), timeout=0.3, postmap=str(hang))
+    source = PostfixTable(MapSpec("texthash", "/x"), postmap=str(hang))
     with pytest.raises(MapError, match=r"no answer within 0\.3 s"):
-        source.first(probes("a@b.test"))
+        source.first(probes("a@b.test"), 0.3)
 
 
 class Clock:
@@ -132,7 +128,7 @@ class Clock:
 
 def ownership(sources: list[Dict], clock: Clock, ttl: float = 60) -> Ownership:
     rules = Rules("+", frozenset())
-    return Ownership(sources, rules, ttl, runner=LookupRunner("t"), deadline=5, clock=clock)
+    return Ownership(sources, rules, ttl, 5, runner=LookupRunner("t"), clock=clock)
 
 
 SALES = Address("sales", "example.com")
@@ -177,16 +173,14 @@ def test_a_hung_map_costs_the_caller_only_the_deadline() -> None:
     release = threading.Event()
 
     class Hung(Dict):
-        def first(self, probes: Sequence[Probe]) -> tuple[str, str] | None:
+        def first(self, probes: Sequence[Probe], seconds: float) -> tuple[str, str] | None:
             release.wait(10)
             return None
 
-    maps = Ownership(
-        [Hung("h", {})], Rules("+", frozenset()), 60, runner=LookupRunner("t"), deadline=0.2
-    )
+    maps = Ownership([Hung("h", {})], Rules("+", frozenset()), 60, 0.2, runner=LookupRunner("t"))
     try:
         answer = maps.answer(SALES)
-        assert answer.outcome is MapOutcome.FAILED and "no answer within 0.2 s" in (
+        assert answer.outcome is MapOutcome.FAILED and "no answer within 0.7 s" in (
             answer.error or ""
         )
     finally:
@@ -201,3 +195,37 @@ def test_map_spec_shapes() -> None:
     ):  # fmt: skip
         with pytest.raises(Exception, match=why):
             parse_map_spec(bad)
+
+
+@pytest.mark.parametrize("kind", ["regexp", "pcre"])
+def test_pattern_tables_answer_only_the_first_key_in_the_whole_lookup(
+    kind: str, tmp_path: Path, postfix_dir: str
+) -> None:
+    """As Postfix: a regexp:/pcre: table sees only the full address, never the keys
+    without extension, the bare local part or @domain; a fixed table behind it does."""
+    patterns = tmp_path / f"owners.{kind}"
+    patterns.write_text(
+        "/^@example\\.com$/ domain-pattern\n"  # the @domain key: never asked
+        "/^alice$/ bare-pattern\n"  # the bare local part (a local domain): never asked
+        "/^bob@example\\.com$/ bob-pattern\n"  # bob+x's key without extension: never asked
+        "/^(carol)\\+.*@example\\.com$/ ${1}@example.com\n"
+    )
+    fixed = tmp_path / "owners"
+    fixed.write_text("@example.com everyone\n")
+    sources = [
+        PostfixTable(MapSpec(kind, str(patterns)), postfix_dir),
+        PostfixTable(MapSpec("texthash", str(fixed)), postfix_dir),
+    ]
+    maps = Ownership(
+        sources, Rules("+", frozenset({"example.com"})), 60, 5, runner=LookupRunner("t")
+    )
+    for local in ("dave", "alice", "bob+x"):  # only the fixed table's @domain answers
+        answer = maps.answer_now(Address(local, "example.com"))
+        assert (answer.map, answer.key, answer.owners) == (
+            f"texthash:{fixed}", "@example.com", ("everyone",),
+        ), local  # fmt: skip
+    answer = maps.answer_now(Address("Carol+Lists", "Example.com"))
+    assert (answer.map, answer.key, answer.owners) == (
+        f"{kind}:{patterns}", "carol+lists@example.com", ("carol@example.com",),
+    )  # fmt: skip
+    assert maps.answer_now(Address("bob", "example.com")).owners == ("bob-pattern",)

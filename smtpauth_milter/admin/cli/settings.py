@@ -7,8 +7,6 @@ import json
 import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
-from smtpauth_milter.core.settings import canonical_value
-from smtpauth_milter.lookups.mapfiles import check_map_files
 from smtpauth_milter.store import editing
 
 
@@ -40,8 +38,6 @@ def settings_show(obj: Context, domain_name: str | None, as_json: bool) -> None:
 @pass_context
 def settings_set(obj: Context, domain_name: str | None, key: str, value: str) -> None:
     """Set KEY to VALUE, globally or for one domain."""
-    if key == "sender-login-maps":  # each map must be readable now, not at the first mail
-        check_map_files(canonical_value(key, value, domain=domain_name is not None))
     with obj.write() as session:
         stored = editing.set_setting(session, key, value, domain_name)
     click.echo(f"{key} = {stored}" + (f" for {domain_name}" if domain_name else ""))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from smtpauth_milter.admin import probe
 from smtpauth_milter.admin.doctor.checks import (
+    POSTFIX_PARAMS,
     Finding,
     check_macros,
     check_milters,
@@ -20,29 +21,38 @@ from smtpauth_milter.admin.doctor.checks import (
     warning,
 )
 from smtpauth_milter.admin.doctor.domains import check_domains
-from smtpauth_milter.admin.doctor.facts import (
-    default_config_dir,
-    file_facts,
-    mta_user,
-    parent_facts,
-    postconf,
-    postmap_has,
-    store_facts,
-)
-from smtpauth_milter.admin.doctor.maps import check_maps, map_facts
+from smtpauth_milter.admin.doctor.facts import file_facts, mta_user, parent_facts, store_facts
+from smtpauth_milter.admin.doctor.grants import check_send_as_anyone
+from smtpauth_milter.admin.doctor.maps import check_maps, different_config_dirs, map_facts
 from smtpauth_milter.admin.milterproto.codec import Negotiated
+from smtpauth_milter.admin.postfix import (
+    default_config_dir,
+    postconf,
+    postfix_domains,
+    postmap_has,
+)
 from smtpauth_milter.core.errors import SmtpauthError
+from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.store.engine import Store
 
 
 def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]:
-    """Every check, in the order an admin would go through them."""
+    """Every check, in the order an admin would go through them.
+
+    Postfix's configuration is read from ``config_dir``, else from the
+    directory the milter's postmap reads (``postfix-config-dir``), else from
+    Postfix's own default."""
     findings: list[Finding] = []
     store, domains = store_facts(db)
     findings.append(check_store(store))
+    findings.extend(check_send_as_anyone(store.anyone))
+    settings = _settings(db) if domains is not None else None
+    milter_dir = settings.postfix_config_dir if settings is not None else ""
+    if config_dir and milter_dir and config_dir.rstrip("/") != milter_dir:
+        findings.append(different_config_dirs(config_dir, milter_dir))
     try:
-        directory = config_dir or default_config_dir()
-        params = postconf(directory)
+        directory = config_dir or milter_dir or default_config_dir()
+        params = postconf(directory, POSTFIX_PARAMS)
     except SmtpauthError as exc:
         findings.append(
             error(f"cannot read Postfix's configuration: {exc}", "pass --postfix-config DIR")
@@ -58,9 +68,14 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
             )
         else:
             findings.extend(
-                check_domains(params, domains, lambda k, t: postmap_has(directory, k, t))
+                check_domains(
+                    postfix_domains(params), domains, lambda k, t: postmap_has(directory, k, t)
+                )
             )
-    findings.extend(_map_findings(db, domains, params))
+    if settings is not None and domains is not None:
+        postfix_maps = params.get("smtpd_sender_login_maps", "") if params else ""
+        facts = map_facts(settings, domains)
+        findings.extend(check_maps(facts, settings.sender_login_maps, postfix_maps))
     try:
         result: Negotiated | str = probe.negotiate(socket_spec)
     except probe.ProbeError as exc:
@@ -69,22 +84,15 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
     return findings
 
 
-def _map_findings(
-    db: str, domains: list[str] | None, params: dict[str, str] | None
-) -> list[Finding]:
-    """sender-login-maps: each map answers; Postfix's own maps are all covered."""
-    if domains is None:
-        return []
+def _settings(db: str) -> Settings | None:
+    """The global settings the milter decides with; None when the store cannot say."""
     store = Store(db)
     try:
-        settings = store.load_snapshot().global_settings
+        return store.load_snapshot().global_settings
     except SmtpauthError:
-        return []
+        return None
     finally:
         store.dispose()
-    postfix_maps = params.get("smtpd_sender_login_maps", "") if params else ""
-    facts = map_facts(settings, domains)
-    return check_maps(facts, settings.sender_login_maps, postfix_maps)
 
 
 def _socket_findings(socket_spec: str, owner: str) -> list[Finding]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from smtpauth_milter.admin.doctor.checks import Finding, error, ok, warning
-from smtpauth_milter.core.ownermaps import MapOutcome, parse_map_list
+from smtpauth_milter.core.ownermaps import parse_map_list
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.lookups.keys import Probe
 from smtpauth_milter.lookups.ownership import find_owners, make_source
@@ -28,17 +28,32 @@ class MapFact:
 
 
 def map_facts(settings: Settings, domains: Sequence[str]) -> list[MapFact]:
-    """Ask every configured map for postmaster@<first local domain>, one map at a time."""
+    """Ask every configured map for postmaster@<first local domain>, one map at a time,
+    as the milter would (postfix-config-dir, sender-login-maps-timeout)."""
     key = PROBE_KEY.format(domain=domains[0] if domains else "example.invalid")
     facts = []
     for spec in parse_map_list(settings.sender_login_maps):
+        source = make_source(spec, settings)
         try:
-            result = find_owners([make_source(spec)], [Probe(key, False)])
-            problem = None if result.outcome is not MapOutcome.FAILED else result.error
+            find_owners([source], [Probe(key, False)], settings.sender_login_maps_timeout)
+            problem = None
         except Exception as exc:  # a map's trouble is a finding, never a crash
             problem = str(exc)
+        finally:
+            dispose = getattr(source, "dispose", None)
+            if dispose is not None:
+                dispose()
         facts.append(MapFact(spec.text, key, problem))
     return facts
+
+
+def different_config_dirs(asked: str, milter: str) -> Finding:
+    return warning(
+        f"doctor reads Postfix's configuration in {asked}, but the milter's postmap reads "
+        f"{milter} (postfix-config-dir)",
+        f"smtpauth-milter settings set postfix-config-dir {asked} (or run doctor without "
+        "--postfix-config)",
+    )
 
 
 def _table_name(entry: str) -> str:
