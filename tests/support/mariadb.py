@@ -131,9 +131,9 @@ class MariaDbServer:
             cur.execute(f"GRANT SELECT ON `{reads}`.* TO '{name}'@'{HOST}'")
 
     def url(self, database: str, user: str, password: str) -> str:
-        """A SQLAlchemy URL for PyMySQL over TCP."""
+        """A SQLAlchemy URL for PyMySQL over TCP (its default character set, utf8mb4)."""
         auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
-        return f"mysql+pymysql://{auth}@{HOST}:{self.port}/{database}?charset={CHARSET}"
+        return f"mysql+pymysql://{auth}@{HOST}:{self.port}/{database}"
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
