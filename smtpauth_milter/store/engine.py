@@ -23,6 +23,7 @@ from smtpauth_milter.core.errors import SchemaError, SmtpauthError, StoreError
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.store import schema
+from smtpauth_milter.store.editing import domain_aliases
 from smtpauth_milter.store.models import (
     Domain,
     DomainSetting,
@@ -163,8 +164,28 @@ class Store:
         with self.errors("read"), self.engine.connect() as conn:
             return schema.read_rule(conn)
 
+    @contextlib.contextmanager
+    def _migrating(self) -> Iterator[Connection]:
+        """One transaction for a migration.
+
+        On SQLite, foreign keys are off while it runs, as SQLite's own
+        table-rebuild procedure demands: a batch migration drops and recreates
+        a table, and dropping ``domain`` with foreign keys on would cascade into
+        ``domain_setting``.  Every reference is checked before the commit.
+        """
+        with self.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            if self.is_sqlite and driver is not None:  # before BEGIN: SQLite ignores it inside
+                driver.execute("PRAGMA foreign_keys=OFF")
+            with conn.begin():
+                yield conn
+                if self.is_sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise StoreError(f"the migration broke references: {broken[:3]}")
+
     def upgrade(self, revision: str = "head") -> None:
-        with self.errors("upgrade"), self.engine.begin() as conn:
+        with self.errors("upgrade"), self._migrating() as conn:
             current = schema.current_revision(conn)
             if self.is_newer(current):
                 raise SchemaError(
@@ -175,7 +196,7 @@ class Store:
             self._migrated(conn)
 
     def downgrade(self, revision: str) -> None:
-        with self.errors("downgrade"), self.engine.begin() as conn:
+        with self.errors("downgrade"), self._migrating() as conn:
             command.downgrade(self._alembic(conn), revision)
             self._migrated(conn)
 
@@ -253,7 +274,8 @@ class Store:
                 parse_cidr(cidr) for cidr in session.scalars(select(TrustedNetwork.cidr))
             )
             grants = list(session.execute(select(SendAsGrant.login, SendAsGrant.target)))
-        return Snapshot.build(global_values, domains, networks, grants, serial)
+            aliases = domain_aliases(session)
+        return Snapshot.build(global_values, domains, networks, grants, serial, aliases)
 
     @contextlib.contextmanager
     def write(self, doing: str = "write to") -> Iterator[Session]:
