@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import idna
 
 from smtpauth_milter.core.addresses import (
+    Address,
     AddressError,
     domain_name,
     normalise,
@@ -141,6 +142,25 @@ def store_catch_all(system: MailSystem) -> Difference:
         return ACCEPT if pair.login.lower() in owners_of.get(domain, set()) else None
 
     return Difference("catch-all", "covers every address", predict)
+
+
+def store_alias_own_address(system: MailSystem) -> Difference:
+    """A login owns its own address in every alias domain of its domain (store's
+    alias-domain form over its login form), inactive mailbox or sub-address aside."""
+
+    def predict(pair: Pair) -> str | None:
+        try:
+            login = normalise(parse_address(pair.login), DELIMITER)
+            sender = parse_address(pair.sender)
+        except AddressError:
+            return None
+        target = system.alias_domains.get(sender.domain)
+        if target is None:
+            return None
+        mapped = normalise(Address(sender.local, target), DELIMITER)
+        return ACCEPT if mapped == login else None
+
+    return Difference("alias-own-address", "in each alias domain of its domain", predict)
 
 
 def store_idn(system: MailSystem) -> Difference:

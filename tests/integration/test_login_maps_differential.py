@@ -276,13 +276,14 @@ def test_store_grants_agree_with_postfix(
         diff.no_domain(),
         diff.not_local(STORE_DOMAINS),
         diff.own_address(),
+        diff.store_alias_own_address(SYSTEM),
         diff.store_catch_all(SYSTEM),
         diff.store_idn(SYSTEM),
         diff.latin1(utf8),
     ]
     used = assert_agree(postfix, ours, differences)
-    assert used["catch-all"] > 0 and used["store-idn"] > 0, used
-    assert overturned(postfix, differences[4]) > 0  # a row's other spelling counts
+    assert min(used.values()) > 0, used
+    assert overturned(postfix, diff.store_idn(SYSTEM)) > 0  # a row's other spelling counts
 
 
 def test_every_difference_is_documented() -> None:
@@ -293,6 +294,7 @@ def test_every_difference_is_documented() -> None:
     every = [
         *map_differences(),
         diff.latin1({}),
+        diff.store_alias_own_address(SYSTEM),
         diff.store_catch_all(SYSTEM),
         diff.store_idn(SYSTEM),
     ]
