@@ -23,6 +23,7 @@ from smtpauth_milter.core.errors import SchemaError, SmtpauthError, StoreError
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.store import schema
+from smtpauth_milter.store.deadline import PG_CONNECT_ARGS, READ_DEADLINE, ReadDeadline
 from smtpauth_milter.store.editing import domain_aliases
 from smtpauth_milter.store.models import (
     Domain,
@@ -96,8 +97,9 @@ def _sqlite_begin(connection: Connection) -> None:
 class Store:
     """One database. All methods raise :class:`StoreError` with one clear line."""
 
-    def __init__(self, url: str, migrations: str | None = None) -> None:
-        """``migrations``: another migrations directory than this version's (tests)."""
+    def __init__(self, url: str, migrations: str | None = None, *, serving: bool = False) -> None:
+        """``migrations``: another migrations directory than this version's (tests).
+        ``serving``: the milter's store, read by the refresh thread (see store/deadline.py)."""
         self._migrations_location = migrations
         try:
             self.url = make_url(url)
@@ -108,6 +110,10 @@ class Store:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         with self.errors("open"):
             self.engine = self._create_engine()
+        self._deadline: ReadDeadline | None = None
+        if serving and self.url.get_backend_name() == "postgresql":
+            self._deadline = ReadDeadline(READ_DEADLINE)
+            self._deadline.watch(self.engine)
 
     def _create_engine(self) -> Engine:
         if self.is_sqlite:
@@ -118,7 +124,7 @@ class Store:
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
             return engine
-        connect_args = {"connect_timeout": 5} if self.url.get_backend_name() == "postgresql" else {}
+        connect_args = PG_CONNECT_ARGS if self.url.get_backend_name() == "postgresql" else {}
         return create_engine(self.url, pool_pre_ping=True, connect_args=connect_args)
 
     @contextlib.contextmanager
@@ -136,6 +142,10 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def read_deadline(self) -> contextlib.AbstractContextManager[None]:
+        """Bounds one poll of the milter's refresh thread (PostgreSQL); a no-op otherwise."""
+        return self._deadline() if self._deadline is not None else contextlib.nullcontext()
 
     # --- schema -----------------------------------------------------------
 
