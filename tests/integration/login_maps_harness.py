@@ -8,8 +8,9 @@ ownership tables in each form Postfix reads, and a fast SMTP client.
   MAIL FROM, RCPT TO and RSET per sender; the verdict of each pair.
 - :func:`write_texthash`, :func:`postmap`: the owner table as ``texthash:``
   and as the ``lmdb:``/``cdb:`` files ``postmap`` builds from it.
-- :func:`load_postfixadmin`, :func:`write_pgsql_cf`: the same mail system as
-  a PostfixAdmin database on PostgreSQL and the map files Postfix reads it with.
+- :func:`load_postfixadmin`, :func:`write_sql_cf`: the same mail system as
+  a PostfixAdmin database on PostgreSQL or MariaDB and the map files Postfix
+  reads it with.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import psycopg
+from typing import Protocol
 
 from harness.mta import LOOPBACK, Sandbox, start_sandbox
 
@@ -157,48 +157,44 @@ SELECT username FROM mailbox WHERE username='%s' AND active = true
           AND alias.active = true AND alias_domain.active = true"""
 # ... so a second map with only %s answers the catch-all aliases (@domain).
 PFA_ALIAS_QUERY = "SELECT goto FROM alias WHERE address='%s' AND active = true"
-# Both in one query for our sql: source, with the sender as its one bound parameter.
-PFA_SQL_SOURCE_QUERY = """\
-SELECT username FROM mailbox WHERE username = :sender AND active
-UNION SELECT goto FROM alias WHERE address = :sender AND active
-UNION SELECT m.username FROM mailbox m JOIN alias_domain ad
-        ON m.username = split_part(:sender, '@', 1) || '@' || ad.target_domain
-      WHERE ad.alias_domain = split_part(:sender, '@', 2) AND position('@' in :sender) > 1
-        AND m.active AND ad.active
-UNION SELECT a.goto FROM alias a JOIN alias_domain ad
-        ON a.address = split_part(:sender, '@', 1) || '@' || ad.target_domain
-      WHERE ad.alias_domain = split_part(:sender, '@', 2) AND position('@' in :sender) > 1
-        AND a.active AND ad.active"""
+# The same queries for Postfix's mysql: client: MySQL's || is OR, CONCAT joins.
+PFA_FULL_QUERY_MYSQL = PFA_FULL_QUERY.replace(
+    "'%u' || '@' || alias_domain.target_domain", "CONCAT('%u', '@', alias_domain.target_domain)"
+)
 
 
-def load_postfixadmin(conn: psycopg.Connection[tuple[object, ...]], system: MailSystem) -> None:
-    """Create the PostfixAdmin tables and fill them with ``system`` (one transaction)."""
-    with conn.transaction():
-        conn.execute(PFA_SCHEMA)
-        domains = {address.rpartition("@")[2] for address in (*system.mailboxes, *system.aliases)}
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO domain(domain) VALUES (%s)", [(d,) for d in domains])
-            cur.executemany(
-                "INSERT INTO mailbox(username, local_part, domain, active) VALUES (%s, %s, %s, %s)",
-                [(u, *u.rsplit("@", 1), ok) for u, ok in system.mailboxes.items()],
-            )
-            cur.executemany(
-                "INSERT INTO alias(address, goto, domain) VALUES (%s, %s, %s)",
-                [(a, ",".join(g), a.rpartition("@")[2]) for a, g in system.aliases.items()],
-            )
-            cur.executemany(
-                "INSERT INTO alias_domain(alias_domain, target_domain) VALUES (%s, %s)",
-                list(system.alias_domains.items()),
-            )
+class Cursor(Protocol):
+    """What PostfixAdmin loading needs of a DB-API cursor (psycopg and PyMySQL: %s)."""
+
+    def execute(self, query: str, /) -> object: ...
+    def executemany(self, query: str, rows: Sequence[Sequence[object]], /) -> object: ...
 
 
-def write_pgsql_cf(
-    path: Path, port: int, dbname: str, user: str, password: str, query: str
-) -> Path:
-    """A Postfix pgsql: map file (a throwaway password, readable by smtpd)."""
+def load_postfixadmin(cur: Cursor, system: MailSystem) -> None:
+    """Create the PostfixAdmin tables (PostgreSQL or MariaDB) and fill them with ``system``."""
+    for statement in filter(str.strip, PFA_SCHEMA.split(";")):
+        cur.execute(statement)
+    domains = {address.rpartition("@")[2] for address in (*system.mailboxes, *system.aliases)}
+    cur.executemany("INSERT INTO domain(domain) VALUES (%s)", [(d,) for d in sorted(domains)])
+    cur.executemany(
+        "INSERT INTO mailbox(username, local_part, domain, active) VALUES (%s, %s, %s, %s)",
+        [(u, *u.rsplit("@", 1), ok) for u, ok in system.mailboxes.items()],
+    )
+    cur.executemany(
+        "INSERT INTO alias(address, goto, domain) VALUES (%s, %s, %s)",
+        [(a, ",".join(g), a.rpartition("@")[2]) for a, g in system.aliases.items()],
+    )
+    cur.executemany(
+        "INSERT INTO alias_domain(alias_domain, target_domain) VALUES (%s, %s)",
+        list(system.alias_domains.items()),
+    )
+
+
+def write_sql_cf(path: Path, port: int, dbname: str, user: str, password: str, query: str) -> Path:
+    """A Postfix pgsql: or mysql: map file (a throwaway password, readable by smtpd)."""
     body = "\n".join(
         (
-            f"hosts = {LOOPBACK}:{port}",
+            f"hosts = inet:{LOOPBACK}:{port}",
             f"user = {user}",
             f"password = {password}",
             f"dbname = {dbname}",

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from harness.pgserver import PgServer
-from smtpauth_milter.core.addresses import Address
+from smtpauth_milter.core.addresses import Address, parse_path
 from smtpauth_milter.core.ownermaps import MapOutcome, MapSpec
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.lookups.keys import Probe
@@ -134,6 +134,33 @@ def test_postfixadmin_ownership(
     assert maps.answer(Address("sales", "example.com")).owned_by(
         "bob@example.com"
     )  # via the workers
+
+
+def test_a_row_in_either_spelling_of_an_idn_domain_answers(
+    mail_db: str, tmp_path: Path, maps_for: Callable[[Path], Ownership]
+) -> None:
+    engine = create_engine(mail_db)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO alias (address, goto, domain) VALUES (:a, :g, :d)"),
+            [
+                {"a": "info@bücher.example", "g": "alice@example.com", "d": "bücher.example"},
+                {"a": "team@xn--bcher-kva.example", "g": "bob@example.com", "d": "bücher.example"},
+            ],
+        )
+    engine.dispose()
+    maps = maps_for(map_file(tmp_path, mail_db, ALIAS_QUERY))
+
+    def ask(sender: str) -> tuple[str | None, tuple[str, ...]]:
+        parsed = parse_path(sender)
+        assert parsed is not None
+        answer = maps.answer_now(parsed)
+        return answer.key, answer.owners
+
+    assert ask("<Info@Bücher.example>") == ("info@bücher.example", ("alice@example.com",))
+    assert ask("<info+x@XN--BCHER-KVA.example>") == ("info@bücher.example", ("alice@example.com",))
+    assert ask("<team@bücher.example>") == ("team@xn--bcher-kva.example", ("bob@example.com",))
+    assert ask("<nobody@bücher.example>") == (None, ())
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
