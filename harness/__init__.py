@@ -9,7 +9,8 @@ from ``tests``.  Run everything from the repository root (pytest and
   test double), its log, crash detection;
 - :mod:`harness.logfile`, :mod:`harness.waiting`: a growing log to wait on,
   polling with a deadline;
-- :mod:`harness.pgserver`: a throwaway PostgreSQL server;
+- :mod:`harness.pgserver`, :mod:`harness.pgstatements`, :mod:`harness.mariadb`: throwaway
+  PostgreSQL (one of them counting statements) and MariaDB servers;
 - :mod:`harness.dnsserver`: a private unbound with test zones;
 - :mod:`harness.mta`: a private Postfix + Dovecot (SASL) and swaks.
 """
