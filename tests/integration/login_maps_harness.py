@@ -1,7 +1,7 @@
 """Machinery of the differential test: a sandbox with every corpus login, the
 ownership tables in each form Postfix reads, and a fast SMTP client.
 
-- :func:`start_corpus_sandbox`: the private Postfix + Dovecot of ``sandbox.py``
+- :func:`start_corpus_sandbox`: the private Postfix + Dovecot of ``harness.mta``
   whose Dovecot knows every login of the corpus, spelled as written (``+`` and
   non-ASCII allowed, case kept).
 - :func:`send_corpus`: one SMTP connection per login (AUTH PLAIN once), then
@@ -23,10 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from smtpauth_milter.admin.milterproto.transport import free_tcp_port
+from harness.mta import LOOPBACK, Sandbox, start_sandbox
 
 from .login_corpus import PASSWORD, RECIPIENT, MailSystem, Pair
-from .sandbox import LOOPBACK, Dovecot, LogFile, Postfix, Sandbox, make_traversable
 
 ACCEPT = "accept"
 REFUSE = "refuse"
@@ -60,25 +59,8 @@ def postfix_decides(maps: str) -> dict[str, str]:
 
 def start_corpus_sandbox(root: Path, logins: Iterable[str]) -> Sandbox:
     """Dovecot (every login, password PASSWORD) and Postfix without a milter; stopped on failure."""
-    root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    make_traversable(root)
     users = dict.fromkeys(logins, PASSWORD)
-    postfix = Postfix(root / "postfix", free_tcp_port(LOOPBACK))
-    dovecot = Dovecot(root / "dovecot", postfix.auth_socket, LogFile(root / "dovecot.log"))
-    sandbox = Sandbox(root, postfix, dovecot, users)
-    try:
-        postfix.prepare()
-        dovecot.write_config(users)
-        with dovecot.config.open("a") as config:
-            config.write(DOVECOT_LOGINS_AS_WRITTEN)
-        dovecot.start()
-        postfix.use_overrides(COMMON)
-        postfix.use_milter(None)
-    except BaseException:
-        sandbox.stop()
-        raise
-    return sandbox
+    return start_sandbox(root, users, dovecot_extra=DOVECOT_LOGINS_AS_WRITTEN, overrides=COMMON)
 
 
 # --------------------------------------------------------------------------- SMTP

@@ -34,12 +34,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from smtpauth_milter.admin.milterproto.transport import free_tcp_port
-
-from .sandbox import (
+from harness.logfile import LogFile
+from harness.mta import (
     LOOPBACK,
     REPO_ROOT,
-    LogFile,
     ManagedProcess,
     SandboxError,
     SwaksResult,
@@ -47,8 +45,9 @@ from .sandbox import (
     smtp,
     smtp_banner,
     start_process,
-    wait_until,
 )
+from harness.waiting import wait_until
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 
 PACKAGES = ("sendmail-bin", "sendmail-cf", "m4", "sasl2-bin")
 DEB_CACHE = Path(os.environ.get("SMTPAUTH_TEST_DEBS", "/var/cache/smtpauth-milter-tests/debs"))

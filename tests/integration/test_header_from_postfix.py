@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.logfile import LogFile
+from harness.mta import LOOPBACK, Reply, Sandbox, parse_swaks
+
 from .milter_fixture import OurMilter, StoreCli, field_of
-from .sandbox import LOOPBACK, LogFile, Reply, Sandbox, parse_swaks
 
 pytestmark = pytest.mark.mta
 

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mariadb import MariaDbServer
-from tests.support.pgserver import PgServer
+from harness.logfile import LogFile
+from harness.mariadb import MariaDbServer
+from harness.mta import Sandbox
+from harness.pgserver import PgServer
 
 from . import login_differences as diff
 from .login_corpus import (
@@ -56,7 +58,6 @@ from .login_maps_harness import (
     write_texthash,
 )
 from .milter_fixture import OurMilter, StoreCli
-from .sandbox import LogFile, Sandbox
 
 pytestmark = pytest.mark.mta
 

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.logfile import LogFile
+from harness.mta import LOOPBACK, Reply, Sandbox, parse_swaks
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 from smtpauth_milter.core import logfmt
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
-from .sandbox import LOOPBACK, LogFile, Reply, Sandbox, parse_swaks
 
 pytestmark = pytest.mark.mta
 

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.logfile import LogFile
+from harness.mta import SwaksResult, libmilter_socket
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
-from .sandbox import LogFile, SwaksResult, libmilter_socket
 from .sendmail_sandbox import CONTRIB_MC, Sendmail, start_sendmail
 
 pytestmark = pytest.mark.mta

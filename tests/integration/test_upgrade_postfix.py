@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.logfile import LogFile
+from harness.mta import Sandbox
+from harness.waiting import wait_until
 from smtpauth_milter.store.engine import Store
 from tests.upgrades import newer_migrations
 
 from .milter_fixture import OurMilter, StoreCli, field_of
-from .sandbox import LogFile, Sandbox, wait_until
 
 pytestmark = pytest.mark.mta
 

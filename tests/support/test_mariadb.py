@@ -1,4 +1,4 @@
-"""Tests of the throwaway MariaDB server (tests/support/mariadb.py)."""
+"""Tests of the throwaway MariaDB server (harness/mariadb.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from tests.support.mariadb import MariaDbServer
+from harness.mariadb import MariaDbServer
 
 pytestmark = pytest.mark.mariadb
 
