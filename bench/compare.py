@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.milter import SOCKET, MilterProcess, ours
+from tests.harness.milter import SOCKET, MilterProcess, ours
 
 from . import driver, procstat
 from .workload import LARGE, REALISTIC, Scenario, StoreSize, build_store, load_snapshot, scenarios

@@ -32,8 +32,6 @@ from pathlib import Path
 
 from sqlalchemy import delete
 
-from harness.milter import ours
-from harness.pgserver import PgServer
 from smtpauth_milter.core.addresses import parse_address
 from smtpauth_milter.core.ownermaps import parse_map_list
 from smtpauth_milter.core.settings import Settings
@@ -42,6 +40,8 @@ from smtpauth_milter.lookups.ownership import find_owners, make_source
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.models import SendAsGrant
+from tests.harness.milter import ours
+from tests.harness.pgserver import PgServer
 
 from . import compare
 from .compare import Run, measure, percentile

@@ -3,9 +3,9 @@
     python -m bench.postfix_e2e [--messages 2000] [--sessions 8] [--rounds 3]
 
 Postfix's own ``smtp-source`` sends ``--messages`` messages over ``--sessions``
-parallel SMTP sessions to a private Postfix (``harness.mta``, the one the
+parallel SMTP sessions to a private Postfix (``tests.harness.mta``, the one the
 integration tests use) that delivers to ``discard:``; milters are started with
-``harness.milter``.  Each configuration is run
+``tests.harness.milter``.  Each configuration is run
 ``--rounds`` times, alternating: no milter, no-op and ours on an inet socket and
 on a unix socket, and the no-op negotiating "skip DATA" (the 37 ms
 stall) on both sockets.  Every message must be accepted (a reject or tempfail
@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.milter import SOCKET, MilterProcess, ours
-from harness.mta import Sandbox, libmilter_socket, start_sandbox
+from tests.harness.milter import SOCKET, MilterProcess, ours
+from tests.harness.mta import Sandbox, libmilter_socket, start_sandbox
 
 from . import procstat
 from .compare import REPO, machine

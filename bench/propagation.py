@@ -2,8 +2,8 @@
 
     python -m bench.propagation [--changes 10] [--refresh 0.5] [--idle 4]
 
-Starts a private PostgreSQL with pg_stat_statements (``harness.pgstatements``) and two
-``smtpauth-milter run`` processes on it (``harness.milter``), then:
+Starts a private PostgreSQL with pg_stat_statements (``tests.harness.pgstatements``) and two
+``smtpauth-milter run`` processes on it (``tests.harness.milter``), then:
 
 - ``--changes`` times flips ``require-auth-local`` with the CLI's own entry point
   and measures, per milter, the seconds until its verdict for an unauthenticated
@@ -30,11 +30,11 @@ import psycopg
 
 from bench.driver import run_blocking
 from bench.workload import Scenario
-from harness.milter import MilterProcess, MilterProcesses
-from harness.pgstatements import StatementsPgServer
-from harness.waiting import wait_until
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.store.engine import Store
+from tests.harness.milter import MilterProcess, MilterProcesses
+from tests.harness.pgstatements import StatementsPgServer
+from tests.harness.waiting import wait_until
 
 SESSION = Scenario("203.0.113.9", 40000, None, "<alice@example.com>", ("<x@remote.test>",), ("c",))
 

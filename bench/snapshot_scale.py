@@ -2,7 +2,7 @@
 
 Not a timed test: a benchmark whose figures go to bench/results/snapshot_scale.md.
 For each store (SQLite file; PostgreSQL on a private server from
-harness/pgserver.py) it bulk-loads the data once, then per run measures:
+tests/harness/pgserver.py) it bulk-loads the data once, then per run measures:
 
 - ``load``: ``Store.load_snapshot()`` wall time and the peak RSS (``ru_maxrss``)
   of a fresh process that imports the milter (pymilter included) and loads it,
@@ -38,12 +38,12 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
-from harness.pgserver import PgServer
 from smtpauth_milter.core.networks import parse_ip
 from smtpauth_milter.core.policy import Request, decide
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.models import Domain, DomainSetting, SendAsGrant, TrustedNetwork
+from tests.harness.pgserver import PgServer
 
 DOMAINS = 10_000
 GRANTS = 100_000

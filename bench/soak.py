@@ -4,7 +4,7 @@
                          [--db URL] [--socket-kind inet|unix]
                          [--out bench/results/soak-last-run.json]
 
-Starts one ``smtpauth-milter run`` through the one harness (``harness.milter``;
+Starts one ``smtpauth-milter run`` through the one harness (``tests.harness.milter``;
 SQLite store in a temporary directory unless ``--db`` is given), waits until it
 loaded its first snapshot, then runs sessions as Postfix does (one milter
 connection per SMTP session: negotiate, connect, helo, mail, rcpt, abort,
@@ -39,10 +39,10 @@ from pathlib import Path
 
 from bench.driver import run_blocking
 from bench.workload import Scenario
-from harness.milter import MilterProcess, ours
-from harness.waiting import wait_until
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
+from tests.harness.milter import MilterProcess, ours
+from tests.harness.waiting import wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROPAGATION = 2.0  # docs/operations.md: a change reaches every milter within 2 seconds

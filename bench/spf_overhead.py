@@ -11,7 +11,7 @@
    cache (every DNS query really sent); p50/p99 over ``COLD_CASES``, one
    sender per kind of record in the test zone.
 
-It starts its own unbound (harness/dnsserver.py); nothing else is asked.
+It starts its own unbound (tests/harness/dnsserver.py); nothing else is asked.
 """
 
 from __future__ import annotations
@@ -31,17 +31,17 @@ from Milter.testctx import TestCtx
 
 from bench import compare
 from bench.workload import Scenario
-from harness.dnsserver import DnsServer
-from harness.milter import ours
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.core.networks import NetworkSet, parse_ip
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.spf import SpfChecks, SpfEvaluator
+from tests.harness.dnsserver import DnsServer
+from tests.harness.milter import ours
 
 CLIENT = "192.0.2.10"  # authorised by ip4.spf.test
-# Cold checks: one sender per kind of record in harness.dnsserver's spf.test zone.
+# Cold checks: one sender per kind of record in tests.harness.dnsserver's spf.test zone.
 COLD_CASES = [
     ("192.0.2.10", "a@ip4.spf.test"),
     ("2001:db8:1::25", "a@ip6.spf.test"),

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from harness.pgserver import PgServer
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.store.engine import Store
+from tests.harness.pgserver import PgServer
 
 
 @dataclass

@@ -7,7 +7,7 @@
   after the test.
 - ``run_milter`` (function): ``start(argv, milter_socket, stop_timeout=2.0) ->
   MilterProcess``; starts any milter command through the one harness
-  (:mod:`harness.milter`; ``SOCKET`` in ``argv`` becomes ``milter_socket`` in
+  (:mod:`tests.harness.milter`; ``SOCKET`` in ``argv`` becomes ``milter_socket`` in
   libmilter notation), waits until it accepts connections, hands a unix socket
   to group postfix (0660), and stops it after the test (SIGTERM, SIGKILL
   after ``stop_timeout`` s).
@@ -30,8 +30,8 @@ from typing import Protocol
 
 import pytest
 
-from harness.milter import SOCKET, MilterProcess
-from harness.mta import Sandbox, libmilter_socket, start_sandbox
+from tests.harness.milter import SOCKET, MilterProcess
+from tests.harness.mta import Sandbox, libmilter_socket, start_sandbox
 
 HERE = Path(__file__).resolve().parent
 REQUIRED_TOOLS = ("postfix", "dovecot", "swaks")

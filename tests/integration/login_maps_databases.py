@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.mariadb import MariaDbServer
-from harness.pgserver import PgServer
+from tests.harness.mariadb import MariaDbServer
+from tests.harness.pgserver import PgServer
 
 from .login_corpus import MailSystem
 from .login_maps_harness import (

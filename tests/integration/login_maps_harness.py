@@ -1,7 +1,7 @@
 """Machinery of the differential test: a sandbox with every corpus login, the
 ownership tables in each form Postfix reads, and a fast SMTP client.
 
-- :func:`start_corpus_sandbox`: the private Postfix + Dovecot of ``harness.mta``
+- :func:`start_corpus_sandbox`: the private Postfix + Dovecot of ``tests.harness.mta``
   whose Dovecot knows every login of the corpus, spelled as written (``+`` and
   non-ASCII allowed, case kept).
 - :func:`send_corpus`: one SMTP connection per login (AUTH PLAIN once), then
@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from harness.mta import LOOPBACK, Sandbox, start_sandbox
+from tests.harness.mta import LOOPBACK, Sandbox, start_sandbox
 
 from .login_corpus import PASSWORD, RECIPIENT, MailSystem, Pair
 

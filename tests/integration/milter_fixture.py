@@ -4,7 +4,7 @@ Plain helpers, no pytest: the fixtures in the test modules wire them together.
 
 - :class:`StoreCli` edits the store with the real CLI (``run_cli``, in process)
   and can reset it to a baseline with ``import`` (one transaction).
-- :class:`OurMilter` runs ours through the one harness (:mod:`harness.milter`) on a
+- :class:`OurMilter` runs ours through the one harness (:mod:`tests.harness.milter`) on a
   socket in Postfix notation (a unix socket must come out 0660, then goes to
   group postfix), waits for a given store serial to be loaded (its
   ``event=snapshot-loaded`` log line), and stops it.
@@ -21,11 +21,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.logfile import LogFile
-from harness.milter import MilterProcess, ours
-from harness.mta import libmilter_socket
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.store.engine import Store
+from tests.harness.logfile import LogFile
+from tests.harness.milter import MilterProcess, ours
+from tests.harness.mta import libmilter_socket
 
 STOP_TIMEOUT = 1.0  # then SIGKILL: libmilter needs up to ~5 s to notice SIGTERM
 
@@ -103,7 +103,7 @@ def field_of(line: str, name: str) -> str:
 
 @dataclass
 class OurMilter:
-    """``smtpauth-milter run --socket SOCKET`` for the sandbox (``harness.milter.ours``)."""
+    """``smtpauth-milter run --socket SOCKET`` for the sandbox (``tests.harness.milter.ours``)."""
 
     store: StoreCli
     socket: str  # Postfix notation: inet:127.0.0.1:PORT or unix:/path

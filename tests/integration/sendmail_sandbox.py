@@ -34,8 +34,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.logfile import LogFile
-from harness.mta import (
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port
+from tests.harness.logfile import LogFile
+from tests.harness.mta import (
     LOOPBACK,
     REPO_ROOT,
     ManagedProcess,
@@ -46,8 +47,7 @@ from harness.mta import (
     smtp_banner,
     start_process,
 )
-from harness.waiting import wait_until
-from smtpauth_milter.admin.milterproto.transport import free_tcp_port
+from tests.harness.waiting import wait_until
 
 PACKAGES = ("sendmail-bin", "sendmail-cf", "m4", "sasl2-bin")
 DEB_CACHE = Path(os.environ.get("SMTPAUTH_TEST_DEBS", "/var/cache/smtpauth-milter-tests/debs"))

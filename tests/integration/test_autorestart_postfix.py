@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from harness.mta import Sandbox, SwaksResult, libmilter_socket
+from tests.harness.mta import Sandbox, SwaksResult, libmilter_socket
 from tests.support.libmilter_crash import crash_milter
 from tests.support.milterclient import session
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.logfile import LogFile
-from harness.mta import LOOPBACK, Reply, Sandbox, parse_swaks
+from tests.harness.logfile import LogFile
+from tests.harness.mta import LOOPBACK, Reply, Sandbox, parse_swaks
 
 from .milter_fixture import OurMilter, StoreCli, field_of
 

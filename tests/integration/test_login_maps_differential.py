@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.logfile import LogFile
-from harness.mariadb import MariaDbServer
-from harness.mta import Sandbox
-from harness.pgserver import PgServer
+from tests.harness.logfile import LogFile
+from tests.harness.mariadb import MariaDbServer
+from tests.harness.mta import Sandbox
+from tests.harness.pgserver import PgServer
 
 from . import login_differences as diff
 from .login_corpus import (

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.logfile import LogFile
-from harness.mta import RcptReply, Sandbox, SwaksResult
-from harness.waiting import wait_until
+from tests.harness.logfile import LogFile
+from tests.harness.mta import RcptReply, Sandbox, SwaksResult
+from tests.harness.waiting import wait_until
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
 

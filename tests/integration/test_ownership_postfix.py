@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.logfile import LogFile
-from harness.mta import Sandbox
+from tests.harness.logfile import LogFile
+from tests.harness.mta import Sandbox
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
 

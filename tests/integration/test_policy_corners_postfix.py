@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.logfile import LogFile
-from harness.mta import LOOPBACK, Reply, Sandbox, parse_swaks
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 from smtpauth_milter.core import logfmt
+from tests.harness.logfile import LogFile
+from tests.harness.mta import LOOPBACK, Reply, Sandbox, parse_swaks
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
 

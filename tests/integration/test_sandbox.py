@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from harness.mta import CONTRIB_MAIN_CF, Sandbox, SwaksResult, parse_swaks, render_milter_snippet
+from tests.harness.mta import (
+    CONTRIB_MAIN_CF,
+    Sandbox,
+    SwaksResult,
+    parse_swaks,
+    render_milter_snippet,
+)
 
 from .conftest import ConfigureMilter, StartRejectMilter
 from .reject_milter import BLOCKED, WHOAMI

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from harness.logfile import LogFile
-from harness.mta import Sandbox
-from harness.pgserver import PgServer
-from harness.waiting import wait_until
 from smtpauth_milter.lookups.runner import DEADLINE_MARGIN
+from tests.harness.logfile import LogFile
+from tests.harness.mta import Sandbox
+from tests.harness.pgserver import PgServer
+from tests.harness.waiting import wait_until
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
 

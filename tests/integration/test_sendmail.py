@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.logfile import LogFile
-from harness.mta import SwaksResult, libmilter_socket
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
+from tests.harness.logfile import LogFile
+from tests.harness.mta import SwaksResult, libmilter_socket
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
 from .sendmail_sandbox import CONTRIB_MC, Sendmail, start_sendmail

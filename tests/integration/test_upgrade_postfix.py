@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.logfile import LogFile
-from harness.mta import Sandbox
-from harness.waiting import wait_until
 from smtpauth_milter.store.engine import Store
+from tests.harness.logfile import LogFile
+from tests.harness.mta import Sandbox
+from tests.harness.waiting import wait_until
 from tests.upgrades import newer_migrations
 
 from .milter_fixture import OurMilter, StoreCli, field_of

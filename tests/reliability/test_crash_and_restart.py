@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.milter import MilterProcess, ours
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 from smtpauth_milter.admin.milterproto.wire import SMFIC_MACRO, SMFIC_MAIL, SMFIC_RCPT
+from tests.harness.milter import MilterProcess, ours
 from tests.support.libmilter_crash import crash_milter
 from tests.support.milterclient import MilterClient
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.milter import MilterProcess, console_script, ours
 from smtpauth_milter.daemon.config import clean_env
+from tests.harness.milter import MilterProcess, console_script, ours
 from tests.support.milterclient import session
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from harness.milter import MilterProcess, ours
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.codec import (
     MilterProtocolError,
@@ -32,6 +31,7 @@ from smtpauth_milter.admin.milterproto.wire import (
     SMFIC_OPTNEG,
     SMFIC_RCPT,
 )
+from tests.harness.milter import MilterProcess, ours
 from tests.reliability.logcheck import LogLine, parse_log
 from tests.support.milterclient import MilterClient, Reply, SessionResult
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.milter import ours
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
+from tests.harness.milter import ours
 from tests.support.milterclient import session
 
 ROOT = os.geteuid() == 0

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.milter import MilterProcesses
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
+from tests.harness.milter import MilterProcesses
 from tests.support.verdicts import open_client, seconds_until, verdicts
 
 ALICE = "<alice@example.com>"

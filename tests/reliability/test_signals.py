@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.milter import MilterProcess, MilterProcesses
 from smtpauth_milter.admin.cli import run_cli
+from tests.harness.milter import MilterProcess, MilterProcesses
 from tests.support.verdicts import seconds_until, verdicts
 
 ALICE = "<alice@example.com>"

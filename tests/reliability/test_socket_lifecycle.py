@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from harness.milter import ours
+from tests.harness.milter import ours
 from tests.support.milterclient import session
 
 

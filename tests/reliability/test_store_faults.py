@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.milter import MilterProcess, ours
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.transport import wait_for_milter
+from tests.harness.milter import MilterProcess, ours
 from tests.store.test_outage import clock_rides_out, seed
 from tests.support.milterclient import MilterClient
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.pgserver import PgServer
 from smtpauth_milter.store.engine import Store
 from tests.conftest import CliRunner
+from tests.harness.pgserver import PgServer
 
 
 def test_domains_are_stored_lower_case_and_as_idna(cli: CliRunner) -> None:

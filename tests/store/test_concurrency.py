@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.milter import MilterProcesses
-from harness.waiting import wait_until
 from smtpauth_milter.core.networks import parse_ip
 from smtpauth_milter.core.policy import Action, Request, decide
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
+from tests.harness.milter import MilterProcesses
+from tests.harness.waiting import wait_until
 from tests.support.verdicts import CONTINUE, open_client, verdict_text
 
 CLIENTS = 36

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.milter import MilterProcesses
 from smtpauth_milter import __version__
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.doctor import checks, facts
 from smtpauth_milter.store.engine import Store
+from tests.harness.milter import MilterProcesses
 from tests.upgrades import newer_migrations
 
 GOOD = """\

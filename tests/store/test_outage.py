@@ -29,14 +29,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.milter import MilterProcess, MilterProcesses, console_script
-from harness.pgserver import PgServer
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.core.networks import parse_ip
 from smtpauth_milter.core.policy import Action, Request, decide
 from smtpauth_milter.daemon.config import clean_env
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.store.engine import Store
+from tests.harness.milter import MilterProcess, MilterProcesses, console_script
+from tests.harness.pgserver import PgServer
 from tests.store.test_refresh import Clock
 from tests.support.verdicts import CONTINUE, seconds_until, verdicts
 

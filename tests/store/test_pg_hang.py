@@ -17,10 +17,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from harness.milter import MilterProcess, MilterProcesses
-from harness.pgserver import PgServer
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.store.deadline import CONNECT_TIMEOUT, LOCK_TIMEOUT_MS, READ_DEADLINE
+from tests.harness.milter import MilterProcess, MilterProcesses
+from tests.harness.pgserver import PgServer
 from tests.support.blackhole import BlackholeProxy
 from tests.support.verdicts import seconds_until, verdicts
 

@@ -17,13 +17,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from harness.milter import MilterProcess, MilterProcesses, console_script
-from harness.pgserver import PgServer
-from harness.pgstatements import StatementsPgServer
-from harness.waiting import wait_until
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.daemon.config import clean_env
 from smtpauth_milter.store.engine import Store
+from tests.harness.milter import MilterProcess, MilterProcesses, console_script
+from tests.harness.pgserver import PgServer
+from tests.harness.pgstatements import StatementsPgServer
+from tests.harness.waiting import wait_until
 from tests.support.verdicts import CONTINUE, verdicts
 
 pytestmark = pytest.mark.postgres

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.milter import MilterProcess, MilterProcesses
 from smtpauth_milter import __version__
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
+from tests.harness.milter import MilterProcess, MilterProcesses
 from tests.support.verdicts import CONTINUE, seconds_until, verdicts
 from tests.upgrades import (
     RELEASE_0_1_0,

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from harness.pgserver import PgServer
 from smtpauth_milter.core.addresses import Address, parse_path
 from smtpauth_milter.core.ownermaps import MapOutcome, MapSpec
 from smtpauth_milter.core.settings import Settings
@@ -25,6 +24,7 @@ from smtpauth_milter.lookups.postfix import MapError
 from smtpauth_milter.lookups.runner import LookupRunner
 from smtpauth_milter.lookups.sqlmap import SqlMap, read_config
 from tests.conftest import CliRunner
+from tests.harness.pgserver import PgServer
 
 SCHEMA = [
     "CREATE TABLE mailbox (username varchar(255) PRIMARY KEY, domain varchar(255) NOT NULL, active boolean NOT NULL DEFAULT true)",

@@ -1,4 +1,4 @@
-"""Tests of the throwaway MariaDB server (harness/mariadb.py)."""
+"""Tests of the throwaway MariaDB server (tests/harness/mariadb.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from harness.mariadb import MariaDbServer
+from tests.harness.mariadb import MariaDbServer
 
 pytestmark = pytest.mark.mariadb
 

@@ -15,10 +15,10 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from harness.milter import SOCKET, MilterProcess, MilterProcesses
-from harness.pgserver import PgServer
 from smtpauth_milter.admin.milterproto.codec import MilterProtocolError, encode_connect
 from smtpauth_milter.admin.milterproto.wire import SMFIC_CONNECT, SMFIR_REPLYCODE
+from tests.harness.milter import SOCKET, MilterProcess, MilterProcesses
+from tests.harness.pgserver import PgServer
 from tests.support.milterclient import MilterClient, Reply, session, verdict_reply
 
 NOOP_MILTER = Path(__file__).with_name("noop_milter.py")

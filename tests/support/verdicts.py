@@ -1,6 +1,6 @@
 """Driving a running milter as an MTA does, for tests: one session, each recipient's verdict.
 
-Processes are started with :mod:`harness.milter`; this module only talks to them.
+Processes are started with :mod:`tests.harness.milter`; this module only talks to them.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from harness.waiting import wait_until
+from tests.harness.waiting import wait_until
 from tests.support.milterclient import MilterClient, Reply
 
 CONTINUE = "continue"

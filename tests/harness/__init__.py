@@ -5,12 +5,12 @@ anything here, and so may ``bench`` (benchmarks and the soak), which never impor
 from ``tests``.  Run everything from the repository root (pytest and
 ``python -m bench.NAME`` both put it on ``sys.path``).
 
-- :mod:`harness.milter`: start, wait for and stop any milter process (ours or a
+- :mod:`tests.harness.milter`: start, wait for and stop any milter process (ours or a
   test double), its log, crash detection;
-- :mod:`harness.logfile`, :mod:`harness.waiting`: a growing log to wait on,
+- :mod:`tests.harness.logfile`, :mod:`tests.harness.waiting`: a growing log to wait on,
   polling with a deadline;
-- :mod:`harness.pgserver`, :mod:`harness.pgstatements`, :mod:`harness.mariadb`: throwaway
+- :mod:`tests.harness.pgserver`, :mod:`tests.harness.pgstatements`, :mod:`tests.harness.mariadb`: throwaway
   PostgreSQL (one of them counting statements) and MariaDB servers;
-- :mod:`harness.dnsserver`: a private unbound with test zones;
-- :mod:`harness.mta`: a private Postfix + Dovecot (SASL) and swaks.
+- :mod:`tests.harness.dnsserver`: a private unbound with test zones;
+- :mod:`tests.harness.mta`: a private Postfix + Dovecot (SASL) and swaks.
 """

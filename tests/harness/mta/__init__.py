@@ -2,7 +2,7 @@
 
 Plain helpers, no pytest. Milter sockets are written in Postfix notation here
 (``inet:127.0.0.1:PORT``, ``unix:/path``); :func:`libmilter_socket` converts for the
-milter's own ``--socket`` (:mod:`harness.milter`).
+milter's own ``--socket`` (:mod:`tests.harness.milter`).
 """
 
 from .common import (

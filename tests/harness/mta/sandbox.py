@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.logfile import LogFile
-from harness.waiting import reap_pid, signal_pid
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
+from tests.harness.logfile import LogFile
+from tests.harness.waiting import reap_pid, signal_pid
 
 from .common import LOOPBACK, make_traversable
 from .dovecot import Dovecot
