@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         with multiprocessing.get_context("fork").Pool(args.drivers) as pool:
             milter.start()
             try:
-                compare.measure(pool, milter, key, args.drivers, args.drivers, 1.0, 10**9)
+                compare.measure(
+                    pool, args.milter, milter, key, args.drivers, args.drivers, 1.0, 10**9
+                )
                 spy_argv = [spy, "record", "--nonblocking", "--threads", "--format", "raw"]
                 spy_argv += MODES[args.mode] + (["--native"] if args.native else [])
                 spy_argv += ["-r", str(args.rate), "-d", str(int(args.duration) + 1)]
@@ -91,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
                 profiler = subprocess.Popen(spy_argv, stdout=subprocess.DEVNULL)
                 user0, sys0 = cpu_split(milter.pid)
                 run = compare.measure(
-                    pool, milter, key, args.connections, args.drivers, args.duration, 10**9
+                    pool,
+                    args.milter,
+                    milter,
+                    key,
+                    args.connections,
+                    args.drivers,
+                    args.duration,
+                    10**9,
                 )
                 user1, sys1 = cpu_split(milter.pid)
                 profiler.wait(timeout=60 + args.duration)

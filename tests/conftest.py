@@ -12,7 +12,7 @@ import pytest
 
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.store.engine import Store
-from tests.support.pgserver import PgServer
+from tests.harness.pgserver import PgServer
 
 
 @dataclass

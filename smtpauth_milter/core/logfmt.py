@@ -98,11 +98,13 @@ def decision_fields(
     verdict: Verdict,
     client_text: str | None = None,
 ) -> dict[str, str | None]:
-    """``client_text``: ``str(request.client)`` when the caller has it already (the
-    milter renders it once per connection, not once per recipient)."""
+    """The fields of one decision; ``spf`` and ``owned_by`` (in that order, last) appear
+    only when SPF was consulted / the login owns the sender, so other lines keep theirs.
+    ``client_text``: ``str(request.client)`` when the caller has it already (the milter
+    renders it once per connection, not once per recipient)."""
     if client_text is None and request.client is not None:
         client_text = str(request.client)
-    fields = {
+    fields: dict[str, str | None] = {
         "queue": queue,
         # StrEnum members are their values (str): ``.value`` is an enum property call
         "action": verdict.action,

@@ -6,13 +6,14 @@ formatted in the thread that logs, written by one writer thread while serving.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.handlers
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
 from smtpauth_milter.core import logfmt
@@ -194,3 +195,17 @@ def setup_logging(level: str, syslog: bool, log_format: str = "logfmt") -> LineH
     logger.setLevel(level.upper())
     logger.propagate = False
     return handler
+
+
+@contextlib.contextmanager
+def writer_while_serving() -> Iterator[None]:
+    """The daemon's log lines go through one writer thread inside this block, in the
+    process that serves (the child under auto-restart: a thread does not survive a fork);
+    all written when it ends."""
+    logger = logging.getLogger("smtpauth_milter")
+    handler = next((h for h in logger.handlers if isinstance(h, LineHandler)), None)
+    if handler is None:
+        yield
+        return
+    with handler.writing():
+        yield

@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 
 from smtpauth_milter.admin.cli import run_cli
+from tests.harness.milter import ours
 from tests.reliability.logcheck import parse_log
-from tests.reliability.proc import MilterProcess
 from tests.support.milterclient import session
 
 THREADS, SESSIONS, RCPTS = 8, 25, 3
@@ -32,7 +32,7 @@ def test_every_decision_line_is_written_before_the_milter_exits(tmp_path: Path) 
         except Exception as exc:  # reported by the main thread
             failures.append(repr(exc))
 
-    with MilterProcess(url, tmp_path) as milter:
+    with ours(url, tmp_path / "milter.log").start(ready="loaded") as milter:
         workers = [threading.Thread(target=client, args=(n,)) for n in range(THREADS)]
         for worker in workers:
             worker.start()
@@ -40,7 +40,7 @@ def test_every_decision_line_is_written_before_the_milter_exits(tmp_path: Path) 
             worker.join()
         assert failures == []
         assert milter.stop() == 0  # SIGTERM right after the last reply
-    lines = parse_log(milter.log_bytes())  # each one line, clean logfmt (logcheck)
+    lines = parse_log(milter.log.data())  # each one line, clean logfmt (logcheck)
     rcpts = [line.fields["rcpt"] for line in lines if "rcpt" in line.fields]
     expected = {
         f"<t{n}-s{s}-r{r}@remote.test>"

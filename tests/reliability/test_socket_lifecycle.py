@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from tests.reliability.proc import MilterProcess
+from tests.harness.milter import ours
 from tests.support.milterclient import session
 
 
@@ -13,7 +13,8 @@ def test_unix_socket_is_0660_and_removed_on_sigterm(tmp_path: Path) -> None:
     path = tmp_path / "run" / "milter.sock"
     path.parent.mkdir()
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    with MilterProcess(url, tmp_path, socket_spec=f"unix:{path}") as milter:
+    milter = ours(url, tmp_path / "milter.log", socket=f"unix:{path}")
+    with milter.start(ready="loaded"):
         mode = path.stat().st_mode
         assert stat.S_ISSOCK(mode)
         assert stat.S_IMODE(mode) == 0o660

@@ -20,7 +20,7 @@ from smtpauth_milter import __version__
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.doctor import checks, facts
 from smtpauth_milter.store.engine import Store
-from tests.milterproc import MilterProcesses
+from tests.harness.milter import MilterProcesses
 from tests.upgrades import newer_migrations
 
 GOOD = """\

@@ -50,7 +50,12 @@ from smtpauth_milter.daemon.config import default_db_url, pick, read_file
 def cli(ctx: click.Context, db: str | None, config_file: str | None) -> None:
     """Refuse mail sent as a local user by anyone not logged in as that user."""
     file = read_file(config_file)
-    ctx.obj = Context(db=str(pick(db, file, "db", default_db_url())), file=file)
+    ctx.obj = Context(
+        db=str(pick(db, file, "db", default_db_url())),
+        file=file,
+        db_flag=db,
+        config_file=config_file,
+    )
     ctx.call_on_close(lambda: ctx.obj._store.dispose() if ctx.obj._store else None)
 
 

@@ -23,6 +23,8 @@ EXIT_ERROR = 2
 class Context:
     db: str
     file: dict[str, Any]
+    db_flag: str | None = None  # --db or SMTPAUTH_MILTER_DB as given (run re-reads the file)
+    config_file: str | None = None
     _store: Store | None = None
 
     def store(self, *, prepare: bool = True, exact: bool = False) -> Store:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
-from smtpauth_milter.daemon.config import RunConfig
+from smtpauth_milter.daemon.config import RunConfig, default_db_url, pick, read_file
 
 
 @click.command()
@@ -65,9 +65,24 @@ from smtpauth_milter.daemon.config import RunConfig
     envvar="SMTPAUTH_MILTER_LOG_FORMAT",
     help="logfmt lines, or one JSON object per line.  [default: logfmt]",
 )
+@click.option(
+    "--auto-restart/--no-auto-restart",
+    default=None,
+    help="Keep a supervising parent process that restarts the milter within a second "
+    "when it crashes (config key auto-restart).  [default: on]",
+)
 @pass_context
-def run(obj: Context, /, **flags: Any) -> None:
-    """Run the milter in the foreground."""
+def run(obj: Context, /, **flags: Any) -> int:
+    """Run the milter in the foreground.
+
+    SIGHUP or SIGUSR1 reloads: re-reads the config file, applies log-level,
+    log-format, syslog, max-stale and refresh, and polls the store at once.
+    SIGTERM or SIGINT stops.
+    """
     from smtpauth_milter.daemon.server import run as serve  # imports pymilter only for this command
 
-    serve(RunConfig.resolve(obj.db, flags, obj.file))
+    def reread() -> RunConfig:
+        file = read_file(obj.config_file)
+        return RunConfig.resolve(str(pick(obj.db_flag, file, "db", default_db_url())), flags, file)
+
+    return serve(RunConfig.resolve(obj.db, flags, obj.file), reread)
