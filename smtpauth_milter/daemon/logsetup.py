@@ -188,10 +188,14 @@ def setup_logging(level: str, syslog: bool, log_format: str = "logfmt") -> LineH
     handler = LineHandler(sink)
     handler.setFormatter(formatter)
     logger = logging.getLogger("smtpauth_milter")
-    for old in logger.handlers:
-        logger.removeHandler(old)
-        old.close()
-    logger.addHandler(handler)
+    old = list(logger.handlers)
+    running = next((h for h in old if isinstance(h, LineHandler) and h.running), None)
+    if running is not None:  # a reload while serving: the new writer takes over in order
+        handler.start(after=running)
+    logger.handlers = [handler]  # one assignment: no record reaches both, or neither
+    for previous in old:
+        if previous is not running:  # the new writer closes that one once it has written all
+            previous.close()
     logger.setLevel(level.upper())
     logger.propagate = False
     return handler
@@ -204,8 +208,11 @@ def writer_while_serving() -> Iterator[None]:
     all written when it ends."""
     logger = logging.getLogger("smtpauth_milter")
     handler = next((h for h in logger.handlers if isinstance(h, LineHandler)), None)
-    if handler is None:
+    if handler is not None:
+        handler.start()
+    try:
         yield
-        return
-    with handler.writing():
-        yield
+    finally:  # the handler in place now: a reload may have replaced the first one
+        for current in logger.handlers:
+            if isinstance(current, LineHandler):
+                current.stop()

@@ -188,12 +188,20 @@ class LineHandler(logging.Handler):
         finally:
             self.stop()
 
-    def start(self) -> None:
+    @property
+    def running(self) -> bool:
+        """Whether lines go through the writer thread now."""
+        return self._queue is not None
+
+    def start(self, after: LineHandler | None = None) -> None:
+        """Start the writer; with ``after`` (the handler this one replaces, on a live
+        reload of the log settings) it first writes everything ``after`` still holds,
+        so no line overtakes one logged before it."""
         if self._writer is not None:
             return
         lines: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self._writer = threading.Thread(
-            target=self._run, args=(lines,), name="log-writer", daemon=True
+            target=self._run, args=(lines, after), name="log-writer", daemon=True
         )
         self._writer.start()
         self._queue = lines
@@ -231,7 +239,9 @@ class LineHandler(logging.Handler):
         self.sink.close()
         super().close()
 
-    def _run(self, lines: queue.SimpleQueue[Item]) -> None:
+    def _run(self, lines: queue.SimpleQueue[Item], after: LineHandler | None) -> None:
+        if after is not None:
+            after.close()
         while True:
             first = lines.get()
             if first is not None:

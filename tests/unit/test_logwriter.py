@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 
 from smtpauth_milter.core import logfmt
-from smtpauth_milter.daemon.logsetup import JsonFormatter, OneLineFormatter
+from smtpauth_milter.daemon.logsetup import (
+    JsonFormatter,
+    OneLineFormatter,
+    setup_logging,
+    writer_while_serving,
+)
 from smtpauth_milter.daemon.logwriter import LineHandler, StreamSink, SyslogSink, direct_handler
 
 DEADLINE = 10.0  # generous: the writer needs the GIL on a busy shared machine
@@ -318,3 +323,51 @@ def test_a_stuck_log_keeps_a_bounded_queue_and_says_how_many_lines_it_lost(
     written = lines(path)
     assert written[:101] == ["INFO seq=first"] + [f"INFO seq={i}" for i in range(100)]
     assert written[101:] == ['ERROR event=log-lines-lost count=150 reason="log writer behind"']
+
+
+def test_a_reload_of_the_log_settings_while_serving_keeps_every_line_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGHUP's reload calls setup_logging again while libmilter threads log: the new
+    handler's writer runs at once and writes only after the old one has written all."""
+    path = tmp_path / "log"
+    with path.open("a", encoding="utf-8") as stream:
+        monkeypatch.setattr("sys.stderr", stream)
+        daemon = logging.getLogger("smtpauth_milter")
+        saved = (list(daemon.handlers), daemon.level, daemon.propagate)
+        for flag in ("logThreads", "logProcesses", "logMultiprocessing"):  # setup_logging's
+            monkeypatch.setattr(logging, flag, getattr(logging, flag))
+        try:
+            setup_logging("info", syslog=False)
+            stop = threading.Event()
+
+            def talk(n: int) -> None:
+                i = 0
+                while not stop.is_set() or i < 50:
+                    daemon.info("%s", logfmt.Fields({"thread": str(n), "seq": str(i)}))
+                    i += 1
+
+            with writer_while_serving():
+                workers = [threading.Thread(target=talk, args=(n,)) for n in range(4)]
+                for worker in workers:
+                    worker.start()
+                for level in ("info", "info", "info"):
+                    setup_logging(level, syslog=False)  # as Reloader does
+                    replaced = daemon.handlers[0]
+                    assert isinstance(replaced, LineHandler) and replaced.running
+                stop.set()
+                for worker in workers:
+                    worker.join()
+            assert not any(isinstance(h, LineHandler) and h.running for h in daemon.handlers)
+        finally:
+            for handler in list(daemon.handlers):
+                daemon.removeHandler(handler)
+                handler.close()
+            daemon.handlers[:], daemon.level, daemon.propagate = saved[0], saved[1], saved[2]
+    seen: dict[str, list[int]] = {}
+    for line in lines(path):
+        fields = dict(pair.split("=", 1) for pair in line.split(" ")[3:])
+        seen.setdefault(fields["thread"], []).append(int(fields["seq"]))
+    assert sorted(seen) == ["0", "1", "2", "3"]
+    for seqs in seen.values():
+        assert seqs == list(range(len(seqs)))  # none lost, none out of order
