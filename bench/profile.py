@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                 spy_argv = [spy, "record", "--nonblocking", "--threads", "--format", "raw"]
                 spy_argv += MODES[args.mode] + (["--native"] if args.native else [])
                 spy_argv += ["-r", str(args.rate), "-d", str(int(args.duration) + 1)]
-                spy_argv += ["-o", str(raw), "-p", str(milter.pid)]
+                pid = procstat.serving(milter.pid)  # the child under auto-restart
+                spy_argv += ["-o", str(raw), "-p", str(pid)]
                 profiler = subprocess.Popen(spy_argv, stdout=subprocess.DEVNULL)
-                user0, sys0 = cpu_split(milter.pid)
+                user0, sys0 = cpu_split(pid)
                 run = compare.measure(
                     pool,
                     args.milter,
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.duration,
                     10**9,
                 )
-                user1, sys1 = cpu_split(milter.pid)
+                user1, sys1 = cpu_split(pid)
                 profiler.wait(timeout=60 + args.duration)
             finally:
                 milter.stop()
