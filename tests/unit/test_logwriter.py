@@ -8,54 +8,20 @@ import logging.handlers
 import os
 import socket
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from smtpauth_milter.core import logfmt
 from smtpauth_milter.daemon.logsetup import (
-    JsonFormatter,
     OneLineFormatter,
     setup_logging,
     writer_while_serving,
 )
-from smtpauth_milter.daemon.logwriter import LineHandler, StreamSink, SyslogSink, direct_handler
+from smtpauth_milter.daemon.logwriter import LineHandler, StreamSink, SyslogSink
 
-DEADLINE = 10.0  # generous: the writer needs the GIL on a busy shared machine
-
-
-@pytest.fixture
-def logger() -> Iterator[logging.Logger]:
-    log = logging.getLogger(f"test-logwriter-{time.monotonic_ns()}")
-    log.propagate = False
-    log.setLevel(logging.INFO)
-    yield log
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
-        if isinstance(handler, LineHandler) and isinstance(handler.sink, StreamSink):
-            handler.sink.stream.close()  # the sink never closes its stream (stderr)
-
-
-def file_handler(path: Path, logger: logging.Logger) -> LineHandler:
-    handler = LineHandler(StreamSink(path.open("a", encoding="utf-8")))
-    handler.setFormatter(OneLineFormatter("%(levelname)s %(message)s"))
-    logger.addHandler(handler)
-    return handler
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
-
-
-def wait_for_lines(path: Path, count: int) -> list[str]:
-    deadline = time.monotonic() + DEADLINE
-    while len(found := lines(path)) < count:
-        assert time.monotonic() < deadline, f"{len(found)} of {count} lines after {DEADLINE}s"
-        time.sleep(0.01)
-    return found
+from .logsupport import DEADLINE, file_handler, lines, wait_for_lines
 
 
 def test_every_line_once_in_each_threads_order_and_all_written_at_stop(
@@ -209,87 +175,6 @@ def test_a_forked_child_writes_its_lines_itself(tmp_path: Path, logger: logging.
         "INFO who=child",
         "INFO who=parent when=after",
     ]
-
-
-@pytest.mark.parametrize("created", [1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5])
-def test_the_cached_time_is_the_stdlib_asctime(created: float) -> None:
-    template = "%(asctime)s %(levelname)s %(message)s"
-    ours, stdlib = OneLineFormatter(template), logging.Formatter(template)
-    for when in (created, created + 0.0004, created + 1.0, created):
-        record = logging.LogRecord("x", logging.INFO, __file__, 1, "msg", (), None)
-        record.created = when
-        record.msecs = int((when - int(when)) * 1000) + 0.0
-        assert ours.format(record) == stdlib.format(record)
-
-
-HOSTILE_FIELDS = {
-    "queue": None,
-    "action": "reject",
-    "from": '<a"b\\c\nd@x.test>',
-    "login": "é\x1b[31m\u2028",
-    "reply": "530 5.7.0 Authentication required",
-}
-
-
-@pytest.mark.parametrize(
-    "formatter",
-    [
-        OneLineFormatter("%(asctime)s %(levelname)s %(message)s"),
-        OneLineFormatter("smtpauth-milter[%(process)d]: %(message)s"),
-        JsonFormatter(),
-        JsonFormatter(syslog_tag=True),
-    ],
-)
-@pytest.mark.parametrize("levelno", [logging.INFO, logging.WARNING])
-def test_a_fields_line_without_a_record_is_the_records_line(
-    formatter: logging.Formatter, levelno: int
-) -> None:
-    created = 1_700_000_123.4567
-    record = logging.LogRecord(
-        "smtpauth_milter", levelno, __file__, 1, "%s", (logfmt.Fields(HOSTILE_FIELDS),), None
-    )
-    record.created, record.msecs, record.process = created, 456.0, 4242
-    direct = formatter.fields_line(levelno, created, HOSTILE_FIELDS, 4242)  # type: ignore[attr-defined]
-    assert direct == formatter.format(record)
-    assert "\n" not in direct and "\u2028" not in direct
-
-
-def test_direct_handler_only_when_nothing_else_would_see_the_record(
-    tmp_path: Path, logger: logging.Logger
-) -> None:
-    for other in list(logger.handlers):  # pytest's capture handlers, if any
-        logger.removeHandler(other)
-    assert direct_handler(logger) is None  # no handler at all
-    handler = file_handler(tmp_path / "log", logger)
-    assert direct_handler(logger) is handler
-    logger.propagate = True  # a parent's handlers would see it too
-    assert direct_handler(logger) is None
-    logger.propagate = False
-    handler.addFilter(lambda record: True)
-    assert direct_handler(logger) is None
-    handler.filters.clear()
-    extra = logging.NullHandler()
-    logger.addHandler(extra)
-    assert direct_handler(logger) is None
-    logger.removeHandler(extra)
-    handler.setFormatter(logging.Formatter())  # cannot render fields without a record
-    assert direct_handler(logger) is None
-    handler.setFormatter(OneLineFormatter("%(name)s %(message)s"))  # nor this template
-    assert direct_handler(logger) is None
-    handler.setFormatter(JsonFormatter())
-    assert direct_handler(logger) is handler
-
-
-def test_emit_fields_writes_the_same_line_as_logging_a_record(
-    tmp_path: Path, logger: logging.Logger
-) -> None:
-    path = tmp_path / "log"
-    handler = file_handler(path, logger)
-    with handler.writing():
-        handler.emit_fields(logging.WARNING, HOSTILE_FIELDS)
-        logger.warning("%s", logfmt.Fields(HOSTILE_FIELDS))
-    first, second = lines(path)
-    assert first == second and first.startswith("WARNING queue=- action=reject ")
 
 
 class StuckSink(StreamSink):
