@@ -55,16 +55,21 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
 def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     """The store every store-touching test runs against: SQLite and PostgreSQL.
 
-    A new SQLite file migrates itself on first use; a PostgreSQL database is
-    migrated explicitly, as an admin does with `smtpauth-milter db upgrade`.
+    Created explicitly, as an admin does with `smtpauth-milter db init`:
+    nothing creates a store just by opening it.
     """
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("pg_url")
-    store = Store(url)
-    store.upgrade()
-    store.dispose()
+    url: str = sqlite_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    create_store(url)
     return url
+
+
+def create_store(url: str) -> None:
+    """What `smtpauth-milter db init` does: the store, with this version's schema."""
+    store = Store(url)
+    try:
+        store.create()
+    finally:
+        store.dispose()
 
 
 @pytest.fixture

@@ -15,3 +15,7 @@ class StoreError(SmtpauthError):
 
 class ConfigError(SmtpauthError):
     """A bad configuration file or option."""
+
+
+class StoreMissing(StoreError):
+    """The store does not exist (a SQLite file that is not there): never created by reading."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -20,7 +22,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from smtpauth_milter.core.errors import SmtpauthError, StoreError
+from smtpauth_milter.core.errors import SmtpauthError, StoreError, StoreMissing
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.store.models import (
@@ -33,6 +35,7 @@ from smtpauth_milter.store.models import (
 )
 
 UPGRADE_HINT = "run `smtpauth-milter db upgrade`"
+INIT_HINT = "create it with `smtpauth-milter db init`"
 
 
 def _script_location() -> str:
@@ -59,11 +62,17 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(orig).__name__
 
 
-def _prepare_sqlite_file(url: URL) -> None:
+def sqlite_path(url: URL) -> Path | None:
+    """The file of a ``sqlite:///PATH`` URL; None for memory, ``file:`` URIs and other databases."""
     database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    path = Path(database)
+    if url.get_backend_name() != "sqlite" or not database:
+        return None
+    if database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _create_sqlite_file(path: Path) -> None:
     missing = [parent for parent in path.parents if not parent.exists()]
     for parent in reversed(missing):  # each new directory 0750, whatever the umask
         with contextlib.suppress(FileExistsError):
@@ -93,8 +102,21 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
+def _open_existing(path: Path) -> Any:
+    """Open a SQLite file read-write without ever creating it (``mode=rw``).
+
+    A mistyped path or an unmounted volume must not become a new, empty store
+    that trusts every sender: SQLite's default would create the file.
+    """
+    uri = f"file:{quote(str(path), safe='/')}?mode=rw"
+    return sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
+
+
 class Store:
-    """One database. All methods raise :class:`StoreError` with one clear line."""
+    """One database. All methods raise :class:`StoreError` with one clear line.
+
+    Nothing here creates a store as a side effect: only :meth:`create` does.
+    """
 
     def __init__(self, url: str) -> None:
         try:
@@ -109,10 +131,15 @@ class Store:
 
     def _create_engine(self) -> Engine:
         if self.is_sqlite:
-            _prepare_sqlite_file(self.url)
+            path = sqlite_path(self.url)
             # No pool: every read opens the path again, so a store file that is
             # replaced, moved or deleted is noticed instead of read from its old inode.
-            engine = create_engine(self.url, connect_args={"timeout": 10}, poolclass=NullPool)
+            if path is None:
+                engine = create_engine(self.url, connect_args={"timeout": 10}, poolclass=NullPool)
+            else:
+                engine = create_engine(
+                    self.url, creator=lambda: _open_existing(path), poolclass=NullPool
+                )
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
             return engine
@@ -127,6 +154,9 @@ class Store:
         except SmtpauthError:
             raise
         except (SQLAlchemyError, OSError, CommandError, ImportError) as exc:
+            path = sqlite_path(self.url)
+            if path is not None and not path.exists():
+                raise StoreMissing(f"no store at {path} ({INIT_HINT})") from exc
             message = f"cannot {doing} the store {self.display}: {_first_line(exc)}"
             if self._password:
                 message = message.replace(self._password, "***")
@@ -170,14 +200,27 @@ class Store:
                 return str(exc)
         return None
 
+    def create(self) -> bool:
+        """Create the store if it is missing and give it the schema if it has none.
+
+        A new SQLite file is 0640 in 0750 directories; a PostgreSQL database must
+        exist already.  A store with a schema is left as it is.  True when the
+        schema was created now.
+        """
+        path = sqlite_path(self.url)
+        if path is not None:
+            with self.errors("create"):
+                _create_sqlite_file(path)
+        if self.current() is None and self._is_empty():
+            self.upgrade()
+            return True
+        return False
+
     def prepare(self) -> None:
-        """Make sure the schema is current: migrate a new SQLite file, refuse one behind."""
+        """Make sure the schema is current: refuse a store without it or behind it."""
         current = self.current()
         head = self.head()
         if current == head:
-            return
-        if current is None and self.is_sqlite and self._is_empty():
-            self.upgrade()
             return
         if current is None:
             raise StoreError(f"the store {self.display} has no schema yet: {UPGRADE_HINT}")

@@ -53,6 +53,9 @@ class StoreCli:
     path: Path
     baseline: Path | None = None
 
+    def __post_init__(self) -> None:
+        self.run("db", "init")  # as an admin does: nothing creates a store by reading it
+
     @property
     def url(self) -> str:
         return f"sqlite:///{self.path}"

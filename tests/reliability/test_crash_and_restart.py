@@ -26,6 +26,7 @@ from tests.support.milterclient import SMFIC_MACRO, SMFIC_MAIL, SMFIC_RCPT, Milt
 def store_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     for args in (
+        ["db", "init"],
         ["domain", "add", "example.com"],
         ["settings", "set", "require-auth-local", "on"],
         ["settings", "set", "require-sender-match", "on"],

@@ -62,6 +62,7 @@ def test_run_user_group_drops_privileges_and_owns_the_socket(shared_dir: Path) -
     nobody = pwd.getpwnam("nobody")
     store_dir = shared_dir / "store"
     url = f"sqlite:///{store_dir / 'store.sqlite'}"
+    assert run_cli(["--db", url, "db", "init"]) == 0
     assert run_cli(["--db", url, "domain", "add", "example.com"]) == 0
     assert run_cli(["--db", url, "settings", "set", "require-auth-local", "on"]) == 0
     os.chown(store_dir, 0, group.gr_gid)
@@ -94,6 +95,7 @@ def test_run_user_group_drops_privileges_and_owns_the_socket(shared_dir: Path) -
 @needs_root
 def test_a_store_the_user_cannot_read_is_one_clear_line(shared_dir: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'private' / 'store.sqlite'}"  # root-only 0750/0640
+    assert run_cli(["--db", url, "db", "init"]) == 0
     assert run_cli(["--db", url, "domain", "add", "example.com"]) == 0
     milter = MilterProcess(
         url,
@@ -161,7 +163,7 @@ def test_a_new_sqlite_store_is_not_world_readable_whatever_the_umask(tmp_path: P
     url = f"sqlite:///{tmp_path / 'new' / 'deeper' / 'store.sqlite'}"
     old = os.umask(0)
     try:
-        assert run_cli(["--db", url, "domain", "list"]) == 0
+        assert run_cli(["--db", url, "db", "init"]) == 0
     finally:
         os.umask(old)
     store = tmp_path / "new" / "deeper" / "store.sqlite"

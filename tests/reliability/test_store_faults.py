@@ -44,7 +44,11 @@ def test_a_corrupted_settings_row_keeps_the_last_good_settings_then_tempfails(
 ) -> None:
     path = tmp_path / "store.sqlite"
     url = f"sqlite:///{path}"
-    for args in (["domain", "add", "example.com"], ["settings", "set", "require-auth-local", "on"]):
+    for args in (
+        ["db", "init"],
+        ["domain", "add", "example.com"],
+        ["settings", "set", "require-auth-local", "on"],
+    ):
         assert run_cli(["--db", url, *args]) == 0
     max_stale = 2.0
     with MilterProcess(

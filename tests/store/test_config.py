@@ -18,6 +18,7 @@ from tests.conftest import CliRunner
 
 
 def _store_with_domain(cli: CliRunner, url: str, name: str) -> None:
+    assert cli("--db", url, "db", "init", db=None).code == 0
     assert cli("--db", url, "domain", "add", name, db=None).code == 0
 
 
@@ -46,8 +47,16 @@ def test_db_precedence_flag_env_file_default(
     monkeypatch.setenv("SMTPAUTH_MILTER_CONFIG", str(config))
     assert domains() == ["file.test"]
     monkeypatch.delenv("SMTPAUTH_MILTER_CONFIG")
+    default = tmp_path / "xdg" / "smtpauth-milter" / "store.sqlite"
+    missing = cli("domain", "list", db=None)
+    assert (missing.code, missing.out) == (2, "")
+    assert missing.err == (
+        f"smtpauth-milter: error: no store at {default} (create it with `smtpauth-milter db init`)\n"
+    )
+    assert not default.parent.exists(), "reading must not create the store"
+    assert cli("db", "init", db=None).code == 0
     assert domains() == [], "the default store is new and empty"
-    assert (tmp_path / "xdg" / "smtpauth-milter" / "store.sqlite").is_file()
+    assert default.is_file()
 
 
 def test_default_store_path_for_root_and_users(

@@ -43,6 +43,7 @@ def write_main_cf(directory: Path, text: str) -> str:
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    assert run_cli(["--db", url, "db", "init"]) == 0
     assert run_cli(["--db", url, "domain", "add", "example.com", "example.net"]) == 0
     return url
 
@@ -141,12 +142,29 @@ def test_store_behind_its_schema_and_unreachable(
     )
     assert any(line.startswith("warning: local domains not compared") for line in lines)
     missing = f"sqlite:///{tmp_path / 'nothing' / 'store.sqlite'}"
-    _code, lines = run_doctor(capsys, missing, config, "inet:4@127.0.0.1")
-    assert lines[0].startswith("warning: the store") and "does not exist yet" in lines[0]
+    code, lines = run_doctor(capsys, missing, config, "inet:4@127.0.0.1")
+    assert lines[0] == (
+        f"error: the store {missing} does not exist: the milter tempfails every message"
+        " — fix: smtpauth-milter db init, then smtpauth-milter domain add YOUR.DOMAIN"
+    )
+    assert code == 2
     assert not (tmp_path / "nothing").exists()  # looking created nothing
     down = "postgresql+psycopg://nobody:secret@127.0.0.1:1/none"
     code, lines = run_doctor(capsys, down, config, "inet:4@127.0.0.1")
     assert lines[0].startswith("error: cannot read the store") and "secret" not in lines[0]
+    assert code == 2
+
+
+def test_a_store_without_local_domains_is_an_error(
+    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_main_cf(tmp_path / "postfix", GOOD.format(port=4))
+    assert run_cli(["--db", store_url, "domain", "remove", "example.com", "example.net"]) == 0
+    code, lines = run_doctor(capsys, store_url, config, "inet:4@127.0.0.1")
+    assert lines[1] == (
+        "error: the store has no local domains: nothing is checked, every message passes"
+        " — fix: smtpauth-milter domain add YOUR.DOMAIN"
+    )
     assert code == 2
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from smtpauth_milter.admin import probe
 from smtpauth_milter.admin.doctor.checks import (
     Finding,
+    check_local_domains,
     check_macros,
     check_milters,
     check_negotiation,
@@ -37,6 +38,9 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
     findings: list[Finding] = []
     store, domains = store_facts(db)
     findings.append(check_store(store))
+    no_domains = check_local_domains(domains)
+    if no_domains is not None:
+        findings.append(no_domains)
     try:
         directory = config_dir or default_config_dir()
         params = postconf(directory)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from smtpauth_milter.admin.doctor.checks import POSTFIX_PARAMS, FileFacts, StoreFacts, UserFacts
-from smtpauth_milter.core.errors import SmtpauthError
+from smtpauth_milter.core.errors import SmtpauthError, StoreMissing
 from smtpauth_milter.store.engine import Store
 
 POSTCONF_TIMEOUT = 10.0
@@ -71,9 +71,6 @@ def parent_facts(path: str) -> list[FileFacts]:
 
 def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
     """The store's state and its local domains (None when they cannot be read)."""
-    missing = _missing_sqlite_file(db)  # never create a SQLite file just by looking
-    if missing is not None:
-        return missing, None
     try:
         store = Store(db)
     except SmtpauthError as exc:
@@ -82,22 +79,9 @@ def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
         current, head = store.current(), store.head()
         domains = sorted(store.load_snapshot().domains) if current == head else None
         return StoreFacts(store.display, current=current, head=head), domains
+    except StoreMissing:  # opening never creates a SQLite file
+        return StoreFacts(store.display, missing_file=True), None
     except SmtpauthError as exc:
         return StoreFacts(store.display, error=str(exc)), None
     finally:
         store.dispose()
-
-
-def _missing_sqlite_file(db: str) -> StoreFacts | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(db)
-    except ArgumentError:
-        return None
-    database = url.database
-    local_file = database and database != ":memory:" and not database.startswith("file:")
-    if url.get_backend_name() == "sqlite" and local_file and not Path(str(database)).exists():
-        return StoreFacts(db, missing_file=True)
-    return None
