@@ -83,7 +83,7 @@ def test_metrics_show_a_store_that_went_away(
 ) -> None:
     port = free_tcp_port()
     milter = milters.start(
-        store_url, "--metrics", f"127.0.0.1:{port}", "--refresh", "0.05", "--max-stale", "0"
+        store_url, "--metrics", f"127.0.0.1:{port}", "--refresh", "0.05", "--max-stale", "0.1"
     )
     (tmp_path / "store.sqlite").unlink()
     (tmp_path / "store.sqlite").mkdir()  # unreadable as a database, never recreated

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.core.errors import ConfigError
 from smtpauth_milter.daemon.config import (
     DEFAULT_SOCKET,
@@ -114,3 +115,112 @@ def test_bad_config_files(tmp_path: Path, content: str | None, fragment: str) ->
         path.write_text(content, encoding="utf-8")
     with pytest.raises(ConfigError, match=fragment):
         read_file(str(path))
+
+
+# key, the value given, how a flag or variable shows it (parsed as a float), how TOML shows it
+BAD_LIMITS = [
+    ("max-stale", "nan", "nan", "nan"),
+    ("max-stale", "inf", "inf", "inf"),
+    ("max-stale", "0", "0.0", "0"),
+    ("max-stale", "-5", "-5.0", "-5"),
+    ("refresh", "nan", "nan", "nan"),
+    ("refresh", "-inf", "-inf", "-inf"),
+    ("refresh", "0", "0.0", "0"),
+    ("refresh", "-0.5", "-0.5", "-0.5"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "as_float", "in_toml"), BAD_LIMITS)
+@pytest.mark.parametrize("source", ["flag", "env", "file"])
+def test_nonsense_limits_are_one_line_naming_value_and_source(
+    key: str,
+    value: str,
+    as_float: str,
+    in_toml: str,
+    source: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ("DB", "CONFIG", "MAX_STALE", "REFRESH"):
+        monkeypatch.delenv(f"SMTPAUTH_MILTER_{name}", raising=False)
+    store = tmp_path / "store.sqlite"
+    args = ["--db", f"sqlite:///{store}"]
+    tail = ["run", "--socket", "inet:1@127.0.0.1"]
+    env = "SMTPAUTH_MILTER_" + key.upper().replace("-", "_")
+    config = tmp_path / "milter.toml"
+    shown = as_float
+    if source == "flag":
+        tail += [f"--{key}", value]
+        where = f"--{key}"
+    elif source == "env":
+        monkeypatch.setenv(env, value)
+        where = f"environment {env}"
+    else:
+        config.write_text(f"{key} = {value}\n", encoding="utf-8")
+        args += ["--config", str(config)]
+        where = f"config file {config}"
+        shown = in_toml
+    capsys.readouterr()
+    assert run_cli([*args, *tail]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == (
+        "",
+        f"smtpauth-milter: error: {key} must be a finite, positive number of seconds, "
+        f"not {shown} (from {where})\n",
+    )
+    assert not store.exists(), "refused before touching the store"
+
+
+@pytest.mark.parametrize(
+    ("flags", "file", "message"),
+    [
+        (
+            {"max_stale": 1.0, "refresh": 0.6},
+            {},
+            "max-stale 1 (from --max-stale), refresh 0.6 (from --refresh)",
+        ),
+        ({}, {"max-stale": 0.9}, "max-stale 0.9 (from F), refresh 0.5 (from the default)"),
+        (
+            {"refresh": 30.0},
+            {"max-stale": 50},
+            "max-stale 50 (from F), refresh 30 (from --refresh)",
+        ),
+    ],
+)
+def test_max_stale_must_be_at_least_twice_refresh(
+    flags: dict[str, float], file: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        RunConfig.resolve("sqlite:///x", flags, file, file_name="F")
+    assert str(raised.value) == f"max-stale must be at least twice refresh: {message}"
+    ok = RunConfig.resolve("sqlite:///x", {"max_stale": 1.0, "refresh": 0.5}, {})
+    assert (ok.max_stale, ok.refresh) == (1.0, 0.5), "exactly twice is enough"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('syslog = "no"', "syslog must be true or false, not 'no'"),
+        ("syslog = 0", "syslog must be true or false, not 0"),
+        ("db = 5", "db must be a string, not 5"),
+        ('max-stale = "60"', "max-stale must be a number, not '60'"),
+        ("refresh = true", "refresh must be a number, not True"),
+        ("socket = [1]", "socket must be a string, not [1]"),
+        ("user = 0", "user must be a string, not 0"),
+        ('log-level = {a = "b"}', "log-level must be a string, not {'a': 'b'}"),
+    ],
+)
+def test_every_config_file_key_has_its_type(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        read_file(str(path))
+    assert str(raised.value) == f"bad config file {path}: {message}"
+
+
+def test_real_booleans_and_numbers_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("syslog = false\nmax-stale = 60\nrefresh = 0.25\n", encoding="utf-8")
+    config = RunConfig.resolve("sqlite:///x", {}, read_file(str(path)))
+    assert (config.syslog, config.max_stale, config.refresh) == (False, 60.0, 0.25)

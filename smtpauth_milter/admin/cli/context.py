@@ -22,6 +22,7 @@ EXIT_ERROR = 2
 class Context:
     db: str
     file: dict[str, Any]
+    file_path: str | None = None
     _store: Store | None = None
 
     def store(self, *, prepare: bool = True) -> Store:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
 from smtpauth_milter.daemon.config import RunConfig
@@ -70,4 +71,11 @@ def run(obj: Context, /, **flags: Any) -> None:
     """Run the milter in the foreground."""
     from smtpauth_milter.daemon.server import run as serve  # imports pymilter only for this command
 
-    serve(RunConfig.resolve(obj.db, flags, obj.file))
+    ctx = click.get_current_context()
+    origins = {
+        param.name: f"environment {param.envvar}"
+        for param in ctx.command.params
+        if param.name and ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT
+    }
+    file_name = f"config file {obj.file_path}"
+    serve(RunConfig.resolve(obj.db, flags, obj.file, origins, file_name))
