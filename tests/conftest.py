@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,16 @@ from typing import Any
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV
 from smtpauth_milter.store.engine import Store
 from tests.support.pgserver import PgServer
+
+pytest_plugins = ("pytester", "tests.support.canary")
+
+# Tests never read the real /etc/smtpauth-milter/smtpauth-milter.toml: every
+# command (in process or started by a test) looks for its default config here.
+# The helpers that clean SMTPAUTH_MILTER_* from a child's environment keep it.
+os.environ[CONFIG_DEFAULT_ENV] = "/nonexistent/smtpauth-milter-tests/default.toml"
 
 
 @dataclass

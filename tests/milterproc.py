@@ -20,10 +20,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV
 from tests.support.milterclient import MilterClient, Reply, wait_for_milter
 from tests.support.pgserver import free_tcp_port
 
@@ -43,7 +44,11 @@ def console_script() -> str:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without any SMTPAUTH_MILTER_* the caller happens to have."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPAUTH_MILTER_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SMTPAUTH_MILTER_") or k == CONFIG_DEFAULT_ENV
+    }
     env.update(extra)
     return env
 
@@ -51,10 +56,17 @@ def clean_env(**extra: str) -> dict[str, str]:
 class MilterProcess:
     """One ``smtpauth-milter run`` process on ``inet:PORT@127.0.0.1``."""
 
-    def __init__(self, db_url: str, log_path: Path, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        log_path: Path,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.db_url = db_url
         self.log_path = log_path
         self.args = list(args)
+        self.env = dict(env or {})
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -88,7 +100,7 @@ class MilterProcess:
     def _spawn(self) -> None:
         argv = [console_script(), "run", "--socket", self.socket, *self.args]
         # The URL goes in the environment, not argv: no password in `ps`.
-        env = clean_env(SMTPAUTH_MILTER_DB=self.db_url)
+        env = clean_env(**{"SMTPAUTH_MILTER_DB": self.db_url, **self.env})
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd="/"
@@ -135,9 +147,9 @@ class MilterProcesses:
         self.directory = directory
         self.started: list[MilterProcess] = []
 
-    def start(self, db_url: str, *args: str) -> MilterProcess:
+    def start(self, db_url: str, *args: str, env: Mapping[str, str] | None = None) -> MilterProcess:
         log_path = self.directory / f"milter-{len(self.started) + 1}.log"
-        milter = MilterProcess(db_url, log_path, args)
+        milter = MilterProcess(db_url, log_path, args, env)
         self.started.append(milter)
         return milter.start()
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 from alembic import command
 from alembic.config import Config
@@ -47,13 +48,35 @@ def _script_location() -> str:
     raise StoreError("the schema migrations are missing from this installation")
 
 
+_QUERY_SECRET = re.compile(r"([?&][^=&]*password[^=&]*=)[^&]*", re.IGNORECASE)
+MASK = "***"
+
+
 def display_url(url: URL | str) -> str:
-    """The URL with any password masked, safe to print or log."""
+    """The URL with every password masked (user part and ``?password=``), safe to print."""
     try:
         parsed = make_url(url) if isinstance(url, str) else url
     except ArgumentError:
         return "<unparseable database URL>"
-    return parsed.render_as_string(hide_password=True)
+    return _QUERY_SECRET.sub(rf"\g<1>{MASK}", parsed.render_as_string(hide_password=True))
+
+
+def url_secrets(url: URL) -> tuple[str, ...]:
+    """Every password in the URL, as given and as it may appear quoted, longest first."""
+    values: list[str] = []
+    if isinstance(url.password, str):
+        values.append(url.password)
+    for key, value in url.query.items():
+        if "password" in key.lower():
+            values.extend([value] if isinstance(value, str) else value)
+    found = {form for v in values if v for form in (v, quote(v, safe=""), quote_plus(v))}
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def mask_secrets(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
 
 
 def _first_line(exc: BaseException) -> str:
@@ -124,7 +147,7 @@ class Store:
         except ArgumentError as exc:
             raise StoreError(f"bad database URL {display_url(url)!r}") from exc
         self.display = display_url(self.url)
-        self._password = self.url.password if isinstance(self.url.password, str) else None
+        self.secrets = url_secrets(self.url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         with self.errors("open"):
             self.engine = self._create_engine()
@@ -158,9 +181,7 @@ class Store:
             if path is not None and not path.exists():
                 raise StoreMissing(f"no store at {path} ({INIT_HINT})") from exc
             message = f"cannot {doing} the store {self.display}: {_first_line(exc)}"
-            if self._password:
-                message = message.replace(self._password, "***")
-            raise StoreError(message) from exc
+            raise StoreError(mask_secrets(message, self.secrets)) from exc
 
     def dispose(self) -> None:
         self.engine.dispose()

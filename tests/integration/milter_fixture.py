@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV
 from smtpauth_milter.store.engine import Store
+from tests.milterproc import clean_env
 
 from .sandbox import (
     LogFile,
@@ -63,7 +65,11 @@ class StoreCli:
     def run(self, *args: str) -> str:
         """Run one CLI command; its stdout. CliError with stderr when it does not exit 0."""
         out, err = io.StringIO(), io.StringIO()
-        env_backup = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("SMTPAUTH_")}
+        env_backup = {
+            k: os.environ.pop(k)
+            for k in list(os.environ)
+            if k.startswith("SMTPAUTH_") and k != CONFIG_DEFAULT_ENV
+        }
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 code = run_cli(["--db", self.url, *args])
@@ -153,7 +159,7 @@ class OurMilter:
         if self.unix_path is not None:
             self.unix_path.unlink(missing_ok=True)
         self.started_at = self.log.mark()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPAUTH_MILTER_")}
+        env = clean_env()
         process = start_process(self.argv, self.log.path, env=env)
         self.process = process
 

@@ -11,7 +11,6 @@ to a file, readiness is polled with a deadline, and the process is stopped
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tests.milterproc import clean_env
 from tests.support.milterclient import wait_for_milter
 
 SCRIPT = Path(sys.executable).with_name("smtpauth-milter")
@@ -34,9 +34,7 @@ def free_port() -> int:
 
 
 def milter_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPAUTH_MILTER_")}
-    env.update(extra or {})
-    return env
+    return clean_env(**(extra or {}))
 
 
 def cli(db_url: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -16,10 +16,11 @@ import pytest
 from smtpauth_milter.admin.cli import run_cli
 from tests.reliability.proc import MilterProcess, free_port
 from tests.support.milterclient import session, wait_for_milter
+from tests.support.pgserver import CANARY_PASSWORD
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="dropping privileges needs root")
-PASSWORD = "Pw-0f-the-DB-n3ver-shown"
+PASSWORD = CANARY_PASSWORD  # the canary plugin also looks for it everywhere
 
 
 def _group_for_test() -> grp.struct_group:

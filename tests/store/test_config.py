@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.core.errors import ConfigError
 from smtpauth_milter.daemon.config import (
+    CONFIG_DEFAULT_ENV,
+    DEFAULT_CONFIG_FILE,
     DEFAULT_SOCKET,
     RunConfig,
     check_socket,
@@ -224,3 +227,46 @@ def test_real_booleans_and_numbers_are_accepted(tmp_path: Path) -> None:
     path.write_text("syslog = false\nmax-stale = 60\nrefresh = 0.25\n", encoding="utf-8")
     config = RunConfig.resolve("sqlite:///x", {}, read_file(str(path)))
     assert (config.syslog, config.max_stale, config.refresh) == (False, 60.0, 0.25)
+
+
+def test_tests_never_read_the_real_default_config_file() -> None:
+    assert DEFAULT_CONFIG_FILE == "/etc/smtpauth-milter/smtpauth-milter.toml"
+    assert os.environ[CONFIG_DEFAULT_ENV].startswith("/nonexistent/"), "set by tests/conftest.py"
+
+
+def test_the_default_config_file_is_read_by_every_command_when_it_exists(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    urls = {name: f"sqlite:///{tmp_path / name}.sqlite" for name in ("default", "other", "env")}
+    for name, url in urls.items():
+        _store_with_domain(cli, url, f"{name}.test")
+    default = tmp_path / "etc" / "smtpauth-milter.toml"
+    monkeypatch.setenv(CONFIG_DEFAULT_ENV, str(default))
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+    def domains(*args: str) -> list[str]:
+        result = cli(*args, "domain", "list", db=None)
+        assert result.code == 0, result.err
+        return result.out.split()
+
+    assert cli("domain", "list", db=None).code == 2, "no default file: the default store"
+    default.parent.mkdir()
+    default.write_text(f'db = "{urls["default"]}"\nmax-stale = 0\n', encoding="utf-8")
+    assert domains() == ["default.test"]
+    other = tmp_path / "other.toml"
+    other.write_text(f'db = "{urls["other"]}"\n', encoding="utf-8")
+    assert domains("--config", str(other)) == ["other.test"], "--config replaces the default"
+    monkeypatch.setenv("SMTPAUTH_MILTER_CONFIG", str(other))
+    assert domains() == ["other.test"], "so does SMTPAUTH_MILTER_CONFIG"
+    monkeypatch.delenv("SMTPAUTH_MILTER_CONFIG")
+    monkeypatch.setenv("SMTPAUTH_MILTER_DB", urls["env"])
+    assert domains() == ["env.test"], "the environment beats the file"
+    monkeypatch.delenv("SMTPAUTH_MILTER_DB")
+    assert domains("--db", urls["other"]) == ["other.test"], "a flag beats the file"
+    refused = cli("run", db=None)  # and run reads the same file: its max-stale too
+    assert refused.code == 2
+    assert refused.err == (
+        "smtpauth-milter: error: max-stale must be a finite, positive number of seconds, "
+        f"not 0 (from config file {default})\n"
+    )

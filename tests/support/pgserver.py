@@ -3,8 +3,9 @@
 ``PgServer`` runs ``initdb`` in a private directory, starts the server with
 ``pg_ctl`` on a free loopback TCP port (its unix socket stays inside that
 directory), and removes everything on ``close()``.  Password authentication is
-``scram-sha-256`` with a random password, so tests can check that the password
-never shows up in logs or error messages.
+``scram-sha-256`` with the fixed canary password ``CANARY_PASSWORD``: the
+canary plugin (tests/support/canary.py) fails the run when it shows up in any
+test's output or in any file under the run's basetemp.
 
 When the tests run as root, every server command runs as the ``postgres`` OS
 user (``initdb`` and ``postgres`` refuse to run as root) and the cluster
@@ -34,7 +35,6 @@ import glob
 import os
 import pwd
 import re
-import secrets
 import shutil
 import socket
 import subprocess
@@ -124,9 +124,10 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def generate_password() -> str:
-    """A random password that is easy to grep for in captured output."""
-    return f"pgpw-{secrets.token_hex(12)}"
+# The superuser's password of every test server: the canary that
+# tests/support/canary.py looks for in every test's output and every file the
+# run leaves under pytest's basetemp.  Seen anywhere, the whole run fails.
+CANARY_PASSWORD = "canary-pw-n3ver-printed-4f1c9a7e"
 
 
 class PgServer:
@@ -144,7 +145,7 @@ class PgServer:
         port: int | None = None,
     ) -> None:
         self.user = user
-        self.password = password if password is not None else generate_password()
+        self.password = password if password is not None else CANARY_PASSWORD
         self.bindir = Path(bindir) if bindir is not None else find_bindir()
         self.port: int | None = port
         self._as_root = os.geteuid() == 0

@@ -12,7 +12,7 @@ import click
 from sqlalchemy.orm import Session
 
 from smtpauth_milter.store import audit
-from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.engine import Store, mask_secrets
 
 T = TypeVar("T")
 EXIT_ERROR = 2
@@ -36,10 +36,7 @@ class Context:
     def write(self) -> Iterator[Session]:
         """One transaction, its changes recorded in the audit trail as this command's."""
         store = self.store()
-        command = command_line(click.get_current_context())
-        password = store.url.password
-        if isinstance(password, str) and password:
-            command = command.replace(password, "***")
+        command = mask_secrets(command_line(click.get_current_context()), store.secrets)
         with store.write() as session:
             audit.begin(session, audit.Actor.now(command))
             yield session

@@ -30,6 +30,7 @@ from smtpauth_milter.admin.doctor.facts import (
     postmap_has,
     store_facts,
 )
+from smtpauth_milter.admin.doctor.running import running_store_finding
 from smtpauth_milter.core.errors import SmtpauthError
 
 
@@ -66,6 +67,8 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
     except probe.ProbeError as exc:
         result = str(exc)
     findings.append(check_negotiation(socket_spec, result))
+    if not isinstance(result, str):  # something answers: is it reading our store?
+        findings.append(running_store_finding(socket_spec, db))
     return findings
 
 

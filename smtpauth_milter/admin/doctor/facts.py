@@ -10,7 +10,7 @@ from pathlib import Path
 
 from smtpauth_milter.admin.doctor.checks import POSTFIX_PARAMS, FileFacts, StoreFacts, UserFacts
 from smtpauth_milter.core.errors import SmtpauthError, StoreMissing
-from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.engine import Store, display_url
 
 POSTCONF_TIMEOUT = 10.0
 
@@ -74,7 +74,7 @@ def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
     try:
         store = Store(db)
     except SmtpauthError as exc:
-        return StoreFacts(db, error=str(exc)), None
+        return StoreFacts(display_url(db), error=str(exc)), None
     try:
         current, head = store.current(), store.head()
         domains = sorted(store.load_snapshot().domains) if current == head else None

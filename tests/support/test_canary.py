@@ -1,0 +1,80 @@
+"""The canary check itself: a session that leaks the password fails, naming where."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.canary import CANARY_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+INNER_TESTS = """
+import logging
+import os
+
+SECRET = os.environ["SMTPAUTH_TEST_CANARY"]
+
+
+def test_prints_it():
+    print("connecting to postgresql://u:" + SECRET + "@db/x")
+
+
+def test_logs_it():
+    logging.getLogger("smtpauth_milter").warning("event=start store=%s", SECRET)
+
+
+def test_writes_it_to_a_log_file(tmp_path):
+    (tmp_path / "milter.log").write_text("error=" + SECRET + "\\n")
+
+
+def test_keeps_it_in_an_input_file_named_secret(tmp_path):
+    (tmp_path / "db.secret.toml").write_text('db = "' + SECRET + '"\\n')
+
+
+def test_fails_showing_it():
+    assert SECRET == "something else"
+
+
+def test_clean():
+    print("nothing to see")
+"""
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> str:
+    secret = f"inner-canary-{uuid.uuid4().hex}"  # not the outer run's canary
+    monkeypatch.setenv(CANARY_ENV, secret)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    return secret
+
+
+def test_a_leaked_canary_fails_the_session_naming_every_place(
+    pytester: pytest.Pytester, inner: str
+) -> None:
+    pytester.makepyfile(test_leaks=INNER_TESTS)
+    result = pytester.runpytest_subprocess("-p", "tests.support.canary", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    summary = result.stdout.str().split("the test database password leaked", 1)[1]
+    assert summary.count("test_leaks.py::test_prints_it: Captured stdout call") == 1
+    assert "test_leaks.py::test_logs_it: Captured log call" in summary
+    assert "test_leaks.py::test_fails_showing_it: failure report (call)" in summary
+    assert "test_writes_it_to_a_log_file0/milter.log" in summary
+    assert "secret.toml" not in summary, "input files named *secret* are not read"
+    assert "test_clean" not in summary
+    assert inner not in summary, "the summary names places, never the password"
+
+
+def test_a_session_that_only_passes_without_leaks_passes(
+    pytester: pytest.Pytester, inner: str
+) -> None:
+    clean = "\n".join(
+        line for line in INNER_TESTS.split("\n\n\n") if "test_clean" in line or "import" in line
+    )
+    pytester.makepyfile(test_clean=clean)
+    result = pytester.runpytest_subprocess("-p", "tests.support.canary", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK
+    assert "password leaked" not in result.stdout.str()
