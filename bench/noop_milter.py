@@ -6,7 +6,8 @@ It negotiates with ``SmtpAuthMilter.negotiate`` itself (same skipped steps,
 same no-reply flags, same macro lists), implements the same callbacks
 (connect, envfrom, envrcpt, data, abort, close) and does nothing in them:
 CONTINUE, or NOREPLY where the no-reply flag was negotiated.  ``--skip-data``
-additionally asks the MTA to skip DATA, for the NOTES.md TCP-stall experiment.
+additionally asks the MTA to skip DATA, for the TCP-stall experiment
+(docs/internals.md#the-tcp-stall-when-data-is-skipped).
 """
 
 from __future__ import annotations

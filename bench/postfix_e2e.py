@@ -6,7 +6,7 @@ Postfix's own ``smtp-source`` sends ``--messages`` messages over ``--sessions``
 parallel SMTP sessions to a private Postfix (``tests/integration/sandbox.py``,
 loaded read-only) that delivers to ``discard:``.  Each configuration is run
 ``--rounds`` times, alternating: no milter, no-op and ours on an inet socket and
-on a unix socket, and the no-op negotiating "skip DATA" (the NOTES.md 37 ms
+on a unix socket, and the no-op negotiating "skip DATA" (the 37 ms
 stall) on both sockets.  Every message must be accepted (a reject or tempfail
 in the log fails the run).  Needs root, postfix and dovecot.
 """

@@ -44,7 +44,7 @@ from smtpauth_milter import editing  # noqa: E402
 from smtpauth_milter.store.engine import Store  # noqa: E402
 from tests.support.milterclient import MilterClient, wait_for_milter  # noqa: E402
 
-PROPAGATION = 2.0  # SPEC 5: a change reaches every milter within 2 seconds
+PROPAGATION = 2.0  # docs/operations.md: a change reaches every milter within 2 seconds
 RECORD = struct.Struct("!ddBH")  # t0, t1, case, reply code (0 = continue, 1 = client error)
 
 # (sender, login, rcpt): the cases each session picks from.
@@ -65,7 +65,7 @@ class State:
 
 
 def expected_code(case: int, state: State) -> int:
-    """SPEC 3 for the soak's settings; 0 means continue."""
+    """The envelope decision (docs/policy.md) for the soak's settings; 0 means continue."""
     _sender, login, _rcpt = CASES[case]
     if case == 4:
         return 0

@@ -1,4 +1,4 @@
-"""``smtpauth-milter check``: run the milter's own decision and explain it."""
+"""``smtpauth-milter check``: run the milter's own decisions and explain them."""
 
 from __future__ import annotations
 
@@ -10,11 +10,19 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.addresses import AddressError, parse_path
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.core.networks import parse_ip
-from smtpauth_milter.core.policy import Action, Request, Verdict, decide
+from smtpauth_milter.core.policy import Action, Request, Verdict, decide, decide_header
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
 
 CONTINUING = (Action.CONTINUE, Action.WOULD_REJECT, Action.WOULD_TEMPFAIL)
+
+
+@dataclass(frozen=True)
+class Headers:
+    """The raw values of every ``From:`` and ``Sender:`` field of a message, in order."""
+
+    froms: tuple[str, ...]
+    senders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -23,36 +31,28 @@ class Report:
     verdicts: tuple[tuple[str, Verdict], ...]
     settings: Settings | None
     grants: tuple[str, ...]
+    headers: Headers | None = None
+    header_verdict: Verdict | None = None
 
     @property
     def all_continue(self) -> bool:
-        return all(verdict.action in CONTINUING for _, verdict in self.verdicts)
+        every = [v for _, v in self.verdicts]
+        if self.header_verdict is not None:
+            every.append(self.header_verdict)
+        return all(verdict.action in CONTINUING for verdict in every)
 
     def lines(self) -> list[str]:
-        return [
-            logfmt.line(
-                {
-                    "rcpt": rcpt,
-                    "action": v.action.value,
-                    "rule": v.rule.value,
-                    "reply": str(v.reply) if v.reply else None,
-                }
-            )
-            for rcpt, v in self.verdicts
-        ]
+        lines = [logfmt.line({"rcpt": rcpt, **_outcome(v)}) for rcpt, v in self.verdicts]
+        if self.headers is not None and self.header_verdict is not None:
+            header_from = " | ".join(self.headers.froms) if self.headers.froms else None
+            lines.append(logfmt.line({"header_from": header_from, **_outcome(self.header_verdict)}))
+        return lines
 
     def as_json(self) -> dict[str, Any]:
         settings = self.settings.as_values() if self.settings is not None else None
-        return {
+        result: dict[str, Any] = {
             "recipients": [
-                {
-                    "rcpt": rcpt,
-                    "action": v.action.value,
-                    "rule": v.rule.value,
-                    "reply": str(v.reply) if v.reply else None,
-                    "domain": v.domain,
-                }
-                for rcpt, v in self.verdicts
+                {"rcpt": rcpt, **_outcome(v), "domain": v.domain} for rcpt, v in self.verdicts
             ],
             "client": str(self.request.client) if self.request.client else None,
             "login": self.request.login,
@@ -60,6 +60,23 @@ class Report:
             "settings": settings,
             "grants": list(self.grants),
         }
+        if self.headers is not None and self.header_verdict is not None:
+            verdict = self.header_verdict
+            result["headers"] = {
+                "from": list(self.headers.froms),
+                "sender": list(self.headers.senders),
+                **_outcome(verdict),
+                "domain": verdict.domain,
+            }
+        return result
+
+
+def _outcome(verdict: Verdict) -> dict[str, str | None]:
+    return {
+        "action": verdict.action.value,
+        "rule": verdict.rule.value,
+        "reply": str(verdict.reply) if verdict.reply else None,
+    }
 
 
 def _bracketed(address: str) -> str:
@@ -68,8 +85,15 @@ def _bracketed(address: str) -> str:
 
 
 def explain(
-    snapshot: Snapshot, client: str | None, login: str | None, sender: str, rcpts: Sequence[str]
+    snapshot: Snapshot,
+    client: str | None,
+    login: str | None,
+    sender: str,
+    rcpts: Sequence[str],
+    headers: Headers | None = None,
 ) -> Report:
+    """Each recipient's verdict (decide) and, given ``headers``, the end-of-headers
+    verdict (decide_header): the very calls the milter makes."""
     address = None
     if client is not None:
         address = parse_ip(client)
@@ -77,10 +101,13 @@ def explain(
             raise SmtpauthError(f"bad --client {client!r}: not an IP address")
     request = Request(address, login or None, _bracketed(sender))
     verdicts = tuple((rcpt, decide(snapshot, request, _bracketed(rcpt))) for rcpt in rcpts)
+    header_verdict = None
+    if headers is not None:
+        header_verdict = decide_header(snapshot, request, headers.froms, headers.senders)
     try:
         parsed = parse_path(request.sender)
     except AddressError:
         parsed = None
     settings = snapshot.settings_for(parsed.domain) if parsed is not None else None
     grants = snapshot.grants.get(login.strip().lower(), frozenset()) if login else frozenset()
-    return Report(request, verdicts, settings, tuple(sorted(grants)))
+    return Report(request, verdicts, settings, tuple(sorted(grants)), headers, header_verdict)

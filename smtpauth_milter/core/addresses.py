@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email import errors as email_errors
+from email.header import decode_header, make_header
 from email.headerregistry import HeaderRegistry
 
 import idna
@@ -24,6 +25,7 @@ __all__ = [
     "Address",
     "AddressError",
     "domain_name",
+    "header_domains",
     "normalise",
     "normalise_local",
     "parse_address",
@@ -259,3 +261,54 @@ def parse_header_addresses(value: str) -> list[Address]:
 def parse_header_list(values: Sequence[str]) -> list[Address]:
     """The addresses of every occurrence of one header field, in order."""
     return [address for value in values for address in parse_header_addresses(value)]
+
+
+# Where a From: cannot be parsed with certainty, we still need to know whether it
+# may name a local domain: require-header-from-match applies to a message only
+# when one of its domains has the rule on.  The guess errs towards finding more:
+# every name after an '@', in the value as sent, without comments and spaces,
+# and with encoded words decoded (what a mail reader might show).
+_AT_WORD_RE = re.compile(r"@[ \t]*([^\s<>()\[\]@,;:\"\\]+)")
+_LDH_PREFIX_RE = re.compile(r"[A-Za-z0-9._-]+")
+_COMMENT_OR_SPACE_RE = re.compile(r"\([^()]*\)|\s+")
+
+
+def _readings(value: str) -> list[str]:
+    flat = value
+    for _ in range(8):  # nested comments, innermost first; a bound, not a parser
+        stripped = _COMMENT_OR_SPACE_RE.sub("", flat)
+        if stripped == flat:
+            break
+        flat = stripped
+    try:
+        decoded = str(make_header(decode_header(value)))
+    except Exception:  # a bad charset or encoding: the other readings remain
+        decoded = value
+    return [value, flat, decoded]
+
+
+def _guess_domains(value: str) -> list[str]:
+    found: list[str] = []
+    for text in _readings(value):
+        for match in _AT_WORD_RE.finditer(text):
+            prefix = _LDH_PREFIX_RE.match(match[1])
+            for word in (match[1], prefix[0] if prefix else ""):
+                try:
+                    name = domain_name(word)
+                except AddressError:
+                    continue
+                if name not in found:
+                    found.append(name)
+    return found
+
+
+def header_domains(values: Sequence[str]) -> list[str]:
+    """The domains a header field names, in order: parsed where certain, else guessed."""
+    found: list[str] = []
+    for value in values:
+        try:
+            names = [address.domain for address in parse_header_addresses(value)]
+        except AddressError:
+            names = _guess_domains(value)
+        found += [name for name in dict.fromkeys(names) if name not in found]
+    return found

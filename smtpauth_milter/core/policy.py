@@ -1,4 +1,7 @@
-"""The decision, per recipient (SPEC section 3). Pure: no I/O, no clock, no pymilter.
+"""The decision, per recipient. Pure: no I/O, no clock, no pymilter.
+
+The rules are documented in docs/policy.md#the-envelope-decision and
+docs/policy.md#the-end-of-headers-decision.
 
 The milter and ``smtpauth-milter check`` both call :func:`decide`.  The
 milter also calls :func:`decide_header` once per message at end of headers
@@ -15,6 +18,7 @@ from enum import StrEnum
 from smtpauth_milter.core.addresses import (
     Address,
     AddressError,
+    header_domains,
     normalise,
     parse_address,
     parse_header_list,
@@ -92,7 +96,10 @@ def _refuse(rule: Rule, reply: Reply, dry_run: bool, domain: str | None) -> Verd
 
 
 def login_owns(snapshot: Snapshot, settings: Settings, login: str, sender: Address) -> bool:
-    """SPEC 1: the login owns the sender exactly, as a bare login, or by a send-as grant."""
+    """The login owns the sender exactly, as a bare login, or by a send-as grant.
+
+    See docs/policy.md#ownership.
+    """
     delimiter = snapshot.global_settings.recipient_delimiter
     wanted = normalise(sender, delimiter)
     login = login.strip()
@@ -110,16 +117,38 @@ def login_owns(snapshot: Snapshot, settings: Settings, login: str, sender: Addre
     return wanted in granted or f"@{sender.domain}" in granted
 
 
+# A local part holding one of these may be routed elsewhere by the MTA:
+# ``victim%gmail.com@example.com`` (Postfix allow_percent_hack, Sendmail's %
+# hack), ``gmail.com!victim@example.com`` (swap_bangpath, UUCP) and
+# ``"victim@gmail.com"@example.com`` (resolve_dequoted_address).
+_ROUTING_CHARACTERS = frozenset("%!@")
+
+
 def _recipient_is_local(snapshot: Snapshot, rcpt: str) -> bool:
+    """The MTA delivers to this recipient here: a local domain and no routing in the local part."""
     try:
         address = parse_path(rcpt)
     except AddressError:
         return False
-    return address is not None and snapshot.settings_for(address.domain) is not None
+    if address is None or not _ROUTING_CHARACTERS.isdisjoint(address.local):
+        return False
+    return snapshot.settings_for(address.domain) is not None
+
+
+def _is_role_sender(local: str, roles: frozenset[str], delimiter: str) -> bool:
+    """The whole local part, or the part before any delimiter in it, is a listed role.
+
+    With a delimiter of ``+-`` the list's ``no-reply`` matches ``no-reply``,
+    ``No-Reply+x`` and ``no-reply-x``, and ``postmaster`` matches ``postmaster-x``.
+    """
+    folded = local.lower()
+    if folded in roles:
+        return True
+    return any(folded[:cut] in roles for cut, ch in enumerate(folded) if cut and ch in delimiter)
 
 
 def _store_and_network_rules(snapshot: Snapshot, request: Request) -> Verdict | None:
-    """SPEC 3 rules 1 and 2, shared by the envelope and the header decision."""
+    """Rules 1 and 2 (no settings, trusted network), shared by both decisions."""
     glob = snapshot.global_settings
     if not snapshot.trusted:
         return _refuse(Rule.NO_SETTINGS, glob.tempfail_reply, glob.dry_run, None)
@@ -154,8 +183,8 @@ def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
         return _refuse(
             Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain
         )
-    local_part = normalise(sender, glob.recipient_delimiter).rpartition("@")[0]
-    if settings.require_auth_role and local_part in settings.role_senders:
+    role = _is_role_sender(sender.local, settings.role_senders, glob.recipient_delimiter)
+    if settings.require_auth_role and role:
         return _refuse(
             Rule.ROLE_AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain
         )
@@ -184,6 +213,35 @@ def _single(values: Sequence[str]) -> Address | None:
     return addresses[0] if len(addresses) == 1 else None
 
 
+def _header_checked(snapshot: Snapshot, domain: str) -> Settings | None:
+    """The settings of a local domain with require-header-from-match on; else None."""
+    found = snapshot.settings_for(domain)
+    return found if found is not None and found.require_header_from_match else None
+
+
+def _envelope_domain(request: Request) -> list[str]:
+    try:
+        parsed = parse_path(request.sender)
+    except AddressError:  # already refused (or would-rejected) at RCPT: bad-sender
+        return []
+    return [] if parsed is None else [parsed.domain]
+
+
+def _bad_header_from(snapshot: Snapshot, request: Request, from_values: Sequence[str]) -> Verdict:
+    """A From: that is missing, repeated, names several addresses or cannot be parsed.
+
+    Refused only when the message is one of a domain with the rule in effect:
+    the first From: domain we can extract with the rule on, else the envelope
+    sender's domain with the rule on; that domain's reply and dry-run apply.
+    """
+    for domain in (*header_domains(from_values), *_envelope_domain(request)):
+        settings = _header_checked(snapshot, domain)
+        if settings is not None:
+            reply = settings.header_from_mismatch_reply
+            return _refuse(Rule.BAD_HEADER_FROM, reply, settings.dry_run, domain)
+    return Verdict(Action.CONTINUE, Rule.HEADER_FROM_NOT_CHECKED)
+
+
 def decide_header(
     snapshot: Snapshot, request: Request, from_values: Sequence[str], sender_values: Sequence[str]
 ) -> Verdict:
@@ -192,32 +250,23 @@ def decide_header(
     ``from_values`` / ``sender_values`` are the raw values of every ``From:`` /
     ``Sender:`` header field, in order.  The From: address is held to the
     envelope sender's rules: a local From: in a domain with the setting on needs
-    a login, and the login must own the From: or the Sender: address (SPEC 1).
-    With the setting on anywhere, a message whose From: is missing, cannot be
-    parsed or names more than one address is refused (``bad-header-from``).
+    a login, and the login must own the From: or the Sender: address (docs/policy.md#ownership).
+    A From: that is missing, unparseable or names more than one address is
+    refused (``bad-header-from``) when a From: domain or the envelope sender's
+    domain has the setting on.
     """
-    glob = snapshot.global_settings
     first = _store_and_network_rules(snapshot, request)
     if first is not None:
         return first
     if not snapshot.header_checks:
         return Verdict(Action.CONTINUE, Rule.HEADER_CHECKS_OFF)
-    try:
-        addresses = parse_header_list(from_values)
-    except AddressError:
-        addresses = []
-    if len(addresses) != 1 or len(from_values) != 1:
-        checked = (snapshot.settings_for(a.domain) for a in addresses)
-        settings = next((s for s in checked if s and s.require_header_from_match), glob)
-        return _refuse(
-            Rule.BAD_HEADER_FROM, settings.header_from_mismatch_reply, settings.dry_run, None
-        )
-    header_from = addresses[0]
+    header_from = _single(from_values)
+    if header_from is None:
+        return _bad_header_from(snapshot, request, from_values)
     domain = header_from.domain
-    found = snapshot.settings_for(domain)
-    if found is None or not found.require_header_from_match:
+    settings = _header_checked(snapshot, domain)
+    if settings is None:
         return Verdict(Action.CONTINUE, Rule.HEADER_FROM_NOT_CHECKED, domain=domain)
-    settings = found
     if not request.authenticated:
         return _refuse(
             Rule.HEADER_FROM_AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain

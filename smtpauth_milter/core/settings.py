@@ -56,6 +56,16 @@ def _canonical_reply(text: str) -> str:
     return str(Reply.parse(text))
 
 
+def _canonical_temporary_reply(text: str) -> str:
+    reply = Reply.parse(text)
+    if not reply.temporary:
+        raise SettingError(
+            f"bad reply {text!r}: tempfail-reply answers for the milter's own trouble "
+            "and must be a 4xx reply, never a permanent refusal"
+        )
+    return str(reply)
+
+
 def _canonical_delimiter(text: str) -> str:
     chars = "".join(dict.fromkeys(text.strip()))
     if any(ch in '@<>" \t,' or not ch.isprintable() for ch in chars) or len(chars) > 8:
@@ -166,7 +176,7 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "tempfail-reply",
                 Scope.GLOBAL,
                 "451 4.3.0 Temporary policy failure, try again later",
-                _canonical_reply,
+                _canonical_temporary_reply,
                 "Reply when no trustworthy settings are available.",
             ),
             SettingDef(

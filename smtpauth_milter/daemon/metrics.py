@@ -1,8 +1,9 @@
 """Prometheus metrics for ``run --metrics HOST:PORT``: counters, one gauge, one histogram.
 
-The hot path (one recipient decision) costs one counter increment and one
-histogram observation: the labelled counter children are resolved once, here,
-not per decision.  The snapshot age is computed when Prometheus scrapes.
+The hot path (one decision: per recipient, and per message at end of headers)
+costs one counter increment and one histogram observation: the labelled
+counter children are resolved once, here, not per decision.  The snapshot age
+is computed when Prometheus scrapes.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Metrics:
         self.snapshot_age = snapshot_age
         decisions = Counter(
             f"{PREFIX}_decisions",
-            "Recipient decisions, by action and rule.",
+            "Decisions, by action and rule: one per recipient, one per message at end of headers.",
             ["action", "rule"],
             registry=self.registry,
         )
@@ -72,7 +73,7 @@ class Metrics:
         age.set_function(lambda: _age_or_inf(self.snapshot_age()))
         self.latency = Histogram(
             f"{PREFIX}_decision_seconds",
-            "Time to decide one recipient.",
+            "Time to decide one recipient, or one message at end of headers.",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )

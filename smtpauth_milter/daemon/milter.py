@@ -29,7 +29,8 @@ log = logging.getLogger("smtpauth_milter")
 
 # What we ask the MTA for: the login and queue id at MAIL, the queue id at RCPT.
 MACROS = {Milter.M_ENVFROM: "i {auth_authen}", Milter.M_ENVRCPT: "i"}
-# Steps we never need. DATA is kept: skipping it stalls Postfix on TCP sockets (NOTES.md).
+# Steps we never need. DATA is kept: skipping it stalls Postfix on TCP sockets
+# (docs/internals.md#the-tcp-stall-when-data-is-skipped).
 SKIPPED_STEPS = (
     Milter.P_NOHELO | Milter.P_NOHDRS | Milter.P_NOEOH | Milter.P_NOBODY | Milter.P_NOUNKNOWN
 )
@@ -159,7 +160,10 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
             raise RuntimeError("end of headers without MAIL FROM")
         froms, senders = self._headers.get("from", []), self._headers.get("sender", [])
         self._headers = {}
+        started = time.perf_counter()
         verdict = decide_header(self._cache.current(), request, froms, senders)
+        if self._metrics is not None:
+            self._metrics.decided(verdict, time.perf_counter() - started)
         self._log_header(request, froms, verdict)
         return self._answer(verdict)
 

@@ -18,7 +18,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -471,6 +471,8 @@ class Postfix:
     milter: str | None = None
     running: bool = False
     maillog: LogFile = field(init=False)
+    # main.cf parameters set on top of MAIN_CF for some tests (see use_overrides).
+    overrides: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()  # a relative -c path makes "reload" a no-op
@@ -518,6 +520,9 @@ class Postfix:
             local_domains=", ".join(LOCAL_DOMAINS),
             milter_snippet=snippet,
         )
+        if self.overrides:
+            lines = [f"{name} = {value}" for name, value in sorted(self.overrides.items())]
+            main_cf += "\n# ---- overrides of this test ----\n" + "\n".join(lines) + "\n"
         master_cf = MASTER_CF.format(listen=f"{LOOPBACK}:{self.port}")
         write_settled(self.config_dir / "main.cf", main_cf)
         write_settled(self.config_dir / "master.cf", master_cf)
@@ -555,6 +560,18 @@ class Postfix:
         wait_until(
             lambda: not (old_smtpds & self.smtpd_pids()), timeout, "old smtpd processes to exit"
         )
+
+    def use_overrides(self, overrides: Mapping[str, str]) -> None:
+        """Set these main.cf parameters over the sandbox's own ({}: none), and reload."""
+        if dict(overrides) == self.overrides:
+            return
+        self.overrides = dict(overrides)
+        self.write_config(self.milter)
+        if self.running:
+            self.reload()
+        for name, value in self.overrides.items():
+            if self.postconf(name) != value:
+                raise SandboxError(f"{name} is {self.postconf(name)!r}, wanted {value!r}")
 
     def use_milter(self, milter: str | None) -> None:
         """Point ``smtpd_milters`` at ``milter`` (Postfix notation; None: no milter)."""

@@ -3,7 +3,7 @@
 Each session sends a whole message with swaks (``--data``), so Postfix runs
 the milter's header and end-of-header steps; the milter's verdict is the reply
 to the final ``.`` of DATA. The envelope sender is not local, so the envelope
-rules (SPEC section 3) let every recipient through and only the header rule
+rules (docs/policy.md#the-envelope-decision) let every recipient through and only the header rule
 decides. Also checked: with the setting off nowhere, the milter negotiates no
 header steps (Postfix sends it no header at all).
 """

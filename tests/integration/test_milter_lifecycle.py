@@ -25,7 +25,7 @@ AUTH = (530, "5.7.0 Authentication required")
 ACCEPTED = (250, "2.1.5 Ok")
 POSTFIX_TEMPFAIL = (451, "4.7.1 Service unavailable - try again later")
 STORE_TEMPFAIL = "451 4.3.5 Settings store unavailable, try again later"
-PROPAGATION_LIMIT = 2.0  # SPEC 5
+PROPAGATION_LIMIT = 2.0  # docs/operations.md#how-a-change-propagates
 MAX_STALE = 2.0
 
 MakeMilter = Callable[..., OurMilter]

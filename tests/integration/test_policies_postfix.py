@@ -1,4 +1,4 @@
-"""Every policy of SPEC section 3 through a real Postfix + Dovecot SASL and our real milter.
+"""Every envelope policy (docs/policy.md) through a real Postfix + Dovecot SASL and our real milter.
 
 One ``smtpauth-milter run`` per socket kind serves the whole module; between
 cases the store is reset to its baseline (``import``), changed with the CLI, and

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
-from tests.milterproc import MilterProcesses, verdicts, wait_until
+from tests.milterproc import MilterProcesses, open_client, verdicts, wait_until
 from tests.support.pgserver import free_tcp_port
 
 ALICE = "<alice@example.com>"
@@ -123,3 +123,37 @@ def test_json_log_format_decision_lines(milters: MilterProcesses, store_url: str
     assert decisions[2]["from"] == hostile and decisions[2]["login"] == "é\x1b[31m"
     assert any(o.get("event") == "start" for o in objects)
     assert not any(re.search("Traceback", line) for line in lines)
+
+
+def test_end_of_headers_decisions_are_counted(milters: MilterProcesses, tmp_path: Path) -> None:
+    """One decision per recipient plus one per message at end of headers, each counted."""
+    url = f"sqlite:///{tmp_path / 'headers.sqlite'}"
+    for args in (
+        ["domain", "add", "example.com"],
+        ["settings", "set", "require-header-from-match", "on"],
+    ):
+        assert run_cli(["--db", url, *args]) == 0
+    port = free_tcp_port()
+    milter = milters.start(url, "--metrics", f"127.0.0.1:{port}")
+    messages = [
+        ("<alice@example.com>", "alice@example.com", "Alice <alice@example.com>"),
+        ("<list@remote.test>", None, "someone@remote.test"),
+    ]
+    for sender, login, header_from in messages:
+        with open_client(milter.socket) as client:
+            result = client.run_session(
+                sender=sender, rcpts=["<x@remote.test>"], login=login,
+                message=[("From", header_from), ("Subject", "hi")],
+            )  # fmt: skip
+        assert result.eom is not None and result.eom.continues, result
+
+    samples = scrape(port)
+    decisions = "smtpauth_milter_decisions_total"
+    assert samples[f'{decisions}{{action="continue",rule="header-from-owned"}}'] == 1
+    assert samples[f'{decisions}{{action="continue",rule="header-from-not-checked"}}'] == 1
+    assert samples[f'{decisions}{{action="continue",rule="authenticated"}}'] == 1
+    assert samples[f'{decisions}{{action="continue",rule="non-local-sender"}}'] == 1
+    assert samples["smtpauth_milter_decision_seconds_count"] == 4
+    lines = milter.log_lines(r" rule=header-from-")
+    assert len(lines) == 2, milter.log_text()
+    assert milter.trouble() == []

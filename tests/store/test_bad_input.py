@@ -14,6 +14,7 @@ BAD_COMMANDS = {
     "bad reply class": ["settings", "set", "auth-required-reply", "530 4.7.0 Nope"],
     "bad reply code": ["settings", "set", "auth-required-reply", "250 2.0.0 Fine"],
     "bad reply text": ["settings", "set", "tempfail-reply", "451 4.3.0 \x1b[31mred"],
+    "permanent tempfail reply": ["settings", "set", "tempfail-reply", "550 5.7.1 go away"],
     "global-only per domain": [
         "settings",
         "set",

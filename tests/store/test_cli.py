@@ -1,4 +1,4 @@
-"""The CLI of SPEC section 6 against a real store file."""
+"""The CLI (docs/cli.md) against a real store file."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from tests.milterproc import CONTINUE, MilterProcesses, open_client, verdict_tex
 CLIENTS = 36
 RUN_FOR = 5.0
 FLIP_EVERY = 0.1
-WINDOW = 2.0  # SPEC 5: a change reaches every running milter within 2 seconds
+WINDOW = 2.0  # docs/operations.md: a change reaches every running milter within 2 seconds
 STATE = re.compile(r"state (\d+)$")
 FLIPPED = ("require-auth-local", "exempt-local-recipients", "require-sender-match", "dry-run")
 

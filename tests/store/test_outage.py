@@ -42,8 +42,8 @@ CASES: dict[str, tuple[dict[str, object], str]] = {
     "unauthenticated local sender": ({"sender": "alice@example.com"}, AUTH_REQUIRED),
     "authenticated local sender": ({"sender": "alice@example.com", "login": "alice"}, CONTINUE),
     "non-local sender": ({"sender": "bob@remote.test"}, CONTINUE),
-    # SPEC rule 1 comes before rule 2: without trustworthy settings even a
-    # trusted client is tempfailed.
+    # Rule 1 (no settings) comes before rule 2 (trusted network), docs/policy.md:
+    # without trustworthy settings even a trusted client is tempfailed.
     "trusted network": ({"sender": "alice@example.com", "client_addr": "192.0.2.10"}, CONTINUE),
 }
 KNOWN = {name: expected for name, (_, expected) in CASES.items()}

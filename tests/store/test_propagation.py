@@ -32,7 +32,7 @@ from tests.support.pgserver import PgServer
 
 pytestmark = pytest.mark.postgres
 
-PROPAGATION_LIMIT = 2.0  # SPEC 5
+PROPAGATION_LIMIT = 2.0  # docs/operations.md#how-a-change-propagates
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 
 
@@ -42,7 +42,7 @@ def verdict(milter: MilterProcess) -> str:
 
 
 def both_say(milters: list[MilterProcess], expected: str) -> dict[int, float]:
-    """Seconds until each milter gives ``expected`` (fails after the SPEC's 2 s)."""
+    """Seconds until each milter gives ``expected`` (fails after the documented 2 s)."""
     return {
         milter.port: wait_until(
             lambda m=milter: verdict(m) == expected,  # type: ignore[misc]

@@ -14,8 +14,9 @@ switches turn it into small test doubles (all off by default):
   --record FILE         append one JSON line per callback: its arguments and
                         the values of --record-macros it could see
 
-It negotiates itself (NOTES.md: pymilter's own symlist handling is broken on
-Python 3) and always asks to skip the header, EOH, body and unknown steps.
+It negotiates itself (pymilter's own symlist handling is broken on Python 3:
+docs/internals.md#setsymlist-is-broken-on-python-3) and always asks to skip
+the header, EOH, body and unknown steps.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Parsing MAIL FROM like the MTA does, and normalising addresses (SPEC section 1)."""
+"""Parsing MAIL FROM like the MTA does, and normalising addresses (docs/policy.md#terms)."""
 
 from __future__ import annotations
 

@@ -123,6 +123,7 @@ class HCase:
     domains: Mapping[str, Mapping[str, str]] | None = None
     grants: Sequence[tuple[str, str]] = ()
     domain: str | None = None
+    envelope: str = "<>"
 
 
 def hcase(
@@ -147,7 +148,7 @@ HCASES = [
     hcase("unauth-local", ALICE, R, Rule.HEADER_FROM_AUTH_REQUIRED, AUTH_REQUIRED, domain=COM),
     hcase("unauth-idn", ["=?utf-8?q?J=C3=B6rg?= <jorg@exämple.com>"], R, Rule.HEADER_FROM_AUTH_REQUIRED, AUTH_REQUIRED, domain="xn--exmple-cua.com"),
     hcase("unauth-custom-auth-reply", ALICE, R, Rule.HEADER_FROM_AUTH_REQUIRED, "554 5.7.1 Log in", domains={COM: {"auth-required-reply": "554 5.7.1 Log in"}, ORG: {}}),
-    # ownership exactly as SPEC 1
+    # ownership exactly as docs/policy.md#ownership
     hcase("owned-exact", ALICE, C, Rule.HEADER_FROM_OWNED, login="alice@example.com"),
     hcase("owned-case-and-subaddress", ["ALICE+news@Example.Com"], C, Rule.HEADER_FROM_OWNED, login="alice@example.com"),
     hcase("not-owned", ALICE, R, Rule.HEADER_FROM_MISMATCH, HF_MISMATCH, login="bob@example.com", domain=COM),
@@ -167,14 +168,16 @@ HCASES = [
     hcase("sender-bare-login-remote", ALICE, R, Rule.HEADER_FROM_MISMATCH, HF_MISMATCH, login="sec", senders=["sec@remote.test"], global_values={**HF_ON, "bare-login-match": "on"}),
     hcase("sender-unauth", ALICE, R, Rule.HEADER_FROM_AUTH_REQUIRED, AUTH_REQUIRED, senders=["sec@example.com"]),
     # From: missing, unparseable or with several addresses
-    hcase("no-from", [], R, Rule.BAD_HEADER_FROM, HF_MISMATCH, login="alice@example.com"),
-    hcase("empty-group-from", ["Undisclosed:;"], R, Rule.BAD_HEADER_FROM, HF_MISMATCH),
+    # (scope and dry-run of bad-header-from: tests/unit/test_policy_corners.py)
+    hcase("no-from", [], R, Rule.BAD_HEADER_FROM, HF_MISMATCH, login="alice@example.com", envelope="<alice@example.com>"),
+    hcase("no-from-remote-envelope", [], C, Rule.HEADER_FROM_NOT_CHECKED, login="alice@example.com", envelope="<x@remote.test>"),
+    hcase("empty-group-from", ["Undisclosed:;"], R, Rule.BAD_HEADER_FROM, HF_MISMATCH, envelope="<bob@example.org>", domain=ORG),
     hcase("unparseable-from", ["alice@example.com <evil@remote.test>"], R, Rule.BAD_HEADER_FROM, HF_MISMATCH, login="evil@remote.test"),
     hcase("encoded-word-address", ["=?utf-8?q?alice=40example.com?="], R, Rule.BAD_HEADER_FROM, HF_MISMATCH),
     hcase("two-from-addresses", ["alice@example.com, bob@example.com"], R, Rule.BAD_HEADER_FROM, HF_MISMATCH, login="alice@example.com"),
     hcase("two-from-fields", ["alice@example.com", "alice@example.com"], R, Rule.BAD_HEADER_FROM, HF_MISMATCH, login="alice@example.com"),
     hcase("group-two-addresses", ["Team: alice@example.com, x@remote.test;"], R, Rule.BAD_HEADER_FROM, HF_MISMATCH, login="alice@example.com"),
-    hcase("two-remote-addresses", ["a@remote.test, b@remote.test"], R, Rule.BAD_HEADER_FROM, HF_MISMATCH, domains={COM: HF_ON, ORG: {}}, global_values={}),
+    hcase("two-remote-addresses", ["a@remote.test, b@remote.test"], C, Rule.HEADER_FROM_NOT_CHECKED, domains={COM: HF_ON, ORG: {}}, global_values={}),
     hcase("two-from-domain-reply", ["a@remote.test, alice@example.com"], R, Rule.BAD_HEADER_FROM, "550 5.7.1 One From please", domains={COM: {**HF_ON, "header-from-mismatch-reply": "550 5.7.1 One From please"}, ORG: {}}, global_values={}),
     # per-domain override
     hcase("domain-on-other-off", ["x@example.org"], C, Rule.HEADER_FROM_NOT_CHECKED, domains={COM: HF_ON, ORG: {}}, global_values={}),
@@ -185,7 +188,7 @@ HCASES = [
     # dry-run
     hcase("dry-run-mismatch", ALICE, WR, Rule.HEADER_FROM_MISMATCH, HF_MISMATCH, login="bob@example.com", global_values={**HF_ON, "dry-run": "on"}),
     hcase("dry-run-auth", ALICE, WR, Rule.HEADER_FROM_AUTH_REQUIRED, AUTH_REQUIRED, domains={COM: {**HF_ON, "dry-run": "on"}, ORG: {}}, global_values={}),
-    hcase("dry-run-no-from", [], WR, Rule.BAD_HEADER_FROM, HF_MISMATCH, global_values={**HF_ON, "dry-run": "on"}),
+    hcase("dry-run-no-from", [], WR, Rule.BAD_HEADER_FROM, HF_MISMATCH, global_values={**HF_ON, "dry-run": "on"}, envelope="<alice@example.com>"),
 ]  # fmt: skip
 
 
@@ -193,7 +196,7 @@ HCASES = [
 def test_decide_header(c: HCase) -> None:
     domains = c.domains if c.domains is not None else {COM: {}, ORG: {}, IDN: {}}
     snapshot = make_snapshot(c.global_values, domains, grants=c.grants)
-    verdict = decide_header(snapshot, request("<>", c.login, c.client), c.froms, c.senders)
+    verdict = decide_header(snapshot, request(c.envelope, c.login, c.client), c.froms, c.senders)
     assert (verdict.action, verdict.rule) == (c.action, c.rule)
     assert (str(verdict.reply) if verdict.reply else None) == c.reply
     if c.domain is not None:

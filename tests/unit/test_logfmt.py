@@ -1,4 +1,4 @@
-"""One safe logfmt line per decision (SPEC section 4): never split, never forged."""
+"""One safe logfmt line per decision (docs/operations.md#reading-a-log-line): never split, never forged."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from smtpauth_milter.core.policy import Action, Request, Rule, Verdict, decide
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.snapshot import Snapshot
 
-SPEC_KEYS = ["queue", "action", "rule", "client", "login", "from", "rcpt", "domain", "reply"]
-SPEC_EXAMPLE = (
+DOCUMENTED_KEYS = ["queue", "action", "rule", "client", "login", "from", "rcpt", "domain", "reply"]
+DOCUMENTED_EXAMPLE = (
     "queue=4Xyz action=reject rule=auth-required client=203.0.113.9 login=- "
     "from=<alice@example.com> rcpt=<bob@example.net> domain=example.com "
     'reply="530 5.7.0 Authentication required"'
@@ -149,7 +149,7 @@ def spec_example_verdict() -> tuple[Request, str, Verdict]:
 
 def test_decision_line_matches_the_spec_example() -> None:
     req, rcpt, verdict = spec_example_verdict()
-    assert logfmt.decision_line("4Xyz", req, rcpt, verdict) == SPEC_EXAMPLE
+    assert logfmt.decision_line("4Xyz", req, rcpt, verdict) == DOCUMENTED_EXAMPLE
 
 
 def test_decision_line_has_every_key_in_spec_order() -> None:
@@ -157,7 +157,7 @@ def test_decision_line_has_every_key_in_spec_order() -> None:
     verdict = Verdict(Action.CONTINUE, Rule.AUTHENTICATED, None, None)
     out = logfmt.decision_line(None, req, "<z@w>", verdict)
     pairs = parse_line(out)
-    assert [k for k, _ in pairs] == SPEC_KEYS
+    assert [k for k, _ in pairs] == DOCUMENTED_KEYS
     assert dict(pairs) == {
         "queue": "-",
         "action": "continue",
@@ -196,7 +196,7 @@ def test_decision_line_with_hostile_envelope(hostile: str) -> None:
     out = logfmt.decision_line(hostile, req, hostile, verdict)
     assert len(out.splitlines()) == 1
     pairs = parse_line(out)
-    assert [k for k, _ in pairs] == SPEC_KEYS
+    assert [k for k, _ in pairs] == DOCUMENTED_KEYS
     values = {k: decode(v) for k, v in pairs}
     assert values["action"] == "would-reject"
     assert values["reply"] == "530 5.7.0 Login"

@@ -1,4 +1,4 @@
-"""The decision per recipient (SPEC section 3), rule by rule, every setting both ways."""
+"""The decision per recipient (docs/policy.md#the-envelope-decision), rule by rule, every setting both ways."""
 
 from __future__ import annotations
 

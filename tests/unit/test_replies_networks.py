@@ -1,4 +1,4 @@
-"""SMTP replies (SPEC section 2, "reply") and trusted networks."""
+"""SMTP replies (docs/policy.md#replies) and trusted networks."""
 
 from __future__ import annotations
 

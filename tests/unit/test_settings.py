@@ -1,4 +1,4 @@
-"""Settings: validation, effective values and provenance (SPEC section 2)."""
+"""Settings: validation, effective values and provenance (docs/policy.md#settings)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ DOMAIN_KEYS = [
 ]
 GLOBAL_ONLY_KEYS = ["bad-sender-reply", "tempfail-reply", "recipient-delimiter"]
 
-SPEC_DEFAULTS = {
+DOCUMENTED_DEFAULTS = {
     "require-auth-local": "off",
     "exempt-local-recipients": "off",
     "require-sender-match": "off",
@@ -48,7 +48,7 @@ SPEC_DEFAULTS = {
 
 
 def test_every_spec_setting_exists_with_its_default() -> None:
-    assert {key: d.default for key, d in SETTINGS.items()} == SPEC_DEFAULTS
+    assert {key: d.default for key, d in SETTINGS.items()} == DOCUMENTED_DEFAULTS
 
 
 @pytest.mark.parametrize("key", DOMAIN_KEYS + GLOBAL_ONLY_KEYS)
@@ -183,6 +183,8 @@ def test_reply_values_are_canonical(key: str, text: str, expected: str) -> None:
         pytest.param("sender-mismatch-reply", "250 2.0.0 ok", id="success"),
         pytest.param("bad-sender-reply", "nonsense", id="nonsense"),
         pytest.param("tempfail-reply", "451 4.3.0 a\r\nb", id="crlf"),
+        pytest.param("tempfail-reply", "550 5.7.1 go away", id="tempfail-permanent"),
+        pytest.param("tempfail-reply", "554 5.3.0 policy down", id="tempfail-permanent-2"),
     ],
 )
 def test_bad_reply_value_is_refused(key: str, text: str) -> None:
@@ -241,7 +243,7 @@ def test_effective_ignores_domain_value_of_global_only_key() -> None:
     )
     assert got == ("-", Source.GLOBAL)
     got = effective("tempfail-reply", {}, {"tempfail-reply": "450 4.0.0 x"})
-    assert got == (SPEC_DEFAULTS["tempfail-reply"], Source.DEFAULT)
+    assert got == (DOCUMENTED_DEFAULTS["tempfail-reply"], Source.DEFAULT)
 
 
 def test_resolve_defaults() -> None:
@@ -254,9 +256,9 @@ def test_resolve_defaults() -> None:
     assert s.bare_login_match is False
     assert s.dry_run is False
     assert s.auth_required_reply == Reply(530, "5.7.0", "Authentication required")
-    assert s.sender_mismatch_reply == Reply.parse(SPEC_DEFAULTS["sender-mismatch-reply"])
+    assert s.sender_mismatch_reply == Reply.parse(DOCUMENTED_DEFAULTS["sender-mismatch-reply"])
     assert s.bad_sender_reply == Reply(553, "5.1.7", "Bad sender address syntax")
-    assert s.tempfail_reply == Reply.parse(SPEC_DEFAULTS["tempfail-reply"])
+    assert s.tempfail_reply == Reply.parse(DOCUMENTED_DEFAULTS["tempfail-reply"])
     assert s.recipient_delimiter == "+"
 
 

@@ -1,0 +1,193 @@
+"""The lookup layer: bounded TTL cache, bounded worker pool, cached lookups."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import pytest
+
+from smtpauth_milter.lookups.cache import Hit, TtlCache
+from smtpauth_milter.lookups.cached import CachedLookup
+from smtpauth_milter.lookups.runner import LookupFailed, LookupRunner
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cache_answers_until_the_ttl_runs_out() -> None:
+    clock = Clock()
+    cache: TtlCache[str, frozenset[str] | None] = TtlCache(10, clock)
+    cache.put("a", frozenset({"alice"}), ttl=60)
+    cache.put("b", None, ttl=30)  # a negative answer is cached too
+    assert cache.get("a") == Hit(frozenset({"alice"}))
+    assert cache.get("b") == Hit(None)
+    clock.now += 30
+    assert cache.get("b") is None
+    assert cache.get("a") == Hit(frozenset({"alice"}))
+    clock.now += 30
+    assert cache.get("a") is None
+    assert len(cache) == 0
+
+
+def test_cache_is_bounded_and_drops_the_least_recently_used() -> None:
+    cache: TtlCache[int, int] = TtlCache(3, Clock())
+    for key in (1, 2, 3):
+        cache.put(key, key, ttl=60)
+    assert cache.get(1) == Hit(1)  # 1 is now the most recently used
+    cache.put(4, 4, ttl=60)
+    assert cache.get(2) is None
+    assert [cache.get(k) for k in (1, 3, 4)] == [Hit(1), Hit(3), Hit(4)]
+    assert len(cache) == 3
+
+
+def test_cache_keeps_nothing_for_a_ttl_of_zero() -> None:
+    cache: TtlCache[str, int] = TtlCache(3, Clock())
+    cache.put("a", 1, ttl=0)
+    assert cache.get("a") is None
+    with pytest.raises(ValueError, match="at least one"):
+        TtlCache(0)
+
+
+def test_runner_answers_and_passes_failures_on() -> None:
+    runner = LookupRunner("test", workers=2, queue_size=4)
+    try:
+        assert runner.run("k", lambda: 42, deadline=5) == 42
+
+        def broken() -> int:
+            raise OSError("table gone")
+
+        with pytest.raises(LookupFailed) as caught:
+            runner.run("k2", broken, deadline=5)
+        assert caught.value.reason == "error"
+        assert "table gone" in str(caught.value)
+    finally:
+        runner.stop()
+
+
+def test_runner_bounds_the_wait_of_the_caller() -> None:
+    release = threading.Event()
+    runner = LookupRunner("hung", workers=1, queue_size=1)
+    try:
+        started = time.monotonic()
+        with pytest.raises(LookupFailed) as caught:
+            runner.run("k", release.wait, deadline=0.2)
+        waited = time.monotonic() - started
+        assert caught.value.reason == "timeout"
+        assert 0.2 <= waited < 2.0
+    finally:
+        release.set()
+        runner.stop()
+
+
+def test_runner_refuses_at_once_when_the_queue_is_full() -> None:
+    release = threading.Event()
+    runner = LookupRunner("slow", workers=1, queue_size=1)
+    try:
+        # one job runs on the only worker, one waits in the queue: the pool is full
+        first = threading.Thread(target=lambda: _swallow(runner, "a", release.wait))
+        first.start()
+        _wait_until(lambda: runner._jobs.empty() and "a" in runner._in_flight)
+        second = threading.Thread(target=lambda: _swallow(runner, "b", release.wait))
+        second.start()
+        _wait_until(lambda: runner._jobs.full())
+        started = time.monotonic()
+        with pytest.raises(LookupFailed) as caught:
+            runner.run("c", lambda: 1, deadline=5)
+        assert caught.value.reason == "overloaded"
+        assert time.monotonic() - started < 1.0
+        release.set()
+        first.join(5)
+        second.join(5)
+    finally:
+        release.set()
+        runner.stop()
+
+
+def test_runner_coalesces_callers_of_the_same_key() -> None:
+    calls = []
+    release = threading.Event()
+    runner = LookupRunner("shared", workers=2, queue_size=4)
+
+    def fetch() -> str:
+        calls.append(1)
+        release.wait(5)
+        return "answer"
+
+    answers: list[str] = []
+    try:
+        threads = [
+            threading.Thread(target=lambda: answers.append(runner.run("same", fetch, 5)))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        _wait_until(lambda: len(calls) == 1)
+        release.set()
+        for thread in threads:
+            thread.join(5)
+        assert answers == ["answer"] * 4
+        assert len(calls) == 1
+    finally:
+        release.set()
+        runner.stop()
+
+
+def test_cached_lookup_caches_answers_not_failures() -> None:
+    clock = Clock()
+    events: list[tuple[str, str]] = []
+    answers = {"alice@example.com": (frozenset({"alice"}), 60.0)}
+    down = {"now": False}
+
+    def fetch(key: str) -> tuple[frozenset[str] | None, float]:
+        if down["now"]:
+            raise OSError("map unreadable")
+        return answers.get(key, (None, 60.0))
+
+    runner = LookupRunner("map", workers=1, queue_size=4)
+    lookup: CachedLookup[str, frozenset[str] | None] = CachedLookup(
+        "texthash:/x",
+        fetch,
+        runner=runner,
+        cache=TtlCache(100, clock),
+        deadline=5,
+        observe=lambda source, outcome, _s: events.append((source, outcome)),
+        clock=clock,
+    )
+    try:
+        assert lookup.get("alice@example.com") == frozenset({"alice"})
+        assert lookup.get("alice@example.com") == frozenset({"alice"})
+        assert lookup.get("nobody@example.com") is None
+        down["now"] = True
+        assert lookup.get("alice@example.com") == frozenset({"alice"})  # still fresh
+        with pytest.raises(LookupFailed):
+            lookup.get("carol@example.com")
+        clock.now += 61
+        with pytest.raises(LookupFailed):
+            lookup.get("alice@example.com")
+        down["now"] = False
+        assert lookup.get("alice@example.com") == frozenset({"alice"})  # recovers at once
+        assert [o for _, o in events] == [
+            "answer", "hit", "answer", "hit", "error", "error", "answer",
+        ]  # fmt: skip
+    finally:
+        runner.stop()
+
+
+def _swallow(runner: LookupRunner, key: str, fn: object) -> None:
+    with contextlib.suppress(LookupFailed):
+        runner.run(key, fn, deadline=10)  # type: ignore[arg-type]
+
+
+def _wait_until(condition: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
