@@ -126,8 +126,9 @@ def read_file(path: str | None) -> dict[str, Any]:
     for key, value in data.items():
         types = FILE_TYPES[key]
         if isinstance(value, bool) is not (bool in types) or not isinstance(value, types):
+            shown = type(value).__name__ if key == "db" else repr(value)  # may hold a password
             raise ConfigError(
-                f"bad config file {path}: {key} must be {_TYPE_NAMES[types[0]]}, not {value!r}"
+                f"bad config file {path}: {key} must be {_TYPE_NAMES[types[0]]}, not {shown}"
             )
     return data
 

@@ -95,6 +95,17 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(database)
 
 
+def is_missing(path: Path) -> bool:
+    """No such file: not one this process merely may not see (that is another error)."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _create_sqlite_file(path: Path) -> None:
     missing = [parent for parent in path.parents if not parent.exists()]
     for parent in reversed(missing):  # each new directory 0750, whatever the umask
@@ -178,7 +189,7 @@ class Store:
             raise
         except (SQLAlchemyError, OSError, CommandError, ImportError) as exc:
             path = sqlite_path(self.url)
-            if path is not None and not path.exists():
+            if path is not None and is_missing(path):
                 raise StoreMissing(f"no store at {path} ({INIT_HINT})") from exc
             message = f"cannot {doing} the store {self.display}: {_first_line(exc)}"
             raise StoreError(mask_secrets(message, self.secrets)) from exc

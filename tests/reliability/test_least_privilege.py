@@ -111,6 +111,36 @@ def test_a_store_the_user_cannot_read_is_one_clear_line(shared_dir: Path, tmp_pa
     assert "user nobody cannot read the store" in line
 
 
+@needs_root
+def test_a_missing_store_as_user_starts_tempfails_and_recovers(shared_dir: Path) -> None:
+    store_dir = shared_dir / "store"
+    store_dir.mkdir(mode=0o755)
+    path = store_dir / "store.sqlite"
+    url = f"sqlite:///{path}"
+    sock = shared_dir / "milter.sock"
+    with MilterProcess(
+        url, shared_dir, socket_spec=f"unix:{sock}", args=["--user", "nobody"], wait_ready=False
+    ) as milter:
+        milter.wait_for_log("event=store-unreadable", timeout=20)
+        assert f"no store at {path} (create it with `smtpauth-milter db init`)" in (
+            milter.log_bytes().decode()
+        )
+        wait_for_milter(f"unix:{sock}", 10, milter.proc)
+        result = session(f"unix:{sock}", sender="alice@example.com", rcpts=["bob@evil.test"])
+        assert (result.rcpts[0].code, result.rcpts[0].xcode) == (451, "4.3.0")
+        assert not path.exists(), "the milter never creates the store"
+        for args in (
+            ["db", "init"],  # 0640 root: nobody reads nothing until every change is in
+            ["domain", "add", "example.com"],
+            ["settings", "set", "require-auth-local", "on"],
+        ):
+            assert run_cli(["--db", url, *args]) == 0
+        path.chmod(0o644)
+        milter.wait_for_log("event=store-recovered", timeout=20)
+        result = session(f"unix:{sock}", sender="alice@example.com", rcpts=["bob@evil.test"])
+        assert result.rcpts[0].code == 530
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -206,7 +206,8 @@ def test_max_stale_must_be_at_least_twice_refresh(
     [
         ('syslog = "no"', "syslog must be true or false, not 'no'"),
         ("syslog = 0", "syslog must be true or false, not 0"),
-        ("db = 5", "db must be a string, not 5"),
+        ("db = 5", "db must be a string, not int"),
+        ('db = ["postgresql://u:pw-in-a-list@h/x"]', "db must be a string, not list"),
         ('max-stale = "60"', "max-stale must be a number, not '60'"),
         ("refresh = true", "refresh must be a number, not True"),
         ("socket = [1]", "socket must be a string, not [1]"),
