@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
+
 from . import driver, procstat
 from .workload import LARGE, REALISTIC, Scenario, StoreSize, build_store, load_snapshot, scenarios
 
@@ -35,13 +36,6 @@ NAMES = ("ours", "noop")
 TARGETS = {"throughput": 0.90, "cpu": 1.15, "p99": 1.20}
 
 SCENARIOS: dict[str, list[Scenario]] = {}  # filled before the driver pool forks
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def console_script() -> str:
@@ -66,9 +60,10 @@ class MilterProcess:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=REPO
             )
-        driver.probe(self.spec)
-        if self.proc.poll() is not None:
-            raise SystemExit(f"{self.name} exited: {self.log.read_text()[-2000:]}")
+        try:
+            wait_for_milter(self.spec, 10.0, self.proc)
+        except RuntimeError as exc:
+            raise SystemExit(f"{self.name} {exc}: {self.log.read_text()[-2000:]}") from exc
 
     @property
     def pid(self) -> int:
@@ -94,7 +89,7 @@ def milters(workdir: Path, db_url: str, socket_kind: str) -> dict[str, MilterPro
     def spec(name: str) -> str:
         if socket_kind == "unix":
             return f"unix:{workdir / name}.sock"
-        return f"inet:{_free_port()}@127.0.0.1"
+        return f"inet:{free_tcp_port()}@127.0.0.1"
 
     ours_spec, noop_spec = spec("ours"), spec("noop")
     ours = [console_script(), "--db", db_url, "run", "--socket", ours_spec, "--log-level", "info"]

@@ -17,13 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import socket
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tests.support.milterclient import (
+from smtpauth_milter.admin.milterproto.codec import (
+    HEADER_SIZE,
+    MilterProtocolError,
+    Negotiated,
+    cstring,
+    decode_length,
+    decode_optneg,
+    encode_args,
+    encode_connect,
+    encode_macros,
+    encode_optneg,
+    encode_packet,
+    filter_macros,
+    reply_text,
+)
+from smtpauth_milter.admin.milterproto.transport import PacketReader, open_socket, parse_socket_spec
+from smtpauth_milter.admin.milterproto.wire import (
     ALL_ACTIONS,
     ALL_PROTOCOL,
     PROTOCOL_VERSION,
@@ -33,17 +47,8 @@ from tests.support.milterclient import (
     SMFIC_OPTNEG,
     SMFIC_QUIT,
     SMFIR_PROGRESS,
+    SMFIR_REPLYCODE,
     STEPS,
-    Negotiated,
-    cstring,
-    decode_optneg,
-    encode_args,
-    encode_connect,
-    encode_macros,
-    encode_optneg,
-    encode_packet,
-    filter_macros,
-    parse_socket_spec,
 )
 
 from .workload import Scenario
@@ -139,19 +144,23 @@ class Plans:
 
 
 async def _read_packet(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    (length,) = struct.unpack("!I", await reader.readexactly(4))
+    length = decode_length(await reader.readexactly(HEADER_SIZE))
     body = await reader.readexactly(length)
     return body[:1], body[1:]
+
+
+def _verdict_text(command: bytes, data: bytes) -> str:
+    """``"c"`` (or another one-letter verdict) or the SMFIR_REPLYCODE string."""
+    if command == SMFIR_REPLYCODE:
+        return reply_text(data)
+    return command.decode("ascii", "replace")
 
 
 async def _verdict(reader: asyncio.StreamReader) -> str:
     while True:
         command, data = await _read_packet(reader)
         if command != SMFIR_PROGRESS:
-            break
-    if command == b"y":
-        return data.rstrip(b"\0").decode("utf-8", "replace")
-    return command.decode("ascii", "replace")
+            return _verdict_text(command, data)
 
 
 async def _open(spec: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -196,7 +205,7 @@ async def _connection(
         t0 = time.perf_counter()
         try:
             await _one_session(spec, plans, index, result)
-        except (OSError, asyncio.IncompleteReadError, ConnectionError) as exc:
+        except (OSError, asyncio.IncompleteReadError, MilterProtocolError) as exc:
             result.errors += 1
             if len(result.error_examples) < 3:
                 result.error_examples.append(repr(exc))
@@ -250,17 +259,28 @@ def drive(
     return result
 
 
-def probe(spec: str, timeout: float = 10.0) -> None:
-    """Wait until something accepts connections on ``spec``."""
-    kind, address = parse_socket_spec(spec)
-    deadline = time.monotonic() + timeout
+def _blocking_verdict(reader: PacketReader, timeout: float) -> str:
     while True:
-        family = socket.AF_UNIX if kind == "unix" else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            try:
-                sock.connect(address)
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-        time.sleep(0.02)
+        command, data = reader.read(timeout)
+        if command != SMFIR_PROGRESS:
+            return _verdict_text(command, data)
+
+
+def run_blocking(spec: str, scenario: Scenario, timeout: float) -> list[str]:
+    """One session on a blocking socket (for threads): the verdict of every step that replies.
+
+    Each read has ``timeout`` seconds; a verdict is ``"c"`` or the reply string.
+    """
+    with open_socket(spec, timeout) as sock:
+        reader = PacketReader(sock)
+        sock.sendall(OPTNEG)
+        command, answer = reader.read(timeout)
+        if command != SMFIC_OPTNEG:
+            raise MilterProtocolError(f"OPTNEG answered with {command!r}")
+        verdicts: list[str] = []
+        for step in session_steps(decode_optneg(answer), scenario, "4ABCDEF0123"):
+            sock.sendall(step.data)
+            if step.reply:
+                verdicts.append(_blocking_verdict(reader, timeout))
+        sock.sendall(END)
+    return verdicts

@@ -20,6 +20,24 @@ need_packages() {
         "${missing[@]}" >&2
 }
 
+# need_packages, but no package may start a system service while installing
+# (unbound would answer on port 53): a policy-rc.d that denies every start is
+# put in place for the install when the machine has none, and removed after.
+need_packages_no_services() {
+    local policy=/usr/sbin/policy-rc.d sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    if [ -e "$policy" ]; then
+        need_packages "$@"
+        return
+    fi
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+    "${sudo[@]}" chmod 755 "$policy"
+    local status=0
+    need_packages "$@" || status=$?
+    "${sudo[@]}" rm -f "$policy"
+    return "$status"
+}
+
 # The Python to build the venv with: $PYTHON, else python3; must be 3.11 or newer.
 pick_python() {
     local python="${PYTHON:-python3}"

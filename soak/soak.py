@@ -24,10 +24,8 @@ import argparse
 import bisect
 import json
 import multiprocessing as mp
-import os
 import random
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -40,9 +38,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from smtpauth_milter import editing  # noqa: E402
+from bench.driver import run_blocking  # noqa: E402
+from bench.workload import Scenario  # noqa: E402
+from smtpauth_milter.admin.milterproto.transport import (  # noqa: E402
+    free_tcp_port,
+    wait_for_milter,
+)
+from smtpauth_milter.daemon.config import clean_env  # noqa: E402
+from smtpauth_milter.store import editing  # noqa: E402
 from smtpauth_milter.store.engine import Store  # noqa: E402
-from tests.support.milterclient import MilterClient, wait_for_milter  # noqa: E402
 
 PROPAGATION = 2.0  # docs/operations.md: a change reaches every milter within 2 seconds
 RECORD = struct.Struct("!ddBH")  # t0, t1, case, reply code (0 = continue, 1 = client error)
@@ -120,16 +124,13 @@ class Timeline:
 
 
 def one_session(socket_spec: str, case: int) -> int:
+    """The RCPT's reply code (0 = continue; 2 = the session ended before RCPT)."""
     sender, login, rcpt = CASES[case]
-    with MilterClient(socket_spec, timeout=30) as client:
-        sock = client._sock
-        if sock is not None and sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        result = client.run_session(sender=sender, rcpts=[rcpt], login=login)
-    reply = result.rcpts[0]
-    if reply.kind == "continue":
-        return 0
-    return reply.code or 2
+    scenario = Scenario("203.0.113.9", 40000, login, f"<{sender}>", (f"<{rcpt}>",), ("c",))
+    *before, last = run_blocking(socket_spec, scenario, timeout=30)
+    if any(verdict != "c" for verdict in before) or (last != "c" and not last[:3].isdigit()):
+        return 2
+    return 0 if last == "c" else int(last[:3])
 
 
 def worker(
@@ -173,12 +174,6 @@ def rss_kib(pid: int) -> int:
     return -1
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def prepare_store(url: str) -> None:
     store = Store(url)
     store.create()  # what `smtpauth-milter db init` does (a no-op on an existing store)
@@ -204,13 +199,13 @@ def main() -> int:
     url = args.db or f"sqlite:///{workdir / 'store.sqlite'}"
     prepare_store(url)
     socket_spec = (
-        f"inet:{free_port()}@127.0.0.1"
+        f"inet:{free_tcp_port()}@127.0.0.1"
         if args.socket_kind == "inet"
         else f"unix:{workdir / 'milter.sock'}"
     )
     script = Path(sys.executable).with_name("smtpauth-milter")
     log_path = workdir / "milter.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPAUTH_MILTER_")}
+    env = clean_env()
     with log_path.open("wb") as log:
         milter = subprocess.Popen(
             [str(script), "--db", url, "run", "--socket", socket_spec, "--log-level", "error"],

@@ -14,19 +14,18 @@ owns every process a test started and stops them all in a fixture finaliser::
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV
-from tests.support.milterclient import MilterClient, Reply, wait_for_milter
-from tests.support.pgserver import free_tcp_port
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
+from smtpauth_milter.daemon.config import clean_env
+from tests.support.milterclient import MilterClient, Reply
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -42,17 +41,6 @@ def console_script() -> str:
     return str(script)
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any SMTPAUTH_MILTER_* the caller happens to have."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SMTPAUTH_MILTER_") or k == CONFIG_DEFAULT_ENV
-    }
-    env.update(extra)
-    return env
-
-
 class MilterProcess:
     """One ``smtpauth-milter run`` process on ``inet:PORT@127.0.0.1``."""
 
@@ -61,12 +49,14 @@ class MilterProcess:
         db_url: str,
         log_path: Path,
         args: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
+        command: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.db_url = db_url
         self.log_path = log_path
         self.args = list(args)
-        self.env = dict(env or {})
+        self.command = list(command) if command is not None else None  # default: ours
+        self.env = env or {}
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -98,7 +88,8 @@ class MilterProcess:
         raise AssertionError("unreachable")
 
     def _spawn(self) -> None:
-        argv = [console_script(), "run", "--socket", self.socket, *self.args]
+        command = self.command if self.command is not None else [console_script()]
+        argv = [*command, "run", "--socket", self.socket, *self.args]
         # The URL goes in the environment, not argv: no password in `ps`.
         env = clean_env(**{"SMTPAUTH_MILTER_DB": self.db_url, **self.env})
         with self.log_path.open("ab") as log:
@@ -147,9 +138,16 @@ class MilterProcesses:
         self.directory = directory
         self.started: list[MilterProcess] = []
 
-    def start(self, db_url: str, *args: str, env: Mapping[str, str] | None = None) -> MilterProcess:
+    def start(
+        self,
+        db_url: str,
+        *args: str,
+        command: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> MilterProcess:
+        """Start ``smtpauth-milter run`` (or ``command run``, e.g. an older release)."""
         log_path = self.directory / f"milter-{len(self.started) + 1}.log"
-        milter = MilterProcess(db_url, log_path, args, env)
+        milter = MilterProcess(db_url, log_path, args, command, env)
         self.started.append(milter)
         return milter.start()
 

@@ -14,6 +14,8 @@ revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# The first schema: every version reads it.
+readable_by: str = "0.1.0"
 
 
 def upgrade() -> None:

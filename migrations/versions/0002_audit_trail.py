@@ -14,6 +14,8 @@ revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# A new table the milter never reads: its decisions are unchanged.
+readable_by: str = "0.1.0"
 
 
 def upgrade() -> None:

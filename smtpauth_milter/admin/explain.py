@@ -10,9 +10,11 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.addresses import AddressError, parse_path
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.core.networks import parse_ip
-from smtpauth_milter.core.policy import Action, Request, Verdict, decide, decide_header
+from smtpauth_milter.core.policy import Action, Request, Verdict, decide_header, decide_with_spf
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.core.spf import SpfResult
+from smtpauth_milter.lookups.spf import SpfAnswer, SpfChecks
 
 CONTINUING = (Action.CONTINUE, Action.WOULD_REJECT, Action.WOULD_TEMPFAIL)
 
@@ -33,6 +35,10 @@ class Report:
     grants: tuple[str, ...]
     headers: Headers | None = None
     header_verdict: Verdict | None = None
+    spf: SpfAnswer | None = None  # when SPF was consulted, as the milter would
+
+    def _spf_fields(self) -> dict[str, str | None]:
+        return {} if self.spf is None else {"spf": self.spf.result.value}
 
     @property
     def all_continue(self) -> bool:
@@ -42,10 +48,17 @@ class Report:
         return all(verdict.action in CONTINUING for verdict in every)
 
     def lines(self) -> list[str]:
-        lines = [logfmt.line({"rcpt": rcpt, **_outcome(v)}) for rcpt, v in self.verdicts]
+        lines = [
+            logfmt.line({"rcpt": rcpt, **_outcome(v), **self._spf_fields()})
+            for rcpt, v in self.verdicts
+        ]
         if self.headers is not None and self.header_verdict is not None:
             header_from = " | ".join(self.headers.froms) if self.headers.froms else None
             lines.append(logfmt.line({"header_from": header_from, **_outcome(self.header_verdict)}))
+        if self.spf is not None:
+            answer = self.spf
+            fields = {"spf": answer.result.value, "record": answer.record, "detail": answer.detail}
+            lines.append(logfmt.line(fields))
         return lines
 
     def as_json(self) -> dict[str, Any]:
@@ -59,6 +72,13 @@ class Report:
             "from": self.request.sender,
             "settings": settings,
             "grants": list(self.grants),
+            "spf": None
+            if self.spf is None
+            else {
+                "result": self.spf.result.value,
+                "record": self.spf.record,
+                "detail": self.spf.detail,
+            },
         }
         if self.headers is not None and self.header_verdict is not None:
             verdict = self.header_verdict
@@ -90,17 +110,30 @@ def explain(
     login: str | None,
     sender: str,
     rcpts: Sequence[str],
+    spf: SpfChecks,
     headers: Headers | None = None,
 ) -> Report:
-    """Each recipient's verdict (decide) and, given ``headers``, the end-of-headers
-    verdict (decide_header): the very calls the milter makes."""
+    """Each recipient's verdict and, given ``headers``, the end-of-headers verdict: the
+    very calls the milter makes, SPF looked up with ``spf`` as the milter would."""
     address = None
     if client is not None:
         address = parse_ip(client)
         if address is None:
             raise SmtpauthError(f"bad --client {client!r}: not an IP address")
     request = Request(address, login or None, _bracketed(sender))
-    verdicts = tuple((rcpt, decide(snapshot, request, _bracketed(rcpt))) for rcpt in rcpts)
+    answers: list[SpfAnswer] = []
+
+    def lookup_spf(asking: Request) -> SpfResult:
+        assert asking.client is not None  # needs_spf asks only with a client address
+        glob = snapshot.global_settings
+        answers.append(spf.check(glob.dns_resolver, glob.spf_timeout, asking.client, asking.sender))
+        return answers[-1].result
+
+    decided = []
+    for rcpt in rcpts:
+        request, verdict = decide_with_spf(snapshot, request, _bracketed(rcpt), lookup_spf)
+        decided.append((rcpt, verdict))
+    verdicts = tuple(decided)
     header_verdict = None
     if headers is not None:
         header_verdict = decide_header(snapshot, request, headers.froms, headers.senders)
@@ -110,4 +143,12 @@ def explain(
         parsed = None
     settings = snapshot.settings_for(parsed.domain) if parsed is not None else None
     grants = snapshot.grants.get(login.strip().lower(), frozenset()) if login else frozenset()
-    return Report(request, verdicts, settings, tuple(sorted(grants)), headers, header_verdict)
+    return Report(
+        request,
+        verdicts,
+        settings,
+        tuple(sorted(grants)),
+        headers,
+        header_verdict,
+        answers[0] if answers else None,
+    )

@@ -19,3 +19,9 @@ class ConfigError(SmtpauthError):
 
 class StoreMissing(StoreError):
     """The store does not exist (a SQLite file that is not there): never created by reading."""
+
+
+class SchemaError(StoreError):
+    """The store's schema is one this version must not use: behind, or newer and not
+    readable by it. Unlike an outage, the milter does not ride it out on its last
+    snapshot: it tempfails at once."""

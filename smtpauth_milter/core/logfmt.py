@@ -69,7 +69,7 @@ class Fields:
 def decision_fields(
     queue: str | None, request: Request, rcpt: str, verdict: Verdict
 ) -> dict[str, str | None]:
-    return {
+    fields = {
         "queue": queue,
         "action": verdict.action.value,
         "rule": verdict.rule.value,
@@ -80,6 +80,9 @@ def decision_fields(
         "domain": verdict.domain,
         "reply": str(verdict.reply) if verdict.reply is not None else None,
     }
+    if request.spf is not None:  # only when SPF was consulted for this message
+        fields["spf"] = request.spf.value
+    return fields
 
 
 def decision_line(queue: str | None, request: Request, rcpt: str, verdict: Verdict) -> str:

@@ -11,7 +11,7 @@ when ``require-header-from-match`` is on anywhere.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -29,6 +29,7 @@ from smtpauth_milter.core.networks import IPAddress
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.core.spf import SpfResult
 
 
 class Action(StrEnum):
@@ -50,6 +51,8 @@ class Rule(StrEnum):
     AUTHENTICATED = "authenticated"
     ROLE_AUTH_REQUIRED = "role-auth-required"
     AUTH_REQUIRED = "auth-required"
+    SPF_PASS = "spf-pass"  # noqa: S105 -- an SPF result, not a password
+    SPF_TEMPERROR = "spf-temperror"
     LOCAL_RECIPIENT = "local-recipient"
     AUTH_NOT_REQUIRED = "auth-not-required"
     # end of headers (require-header-from-match)
@@ -64,11 +67,16 @@ class Rule(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What the MTA told us about one message: client, login and raw MAIL FROM."""
+    """What the MTA told us about one message: client, login and raw MAIL FROM.
+
+    ``spf`` is the SPF result for client and sender once it was looked up
+    (see :func:`needs_spf`); None while it was not.
+    """
 
     client: IPAddress | None
     login: str | None
     sender: str
+    spf: SpfResult | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -185,14 +193,72 @@ def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
         )
     role = _is_role_sender(sender.local, settings.role_senders, glob.recipient_delimiter)
     if settings.require_auth_role and role:
-        return _refuse(
-            Rule.ROLE_AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain
-        )
+        return _login_or_spf(snapshot, request, settings, Rule.ROLE_AUTH_REQUIRED, domain)
     if settings.require_auth_local:
         if settings.exempt_local_recipients and _recipient_is_local(snapshot, rcpt):
             return Verdict(Action.CONTINUE, Rule.LOCAL_RECIPIENT, domain=domain)
-        return _refuse(Rule.AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain)
+        return _login_or_spf(snapshot, request, settings, Rule.AUTH_REQUIRED, domain)
     return Verdict(Action.CONTINUE, Rule.AUTH_NOT_REQUIRED, domain=domain)
+
+
+def _spf_exempts(settings: Settings, rule: Rule) -> bool:
+    """Whether SPF may stand in for the login this rule requires (spf-exempt[-role])."""
+    if rule is Rule.ROLE_AUTH_REQUIRED:
+        return settings.spf_exempt_role
+    return rule is Rule.AUTH_REQUIRED and settings.spf_exempt
+
+
+def _login_or_spf(
+    snapshot: Snapshot, request: Request, settings: Settings, rule: Rule, domain: str
+) -> Verdict:
+    """A login is required: SPF pass stands in for it where allowed, temperror tempfails."""
+    if _spf_exempts(settings, rule):
+        if request.spf is SpfResult.PASS:
+            return Verdict(Action.CONTINUE, Rule.SPF_PASS, domain=domain)
+        if request.spf is SpfResult.TEMPERROR:
+            tempfail = snapshot.global_settings.tempfail_reply
+            return _refuse(Rule.SPF_TEMPERROR, tempfail, settings.dry_run, domain)
+    return _refuse(rule, settings.auth_required_reply, settings.dry_run, domain)
+
+
+def needs_spf(snapshot: Snapshot, request: Request, verdict: Verdict) -> bool:
+    """Whether an SPF result could change ``verdict``, decided without one.
+
+    The milter looks SPF up only then (once per message), and decides again
+    with the result in ``request.spf``.
+    """
+    if request.spf is not None or verdict.domain is None or request.client is None:
+        return False
+    settings = snapshot.settings_for(verdict.domain)
+    return settings is not None and _spf_exempts(settings, verdict.rule)
+
+
+def spf_identity(mail_from: str) -> str:
+    """The address SPF checks for a raw MAIL FROM: as sent (a BATV tag included), no brackets;
+    empty for the null sender or one that cannot be parsed."""
+    try:
+        address = parse_path(mail_from)
+    except AddressError:
+        return ""
+    return "" if address is None else str(address)
+
+
+SpfLookup = Callable[[Request], SpfResult]
+
+
+def decide_with_spf(
+    snapshot: Snapshot, request: Request, rcpt: str, lookup_spf: SpfLookup
+) -> tuple[Request, Verdict]:
+    """:func:`decide`, asking ``lookup_spf`` only when SPF could change the verdict.
+
+    Returns the request (with ``spf`` set once looked up: keep it for the
+    message's next recipients) and the verdict.
+    """
+    verdict = decide(snapshot, request, rcpt)
+    if not needs_spf(snapshot, request, verdict):
+        return request, verdict
+    request = Request(request.client, request.login, request.sender, lookup_spf(request))
+    return request, decide(snapshot, request, rcpt)
 
 
 def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> bool:

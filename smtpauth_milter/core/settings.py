@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.core.replies import Reply
+from smtpauth_milter.core.spf import canonical_resolver, canonical_timeout
 
 _TRUE = frozenset({"on", "true", "yes", "1"})
 _FALSE = frozenset({"off", "false", "no", "0"})
@@ -122,6 +123,21 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "The local parts treated as role senders.",
             ),
             SettingDef(
+                "spf-exempt",
+                Scope.DOMAIN,
+                "off",
+                _canonical_bool,
+                "...unless the sender domain's SPF record authorises the client (SPF pass); "
+                "a DNS failure tempfails.",
+            ),
+            SettingDef(
+                "spf-exempt-role",
+                Scope.DOMAIN,
+                "off",
+                _canonical_bool,
+                "A role sender needs no login either when SPF passes.",
+            ),
+            SettingDef(
                 "bare-login-match",
                 Scope.DOMAIN,
                 "off",
@@ -186,6 +202,21 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 _canonical_delimiter,
                 "Characters that start a sub-address; empty turns sub-addresses off.",
             ),
+            SettingDef(
+                "dns-resolver",
+                Scope.GLOBAL,
+                "",
+                canonical_resolver,
+                "The DNS server for SPF lookups: IP[:PORT] or [IPV6]:PORT; "
+                "empty uses the system's resolvers.",
+            ),
+            SettingDef(
+                "spf-timeout",
+                Scope.GLOBAL,
+                "3",
+                canonical_timeout,
+                "Seconds one SPF check may take in all; longer tempfails.",
+            ),
         )
     }
 )
@@ -226,6 +257,8 @@ class Settings:
     require_sender_match: bool
     require_auth_role: bool
     role_senders: frozenset[str]
+    spf_exempt: bool
+    spf_exempt_role: bool
     bare_login_match: bool
     dry_run: bool
     auth_required_reply: Reply
@@ -235,6 +268,8 @@ class Settings:
     bad_sender_reply: Reply
     tempfail_reply: Reply
     recipient_delimiter: str
+    dns_resolver: str
+    spf_timeout: float
 
     @classmethod
     def resolve(
@@ -252,6 +287,8 @@ class Settings:
             require_sender_match=flag("require-sender-match"),
             require_auth_role=flag("require-auth-role"),
             role_senders=frozenset(x for x in value("role-senders").split(", ") if x),
+            spf_exempt=flag("spf-exempt"),
+            spf_exempt_role=flag("spf-exempt-role"),
             bare_login_match=flag("bare-login-match"),
             dry_run=flag("dry-run"),
             auth_required_reply=Reply.parse(value("auth-required-reply")),
@@ -261,6 +298,8 @@ class Settings:
             bad_sender_reply=Reply.parse(value("bad-sender-reply")),
             tempfail_reply=Reply.parse(value("tempfail-reply")),
             recipient_delimiter=value("recipient-delimiter"),
+            dns_resolver=value("dns-resolver"),
+            spf_timeout=float(value("spf-timeout")),
         )
 
     def as_values(self) -> dict[str, str]:
@@ -270,6 +309,8 @@ class Settings:
             value = getattr(self, key.replace("-", "_"))
             if isinstance(value, bool):
                 values[key] = "on" if value else "off"
+            elif isinstance(value, float):
+                values[key] = f"{value:g}"
             elif isinstance(value, frozenset):
                 values[key] = ", ".join(sorted(value))
             else:

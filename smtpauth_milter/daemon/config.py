@@ -35,6 +35,8 @@ FILE_TYPES: dict[str, tuple[type, ...]] = {
 FILE_KEYS = frozenset(FILE_TYPES)
 _TYPE_NAMES = {str: "a string", int: "a number", bool: "true or false"}
 
+ENV_PREFIX = "SMTPAUTH_MILTER_"  # every setting's environment variable starts so
+
 _SOCKET_RE = re.compile(
     r"(?:inet:(\d{1,5})@[A-Za-z0-9._-]+|inet6:(\d{1,5})@[0-9A-Za-z:.\[\]_-]+|(?:unix|local):/\S+)"
 )
@@ -91,6 +93,20 @@ def choose_store(
     file = read_file(path)
     chosen = db or environ.get(DB_ENV) or None
     return StoreChoice(str(pick(chosen, file, "db", default_db_url(euid, environ))), file, path)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any SMTPAUTH_MILTER_* setting, plus ``extra``.
+
+    For starting ``smtpauth-milter`` (tests, benchmarks) with only the settings given.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(ENV_PREFIX) or k == CONFIG_DEFAULT_ENV  # tests keep theirs
+    }
+    env.update(extra)
+    return env
 
 
 def check_socket(spec: str) -> str:

@@ -23,6 +23,7 @@ from prometheus_client import (
 
 from smtpauth_milter.core.errors import ConfigError
 from smtpauth_milter.core.policy import Action, Rule, Verdict
+from smtpauth_milter.core.spf import SpfResult
 from smtpauth_milter.daemon.config import check_listen
 
 PREFIX = "smtpauth_milter"
@@ -31,6 +32,9 @@ LATENCY_BUCKETS = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
 )  # fmt: skip
+
+# A lookup (DNS, a map) takes a millisecond on a good day and its deadline on a bad one.
+LOOKUP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 class Metrics:
@@ -77,12 +81,49 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._lookups = Counter(
+            f"{PREFIX}_lookups",
+            "Lookups of outside data, by source and outcome "
+            "(hit: from the cache; timeout, overloaded, error: no answer, tempfailed).",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.lookup_latency = Histogram(
+            f"{PREFIX}_lookup_seconds",
+            "Time a recipient decision waited for a lookup that missed the cache.",
+            ["source"],
+            buckets=LOOKUP_BUCKETS,
+            registry=self.registry,
+        )
+        spf_results = Counter(
+            f"{PREFIX}_spf_results",
+            "SPF results the decisions used, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self._spf_results = {result: spf_results.labels(result.value) for result in SpfResult}
+        self.spf_timeouts = Counter(
+            f"{PREFIX}_spf_timeouts",
+            "SPF checks that ran out of time (spf-timeout): each one tempfailed.",
+            registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)
         self._server: Any = None
 
     def decided(self, verdict: Verdict, seconds: float) -> None:
         self._decisions[verdict.action, verdict.rule].inc()
         self.latency.observe(seconds)
+
+    def looked_up(self, source: str, outcome: str, seconds: float) -> None:
+        """The lookups layer's observer: every lookup, cache hits included."""
+        self._lookups.labels(source, outcome).inc()
+        if outcome != "hit":
+            self.lookup_latency.labels(source).observe(seconds)
+
+    def spf_answered(self, result: SpfResult, timed_out: bool) -> None:
+        self._spf_results[result].inc()
+        if timed_out:
+            self.spf_timeouts.inc()
 
     def refreshed(self, ok: bool) -> None:
         (self.refreshes if ok else self.refresh_failures).inc()

@@ -18,9 +18,18 @@ import Milter
 
 from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.networks import IPAddress, parse_ip
-from smtpauth_milter.core.policy import Action, Request, Verdict, decide, decide_header
+from smtpauth_milter.core.policy import (
+    Action,
+    Request,
+    Verdict,
+    decide_header,
+    decide_with_spf,
+)
 from smtpauth_milter.core.replies import Reply
+from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.core.spf import SpfResult
 from smtpauth_milter.daemon.refresh import SnapshotCache
+from smtpauth_milter.lookups.spf import SpfChecks
 
 if TYPE_CHECKING:
     from smtpauth_milter.daemon.metrics import Metrics
@@ -88,8 +97,11 @@ def _emit(level: int, fields: dict[str, str | None]) -> None:
 class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
     """Per-connection state; libmilter may run each callback on a different thread."""
 
-    def __init__(self, cache: SnapshotCache, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, cache: SnapshotCache, spf: SpfChecks, metrics: Metrics | None = None
+    ) -> None:
         self._cache = cache
+        self._spf = spf  # shared by every connection: one cache, one worker pool
         self._metrics = metrics
         self._client: IPAddress | None = None
         self._queue: str | None = None
@@ -133,7 +145,11 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         if request is None:  # RCPT before MAIL: the MTA would never do this
             raise RuntimeError("RCPT TO without MAIL FROM")
         started = time.perf_counter()
-        verdict = decide(self._cache.current(), request, rcpt)
+        snapshot = self._cache.current()
+        request, verdict = decide_with_spf(
+            snapshot, request, rcpt, lambda r: self._lookup_spf(snapshot, r)
+        )
+        self._request = request  # with its SPF result, once looked up: once per message
         if self._metrics is not None:
             self._metrics.decided(verdict, time.perf_counter() - started)
         self._log(request, rcpt, verdict)
@@ -178,6 +194,17 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         return int(Milter.CONTINUE)
 
     # --- helpers ---------------------------------------------------------------
+
+    def _lookup_spf(self, snapshot: Snapshot, request: Request) -> SpfResult:
+        """Bounded: at most spf-timeout (plus a margin) on this libmilter thread."""
+        assert request.client is not None  # needs_spf asks only with a client address
+        glob = snapshot.global_settings
+        answer = self._spf.check(
+            glob.dns_resolver, glob.spf_timeout, request.client, request.sender
+        )
+        if self._metrics is not None:
+            self._metrics.spf_answered(answer.result, answer.timed_out)
+        return answer.result
 
     def _macro(self, name: str) -> str | None:
         value = self.getsymval(name)

@@ -5,6 +5,12 @@ Decisions never touch the database: libmilter's callback threads only read
 the store's serial every ``interval`` seconds and reloads the whole snapshot
 when it changed.  When the store cannot be read, the last good snapshot is
 used for ``max_stale`` seconds; after that ``current()`` says "tempfail".
+
+A schema this version may not read (upgraded by a newer smtpauth-milter to a
+revision not readable by this one) is not an outage to ride out: the settings
+may now mean what this version cannot see, so ``current()`` says "tempfail" at
+once, until the store is readable again.  Every schema change bumps the serial,
+so it is checked with the next poll.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.errors import SchemaError
 from smtpauth_milter.core.snapshot import Snapshot
 
 log = logging.getLogger("smtpauth_milter")
@@ -44,6 +51,7 @@ class SnapshotCache:
         self._clock = clock
         self._good: Snapshot | None = None
         self._good_at = 0.0
+        self._refused: SchemaError | None = None  # the schema is not for this version
         self._prepared = False
         self._failing_since: float | None = None
         self._last_warning = 0.0
@@ -58,7 +66,9 @@ class SnapshotCache:
     def current(self) -> Snapshot:
         """The snapshot to decide with; an untrusted one once the store is stale."""
         good = self._good
-        if good is None or self._clock() - self._good_at > self._max_stale:
+        if good is None or self._refused is not None:
+            return self._unavailable
+        if self._clock() - self._good_at > self._max_stale:
             return self._unavailable
         return good
 
@@ -74,9 +84,15 @@ class SnapshotCache:
                 self._source.prepare()
                 self._prepared = True
             good = self._good
-            if good is None or self._source.serial() != good.serial:
+            if good is None or self._refused is not None or self._source.serial() != good.serial:
                 self._install(self._source.load_snapshot())
             self._good_at = self._clock()
+            self._refused = None
+        except SchemaError as exc:
+            self._refused = exc
+            self._note_failure(exc)
+            self._report(False)
+            return False
         except Exception as exc:  # any failure to read means "stale", never a crash
             self._note_failure(exc)
             self._report(False)
@@ -134,14 +150,16 @@ class SnapshotCache:
         if first:
             self._failing_since = now
         age = self.age()
-        stale = age is None or age > self._max_stale
+        stale = isinstance(exc, SchemaError) or age is None or age > self._max_stale
         # Once per WARN_EVERY, plus once when the last good snapshot expires:
         # the moment the milter starts tempfailing must be in the log.
         if first or stale != self._warned_stale or now - self._last_warning >= WARN_EVERY:
             self._last_warning = now
             self._warned_stale = stale
             state = (
-                "no settings loaded yet: tempfailing"
+                "schema not readable by this version: tempfailing"
+                if isinstance(exc, SchemaError)
+                else "no settings loaded yet: tempfailing"
                 if age is None
                 else f"using the snapshot from {age:.0f}s ago"
                 if age <= self._max_stale

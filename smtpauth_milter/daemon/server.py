@@ -23,6 +23,7 @@ from smtpauth_milter.daemon.privileges import Identity
 if TYPE_CHECKING:
     from smtpauth_milter.daemon.metrics import Metrics
 from smtpauth_milter.daemon.refresh import SnapshotCache
+from smtpauth_milter.lookups.spf import SpfChecks
 from smtpauth_milter.store.engine import Store
 
 log = logging.getLogger("smtpauth_milter")
@@ -118,7 +119,8 @@ def run(config: RunConfig) -> None:
     )
     if metrics is not None:
         metrics.snapshot_age = cache.age
-    Milter.factory = lambda: SmtpAuthMilter(cache, metrics)
+    spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
+    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics)
     socket_path = unix_socket_path(config.socket)
     try:
         if metrics is not None and config.metrics is not None:
@@ -146,6 +148,7 @@ def run(config: RunConfig) -> None:
             raise SmtpauthError(f"the milter stopped: {exc}") from exc
     finally:
         cache.stop()
+        spf.stop()
         if metrics is not None:
             metrics.stop()
         store.dispose()

@@ -96,6 +96,21 @@ class StoreState(Base):
     serial: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
+class SchemaCompat(Base):
+    """One row: the schema revision the store is at, and the oldest smtpauth-milter
+    version that still decides correctly on it (written by ``db upgrade``).
+
+    Kept by every future schema, so code that does not know a newer revision can
+    still read whether it may use it.
+    """
+
+    __tablename__ = "schema_compat"
+
+    id: Mapped[IntPk]
+    revision: Mapped[str] = mapped_column(String(64), nullable=False)
+    readable_by: Mapped[str] = mapped_column(String(32), nullable=False)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """An aware UTC timestamp on every backend (SQLite stores it naive, in UTC)."""
 

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smtpauth_milter.admin.cli import run_cli
-from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV
+from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV, clean_env
 from smtpauth_milter.store.engine import Store
-from tests.milterproc import clean_env
 
 from .sandbox import (
     LogFile,
@@ -159,8 +158,7 @@ class OurMilter:
         if self.unix_path is not None:
             self.unix_path.unlink(missing_ok=True)
         self.started_at = self.log.mark()
-        env = clean_env()
-        process = start_process(self.argv, self.log.path, env=env)
+        process = start_process(self.argv, self.log.path, env=clean_env())
         self.process = process
 
         def ready() -> bool:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTRIB_MAIN_CF = REPO_ROOT / "contrib" / "postfix" / "main.cf"
 LOOPBACK = "127.0.0.1"
@@ -54,14 +56,6 @@ def wait_until(probe: Callable[[], T | None], timeout: float, what: str) -> T:
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
         time.sleep(POLL_INTERVAL)
-
-
-def free_port() -> int:
-    """A TCP port on the loopback interface that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def tcp_accepts(host: str, port: int) -> bool:
@@ -623,7 +617,7 @@ class Sandbox:
 
     def inet_milter_socket(self) -> str:
         """A fresh ``inet:127.0.0.1:PORT`` (Postfix notation) nobody listens on."""
-        return f"inet:{LOOPBACK}:{free_port()}"
+        return f"inet:{LOOPBACK}:{free_tcp_port(LOOPBACK)}"
 
     def unix_milter_socket(self, name: str = "milter") -> str:
         """``unix:/...`` in a directory the postfix user can traverse."""
@@ -662,7 +656,7 @@ def start_sandbox(root: Path, users: dict[str, str] | None = None) -> Sandbox:
     root = root.resolve()
     make_traversable(root)
     users = dict(USERS if users is None else users)
-    postfix = Postfix(root / "postfix", free_port())
+    postfix = Postfix(root / "postfix", free_tcp_port(LOOPBACK))
     dovecot = Dovecot(root / "dovecot", postfix.auth_socket, LogFile(root / "dovecot.log"))
     sandbox = Sandbox(root, postfix, dovecot, users)
     try:

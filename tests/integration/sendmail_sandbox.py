@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port
+
 from .sandbox import (
     LOOPBACK,
     REPO_ROOT,
@@ -41,7 +43,6 @@ from .sandbox import (
     ManagedProcess,
     SandboxError,
     SwaksResult,
-    free_port,
     run_checked,
     smtp,
     smtp_banner,
@@ -253,7 +254,7 @@ def start_sendmail(root: Path, milter_socket: str) -> Sendmail:
         raise SandboxError("the Sendmail sandbox needs unshare (util-linux) and dpkg-deb")
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    sendmail = Sendmail(root, free_port(), milter_socket)
+    sendmail = Sendmail(root, free_tcp_port(), milter_socket)
     sendmail.build(fetch_debs())
     sendmail.start()
     return sendmail

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 from smtpauth_milter.core import logfmt
-from tests.support.pgserver import free_tcp_port
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
 from .sandbox import LOOPBACK, LogFile, Reply, Sandbox, parse_swaks

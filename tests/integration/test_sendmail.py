@@ -9,8 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port
+
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
-from .sandbox import LogFile, SwaksResult, free_port, libmilter_socket
+from .sandbox import LogFile, SwaksResult, libmilter_socket
 from .sendmail_sandbox import CONTRIB_MC, Sendmail, start_sendmail
 
 pytestmark = pytest.mark.mta
@@ -32,7 +34,7 @@ def sm_milter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OurMilter]:
     store = StoreCli(root / "store.sqlite")
     store.run("domain", "add", "example.com", "example.net")
     store.save_baseline()
-    milter = OurMilter(store, f"inet:127.0.0.1:{free_port()}", LogFile(root / "milter.log"))
+    milter = OurMilter(store, f"inet:127.0.0.1:{free_tcp_port()}", LogFile(root / "milter.log"))
     milter.start()
     try:
         yield milter

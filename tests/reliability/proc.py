@@ -12,29 +12,16 @@ to a file, readiness is polled with a deadline, and the process is stopped
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from tests.milterproc import clean_env
-from tests.support.milterclient import wait_for_milter
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
+from smtpauth_milter.daemon.config import clean_env
 
 SCRIPT = Path(sys.executable).with_name("smtpauth-milter")
-CLEAN_ENV_KEYS = ("SMTPAUTH_MILTER_DB", "SMTPAUTH_MILTER_CONFIG", "SMTPAUTH_MILTER_USER")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def milter_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    return clean_env(**(extra or {}))
 
 
 def cli(db_url: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -44,7 +31,7 @@ def cli(db_url: str, *args: str, timeout: float = 30) -> subprocess.CompletedPro
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=milter_env(),
+        env=clean_env(),
         check=False,
     )
 
@@ -62,7 +49,7 @@ class MilterProcess:
         graceful_stop: bool = True,
     ) -> None:
         self.db_url = db_url
-        self.socket = socket_spec or f"inet:{free_port()}@127.0.0.1"
+        self.socket = socket_spec or f"inet:{free_tcp_port()}@127.0.0.1"
         self.log_path = workdir / f"milter-{time.monotonic_ns()}.log"
         self.args = list(args)
         self.ready_timeout = ready_timeout
@@ -85,7 +72,7 @@ class MilterProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=milter_env(),
+                env=clean_env(),
             )
         if self.wait_ready:
             try:

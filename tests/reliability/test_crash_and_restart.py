@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.admin.milterproto.wire import SMFIC_MACRO, SMFIC_MAIL, SMFIC_RCPT
 from tests.reliability.proc import MilterProcess
-from tests.support.milterclient import SMFIC_MACRO, SMFIC_MAIL, SMFIC_RCPT, MilterClient
+from tests.support.milterclient import MilterClient
 
 
 @pytest.fixture

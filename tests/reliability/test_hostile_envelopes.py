@@ -17,22 +17,22 @@ from typing import Any
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
-from tests.reliability.logcheck import LogLine, parse_log
-from tests.reliability.proc import MilterProcess
-from tests.support.milterclient import (
+from smtpauth_milter.admin.milterproto.codec import (
+    MilterProtocolError,
+    encode_connect,
+    encode_optneg,
+)
+from smtpauth_milter.admin.milterproto.wire import (
     SMFIC_CONNECT,
     SMFIC_HELO,
     SMFIC_MACRO,
     SMFIC_MAIL,
     SMFIC_OPTNEG,
     SMFIC_RCPT,
-    MilterClient,
-    MilterProtocolError,
-    Reply,
-    SessionResult,
-    encode_connect,
-    encode_optneg,
 )
+from tests.reliability.logcheck import LogLine, parse_log
+from tests.reliability.proc import MilterProcess
+from tests.support.milterclient import MilterClient, Reply, SessionResult
 
 AUTH_REQUIRED = (530, "5.7.0")
 BAD_SENDER = (553, "5.1.7")

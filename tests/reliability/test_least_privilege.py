@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
-from tests.reliability.proc import MilterProcess, free_port
-from tests.support.milterclient import session, wait_for_milter
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
+from tests.reliability.proc import MilterProcess
+from tests.support.milterclient import session
 from tests.support.pgserver import CANARY_PASSWORD
 
 ROOT = os.geteuid() == 0
@@ -159,7 +160,7 @@ def test_bad_user_or_group_is_one_line_exit_2(
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)  # resolve as root would, without serving
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    code = run_cli(["--db", url, "run", "--socket", f"inet:{free_port()}@127.0.0.1", *args])
+    code = run_cli(["--db", url, "run", "--socket", f"inet:{free_tcp_port()}@127.0.0.1", *args])
     assert code == 2
     assert expected in _one_error_line(capsys.readouterr().err)
 
@@ -175,7 +176,7 @@ def test_user_is_refused_when_not_root(
     monkeypatch.delenv("SMTPAUTH_MILTER_USER", raising=False)
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     args = ["--db", url]
-    tail = ["run", "--socket", f"inet:{free_port()}@127.0.0.1"]
+    tail = ["run", "--socket", f"inet:{free_tcp_port()}@127.0.0.1"]
     if source == "flag":
         tail += ["--user", "nobody"]
     elif source == "env":
@@ -208,7 +209,7 @@ def test_a_new_sqlite_store_is_not_world_readable_whatever_the_umask(tmp_path: P
 
 def test_the_database_password_never_reaches_the_milter_log(tmp_path: Path) -> None:
     """PostgreSQL down at start: the milter starts, tempfails, and logs no password."""
-    url = f"postgresql+psycopg://milter:{PASSWORD}@127.0.0.1:{free_port()}/smtpauth"
+    url = f"postgresql+psycopg://milter:{PASSWORD}@127.0.0.1:{free_tcp_port()}/smtpauth"
     with MilterProcess(
         url, tmp_path, args=["--max-stale", "1"], wait_ready=False, graceful_stop=False
     ) as milter:
@@ -237,7 +238,7 @@ def test_the_database_password_never_reaches_the_milter_log(tmp_path: Path) -> N
 def test_the_database_password_never_reaches_the_cli_output(
     args: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"postgresql+psycopg://milter:{PASSWORD}@127.0.0.1:{free_port()}/smtpauth"
+    url = f"postgresql+psycopg://milter:{PASSWORD}@127.0.0.1:{free_tcp_port()}/smtpauth"
     assert run_cli(["--db", url, *args]) == 2
     captured = capsys.readouterr()
     assert PASSWORD not in captured.out + captured.err

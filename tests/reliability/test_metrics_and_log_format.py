@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 from tests.milterproc import MilterProcesses, open_client, verdicts, wait_until
-from tests.support.pgserver import free_tcp_port
 
 ALICE = "<alice@example.com>"
 AUTH_REPLY = "530 5.7.0 Authentication required"

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.admin.milterproto.transport import wait_for_milter
 from tests.reliability.proc import MilterProcess
-from tests.support.milterclient import MilterClient, wait_for_milter
+from tests.support.milterclient import MilterClient
 
 
 def _verdict(milter: MilterProcess, login: str | None = None) -> tuple[str, int | None]:

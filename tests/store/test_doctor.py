@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from smtpauth_milter import __version__
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.doctor import checks, facts
 from smtpauth_milter.admin.doctor.running import group_options, running_store_finding
-from smtpauth_milter.store.engine import display_url
+from smtpauth_milter.store.engine import Store, display_url
 from tests.milterproc import MilterProcesses
+from tests.upgrades import newer_migrations
 
 GOOD = """\
 myhostname = mx.example.com
@@ -133,8 +135,6 @@ def test_store_behind_its_schema_and_unreachable(
     tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_main_cf(tmp_path / "postfix", GOOD.format(port=4))
-    from smtpauth_milter.store.engine import Store
-
     store = Store(store_url)
     store.downgrade("base")
     store.dispose()
@@ -352,3 +352,32 @@ def test_the_group_options_of_a_milters_command_line(
     argv: list[str], options: dict[str, str] | None
 ) -> None:
     assert group_options(argv) == options
+
+
+def test_store_at_a_newer_schema_readable_or_not(
+    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_main_cf(tmp_path / "postfix", GOOD.format(port=4))
+    location = newer_migrations(tmp_path, [("t9001", "0.1.0"), ("t9002", "99.0")])
+    newer = Store(store_url, migrations=str(location))
+    newer.upgrade("t9001")
+    _code, lines = run_doctor(capsys, store_url, config, "inet:4@127.0.0.1")
+    store_lines = [line for line in lines if "is at schema" in line]
+    assert store_lines == [
+        f"warning: the store {newer.display} is at schema t9001, newer than this version "
+        "knows: its milter keeps deciding, but changes and export need the newer version "
+        "— fix: upgrade smtpauth-milter on this host"
+    ]
+    # still readable: the local domains are compared with Postfix's
+    assert not any(line.startswith("warning: local domains not compared") for line in lines)
+    newer.upgrade()
+    newer.dispose()
+    code, lines = run_doctor(capsys, store_url, config, "inet:4@127.0.0.1")
+    store_lines = [line for line in lines if "is at schema" in line]
+    assert store_lines == [
+        f"error: the store {newer.display} is at schema t9002, which needs smtpauth-milter "
+        f"99.0 or later (this is {__version__}): upgrade smtpauth-milter "
+        "— fix: upgrade smtpauth-milter on this host"
+    ]
+    assert any(line.startswith("warning: local domains not compared") for line in lines)
+    assert code == 2

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.daemon.config import clean_env
 from smtpauth_milter.store.engine import Store
 from tests.milterproc import (
     CONTINUE,
     MilterProcess,
     MilterProcesses,
-    clean_env,
     console_script,
     verdicts,
     wait_until,

@@ -36,7 +36,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -47,6 +46,8 @@ from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
+
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 
 SERVER_OS_USER = "postgres"
 DEFAULT_SUPERUSER = "smtpauth_test"
@@ -115,13 +116,6 @@ def _bindir_from_pg_config() -> Path | None:
 def _version_key(bindir: Path) -> tuple[int, ...]:
     version = bindir.parent.name
     return tuple(int(part) for part in re.findall(r"\d+", version)) or (0,)
-
-
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (callers must handle a race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 # The superuser's password of every test server: the canary that

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -17,9 +16,11 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tests.support import milterclient as mc
-from tests.support.milterclient import MilterClient, Reply, session, wait_for_milter
-from tests.support.pgserver import PgServer, free_tcp_port
+from smtpauth_milter.admin.milterproto.codec import MilterProtocolError, encode_connect
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
+from smtpauth_milter.admin.milterproto.wire import SMFIC_CONNECT, SMFIR_REPLYCODE
+from tests.support.milterclient import MilterClient, Reply, session, verdict_reply
+from tests.support.pgserver import PgServer
 
 NOOP_MILTER = Path(__file__).with_name("noop_milter.py")
 TIMEOUT = 10.0
@@ -198,48 +199,7 @@ def test_pg_close_removes_everything(tmp_path: Path) -> None:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-# -- MilterClient: encoding ---------------------------------------------------------
-
-
-def test_packet_framing() -> None:
-    assert mc.encode_packet(b"O", b"abc") == b"\x00\x00\x00\x04Oabc"
-    assert mc.encode_packet(b"Q") == b"\x00\x00\x00\x01Q"
-
-
-def test_connect_data_layout() -> None:
-    assert mc.encode_connect("h.test", "4", 25, "192.0.2.1") == (
-        b"h.test\0" + b"4" + struct.pack("!H", 25) + b"192.0.2.1\0"
-    )
-    assert mc.encode_connect("h.test", "U", None, None) == b"h.test\0U"
-
-
-def test_mail_args_are_each_nul_terminated() -> None:
-    assert (
-        mc.encode_args(["<a@b>", "SIZE=10", "BODY=8BITMIME"]) == b"<a@b>\0SIZE=10\0BODY=8BITMIME\0"
-    )
-
-
-def test_macro_packet_layout() -> None:
-    data = mc.encode_macros(b"M", {"i": "Q1", "{auth_authen}": "alice"})
-    assert data == b"Mi\0Q1\0{auth_authen}\0alice\0"
-
-
-def test_optneg_reply_with_macro_lists() -> None:
-    payload = struct.pack("!III", 6, 0x100, 0x70) + struct.pack("!I", 2) + b"{auth_authen} i\0"
-    payload += struct.pack("!I", 0) + b"{client_addr}\0"
-    negotiated = mc.decode_optneg(payload)
-    assert negotiated.macros == {2: ("{auth_authen}", "i"), 0: ("{client_addr}",)}
-    assert negotiated.macros_by_name == {
-        "mail": ("{auth_authen}", "i"),
-        "connect": ("{client_addr}",),
-    }
-    assert negotiated.skipped_steps == {"header", "eoh", "body"}
-
-
-def test_filter_macros_ignores_braces() -> None:
-    given = {"{auth_authen}": "alice", "i": "Q1", "{mail_mailer}": "smtp"}
-    assert mc.filter_macros(given, ["auth_authen", "{i}"]) == {"{auth_authen}": "alice", "i": "Q1"}
-    assert mc.filter_macros(given, None) == given
+# -- MilterClient: replies (the encoding is tested in tests/unit/test_milterproto.py) -------
 
 
 @pytest.mark.parametrize(
@@ -251,18 +211,18 @@ def test_filter_macros_ignores_braces() -> None:
         (b"550-5.7.1 first\r\n550 5.7.1 second\0", 550, "5.7.1", "first\nsecond"),
     ],
 )
-def test_parse_replycode(payload: bytes, code: int, xcode: str | None, text: str) -> None:
-    reply = mc.parse_replycode(payload)
+def test_replycode_verdict(payload: bytes, code: int, xcode: str | None, text: str) -> None:
+    reply = verdict_reply(SMFIR_REPLYCODE, payload)
     assert (reply.kind, reply.code, reply.xcode, reply.text) == ("replycode", code, xcode, text)
+    assert reply.message == payload.rstrip(b"\0").decode()
     assert reply.action == ("reject" if code >= 500 else "tempfail")
 
 
-def test_socket_specs() -> None:
-    assert mc.parse_socket_spec("inet:8891@127.0.0.1") == ("inet", ("127.0.0.1", 8891))
-    assert mc.parse_socket_spec("inet6:8891@[::1]") == ("inet", ("::1", 8891))
-    assert mc.parse_socket_spec("127.0.0.1:8891") == ("inet", ("127.0.0.1", 8891))
-    assert mc.parse_socket_spec("unix:/run/m.sock") == ("unix", "/run/m.sock")
-    assert mc.parse_socket_spec("/run/m.sock") == ("unix", "/run/m.sock")
+def test_plain_verdicts_and_unknown_replies() -> None:
+    assert verdict_reply(b"c", b"") == Reply("continue")
+    assert verdict_reply(b"t", b"").action == "tempfail"
+    with pytest.raises(MilterProtocolError, match="unexpected reply"):
+        verdict_reply(b"Z", b"")
 
 
 # -- MilterClient against real pymilter milters -----------------------------------------
@@ -391,5 +351,5 @@ def test_raw_garbage_closes_only_that_connection(milter_factory: _MilterFactory)
         assert client.at_eof(TIMEOUT)
     with MilterClient(spec, TIMEOUT) as client:
         client.negotiate()
-        client.send_raw(mc.SMFIC_CONNECT, mc.encode_connect("h", "4", 1, "192.0.2.1"))
+        client.send_raw(SMFIC_CONNECT, encode_connect("h", "4", 1, "192.0.2.1"))
         assert client.read_reply().kind == "continue"

@@ -129,6 +129,9 @@ def test_runner_coalesces_callers_of_the_same_key() -> None:
         for thread in threads:
             thread.start()
         _wait_until(lambda: len(calls) == 1)
+        # every caller is waiting on the one future before the answer comes
+        future = runner._in_flight["same"]
+        _wait_until(lambda: len(future._condition._waiters) == 4)  # type: ignore[attr-defined]
         release.set()
         for thread in threads:
             thread.join(5)

@@ -14,6 +14,7 @@ from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.daemon import milter as adapter
 from smtpauth_milter.daemon.milter import SmtpAuthMilter, client_address
 from smtpauth_milter.daemon.refresh import SnapshotCache
+from smtpauth_milter.lookups.spf import SpfChecks
 
 
 class FixedSource:
@@ -54,7 +55,8 @@ def session(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., MilterTes
     def start(snapshot: Snapshot | None, ip: str = "203.0.113.9") -> MilterTestCtx:
         cache = SnapshotCache(FixedSource(snapshot) if snapshot else _DeadSource(), max_stale=300)
         cache.refresh()
-        monkeypatch.setattr(Milter, "factory", lambda: SmtpAuthMilter(cache))
+        spf = SpfChecks()  # no snapshot here has spf-exempt on: never asked
+        monkeypatch.setattr(Milter, "factory", lambda: SmtpAuthMilter(cache, spf))
         ctx = MilterTestCtx()
         ctx._opts = list(MilterTestCtx.default_opts)
         assert ctx._connect(ip=ip) == Milter.CONTINUE
@@ -200,7 +202,7 @@ def test_an_internal_error_is_a_logged_4xx_not_5xx(
     def explode(*_args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(adapter, "decide", explode)
+    monkeypatch.setattr(adapter, "decide_with_spf", explode)
     caplog.set_level(logging.INFO, logger="smtpauth_milter")
     assert ctx._envrcpt("<x@remote.test>") == Milter.TEMPFAIL
     assert ctx._reply is not None and ctx._reply[0].startswith("4")

@@ -13,6 +13,7 @@ from smtpauth_milter.core.addresses import domain_name
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr, parse_ip
 from smtpauth_milter.core.policy import Action, Request, Rule, Verdict, decide
 from smtpauth_milter.core.snapshot import Snapshot, grant_login, grant_target
+from smtpauth_milter.core.spf import SpfResult
 
 COM = "example.com"
 ORG = "example.org"
@@ -49,9 +50,12 @@ def make_snapshot(
 
 
 def request(
-    sender: str, login: str | None = None, client: str | None = UNTRUSTED_CLIENT
+    sender: str,
+    login: str | None = None,
+    client: str | None = UNTRUSTED_CLIENT,
+    spf: SpfResult | None = None,
 ) -> Request:
-    return Request(None if client is None else parse_ip(client), login, sender)
+    return Request(None if client is None else parse_ip(client), login, sender, spf)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Case:
     domains: Mapping[str, Mapping[str, str]] | None = None
     grants: Sequence[tuple[str, str]] = ()
     domain: str | None = None  # the verdict's domain, checked when given
+    spf: SpfResult | None = None  # the SPF result the milter looked up, if it did
 
 
 def case(
@@ -82,6 +87,7 @@ ON = "on"
 MATCH = {"require-sender-match": ON}
 LOCAL_ON = {"require-auth-local": ON}
 EXEMPT = {"require-auth-local": ON, "exempt-local-recipients": ON}
+SPF_ON = {"require-auth-local": ON, "spf-exempt": ON}
 
 CASES = [
     # --- 2. trusted networks win over everything below ----------------------
@@ -1003,13 +1009,53 @@ CASES = [
         Rule.AUTH_NOT_REQUIRED,
         global_values={"dry-run": ON},
     ),
-]
+    # --- spf-exempt: SPF pass stands in for the login require-auth-local wants
+    case("spf-pass", "<alice@example.com>", C, Rule.SPF_PASS, spf=SpfResult.PASS,
+         global_values=SPF_ON, domain=COM),
+    *(
+        case(f"spf-{result}-keeps-refusal", "<alice@example.com>", R, Rule.AUTH_REQUIRED,
+             AUTH_REQUIRED, spf=result, global_values=SPF_ON)
+        for result in SpfResult
+        if result not in (SpfResult.PASS, SpfResult.TEMPERROR)
+    ),
+    case("spf-temperror-tempfails", "<alice@example.com>", T, Rule.SPF_TEMPERROR, TEMPFAIL,
+         spf=SpfResult.TEMPERROR, global_values=SPF_ON, domain=COM),
+    case("spf-temperror-own-tempfail-reply", "<alice@example.com>", T, Rule.SPF_TEMPERROR,
+         "421 4.4.3 DNS trouble", spf=SpfResult.TEMPERROR,
+         global_values={**SPF_ON, "tempfail-reply": "421 4.4.3 DNS trouble"}),
+    case("spf-temperror-dry-run", "<alice@example.com>", WT, Rule.SPF_TEMPERROR, TEMPFAIL,
+         spf=SpfResult.TEMPERROR, global_values={**SPF_ON, "dry-run": ON}),
+    case("spf-pass-but-setting-off", "<alice@example.com>", R, Rule.AUTH_REQUIRED,
+         AUTH_REQUIRED, spf=SpfResult.PASS, global_values=LOCAL_ON),
+    case("spf-pass-other-domain-only", "<alice@example.org>", R, Rule.AUTH_REQUIRED,
+         AUTH_REQUIRED, spf=SpfResult.PASS, global_values=LOCAL_ON,
+         domains={COM: {"spf-exempt": ON}, ORG: {}}),
+    case("spf-not-looked-up", "<alice@example.com>", R, Rule.AUTH_REQUIRED, AUTH_REQUIRED,
+         global_values=SPF_ON),
+    case("spf-local-recipient-first", "<alice@example.com>", C, Rule.LOCAL_RECIPIENT,
+         spf=SpfResult.FAIL, rcpt="<bob@example.org>", global_values={**SPF_ON, **EXEMPT}),
+    case("spf-pass-role-still-refused", "<postmaster@example.com>", R, Rule.ROLE_AUTH_REQUIRED,
+         AUTH_REQUIRED, spf=SpfResult.PASS, global_values=SPF_ON),
+    case("spf-temperror-role-still-refused", "<abuse@example.com>", R,
+         Rule.ROLE_AUTH_REQUIRED, AUTH_REQUIRED, spf=SpfResult.TEMPERROR, global_values=SPF_ON),
+    case("spf-role-pass", "<postmaster@example.com>", C, Rule.SPF_PASS, spf=SpfResult.PASS,
+         global_values={"spf-exempt-role": ON}),
+    case("spf-role-fail", "<postmaster@example.com>", R, Rule.ROLE_AUTH_REQUIRED,
+         AUTH_REQUIRED, spf=SpfResult.FAIL, global_values={"spf-exempt-role": ON}),
+    case("spf-role-temperror", "<webmaster@example.com>", T, Rule.SPF_TEMPERROR, TEMPFAIL,
+         spf=SpfResult.TEMPERROR, global_values={"spf-exempt-role": ON}),
+    case("spf-pass-login-mismatch-still-refused", "<alice@example.com>", R,
+         Rule.SENDER_MISMATCH, MISMATCH, login="mallory", spf=SpfResult.PASS,
+         global_values={**SPF_ON, **MATCH}),
+    case("spf-auth-not-required", "<alice@example.com>", C, Rule.AUTH_NOT_REQUIRED,
+         spf=SpfResult.FAIL, global_values={"spf-exempt": ON}),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("c", CASES)
 def test_decide(c: Case) -> None:
     snapshot = make_snapshot(c.global_values, c.domains, grants=c.grants)
-    verdict = decide(snapshot, request(c.sender, c.login, c.client), c.rcpt)
+    verdict = decide(snapshot, request(c.sender, c.login, c.client, c.spf), c.rcpt)
     assert (verdict.action, verdict.rule) == (c.action, c.rule)
     assert (None if verdict.reply is None else str(verdict.reply)) == c.reply
     if c.domain is not None:

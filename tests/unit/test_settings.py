@@ -19,6 +19,8 @@ BOOL_KEYS = [
     "bare-login-match",
     "dry-run",
     "require-header-from-match",
+    "spf-exempt",
+    "spf-exempt-role",
 ]
 DOMAIN_KEYS = [
     *BOOL_KEYS,
@@ -27,7 +29,13 @@ DOMAIN_KEYS = [
     "sender-mismatch-reply",
     "header-from-mismatch-reply",
 ]
-GLOBAL_ONLY_KEYS = ["bad-sender-reply", "tempfail-reply", "recipient-delimiter"]
+GLOBAL_ONLY_KEYS = [
+    "bad-sender-reply",
+    "tempfail-reply",
+    "recipient-delimiter",
+    "dns-resolver",
+    "spf-timeout",
+]
 
 DOCUMENTED_DEFAULTS = {
     "require-auth-local": "off",
@@ -44,6 +52,10 @@ DOCUMENTED_DEFAULTS = {
     "bad-sender-reply": "553 5.1.7 Bad sender address syntax",
     "tempfail-reply": "451 4.3.0 Temporary policy failure, try again later",
     "recipient-delimiter": "+",
+    "spf-exempt": "off",
+    "spf-exempt-role": "off",
+    "dns-resolver": "",
+    "spf-timeout": "3",
 }
 
 
@@ -294,11 +306,66 @@ def test_resolve_empty_role_list_means_no_role_senders() -> None:
 
 
 def test_as_values_round_trips_through_resolve() -> None:
-    s = Settings.resolve({"dry-run": "1", "role-senders": "b, a"})
+    s = Settings.resolve(
+        {"dry-run": "1", "role-senders": "b, a", "spf-timeout": "2.50", "dns-resolver": "::1"}
+    )
     values = s.as_values()
     assert set(values) == set(SETTINGS)
     assert values["dry-run"] == "on"
+    assert values["spf-timeout"] == "2.5"
+    assert values["dns-resolver"] == "[::1]:53"
     assert Settings.resolve(values) == s
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("", "", id="empty-means-system"),
+        pytest.param("  ", "", id="blank-means-system"),
+        pytest.param("127.0.0.1", "127.0.0.1:53", id="v4-default-port"),
+        pytest.param(" 192.0.2.53:5353 ", "192.0.2.53:5353", id="v4-port"),
+        pytest.param("[2001:DB8::53]:5353", "[2001:db8::53]:5353", id="v6-bracketed"),
+        pytest.param("[::1]", "[::1]:53", id="v6-bracketed-no-port"),
+        pytest.param("::1", "[::1]:53", id="v6-bare"),
+    ],
+)
+def test_dns_resolver(text: str, expected: str) -> None:
+    assert canonical_value("dns-resolver", text) == expected
+    assert canonical_value("dns-resolver", expected) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "localhost",
+        "resolver.example.com:53",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "127.0.0.1:dns",
+        "127.0.0.1:",
+        "[::1",
+        "[::1]53",
+        "2001:db8::1:53x",
+        "300.1.1.1",
+        "127.0.0.1:5\n3",
+    ],
+)
+def test_bad_dns_resolver_is_refused(text: str) -> None:
+    with pytest.raises(SettingError, match="bad dns-resolver"):
+        canonical_value("dns-resolver", text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("3", "3"), ("0.5", "0.5"), (" 2.50 ", "2.5"), ("30", "30")]
+)
+def test_spf_timeout(text: str, expected: str) -> None:
+    assert canonical_value("spf-timeout", text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "30.5", "nan", "inf", "", "3s", "1e400"])
+def test_bad_spf_timeout_is_refused(text: str) -> None:
+    with pytest.raises(SettingError, match="bad spf-timeout"):
+        canonical_value("spf-timeout", text)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
 from smtpauth_milter.admin.explain import Headers, explain
+from smtpauth_milter.lookups.spf import SpfChecks
 
 
 @click.command()
@@ -52,12 +53,18 @@ def check(
     """Explain what the milter would answer, per recipient and at end of headers.
 
     Exit 0 when all continue (would-reject included), 1 when something is refused.
+    When SPF could change a verdict (spf-exempt), it is looked up as the milter
+    would, and the result and the sender domain's SPF record are shown.
     """
     headers = _headers(header_froms, no_header_from, header_senders)
     if not rcpts and headers is None:
         raise click.UsageError("give --rcpt, --header-from or --no-header-from")
     snapshot = obj.store().load_snapshot()
-    report = explain(snapshot, client, login, sender, rcpts, headers)
+    spf = SpfChecks()
+    try:
+        report = explain(snapshot, client, login, sender, rcpts, spf, headers)
+    finally:
+        spf.stop()
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
     else:

@@ -25,24 +25,26 @@ class Context:
     file_path: str | None = None
     _store: Store | None = None
 
-    def store(self, *, prepare: bool = True) -> Store:
+    def store(self, *, prepare: bool = True, exact: bool = False) -> Store:
+        """The store, its schema checked: one this version may read, or (``exact``)
+        exactly this version's. ``prepare=False``: unchecked (the ``db`` commands)."""
         if self._store is None:
             self._store = Store(self.db)
-            if prepare:
-                self._store.prepare()
+        if prepare:
+            self._store.prepare(exact=exact)
         return self._store
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction, its changes recorded in the audit trail as this command's."""
-        store = self.store()
+        store = self.store(exact=True)
         command = mask_secrets(command_line(click.get_current_context()), store.secrets)
         with store.write() as session:
             audit.begin(session, audit.Actor.now(command))
             yield session
 
-    def read(self, action: Callable[[Session], T]) -> T:
-        with self.store().read() as session:
+    def read(self, action: Callable[[Session], T], *, exact: bool = False) -> T:
+        with self.store(exact=exact).read() as session:
             return action(session)
 
 

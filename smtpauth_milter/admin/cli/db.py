@@ -21,7 +21,13 @@ def db_init(obj: Context) -> None:
     created = store.create()
     current, head = store.current(), store.head()
     state = "created" if created else "exists"
-    hint = "" if current == head else " (run `smtpauth-milter db upgrade`)"
+    hint = (
+        ""
+        if current == head
+        else " (a newer version's schema)"
+        if store.is_newer(current)
+        else " (run `smtpauth-milter db upgrade`)"
+    )
     click.echo(f"store {store.display} {state}, at schema {current or 'none'}{hint}")
 
 
@@ -32,15 +38,22 @@ def db_upgrade(obj: Context) -> None:
     store = obj.store(prepare=False)
     store.create()
     store.upgrade()
-    click.echo(f"store {store.display} is at schema {store.current()}")
+    rule = store.rule()
+    readable = f" (readable by smtpauth-milter {rule.readable_by} and later)" if rule else ""
+    click.echo(f"store {store.display} is at schema {store.current()}{readable}")
 
 
 @db.command("current")
 @pass_context
 def db_current(obj: Context) -> None:
-    """Print the store's schema revision and this version's."""
+    """Print the store's schema revision and this version's, and who can read the store."""
     store = obj.store(prepare=False)
     click.echo(f"store: {store.current() or 'none'}  code: {store.head()}")
+    rule = store.rule()
+    if rule is not None:
+        click.echo(
+            f"readable by: smtpauth-milter {rule.readable_by} and later (schema {rule.revision})"
+        )
 
 
 @db.command("check")
@@ -48,12 +61,8 @@ def db_current(obj: Context) -> None:
 def db_check(obj: Context) -> None:
     """Check the store is at this version's schema and matches the models."""
     store = obj.store(prepare=False)
-    current, head = store.current(), store.head()
-    if current != head:
-        raise SmtpauthError(
-            f"store is at schema {current or 'none'}, code needs {head}: "
-            "run `smtpauth-milter db upgrade`"
-        )
+    store.check_schema(exact=True)
+    head = store.head()
     drift = store.drift()
     if drift:
         raise SmtpauthError(f"store schema differs from the models: {drift}")

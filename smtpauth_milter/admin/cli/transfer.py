@@ -16,7 +16,9 @@ from smtpauth_milter.store import transfer
 @pass_context
 def export_cmd(obj: Context) -> None:
     """Print the whole store as JSON."""
-    click.echo(json.dumps(obj.read(transfer.export_store), indent=2, ensure_ascii=False))
+    # exact: on a newer schema it would leave out what this version does not know
+    data = obj.read(transfer.export_store, exact=True)
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 @click.command("import")

@@ -31,6 +31,7 @@ from smtpauth_milter.admin.doctor.facts import (
     store_facts,
 )
 from smtpauth_milter.admin.doctor.running import running_store_finding
+from smtpauth_milter.admin.milterproto.codec import Negotiated
 from smtpauth_milter.core.errors import SmtpauthError
 
 
@@ -63,7 +64,7 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
                 check_domains(params, domains, lambda k, t: postmap_has(directory, k, t))
             )
     try:
-        result: probe.Negotiated | str = probe.negotiate(socket_spec)
+        result: Negotiated | str = probe.negotiate(socket_spec)
     except probe.ProbeError as exc:
         result = str(exc)
     findings.append(check_negotiation(socket_spec, result))

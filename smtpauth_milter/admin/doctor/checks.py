@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from smtpauth_milter.admin import probe
+from smtpauth_milter.admin.milterproto.codec import Negotiated
 
 DOMAIN_PARAMS = (
     "mydestination",
@@ -281,6 +281,8 @@ class StoreFacts:
     current: str | None = None
     head: str | None = None
     missing_file: bool = False
+    schema_problem: str | None = None  # why this version may not read the store
+    newer: bool = False  # at a revision a newer smtpauth-milter migrated to
 
 
 def check_store(facts: StoreFacts) -> Finding:
@@ -292,6 +294,14 @@ def check_store(facts: StoreFacts) -> Finding:
     if facts.error is not None:
         return error(
             facts.error, "check --db / SMTPAUTH_MILTER_DB, that the database runs and is reachable"
+        )
+    if facts.newer and facts.schema_problem is not None:
+        return error(facts.schema_problem, "upgrade smtpauth-milter on this host")
+    if facts.newer:
+        return warning(
+            f"the store {facts.display} is at schema {facts.current}, newer than this version "
+            "knows: its milter keeps deciding, but changes and export need the newer version",
+            "upgrade smtpauth-milter on this host",
         )
     if facts.current != facts.head:
         return error(
@@ -312,11 +322,11 @@ def check_local_domains(domains: Sequence[str] | None) -> Finding | None:
     )
 
 
-def check_negotiation(socket_spec: str, result: probe.Negotiated | str) -> Finding:
+def check_negotiation(socket_spec: str, result: Negotiated | str) -> Finding:
     fix = f"start the milter: smtpauth-milter run --socket {socket_spec}"
     if isinstance(result, str):
         return error(f"no option negotiation on {socket_spec}: {result}", fix)
-    mail = result.macros.get("mail", ())
+    mail = result.macros_for("mail") or ()
     if result.version < 6:
         return error(f"the milter on {socket_spec} speaks protocol {result.version}", fix)
     if "{auth_authen}" not in mail:

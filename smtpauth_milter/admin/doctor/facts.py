@@ -6,10 +6,11 @@ import os
 import pwd
 import subprocess
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from smtpauth_milter.admin.doctor.checks import POSTFIX_PARAMS, FileFacts, StoreFacts, UserFacts
-from smtpauth_milter.core.errors import SmtpauthError, StoreMissing
+from smtpauth_milter.core.errors import SchemaError, SmtpauthError, StoreMissing
 from smtpauth_milter.store.engine import Store, display_url
 
 POSTCONF_TIMEOUT = 10.0
@@ -77,8 +78,12 @@ def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
         return StoreFacts(display_url(db), error=str(exc)), None
     try:
         current, head = store.current(), store.head()
-        domains = sorted(store.load_snapshot().domains) if current == head else None
-        return StoreFacts(store.display, current=current, head=head), domains
+        facts = StoreFacts(store.display, current=current, head=head, newer=store.is_newer(current))
+        try:
+            store.check_schema()
+        except SchemaError as exc:
+            return replace(facts, schema_problem=str(exc)), None
+        return facts, sorted(store.load_snapshot().domains)
     except StoreMissing:  # opening never creates a SQLite file
         return StoreFacts(store.display, missing_file=True), None
     except SmtpauthError as exc:

@@ -1,0 +1,280 @@
+"""SPF (RFC 7208) for one client IP and MAIL FROM, with pyspf over our own DNS lookups.
+
+pyspf evaluates the record (mechanisms, macros, the 10 DNS-mechanism and the
+2 void-lookup limits, strict mode).  Its DNS goes through :func:`_lookup`,
+installed once as ``spf.DNSLookup`` (pyspf's only hook, a module global):
+
+- queries go to the ``dns-resolver`` server (or the system's resolvers), with
+  absolute names and no search list, and TC answers retried over TCP;
+- every query gets what is left of one deadline per check (``spf-timeout``);
+- the smallest TTL of every answer (or negative answer's SOA) is recorded,
+  so the caller may cache the result exactly as long as DNS allows.
+
+``exp=`` explanations are never fetched: pyspf fetches them while parsing,
+even for a pass, and a slow one would eat the deadline.  Nothing here raises:
+every failure is an :class:`SpfAnswer` (DNS trouble is ``temperror``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dns.exception
+import dns.message
+import dns.name
+import dns.rdatatype
+import dns.resolver
+import spf
+
+from smtpauth_milter.core.networks import IPAddress
+from smtpauth_milter.core.policy import spf_identity
+from smtpauth_milter.core.spf import SpfResult, parse_resolver
+from smtpauth_milter.lookups.cache import TtlCache
+from smtpauth_milter.lookups.cached import CachedLookup, LookupObserver
+from smtpauth_milter.lookups.runner import LookupFailed, LookupRunner
+
+MAX_TTL = 3600.0  # cache an answer at most this long, whatever DNS says
+CACHE_ENTRIES = 4096
+WORKERS = 8
+QUEUE_SIZE = 64
+# dnspython overruns a query's lifetime by its last retry backoff (about 0.2 s):
+# the waiting thread allows that much on top of spf-timeout before it gives up.
+DEADLINE_MARGIN = 0.5
+NEGATIVE_TTL = 60.0  # when a negative answer carries no SOA
+_RESULTS = {result.value: result for result in SpfResult}
+
+
+@dataclass(frozen=True, slots=True)
+class SpfAnswer:
+    result: SpfResult
+    record: str | None  # the sender domain's own SPF record, when one was found
+    ttl: float  # how long the answer may be cached; 0 for temperror
+    detail: str  # pyspf's explanation or error, for ``check`` and the log
+    timed_out: bool = False  # some DNS query ran out of time
+
+
+class _CheckState(threading.local):
+    """What one running check tells :func:`_lookup` (pyspf calls it without context)."""
+
+    resolver: dns.resolver.Resolver
+    deadline: float
+    ttl: float
+    timed_out: bool
+
+
+_state = _CheckState()
+
+
+def _negative_ttl(response: dns.message.Message | None) -> float:
+    """RFC 2308: a negative answer lives min(SOA TTL, SOA minimum)."""
+    for rrset in response.authority if response is not None else ():
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return float(min(rrset.ttl, rrset[0].minimum))
+    return NEGATIVE_TTL
+
+
+def _nxdomain_response(exc: dns.resolver.NXDOMAIN) -> dns.message.Message | None:
+    try:
+        response: dns.message.Message = exc.response(exc.canonical_name)  # type: ignore[no-untyped-call]
+    except Exception:  # no response kept for that name
+        return None
+    return response
+
+
+def _value(qtype: str, rdata: Any) -> Any:
+    """The shape pyspf wants per type (as its own dnspython backend returns)."""
+    if qtype in ("A", "AAAA"):
+        return rdata.address
+    if qtype == "MX":
+        return (rdata.preference, rdata.exchange)
+    if qtype == "PTR":
+        return rdata.target.to_text(True)
+    return rdata.strings  # TXT, SPF: a list of byte strings
+
+
+def _lookup(name: str, qtype: str, strict: bool = True, timeout: float = 30) -> list[Any]:
+    """``spf.DNSLookup``: [((name, qtype), value), ...]; DNS trouble raises spf.TempError."""
+    state = _state
+    remaining = state.deadline - time.monotonic()
+    if remaining <= 0:
+        state.timed_out = True
+        raise spf.TempError("DNS: SPF deadline exceeded")
+    try:
+        answer = state.resolver.resolve(
+            dns.name.from_text(name),  # absolute: no search list
+            qtype,
+            search=False,
+            lifetime=min(float(timeout), remaining),
+            raise_on_no_answer=False,
+        )
+    except dns.resolver.NXDOMAIN as exc:
+        state.ttl = min(state.ttl, _negative_ttl(_nxdomain_response(exc)))
+        return []
+    except dns.exception.Timeout as exc:
+        state.timed_out = True
+        raise spf.TempError(f"DNS timeout: {exc}") from exc
+    except (dns.exception.DNSException, OSError) as exc:  # SERVFAIL, REFUSED, odd names
+        raise spf.TempError(f"DNS error: {exc}") from exc
+    if answer.rrset is None:  # NODATA
+        state.ttl = min(state.ttl, _negative_ttl(answer.response))
+        return []
+    state.ttl = min(state.ttl, float(answer.rrset.ttl))
+    return [((name, qtype), _value(qtype, rdata)) for rdata in answer.rrset]
+
+
+spf.DNSLookup = _lookup
+
+
+class _Query(spf.query):  # type: ignore[misc]
+    """pyspf's query without exp= fetching, remembering the sender domain's record."""
+
+    top_record: str | None = None
+    _top_seen = False
+
+    def get_explanation(self, spec: str) -> None:
+        return None
+
+    def dns_spf(self, domain: str) -> str | None:
+        record: str | None = super().dns_spf(domain)
+        if not self._top_seen:  # the first record asked for is the sender domain's
+            self._top_seen = True
+            self.top_record = record
+        return record
+
+
+def make_resolver(setting: str) -> dns.resolver.Resolver:
+    """A resolver for the ``dns-resolver`` setting (empty: /etc/resolv.conf)."""
+    endpoint = parse_resolver(setting)
+    if endpoint is None:
+        resolver = dns.resolver.Resolver()
+    else:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [endpoint[0]]
+        resolver.port = endpoint[1]
+    resolver.cache = None  # results are cached, with the TTL they earned, by the caller
+    resolver.retry_servfail = False  # SERVFAIL is a temperror at once
+    resolver.use_edns(-1)  # plain 512-byte UDP; dnspython retries a truncated answer over TCP
+    return resolver
+
+
+def split_sender(sender: str) -> tuple[str, str] | None:
+    """``local@domain`` as pyspf wants it: domain lower-case, no trailing dot."""
+    local, at, domain = sender.rpartition("@")
+    domain = domain.lower().rstrip(".")
+    if not at or not domain:
+        return None
+    return local, domain
+
+
+class SpfEvaluator:
+    """Evaluates SPF against one DNS setup; thread-safe (each check is its own query)."""
+
+    def __init__(self, resolver: str = "", timeout: float = 3.0) -> None:
+        self.setting = resolver
+        self.timeout = timeout
+        self._resolver: dns.resolver.Resolver | None = None
+        self._resolver_error: str | None = None
+        try:
+            self._resolver = make_resolver(resolver)
+        except dns.exception.DNSException as exc:  # e.g. no usable /etc/resolv.conf
+            self._resolver_error = f"no DNS resolver: {exc}"
+
+    def evaluate(self, client: IPAddress, sender: str) -> SpfAnswer:
+        """check_host() for ``client`` and the MAIL FROM address ``sender``; never raises."""
+        parts = split_sender(sender)
+        if parts is None:
+            return SpfAnswer(SpfResult.NONE, None, MAX_TTL, "no sender domain")
+        if self._resolver is None:
+            return SpfAnswer(SpfResult.TEMPERROR, None, 0.0, self._resolver_error or "")
+        local, domain = parts
+        state = _state
+        state.resolver = self._resolver
+        state.deadline = time.monotonic() + self.timeout
+        state.ttl = MAX_TTL
+        state.timed_out = False
+        query: _Query | None = None
+        try:
+            query = _Query(
+                i=str(client),
+                s=f"{local}@{domain}",
+                h=domain,
+                timeout=self.timeout,
+                querytime=self.timeout,
+            )
+            text, _code, detail = query.check()
+        except spf.TempError as exc:
+            text, detail = "temperror", str(exc)
+        except spf.PermError as exc:
+            text, detail = "permerror", str(exc)
+        except Exception as exc:  # a pyspf bug must not become an accept or a crash
+            text, detail = "temperror", f"SPF internal error: {exc!r}"
+        result = _RESULTS.get(text, SpfResult.TEMPERROR)
+        ttl = 0.0 if result is SpfResult.TEMPERROR else state.ttl
+        record = query.top_record if query is not None else None
+        return SpfAnswer(result, record, ttl, str(detail), state.timed_out)
+
+
+# (client IP, raw MAIL FROM): the local part counts too (%{l} macros).  Raw, so that
+# a cache hit costs no parsing; spellings of one address merely share no entry.
+SpfKey = tuple[IPAddress, str]
+
+
+class SpfChecks:
+    """SPF for the milter and ``check``: cached, on the lookup pool, never longer than
+    ``spf-timeout`` plus :data:`DEADLINE_MARGIN`; no answer in time is a temperror.
+
+    One cache per (dns-resolver, spf-timeout): changing either starts afresh.
+    """
+
+    SOURCE = "spf"
+
+    def __init__(
+        self,
+        observe: LookupObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        runner: LookupRunner | None = None,
+    ) -> None:
+        self._observe = observe
+        self._clock = clock
+        self._runner = runner or LookupRunner(self.SOURCE, WORKERS, QUEUE_SIZE)
+        self._lookups: dict[tuple[str, float], CachedLookup[SpfKey, SpfAnswer]] = {}
+        self._lock = threading.Lock()
+
+    def _lookup_for(self, resolver: str, timeout: float) -> CachedLookup[SpfKey, SpfAnswer]:
+        with self._lock:
+            lookup = self._lookups.get((resolver, timeout))
+            if lookup is None:
+                evaluator = SpfEvaluator(resolver, timeout)
+
+                def fetch(key: SpfKey) -> tuple[SpfAnswer, float]:
+                    answer = evaluator.evaluate(key[0], spf_identity(key[1]))
+                    return answer, answer.ttl
+
+                lookup = CachedLookup(
+                    self.SOURCE,
+                    fetch,
+                    runner=self._runner,
+                    cache=TtlCache(CACHE_ENTRIES, self._clock),
+                    deadline=timeout + DEADLINE_MARGIN,
+                    observe=self._observe,
+                    clock=self._clock,
+                )
+                self._lookups = {(resolver, timeout): lookup}  # only the settings in force
+            return lookup
+
+    def check(self, resolver: str, timeout: float, client: IPAddress, mail_from: str) -> SpfAnswer:
+        """The SPF answer for ``client`` and the raw MAIL FROM ``mail_from``; never raises."""
+        lookup = self._lookup_for(resolver, timeout)
+        try:
+            return lookup.get((client, mail_from))
+        except LookupFailed as exc:
+            return SpfAnswer(
+                SpfResult.TEMPERROR, None, 0.0, exc.detail, timed_out=exc.reason == "timeout"
+            )
+
+    def stop(self) -> None:
+        self._runner.stop()
