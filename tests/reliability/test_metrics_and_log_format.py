@@ -129,6 +129,7 @@ def test_end_of_headers_decisions_are_counted(milters: MilterProcesses, tmp_path
     """One decision per recipient plus one per message at end of headers, each counted."""
     url = f"sqlite:///{tmp_path / 'headers.sqlite'}"
     for args in (
+        ["db", "init"],
         ["domain", "add", "example.com"],
         ["settings", "set", "require-header-from-match", "on"],
     ):
