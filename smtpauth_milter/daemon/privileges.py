@@ -8,7 +8,8 @@ import pwd
 from dataclasses import dataclass
 
 from smtpauth_milter.core.errors import ConfigError
-from smtpauth_milter.store.engine import Store, is_missing, sqlite_path
+from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.urls import is_missing, sqlite_path
 
 
 @dataclass(frozen=True)

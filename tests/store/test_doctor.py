@@ -20,7 +20,8 @@ from smtpauth_milter import __version__
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.doctor import checks, facts
 from smtpauth_milter.admin.doctor.running import group_options, running_store_finding
-from smtpauth_milter.store.engine import Store, display_url
+from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.urls import display_url
 from tests.milterproc import MilterProcesses
 from tests.upgrades import newer_migrations
 

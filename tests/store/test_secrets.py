@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 
 from smtpauth_milter.admin.cli import run_cli
-from smtpauth_milter.store.engine import display_url, mask_secrets, url_secrets
+from smtpauth_milter.store.urls import display_url, mask_secrets, url_secrets
 from tests.conftest import CliResult
 from tests.milterproc import MilterProcesses, verdicts
 from tests.support.pgserver import CANARY_PASSWORD, PgServer

@@ -12,7 +12,8 @@ import click
 from sqlalchemy.orm import Session
 
 from smtpauth_milter.store import audit
-from smtpauth_milter.store.engine import Store, mask_secrets
+from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.urls import mask_secrets
 
 T = TypeVar("T")
 EXIT_ERROR = 2

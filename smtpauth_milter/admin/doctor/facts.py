@@ -11,7 +11,8 @@ from pathlib import Path
 
 from smtpauth_milter.admin.doctor.checks import POSTFIX_PARAMS, FileFacts, StoreFacts, UserFacts
 from smtpauth_milter.core.errors import SchemaError, SmtpauthError, StoreMissing
-from smtpauth_milter.store.engine import Store, display_url
+from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.urls import display_url
 
 POSTCONF_TIMEOUT = 10.0
 

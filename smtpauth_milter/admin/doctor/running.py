@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError
 from smtpauth_milter.admin.doctor.checks import Finding, error, ok, unix_path, warning
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.daemon.config import choose_store
-from smtpauth_milter.store.engine import display_url, sqlite_path
+from smtpauth_milter.store.urls import display_url, sqlite_path
 
 PROC = Path("/proc")
 LISTEN = "0A"  # TCP state in /proc/net/tcp
