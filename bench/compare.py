@@ -136,12 +136,15 @@ def measure(
     drivers: int,
     duration: float,
     sessions: int,
+    check: bool | None = None,
 ) -> Run:
+    """One run; every verdict is checked for ``check`` (default: only for "ours")."""
+    check = milter.name == "ours" if check is None else check
     drivers = max(1, min(drivers, connections))
     per = [connections // drivers + (1 if n < connections % drivers else 0) for n in range(drivers)]
     offsets = [sum(per[:n]) for n in range(drivers)]
     jobs = [
-        (milter.spec, key, milter.name == "ours", per[n], duration, -(-sessions // drivers),
+        (milter.spec, key, check, per[n], duration, -(-sessions // drivers),
          offsets[n], connections)
         for n in range(drivers)
     ]  # fmt: skip

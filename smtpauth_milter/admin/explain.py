@@ -10,10 +10,19 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.addresses import AddressError, parse_path
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.core.networks import parse_ip
-from smtpauth_milter.core.policy import Action, Request, Verdict, decide_header, decide_with_spf
+from smtpauth_milter.core.ownermaps import MapAnswer
+from smtpauth_milter.core.ownership import map_lookup_sender
+from smtpauth_milter.core.policy import (
+    Action,
+    Request,
+    Verdict,
+    decide_header,
+    decide_with_spf,
+)
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.spf import SpfResult
+from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.spf import SpfAnswer, SpfChecks
 
 CONTINUING = (Action.CONTINUE, Action.WOULD_REJECT, Action.WOULD_TEMPFAIL)
@@ -36,6 +45,7 @@ class Report:
     headers: Headers | None = None
     header_verdict: Verdict | None = None
     spf: SpfAnswer | None = None  # when SPF was consulted, as the milter would
+    owners: MapAnswer | None = None  # when sender-login-maps were asked, as the milter would
 
     def _spf_fields(self) -> dict[str, str | None]:
         return {} if self.spf is None else {"spf": self.spf.result.value}
@@ -59,6 +69,8 @@ class Report:
             answer = self.spf
             fields = {"spf": answer.result.value, "record": answer.record, "detail": answer.detail}
             lines.append(logfmt.line(fields))
+        if self.owners is not None:
+            lines.append(logfmt.line(_map_fields(self.owners)))
         return lines
 
     def as_json(self) -> dict[str, Any]:
@@ -72,6 +84,7 @@ class Report:
             "from": self.request.sender,
             "settings": settings,
             "grants": list(self.grants),
+            "sender_login_maps": None if self.owners is None else _map_fields(self.owners),
             "spf": None
             if self.spf is None
             else {
@@ -92,10 +105,24 @@ class Report:
 
 
 def _outcome(verdict: Verdict) -> dict[str, str | None]:
-    return {
+    outcome = {
         "action": verdict.action.value,
         "rule": verdict.rule.value,
         "reply": str(verdict.reply) if verdict.reply else None,
+    }
+    if verdict.owned_by is not None:  # which form proved ownership (a map: and its key)
+        outcome |= {"owned_by": verdict.owned_by, "owner_key": verdict.owner_key}
+    return outcome
+
+
+def _map_fields(answer: MapAnswer) -> dict[str, str | None]:
+    """What sender-login-maps said: the map and key that matched and their owners."""
+    return {
+        "sender_login_maps": answer.outcome.value,
+        "map": answer.map,
+        "key": answer.key,
+        "owners": ",".join(answer.owners) if answer.map else None,
+        "error": answer.error,
     }
 
 
@@ -112,9 +139,11 @@ def explain(
     rcpts: Sequence[str],
     spf: SpfChecks,
     headers: Headers | None = None,
+    maps: OwnershipMaps | None = None,
 ) -> Report:
     """Each recipient's verdict and, given ``headers``, the end-of-headers verdict: the
-    very calls the milter makes, SPF looked up with ``spf`` as the milter would."""
+    very calls the milter makes, SPF looked up with ``spf`` as the milter would, and
+    sender-login-maps asked on this thread (same deadlines) when the milter would ask."""
     address = None
     if client is not None:
         address = parse_ip(client)
@@ -129,9 +158,14 @@ def explain(
         answers.append(spf.check(glob.dns_resolver, glob.spf_timeout, asking.client, asking.sender))
         return answers[-1].result
 
+    owners = None
+    wanted = map_lookup_sender(snapshot, request)
+    ownership = maps.for_settings(snapshot.global_settings) if maps is not None else None
+    if wanted is not None and ownership is not None:
+        owners = ownership.answer_now(wanted)
     decided = []
     for rcpt in rcpts:
-        request, verdict = decide_with_spf(snapshot, request, _bracketed(rcpt), lookup_spf)
+        request, verdict = decide_with_spf(snapshot, request, _bracketed(rcpt), lookup_spf, owners)
         decided.append((rcpt, verdict))
     verdicts = tuple(decided)
     header_verdict = None
@@ -151,4 +185,5 @@ def explain(
         headers,
         header_verdict,
         answers[0] if answers else None,
+        owners,
     )

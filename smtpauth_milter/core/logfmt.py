@@ -82,6 +82,10 @@ def decision_fields(
     }
     if request.spf is not None:  # only when SPF was consulted for this message
         fields["spf"] = request.spf.value
+    if verdict.owned_by is not None:  # added at the end: existing fields keep their place
+        fields["owned_by"] = verdict.owned_by
+        if verdict.owner_key is not None:
+            fields["owner_key"] = verdict.owner_key
     return fields
 
 

@@ -19,13 +19,13 @@ from smtpauth_milter.core.addresses import (
     Address,
     AddressError,
     header_domains,
-    normalise,
-    parse_address,
     parse_header_list,
     parse_path,
     strip_batv,
 )
 from smtpauth_milter.core.networks import IPAddress
+from smtpauth_milter.core.ownermaps import MapAnswer, MapOutcome
+from smtpauth_milter.core.ownership import login_owns, ownership_form
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
@@ -48,6 +48,7 @@ class Rule(StrEnum):
     NON_LOCAL_SENDER = "non-local-sender"
     SENDER_MISMATCH = "sender-mismatch"
     SENDER_OWNED = "sender-owned"
+    SENDER_MAP_FAILED = "sender-map-failed"
     AUTHENTICATED = "authenticated"
     ROLE_AUTH_REQUIRED = "role-auth-required"
     AUTH_REQUIRED = "auth-required"
@@ -89,6 +90,8 @@ class Verdict:
     rule: Rule
     reply: Reply | None = None
     domain: str | None = None
+    owned_by: str | None = None  # sender-owned: login, bare-login, grant, or the map
+    owner_key: str | None = None  # the key the map answered
 
     @property
     def refuses(self) -> bool:
@@ -101,28 +104,6 @@ def _refuse(rule: Rule, reply: Reply, dry_run: bool, domain: str | None) -> Verd
     else:
         action = Action.WOULD_REJECT if dry_run else Action.REJECT
     return Verdict(action, rule, reply, domain)
-
-
-def login_owns(snapshot: Snapshot, settings: Settings, login: str, sender: Address) -> bool:
-    """The login owns the sender exactly, as a bare login, or by a send-as grant.
-
-    See docs/policy.md#ownership.
-    """
-    delimiter = snapshot.global_settings.recipient_delimiter
-    wanted = normalise(sender, delimiter)
-    login = login.strip()
-    if "@" in login:
-        try:
-            if normalise(parse_address(login), delimiter) == wanted:
-                return True
-        except AddressError:
-            pass
-    elif (
-        settings.bare_login_match and normalise(Address(login, sender.domain), delimiter) == wanted
-    ):
-        return True
-    granted = snapshot.grants.get(login.lower(), frozenset())
-    return wanted in granted or f"@{sender.domain}" in granted
 
 
 # A local part holding one of these may be routed elsewhere by the MTA:
@@ -165,8 +146,22 @@ def _store_and_network_rules(snapshot: Snapshot, request: Request) -> Verdict | 
     return None
 
 
-def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
-    """The verdict for one recipient; the first rule that applies wins."""
+def _by_maps(
+    settings: Settings, glob: Settings, login: str, domain: str, owners: MapAnswer | None
+) -> Verdict:
+    """Not owned by a built-in form: the maps decide (None = never asked: fail closed)."""
+    if owners is None or owners.outcome is MapOutcome.FAILED:
+        return _refuse(Rule.SENDER_MAP_FAILED, glob.tempfail_reply, settings.dry_run, domain)
+    if owners.owned_by(login):
+        return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, None, domain, owners.map, owners.key)
+    return _refuse(Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain)
+
+
+def decide(
+    snapshot: Snapshot, request: Request, rcpt: str, owners: MapAnswer | None = None
+) -> Verdict:
+    """The verdict for one recipient; the first rule that applies wins.  ``owners``: what
+    sender-login-maps said, looked up when ``ownership.map_lookup_sender`` asked for it."""
     glob = snapshot.global_settings
     first = _store_and_network_rules(snapshot, request)
     if first is not None:
@@ -186,8 +181,11 @@ def decide(snapshot: Snapshot, request: Request, rcpt: str) -> Verdict:
         assert request.login is not None
         if not settings.require_sender_match:
             return Verdict(Action.CONTINUE, Rule.AUTHENTICATED, domain=domain)
-        if login_owns(snapshot, settings, request.login, sender):
-            return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain)
+        form = ownership_form(snapshot, settings, request.login, sender)
+        if form is not None:
+            return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain, owned_by=form)
+        if glob.sender_login_maps:
+            return _by_maps(settings, glob, request.login, domain, owners)
         return _refuse(
             Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain
         )
@@ -247,18 +245,22 @@ SpfLookup = Callable[[Request], SpfResult]
 
 
 def decide_with_spf(
-    snapshot: Snapshot, request: Request, rcpt: str, lookup_spf: SpfLookup
+    snapshot: Snapshot,
+    request: Request,
+    rcpt: str,
+    lookup_spf: SpfLookup,
+    owners: MapAnswer | None = None,
 ) -> tuple[Request, Verdict]:
     """:func:`decide`, asking ``lookup_spf`` only when SPF could change the verdict.
 
     Returns the request (with ``spf`` set once looked up: keep it for the
-    message's next recipients) and the verdict.
+    message's next recipients) and the verdict.  ``owners`` goes to :func:`decide`.
     """
-    verdict = decide(snapshot, request, rcpt)
+    verdict = decide(snapshot, request, rcpt, owners)
     if not needs_spf(snapshot, request, verdict):
         return request, verdict
     request = Request(request.client, request.login, request.sender, lookup_spf(request))
-    return request, decide(snapshot, request, rcpt)
+    return request, decide(snapshot, request, rcpt, owners)
 
 
 def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> bool:

@@ -13,11 +13,22 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.ownermaps import (
+    canonical_config_dir,
+    canonical_domains,
+    canonical_map_list,
+    canonical_map_timeout,
+    canonical_ttl,
+)
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.spf import canonical_resolver, canonical_timeout
-
-_TRUE = frozenset({"on", "true", "yes", "1"})
-_FALSE = frozenset({"off", "false", "no", "0"})
+from smtpauth_milter.core.values import (
+    canonical_bool,
+    canonical_delimiter,
+    canonical_list,
+    canonical_reply,
+    canonical_temporary_reply,
+)
 
 
 class Scope(StrEnum):
@@ -29,49 +40,6 @@ class Source(StrEnum):
     DOMAIN = "domain"
     GLOBAL = "global"
     DEFAULT = "default"
-
-
-def _canonical_bool(text: str) -> str:
-    word = text.strip().lower()
-    if word in _TRUE:
-        return "on"
-    if word in _FALSE:
-        return "off"
-    raise SettingError(f"bad boolean {text!r}: use on/off, true/false, yes/no or 1/0")
-
-
-def _canonical_list(text: str) -> str:
-    items: list[str] = []
-    for raw in text.split(","):
-        item = raw.strip().lower()
-        if not item:
-            continue
-        if any(ch in item for ch in '@<>" \t') or not item.isprintable():
-            raise SettingError(f"bad list item {raw.strip()!r}: expected a plain local part")
-        if item not in items:
-            items.append(item)
-    return ", ".join(items)
-
-
-def _canonical_reply(text: str) -> str:
-    return str(Reply.parse(text))
-
-
-def _canonical_temporary_reply(text: str) -> str:
-    reply = Reply.parse(text)
-    if not reply.temporary:
-        raise SettingError(
-            f"bad reply {text!r}: tempfail-reply answers for the milter's own trouble "
-            "and must be a 4xx reply, never a permanent refusal"
-        )
-    return str(reply)
-
-
-def _canonical_delimiter(text: str) -> str:
-    chars = "".join(dict.fromkeys(text.strip()))
-    if any(ch in '@<>" \t,' or not ch.isprintable() for ch in chars) or len(chars) > 8:
-        raise SettingError(f"bad recipient delimiter {text!r}: up to 8 characters, no '@' or space")
-    return chars
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,42 +59,42 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "require-auth-local",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "Authentication is always required when mail is from a local sender.",
             ),
             SettingDef(
                 "exempt-local-recipients",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "...unless the recipient is local (local -> local mail needs no login).",
             ),
             SettingDef(
                 "require-sender-match",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "An authenticated session may only use a local sender its login owns.",
             ),
             SettingDef(
                 "require-auth-role",
                 Scope.DOMAIN,
                 "on",
-                _canonical_bool,
+                canonical_bool,
                 "A role sender always needs a login.",
             ),
             SettingDef(
                 "role-senders",
                 Scope.DOMAIN,
                 "postmaster, abuse, webmaster",
-                _canonical_list,
+                canonical_list,
                 "The local parts treated as role senders.",
             ),
             SettingDef(
                 "spf-exempt",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "...unless the sender domain's SPF record authorises the client (SPF pass); "
                 "a DNS failure tempfails.",
             ),
@@ -134,42 +102,42 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "spf-exempt-role",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "A role sender needs no login either when SPF passes.",
             ),
             SettingDef(
                 "bare-login-match",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "A login without '@' owns login@<this domain>.",
             ),
             SettingDef(
                 "dry-run",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "Log what would be refused, refuse nothing.",
             ),
             SettingDef(
                 "auth-required-reply",
                 Scope.DOMAIN,
                 "530 5.7.0 Authentication required",
-                _canonical_reply,
+                canonical_reply,
                 "Reply when a login was required.",
             ),
             SettingDef(
                 "sender-mismatch-reply",
                 Scope.DOMAIN,
                 "553 5.7.1 Sender address rejected: not owned by authenticated user",
-                _canonical_reply,
+                canonical_reply,
                 "Reply when the login does not own the sender.",
             ),
             SettingDef(
                 "require-header-from-match",
                 Scope.DOMAIN,
                 "off",
-                _canonical_bool,
+                canonical_bool,
                 "A local From: header address is held to the envelope sender's rules "
                 "(login required, login must own From: or Sender:), decided at end of headers.",
             ),
@@ -177,7 +145,7 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "header-from-mismatch-reply",
                 Scope.DOMAIN,
                 "550 5.7.1 From header not owned by authenticated user",
-                _canonical_reply,
+                canonical_reply,
                 "Reply when the login owns neither the From: nor the Sender: address, "
                 "or the From: header is missing, unparseable or has several addresses.",
             ),
@@ -185,21 +153,60 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 "bad-sender-reply",
                 Scope.GLOBAL,
                 "553 5.1.7 Bad sender address syntax",
-                _canonical_reply,
+                canonical_reply,
                 "Reply for a MAIL FROM that cannot be parsed.",
             ),
             SettingDef(
                 "tempfail-reply",
                 Scope.GLOBAL,
                 "451 4.3.0 Temporary policy failure, try again later",
-                _canonical_temporary_reply,
+                canonical_temporary_reply,
                 "Reply when no trustworthy settings are available.",
+            ),
+            SettingDef(
+                "sender-login-maps",
+                Scope.GLOBAL,
+                "",
+                canonical_map_list,
+                "Maps that say which logins own a sender (TYPE:/file, in order; the first "
+                "answer wins), asked when the built-in forms do not prove ownership.",
+            ),
+            SettingDef(
+                "sender-login-maps-ttl",
+                Scope.GLOBAL,
+                "60",
+                canonical_ttl,
+                "Seconds an answer of sender-login-maps (owners or none) is remembered.",
+            ),
+            SettingDef(
+                "sender-login-maps-local-domains",
+                Scope.GLOBAL,
+                "",
+                canonical_domains,
+                "Domains whose senders are also looked up by bare local part, as Postfix "
+                "does for $myorigin and $mydestination.",
+            ),
+            SettingDef(
+                "sender-login-maps-timeout",
+                Scope.GLOBAL,
+                "3",
+                canonical_map_timeout,
+                "Seconds one lookup in sender-login-maps may take in all (every map, every "
+                "key); longer tempfails.",
+            ),
+            SettingDef(
+                "postfix-config-dir",
+                Scope.GLOBAL,
+                "",
+                canonical_config_dir,
+                "The Postfix configuration directory whose main.cf postmap reads for "
+                "sender-login-maps; empty is Postfix's own default (/etc/postfix).",
             ),
             SettingDef(
                 "recipient-delimiter",
                 Scope.GLOBAL,
                 "+",
-                _canonical_delimiter,
+                canonical_delimiter,
                 "Characters that start a sub-address; empty turns sub-addresses off.",
             ),
             SettingDef(
@@ -268,6 +275,11 @@ class Settings:
     bad_sender_reply: Reply
     tempfail_reply: Reply
     recipient_delimiter: str
+    sender_login_maps: str
+    sender_login_maps_ttl: int
+    sender_login_maps_local_domains: frozenset[str]
+    sender_login_maps_timeout: float
+    postfix_config_dir: str
     dns_resolver: str
     spf_timeout: float
 
@@ -298,6 +310,13 @@ class Settings:
             bad_sender_reply=Reply.parse(value("bad-sender-reply")),
             tempfail_reply=Reply.parse(value("tempfail-reply")),
             recipient_delimiter=value("recipient-delimiter"),
+            sender_login_maps=value("sender-login-maps"),
+            sender_login_maps_ttl=int(value("sender-login-maps-ttl")),
+            sender_login_maps_local_domains=frozenset(
+                x for x in value("sender-login-maps-local-domains").split(", ") if x
+            ),
+            sender_login_maps_timeout=float(value("sender-login-maps-timeout")),
+            postfix_config_dir=value("postfix-config-dir"),
             dns_resolver=value("dns-resolver"),
             spf_timeout=float(value("spf-timeout")),
         )

@@ -7,10 +7,10 @@ the decision only ever sees a :class:`SpfResult`.
 from __future__ import annotations
 
 import ipaddress
-import math
 from enum import StrEnum
 
 from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.values import seconds
 
 DNS_PORT = 53
 MAX_SPF_TIMEOUT = 30.0
@@ -63,14 +63,4 @@ def canonical_resolver(text: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def canonical_timeout(text: str) -> str:
-    """Seconds, more than 0 and at most 30; written back without a useless ``.0``."""
-    try:
-        seconds = float(text.strip())
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds <= MAX_SPF_TIMEOUT:  # also refuses nan and inf
-        raise SettingError(
-            f"bad spf-timeout {text!r}: seconds, more than 0 and at most {MAX_SPF_TIMEOUT:g}"
-        )
-    return f"{seconds:g}"
+canonical_timeout = seconds("spf-timeout", MAX_SPF_TIMEOUT)

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import Milter
 
 from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.addresses import Address
 from smtpauth_milter.core.networks import IPAddress, parse_ip
+from smtpauth_milter.core.ownermaps import MapAnswer
+from smtpauth_milter.core.ownership import map_lookup_sender
 from smtpauth_milter.core.policy import (
     Action,
     Request,
@@ -29,6 +32,7 @@ from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.spf import SpfResult
 from smtpauth_milter.daemon.refresh import SnapshotCache
+from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.spf import SpfChecks
 
 if TYPE_CHECKING:
@@ -98,11 +102,17 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
     """Per-connection state; libmilter may run each callback on a different thread."""
 
     def __init__(
-        self, cache: SnapshotCache, spf: SpfChecks, metrics: Metrics | None = None
+        self,
+        cache: SnapshotCache,
+        spf: SpfChecks,
+        metrics: Metrics | None = None,
+        maps: OwnershipMaps | None = None,
     ) -> None:
         self._cache = cache
         self._spf = spf  # shared by every connection: one cache, one worker pool
         self._metrics = metrics
+        self._maps = maps
+        self._owners: tuple[Address, MapAnswer] | None = None  # this message's map answer
         self._client: IPAddress | None = None
         self._queue: str | None = None
         self._request: Request | None = None
@@ -136,6 +146,7 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         self._queue = self._macro("i")
         self._request = Request(self._client, self._macro("{auth_authen}"), mailfrom)
         self._headers = {}
+        self._owners = None
         return int(Milter.CONTINUE)
 
     @guarded
@@ -147,7 +158,11 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         started = time.perf_counter()
         snapshot = self._cache.current()
         request, verdict = decide_with_spf(
-            snapshot, request, rcpt, lambda r: self._lookup_spf(snapshot, r)
+            snapshot,
+            request,
+            rcpt,
+            lambda r: self._lookup_spf(snapshot, r),
+            self._map_answer(snapshot, request),
         )
         self._request = request  # with its SPF result, once looked up: once per message
         if self._metrics is not None:
@@ -188,12 +203,28 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         self._request = None
         self._queue = None
         self._headers = {}
+        self._owners = None
         return int(Milter.CONTINUE)
 
     def close(self) -> int:
         return int(Milter.CONTINUE)
 
     # --- helpers ---------------------------------------------------------------
+
+    def _map_answer(self, snapshot: Snapshot, request: Request) -> MapAnswer | None:
+        """What sender-login-maps say about this message's sender, asked once per message
+        and only when it could change the verdict; the wait is bounded (lookups.ownership)."""
+        sender = map_lookup_sender(snapshot, request)
+        if sender is None or self._maps is None:
+            return None  # not needed; or no maps at all, and decide() fails closed
+        if self._owners is not None and self._owners[0] == sender:
+            return self._owners[1]
+        ownership = self._maps.for_settings(snapshot.global_settings)
+        if ownership is None:
+            return None
+        answer = ownership.answer(sender)
+        self._owners = (sender, answer)
+        return answer
 
     def _lookup_spf(self, snapshot: Snapshot, request: Request) -> SpfResult:
         """Bounded: at most spf-timeout (plus a margin) on this libmilter thread."""

@@ -19,6 +19,7 @@ from smtpauth_milter.daemon.config import RunConfig, unix_socket_path
 from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.privileges import Identity
+from smtpauth_milter.lookups.ownership import OwnershipMaps
 
 if TYPE_CHECKING:
     from smtpauth_milter.daemon.metrics import Metrics
@@ -120,7 +121,8 @@ def run(config: RunConfig) -> None:
     if metrics is not None:
         metrics.snapshot_age = cache.age
     spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
-    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics)
+    maps = OwnershipMaps(observe=metrics.looked_up if metrics is not None else None)
+    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps)
     socket_path = unix_socket_path(config.socket)
     try:
         if metrics is not None and config.metrics is not None:
@@ -149,6 +151,7 @@ def run(config: RunConfig) -> None:
     finally:
         cache.stop()
         spf.stop()
+        maps.stop()
         if metrics is not None:
             metrics.stop()
         store.dispose()

@@ -18,6 +18,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Literal, TypeVar, cast
 
 T = TypeVar("T")
+# A waiting (libmilter) thread allows this much on top of a lookup's own time limit.
+DEADLINE_MARGIN = 0.5
 Reason = Literal["timeout", "overloaded", "error"]
 
 
@@ -43,6 +45,7 @@ class LookupRunner:
         self._in_flight: dict[Hashable, Future[Any]] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._deferred: list[Callable[[], Any]] = []  # posted while the queue was full
 
     def run(self, key: Hashable, fn: Callable[[], T], deadline: float) -> T:
         """``fn()``'s answer, computed on a worker; :class:`LookupFailed` when there is none."""
@@ -72,6 +75,16 @@ class LookupRunner:
             self._in_flight[key] = future
             return future
 
+    def post(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn()`` on a worker, without waiting and without ever blocking: when the
+        queue is full, it runs after the next job a worker finishes."""
+        with self._lock:
+            self._start_workers()
+            try:
+                self._jobs.put_nowait((object(), fn, Future()))
+            except queue.Full:
+                self._deferred.append(fn)
+
     def _start_workers(self) -> None:
         """Threads start on first use, so a process that forks before any lookup is safe."""
         if self._threads:
@@ -89,13 +102,12 @@ class LookupRunner:
             if job is None:
                 return
             key, fn, future = job
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # handed to every waiter, never lost
-                future.set_exception(exc)
-            finally:
-                with self._lock:
-                    self._in_flight.pop(key, None)
+            _settle(future, fn)
+            with self._lock:
+                self._in_flight.pop(key, None)
+                deferred, self._deferred = self._deferred, []
+            for later in deferred:  # nobody waits for these: a posted job reports its trouble
+                _settle(Future(), later)
 
     def stop(self) -> None:
         """Let the workers finish their current lookup and end (best effort, no wait)."""
@@ -106,3 +118,10 @@ class LookupRunner:
                 self._jobs.put_nowait(None)
             except queue.Full:
                 break
+
+
+def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:
+    try:
+        future.set_result(fn())
+    except BaseException as exc:  # handed to every waiter, never lost
+        future.set_exception(exc)

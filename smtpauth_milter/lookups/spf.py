@@ -35,15 +35,14 @@ from smtpauth_milter.core.policy import spf_identity
 from smtpauth_milter.core.spf import SpfResult, parse_resolver
 from smtpauth_milter.lookups.cache import TtlCache
 from smtpauth_milter.lookups.cached import CachedLookup, LookupObserver
-from smtpauth_milter.lookups.runner import LookupFailed, LookupRunner
+from smtpauth_milter.lookups.runner import DEADLINE_MARGIN, LookupFailed, LookupRunner
 
 MAX_TTL = 3600.0  # cache an answer at most this long, whatever DNS says
 CACHE_ENTRIES = 4096
 WORKERS = 8
 QUEUE_SIZE = 64
 # dnspython overruns a query's lifetime by its last retry backoff (about 0.2 s):
-# the waiting thread allows that much on top of spf-timeout before it gives up.
-DEADLINE_MARGIN = 0.5
+# the waiting thread allows DEADLINE_MARGIN (0.5 s) on top of spf-timeout.
 NEGATIVE_TTL = 60.0  # when a negative answer carries no SOA
 _RESULTS = {result.value: result for result in SpfResult}
 

@@ -53,7 +53,8 @@ def _script_location() -> str:
     raise StoreError("the schema migrations are missing from this installation")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of a driver error (its original exception's message)."""
     orig = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
     return lines[0] if lines else type(orig).__name__
@@ -146,7 +147,7 @@ class Store:
             path = sqlite_path(self.url)
             if path is not None and is_missing(path):
                 raise StoreMissing(f"no store at {path} ({INIT_HINT})") from exc
-            message = f"cannot {doing} the store {self.display}: {_first_line(exc)}"
+            message = f"cannot {doing} the store {self.display}: {first_line(exc)}"
             raise StoreError(mask_secrets(message, self.secrets)) from exc
 
     def dispose(self) -> None:

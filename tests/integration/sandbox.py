@@ -515,6 +515,10 @@ class Postfix:
             milter_snippet=snippet,
         )
         if self.overrides:
+            # An overridden parameter loses its earlier line: Postfix would warn about it
+            # on every postconf call.
+            for name in self.overrides:
+                main_cf = re.sub(rf"(?m)^{re.escape(name)}[ \t]*=.*\n", "", main_cf)
             lines = [f"{name} = {value}" for name, value in sorted(self.overrides.items())]
             main_cf += "\n# ---- overrides of this test ----\n" + "\n".join(lines) + "\n"
         master_cf = MASTER_CF.format(listen=f"{LOOPBACK}:{self.port}")

@@ -194,3 +194,27 @@ def _wait_until(condition: object, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.005)
+
+
+def test_post_runs_on_a_worker_and_never_blocks_even_when_the_queue_is_full() -> None:
+    release = threading.Event()
+    ran: list[str] = []
+    runner = LookupRunner("post", workers=1, queue_size=1)
+    try:
+        first = threading.Thread(target=lambda: _swallow(runner, "a", release.wait))
+        first.start()
+        _wait_until(lambda: runner._jobs.empty() and "a" in runner._in_flight)
+        runner.post(lambda: ran.append(threading.current_thread().name))  # fills the queue
+        started = time.monotonic()
+        runner.post(lambda: ran.append("deferred " + threading.current_thread().name))
+        runner.post(lambda: 1 / 0)  # a failing posted job harms nothing
+        assert time.monotonic() - started < 1.0 and ran == []
+        release.set()
+        _wait_until(lambda: len(ran) == 2)
+        # the one worker runs what was kept right after its job, then the queue
+        assert ran == ["deferred post-lookup-0", "post-lookup-0"]
+        assert runner.run("after", lambda: 7, deadline=5) == 7  # the worker lives on
+        first.join(5)
+    finally:
+        release.set()
+        runner.stop()

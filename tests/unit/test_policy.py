@@ -1065,6 +1065,8 @@ def test_decide(c: Case) -> None:
 
 def test_every_rule_is_covered_by_the_table() -> None:
     covered = {p.values[0].rule for p in CASES} | {Rule.NO_SETTINGS}
+    # sender-login-maps failing: covered by tests/unit/test_map_policy.py
+    covered |= {Rule.SENDER_MAP_FAILED}
     # end-of-headers rules: covered by tests/unit/test_header_from.py
     assert covered == {rule for rule in Rule if "header" not in rule.value}
     actions = {p.values[0].action for p in CASES}

@@ -35,6 +35,8 @@ GLOBAL_ONLY_KEYS = [
     "recipient-delimiter",
     "dns-resolver",
     "spf-timeout",
+    "sender-login-maps-timeout",
+    "postfix-config-dir",
 ]
 
 DOCUMENTED_DEFAULTS = {
@@ -52,6 +54,11 @@ DOCUMENTED_DEFAULTS = {
     "bad-sender-reply": "553 5.1.7 Bad sender address syntax",
     "tempfail-reply": "451 4.3.0 Temporary policy failure, try again later",
     "recipient-delimiter": "+",
+    "sender-login-maps": "",
+    "sender-login-maps-ttl": "60",
+    "sender-login-maps-local-domains": "",
+    "sender-login-maps-timeout": "3",
+    "postfix-config-dir": "",
     "spf-exempt": "off",
     "spf-exempt-role": "off",
     "dns-resolver": "",
@@ -358,14 +365,30 @@ def test_bad_dns_resolver_is_refused(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"), [("3", "3"), ("0.5", "0.5"), (" 2.50 ", "2.5"), ("30", "30")]
 )
-def test_spf_timeout(text: str, expected: str) -> None:
-    assert canonical_value("spf-timeout", text) == expected
+@pytest.mark.parametrize("key", ["spf-timeout", "sender-login-maps-timeout"])
+def test_timeouts(key: str, text: str, expected: str) -> None:
+    assert canonical_value(key, text) == expected
 
 
 @pytest.mark.parametrize("text", ["0", "-1", "30.5", "nan", "inf", "", "3s", "1e400"])
-def test_bad_spf_timeout_is_refused(text: str) -> None:
-    with pytest.raises(SettingError, match="bad spf-timeout"):
-        canonical_value("spf-timeout", text)
+@pytest.mark.parametrize("key", ["spf-timeout", "sender-login-maps-timeout"])
+def test_bad_timeouts_are_refused(key: str, text: str) -> None:
+    with pytest.raises(SettingError, match=f"bad {key} "):
+        canonical_value(key, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("", ""), ("  ", ""), ("/etc/postfix-out/", "/etc/postfix-out"), ("/", "/")],
+)
+def test_postfix_config_dir(text: str, expected: str) -> None:
+    assert canonical_value("postfix-config-dir", text) == expected
+
+
+@pytest.mark.parametrize("text", ["etc/postfix", "/etc/post fix", "/etc/\x01", "~/postfix"])
+def test_bad_postfix_config_dir_is_refused(text: str) -> None:
+    with pytest.raises(SettingError, match="bad directory"):
+        canonical_value("postfix-config-dir", text)
 
 
 @pytest.mark.parametrize(

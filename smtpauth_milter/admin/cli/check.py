@@ -8,6 +8,7 @@ import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
 from smtpauth_milter.admin.explain import Headers, explain
+from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.spf import SpfChecks
 
 
@@ -60,11 +61,12 @@ def check(
     if not rcpts and headers is None:
         raise click.UsageError("give --rcpt, --header-from or --no-header-from")
     snapshot = obj.store().load_snapshot()
-    spf = SpfChecks()
+    spf, maps = SpfChecks(), OwnershipMaps()
     try:
-        report = explain(snapshot, client, login, sender, rcpts, spf, headers)
+        report = explain(snapshot, client, login, sender, rcpts, spf, headers, maps)
     finally:
         spf.stop()
+        maps.stop()
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
     else:

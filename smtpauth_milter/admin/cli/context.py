@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.orm import Session
 
-from smtpauth_milter.store import audit
+from smtpauth_milter.lookups.mapfiles import check_changed_settings
+from smtpauth_milter.store import audit, editing
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.urls import mask_secrets
 
@@ -37,12 +38,17 @@ class Context:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """One transaction, its changes recorded in the audit trail as this command's."""
+        """One transaction, its changes recorded in the audit trail as this command's.
+
+        Before it commits, the files named by changed settings are checked (one
+        place for every command): a missing map refuses the whole change."""
         store = self.store(exact=True)
         command = mask_secrets(command_line(click.get_current_context()), store.secrets)
         with store.write() as session:
             audit.begin(session, audit.Actor.now(command))
+            before = editing.global_values(session)
             yield session
+            check_changed_settings(before, editing.global_values(session))
 
     def read(self, action: Callable[[Session], T], *, exact: bool = False) -> T:
         with self.store(exact=exact).read() as session:

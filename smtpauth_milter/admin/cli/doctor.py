@@ -12,7 +12,8 @@ from smtpauth_milter.daemon.config import pick
 @click.option(
     "--postfix-config",
     metavar="DIR",
-    help="Postfix's configuration directory.  [default: postconf -h config_directory]",
+    help="Postfix's configuration directory.  [default: the postfix-config-dir setting, "
+    "else postconf -h config_directory]",
 )
 @click.option(
     "--socket",

@@ -30,21 +30,32 @@ from smtpauth_milter.admin.doctor.facts import (
     postmap_has,
     store_facts,
 )
+from smtpauth_milter.admin.doctor.maps import check_maps, different_config_dirs, map_facts
 from smtpauth_milter.admin.doctor.running import running_store_finding
 from smtpauth_milter.admin.milterproto.codec import Negotiated
 from smtpauth_milter.core.errors import SmtpauthError
+from smtpauth_milter.core.settings import Settings
+from smtpauth_milter.store.engine import Store
 
 
 def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]:
-    """Every check, in the order an admin would go through them."""
+    """Every check, in the order an admin would go through them.
+
+    Postfix's configuration is read from ``config_dir``, else from the
+    directory the milter's postmap reads (``postfix-config-dir``), else from
+    Postfix's own default."""
     findings: list[Finding] = []
     store, domains = store_facts(db)
     findings.append(check_store(store))
     no_domains = check_local_domains(domains)
     if no_domains is not None:
         findings.append(no_domains)
+    settings = _settings(db) if domains is not None else None
+    milter_dir = settings.postfix_config_dir if settings is not None else ""
+    if config_dir and milter_dir and config_dir.rstrip("/") != milter_dir:
+        findings.append(different_config_dirs(config_dir, milter_dir))
     try:
-        directory = config_dir or default_config_dir()
+        directory = config_dir or milter_dir or default_config_dir()
         params = postconf(directory)
     except SmtpauthError as exc:
         findings.append(
@@ -63,6 +74,10 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
             findings.extend(
                 check_domains(params, domains, lambda k, t: postmap_has(directory, k, t))
             )
+    if settings is not None and domains is not None:
+        postfix_maps = params.get("smtpd_sender_login_maps", "") if params else ""
+        facts = map_facts(settings, domains)
+        findings.extend(check_maps(facts, settings.sender_login_maps, postfix_maps))
     try:
         result: Negotiated | str = probe.negotiate(socket_spec)
     except probe.ProbeError as exc:
@@ -71,6 +86,17 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
     if not isinstance(result, str):  # something answers: is it reading our store?
         findings.append(running_store_finding(socket_spec, db))
     return findings
+
+
+def _settings(db: str) -> Settings | None:
+    """The global settings the milter decides with; None when the store cannot say."""
+    store = Store(db)
+    try:
+        return store.load_snapshot().global_settings
+    except SmtpauthError:
+        return None
+    finally:
+        store.dispose()
 
 
 def _socket_findings(socket_spec: str, owner: str) -> list[Finding]:

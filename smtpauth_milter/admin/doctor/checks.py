@@ -29,6 +29,7 @@ POSTFIX_PARAMS = (
     "milter_protocol",
     "mail_owner",
     "queue_directory",
+    "smtpd_sender_login_maps",
     *DOMAIN_PARAMS,
 )
 _SPLIT = re.compile(r"[\s,]+")

@@ -1,0 +1,47 @@
+"""The files settings point at must be there before a change is stored.
+
+:func:`check_changed_settings` is the one place: every command that writes
+the store (``settings set``, ``import``, ...) runs it on the global values its
+transaction leaves, before it commits (``admin.cli.context``), so a map the
+milter could not read is refused at once instead of tempfailing mail later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.ownermaps import SQL_TYPE, parse_map_list
+from smtpauth_milter.lookups.postfix import MapError
+from smtpauth_milter.lookups.sqlmap import read_config
+
+MAPS = "sender-login-maps"
+CONFIG_DIR = "postfix-config-dir"
+
+
+def check_changed_settings(before: Mapping[str, str], after: Mapping[str, str]) -> None:
+    """Check the files of every file-naming global setting whose value changed."""
+    if after.get(MAPS, "") != before.get(MAPS, ""):
+        check_map_files(after.get(MAPS, ""))
+    directory = after.get(CONFIG_DIR, "")
+    if directory and directory != before.get(CONFIG_DIR, ""):
+        check_config_dir(directory)
+
+
+def check_map_files(text: str) -> None:
+    """Every map's file exists (and a sql: file is safe and well-formed); SettingError if not."""
+    for spec in parse_map_list(text):
+        if spec.type == SQL_TYPE:
+            try:
+                read_config(spec.name)
+            except MapError as exc:
+                raise SettingError(f"bad map {spec.text}: {exc}") from None
+        elif not Path(spec.database_file).is_file():
+            hint = " (run postmap on it first)" if spec.database_file != spec.name else ""
+            raise SettingError(f"bad map {spec.text}: {spec.database_file} is missing{hint}")
+
+
+def check_config_dir(directory: str) -> None:
+    if not (Path(directory) / "main.cf").is_file():
+        raise SettingError(f"bad {CONFIG_DIR} {directory}: {directory}/main.cf is missing")

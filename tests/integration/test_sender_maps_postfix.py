@@ -1,0 +1,217 @@
+"""sender-login-maps through a real Postfix + Dovecot SASL, our real milter, real postmap and PostgreSQL.
+
+The milter's postmap reads the sandbox's Postfix configuration (postfix-config-dir:
+nothing in the milter's environment points there), so it reads the tables exactly
+as that Postfix would.  Each case checks the reply
+swaks got and the milter's decision line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from smtpauth_milter.lookups.runner import DEADLINE_MARGIN
+from tests.support.pgserver import PgServer
+
+from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
+from .sandbox import LogFile, Sandbox, wait_until
+
+pytestmark = pytest.mark.mta
+
+TEMPFAIL = "451 4.3.0 Temporary policy failure, try again later"
+MISMATCH = "553 5.7.1 Sender address rejected: not owned by authenticated user"
+REMOTE = "x@remote.test"
+
+
+@pytest.fixture(scope="module")
+def milter(tmp_path_factory: pytest.TempPathFactory, mta_sandbox: Sandbox) -> Iterator[OurMilter]:
+    root = tmp_path_factory.mktemp("maps")
+    store = StoreCli(root / "store.sqlite")
+    store.run("domain", "add", "example.com", "example.net")
+    store.run("settings", "set", "require-sender-match", "on")
+    store.run("settings", "set", "postfix-config-dir", str(mta_sandbox.postfix.config_dir))
+    store.save_baseline()
+    ours = OurMilter(
+        store, mta_sandbox.inet_milter_socket(), LogFile(mta_sandbox.root / "maps.log")
+    )
+    assert "MAIL_CONFIG" not in os.environ
+    ours.start()
+    mta_sandbox.postfix.use_milter(ours.socket)
+    try:
+        yield ours
+    finally:
+        mta_sandbox.postfix.use_milter(None)
+        ours.stop()
+
+
+def send(sandbox: Sandbox, milter: OurMilter, user: str, mail_from: str) -> tuple[str, str]:
+    """One session; the reply to RCPT TO (code and text) and the milter's decision line."""
+    since = milter.log.mark()
+    result = sandbox.smtp(mail_from, [REMOTE], user=user)
+    reply = result.rcpt(REMOTE)
+    return f"{reply.code} {reply.text}", decision_for(milter.log, REMOTE, since)
+
+
+def test_texthash_map_owner_sends_other_login_is_refused(
+    mta_sandbox: Sandbox, milter: OurMilter, tmp_path: Path
+) -> None:
+    table = tmp_path / "owners"
+    table.write_text("sales@example.com  alice@example.com\n@example.net bob@example.com\n")
+    milter.sync([("settings", "set", "sender-login-maps", f"texthash:{table}")])
+    reply, line = send(mta_sandbox, milter, "alice@example.com", "sales+q@example.com")
+    assert reply.startswith("250"), line
+    assert field_of(line, "rule") == "sender-owned"
+    assert field_of(line, "owned_by") == f"texthash:{table}"
+    assert field_of(line, "owner_key") == "sales@example.com"
+    reply, line = send(mta_sandbox, milter, "bob@example.com", "sales@example.com")
+    assert reply == MISMATCH and field_of(line, "rule") == "sender-mismatch"
+    reply, line = send(mta_sandbox, milter, "bob@example.com", "anyone@example.net")
+    assert reply.startswith("250") and field_of(line, "owner_key") == "@example.net"
+
+
+def test_map_down_tempfails_and_recovers_without_restart(
+    mta_sandbox: Sandbox, milter: OurMilter, tmp_path: Path
+) -> None:
+    table = tmp_path / "owners"
+    table.write_text("sales@example.com alice@example.com\n")
+    milter.sync([("settings", "set", "sender-login-maps", f"texthash:{table}")])
+    hidden = table.with_name("owners.away")
+    table.rename(hidden)  # postmap: fatal: open database
+    since = milter.log.mark()
+    for _ in range(2):
+        reply, line = send(mta_sandbox, milter, "alice@example.com", "sales@example.com")
+        assert reply == TEMPFAIL
+        assert (field_of(line, "action"), field_of(line, "rule")) == (
+            "tempfail",
+            "sender-map-failed",
+        )
+    assert len(milter.log.find(r"event=map-unreadable", since)) == 1  # once per interval
+    hidden.rename(table)
+    reply, line = send(mta_sandbox, milter, "alice@example.com", "sales@example.com")
+    assert reply.startswith("250"), line
+    milter.log.wait_for(r"event=map-recovered", since, 5)
+    # the own login still sends while a map is down: the maps are not even asked
+    table.rename(hidden)
+    reply, _ = send(mta_sandbox, milter, "alice@example.com", "alice@example.com")
+    assert reply.startswith("250")
+    hidden.rename(table)
+
+
+def test_changes_in_the_map_take_effect_within_the_ttl(
+    mta_sandbox: Sandbox, milter: OurMilter, tmp_path: Path
+) -> None:
+    table = tmp_path / "owners"
+    table.write_text("sales@example.com alice@example.com\n")
+    milter.sync(
+        [
+            ("settings", "set", "sender-login-maps", f"texthash:{table}"),
+            ("settings", "set", "sender-login-maps-ttl", "1"),
+        ]
+    )
+    assert send(mta_sandbox, milter, "alice@example.com", "sales@example.com")[0].startswith("250")
+    assert send(mta_sandbox, milter, "bob@example.com", "new@example.com")[0] == MISMATCH
+    table.write_text("new@example.com bob@example.com\n")  # sales removed, new added
+
+    def changed() -> bool:
+        return (
+            send(mta_sandbox, milter, "bob@example.com", "new@example.com")[0].startswith("250")
+            and send(mta_sandbox, milter, "alice@example.com", "sales@example.com")[0] == MISMATCH
+        )
+
+    wait_until(changed, 15, "the map's changes to be honoured after the 1 s TTL")
+
+
+class SwitchableProxy:
+    """A TCP proxy to PostgreSQL that can play a hung server: while ``flowing`` is clear
+    it accepts connections and holds every byte, on new and open connections alike."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.flowing.is_set():
+                self.held.append(client)
+                continue
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                self.flowing.wait()
+                b.sendall(data)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.flowing.set()
+        self.listener.close()
+        for held in self.held:
+            held.close()
+
+
+def test_sql_map_on_postgresql_hung_server_tempfails_then_recovers(
+    mta_sandbox: Sandbox, milter: OurMilter, tmp_path: Path, pg_server: PgServer
+) -> None:
+    name = pg_server.new_database_name("maps")
+    pg_server.create_database(name)
+    engine = create_engine(pg_server.url(name))
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alias (address text PRIMARY KEY, goto text NOT NULL)"))
+        conn.execute(text("INSERT INTO alias VALUES ('sales@example.com', 'alice@example.com')"))
+    engine.dispose()
+    host, port = pg_server.host, int(pg_server.url(name).rsplit(":", 1)[1].split("/")[0])
+    proxy = SwitchableProxy((host, port))
+    try:
+        url = pg_server.url(name).replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
+        config = tmp_path / "pfa.toml"
+        config.write_text(
+            f'url = "{url}"\nquery = "SELECT goto FROM alias WHERE address = :sender"\n'
+        )
+        config.chmod(0o600)
+        milter.sync(
+            [
+                ("settings", "set", "sender-login-maps", f"sql:{config}"),
+                ("settings", "set", "sender-login-maps-timeout", "1"),
+            ]
+        )
+        assert url.split("@")[0].split(":")[-1] not in milter.store.run("settings", "show")
+        assert send(mta_sandbox, milter, "alice@example.com", "sales@example.com")[0].startswith(
+            "250"
+        )
+        assert send(mta_sandbox, milter, "bob@example.com", "sales@example.com")[0] == MISMATCH
+        proxy.flowing.clear()
+        began = time.monotonic()
+        reply, line = send(mta_sandbox, milter, "alice@example.com", "other@example.com")
+        took = time.monotonic() - began
+        assert reply == TEMPFAIL and field_of(line, "rule") == "sender-map-failed"
+        # sender-login-maps-timeout = 1 bounds the wait (the default 3 s would not pass)
+        assert took < 1 + DEADLINE_MARGIN + 1.4, took
+        proxy.flowing.set()
+        reply, line = send(mta_sandbox, milter, "alice@example.com", "sales+x@example.com")
+        assert reply.startswith("250"), line
+        assert pg_server.password not in milter.log.text()
+    finally:
+        proxy.close()
+        pg_server.drop_database(name)
