@@ -7,8 +7,10 @@ left under pytest's basetemp (milter, Postfix and PostgreSQL logs, CLI output
 kept by tests).  Wherever the canary appears, the run fails (exit status 1)
 with a section naming where, never the password itself.
 
-A file that holds the password on purpose (a config file or passfile a test
-writes as input) has ``secret`` in its name and is not read.
+Files that hold the password on purpose are inputs a test writes, never
+anything smtpauth-milter writes: configuration (``*.toml``, Postfix's
+``*.cf`` lookup tables such as ``pgsql:``) and any file with ``secret`` in its
+name (a passfile).  They are not read.
 
 ``SMTPAUTH_TEST_CANARY`` replaces the canary: the plugin's own test runs an
 inner session with a different one, so that its deliberate leak does not fail
@@ -26,6 +28,14 @@ from tests.support.pgserver import CANARY_PASSWORD
 
 CANARY_ENV = "SMTPAUTH_TEST_CANARY"
 MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+INPUT_SUFFIXES = (".toml", ".cf")
+
+
+def is_input(path: Path) -> bool:
+    """A file a test wrote with the password in it on purpose (see the module docstring)."""
+    return "secret" in path.name or path.suffix in INPUT_SUFFIXES
 
 
 def canary() -> str:
@@ -58,7 +68,7 @@ class CanaryWatch:
         needle = self.secret.encode()
         found = []
         for path in sorted(root.rglob("*")):
-            if "secret" in path.name or path.is_symlink() or not path.is_file():
+            if is_input(path) or path.is_symlink() or not path.is_file():
                 continue
             try:
                 if path.stat().st_size <= MAX_FILE_BYTES and needle in path.read_bytes():

@@ -29,8 +29,10 @@ def test_writes_it_to_a_log_file(tmp_path):
     (tmp_path / "milter.log").write_text("error=" + SECRET + "\\n")
 
 
-def test_keeps_it_in_an_input_file_named_secret(tmp_path):
-    (tmp_path / "db.secret.toml").write_text('db = "' + SECRET + '"\\n')
+def test_keeps_it_in_input_files(tmp_path):
+    (tmp_path / "pgpass.secret").write_text("*:*:*:u:" + SECRET + "\\n")
+    (tmp_path / "milter.toml").write_text('db = "postgresql://u:' + SECRET + '@h/x"\\n')
+    (tmp_path / "pgsql-owners.cf").write_text("password = " + SECRET + "\\n")
 
 
 def test_fails_showing_it():
@@ -62,7 +64,7 @@ def test_a_leaked_canary_fails_the_session_naming_every_place(
     assert "test_leaks.py::test_logs_it: Captured log call" in summary
     assert "test_leaks.py::test_fails_showing_it: failure report (call)" in summary
     assert "test_writes_it_to_a_log_file0/milter.log" in summary
-    assert "secret.toml" not in summary, "input files named *secret* are not read"
+    assert "test_keeps_it_in_input" not in summary, "input files are not read"
     assert "test_clean" not in summary
     assert inner not in summary, "the summary names places, never the password"
 
