@@ -46,6 +46,7 @@ class Report:
     header_verdict: Verdict | None = None
     spf: SpfAnswer | None = None  # when SPF was consulted, as the milter would
     owners: MapAnswer | None = None  # when sender-login-maps were asked, as the milter would
+    alias_of: str | None = None  # the sender's domain is an alias domain of this one
 
     def _spf_fields(self) -> dict[str, str | None]:
         return {} if self.spf is None else {"spf": self.spf.result.value}
@@ -83,6 +84,7 @@ class Report:
             "login": self.request.login,
             "from": self.request.sender,
             "settings": settings,
+            "alias_of": self.alias_of,
             "grants": list(self.grants),
             "sender_login_maps": None if self.owners is None else _map_fields(self.owners),
             "spf": None
@@ -111,7 +113,9 @@ def _outcome(verdict: Verdict) -> dict[str, str | None]:
         "reply": str(verdict.reply) if verdict.reply else None,
     }
     if verdict.owned_by is not None:  # which form proved ownership (a map: and its key)
-        outcome |= {"owned_by": verdict.owned_by, "owner_key": verdict.owner_key}
+        outcome["owned_by"] = verdict.owned_by
+        if verdict.owner_key is not None:  # as on the log line
+            outcome["owner_key"] = verdict.owner_key
     return outcome
 
 
@@ -176,6 +180,7 @@ def explain(
     except AddressError:
         parsed = None
     settings = snapshot.settings_for(parsed.domain) if parsed is not None else None
+    alias_of = snapshot.aliases.get(parsed.domain) if parsed is not None else None
     grants = snapshot.grants.get(login.strip().lower(), frozenset()) if login else frozenset()
     return Report(
         request,
@@ -186,4 +191,5 @@ def explain(
         header_verdict,
         answers[0] if answers else None,
         owners,
+        alias_of,
     )

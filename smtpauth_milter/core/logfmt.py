@@ -69,7 +69,9 @@ class Fields:
 def decision_fields(
     queue: str | None, request: Request, rcpt: str, verdict: Verdict
 ) -> dict[str, str | None]:
-    fields = {
+    """The fields of one decision; ``spf`` and ``owned_by`` (in that order, last) appear
+    only when SPF was consulted / the login owns the sender, so other lines keep theirs."""
+    fields: dict[str, str | None] = {
         "queue": queue,
         "action": verdict.action.value,
         "rule": verdict.rule.value,

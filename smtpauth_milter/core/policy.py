@@ -25,7 +25,7 @@ from smtpauth_milter.core.addresses import (
 )
 from smtpauth_milter.core.networks import IPAddress
 from smtpauth_milter.core.ownermaps import MapAnswer, MapOutcome
-from smtpauth_milter.core.ownership import login_owns, ownership_form
+from smtpauth_milter.core.ownership import Ownership, ownership_form
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
@@ -90,7 +90,7 @@ class Verdict:
     rule: Rule
     reply: Reply | None = None
     domain: str | None = None
-    owned_by: str | None = None  # sender-owned: login, bare-login, grant, or the map
+    owned_by: str | None = None  # *-owned: an Ownership form, or the map that answered
     owner_key: str | None = None  # the key the map answered
 
     @property
@@ -263,11 +263,11 @@ def decide_with_spf(
     return request, decide(snapshot, request, rcpt, owners)
 
 
-def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> bool:
+def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> Ownership | None:
     settings = snapshot.settings_for(address.domain)
     if settings is None:  # bare-login-match is a local domain's setting, never a remote one's
         settings = dataclasses.replace(snapshot.global_settings, bare_login_match=False)
-    return login_owns(snapshot, settings, login, address)
+    return ownership_form(snapshot, settings, login, address)
 
 
 def _single(values: Sequence[str]) -> Address | None:
@@ -340,11 +340,11 @@ def decide_header(
             Rule.HEADER_FROM_AUTH_REQUIRED, settings.auth_required_reply, settings.dry_run, domain
         )
     assert request.login is not None
-    if _owns_header_address(snapshot, request.login, header_from):
-        return Verdict(Action.CONTINUE, Rule.HEADER_FROM_OWNED, domain=domain)
+    if owned := _owns_header_address(snapshot, request.login, header_from):
+        return Verdict(Action.CONTINUE, Rule.HEADER_FROM_OWNED, domain=domain, owned_by=owned)
     sender = _single(sender_values)
-    if sender is not None and _owns_header_address(snapshot, request.login, sender):
-        return Verdict(Action.CONTINUE, Rule.HEADER_SENDER_OWNED, domain=domain)
+    if sender and (owned := _owns_header_address(snapshot, request.login, sender)):
+        return Verdict(Action.CONTINUE, Rule.HEADER_SENDER_OWNED, domain=domain, owned_by=owned)
     return _refuse(
         Rule.HEADER_FROM_MISMATCH, settings.header_from_mismatch_reply, settings.dry_run, domain
     )

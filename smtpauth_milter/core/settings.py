@@ -1,8 +1,8 @@
 """Settings: their definitions, validation, and the effective values per domain. Pure.
 
 Values are stored as canonical text.  The effective value of a domain-scoped
-setting for a sender domain comes from the domain's override, else the global
-value, else the built-in default; :func:`effective` says which one won.
+setting comes from the domain's override, else (an alias domain) its target's,
+else the global value, else the built-in default; :func:`effective` says which.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Scope(StrEnum):
 
 class Source(StrEnum):
     DOMAIN = "domain"
+    TARGET = "target"  # an alias domain's value from its target's override
     GLOBAL = "global"
     DEFAULT = "default"
 
@@ -245,11 +246,16 @@ def canonical_value(key: str, value: str, *, domain: bool = False) -> str:
 
 
 def effective(
-    key: str, global_values: Mapping[str, str], overrides: Mapping[str, str] | None = None
+    key: str,
+    global_values: Mapping[str, str],
+    overrides: Mapping[str, str] | None = None,
+    inherited: Mapping[str, str] | None = None,
 ) -> tuple[str, Source]:
-    """The value in force for ``key`` and where it comes from."""
-    if overrides is not None and key in overrides and SETTINGS[key].scope is Scope.DOMAIN:
-        return overrides[key], Source.DOMAIN
+    """The value in force for ``key`` and its source; ``inherited``: an alias's target's."""
+    if SETTINGS[key].scope is Scope.DOMAIN:
+        for values, source in ((overrides, Source.DOMAIN), (inherited, Source.TARGET)):
+            if values is not None and key in values:
+                return values[key], source
     if key in global_values:
         return global_values[key], Source.GLOBAL
     return SETTINGS[key].default, Source.DEFAULT
@@ -285,10 +291,13 @@ class Settings:
 
     @classmethod
     def resolve(
-        cls, global_values: Mapping[str, str], overrides: Mapping[str, str] | None = None
+        cls,
+        global_values: Mapping[str, str],
+        overrides: Mapping[str, str] | None = None,
+        inherited: Mapping[str, str] | None = None,
     ) -> Settings:
         def value(key: str) -> str:
-            return SETTINGS[key].canonical(effective(key, global_values, overrides)[0])
+            return SETTINGS[key].canonical(effective(key, global_values, overrides, inherited)[0])
 
         def flag(key: str) -> bool:
             return value(key) == "on"

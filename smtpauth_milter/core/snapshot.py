@@ -1,7 +1,8 @@
 """The snapshot: every setting, domain, network and grant a decision needs, immutable.
 
 Loaded at once from the store (or built by tests) and swapped in whole, so a
-decision never sees half of a change.  Grants are normalised here, once.
+decision never sees half of a change.  Grants are normalised here, once, and
+an alias domain's effective settings are resolved here, once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.core.networks import NetworkSet
 from smtpauth_milter.core.settings import Settings
 
+# The send-as-anyone grant target: the login owns every sender.
+ANYONE = "*"
+
 
 def grant_login(login: str) -> str:
     """The key a login is granted under: trimmed and case-folded."""
@@ -32,20 +36,22 @@ def grant_login(login: str) -> str:
 
 
 def grant_target(target: str) -> str:
-    """An exact address (normalised, no sub-address) or ``@domain``."""
+    """An exact address (normalised, no sub-address), ``@domain`` or ``*`` (anyone)."""
     text = target.strip()
+    if text == ANYONE:
+        return ANYONE
     try:
         if text.startswith("@"):
             return "@" + domain_name(text[1:])
         address = parse_address(text)
     except AddressError as exc:
-        raise SettingError(f"bad address or @domain {target!r}: {exc}") from exc
+        raise SettingError(f"bad address, @domain or '*' {target!r}: {exc}") from exc
     return normalise(address, "")
 
 
 def _normalised_target(target: str, delimiter: str) -> str:
     """A stored grant target (already lower-case) with its sub-address cut."""
-    if target.startswith("@"):
+    if target.startswith("@") or target == ANYONE:
         return target
     local, _, domain = target.rpartition("@")
     if target.isascii() and '"' not in target and " " not in target:
@@ -71,6 +77,8 @@ class Snapshot:
     # require-header-from-match is in effect for some local domain (its own
     # value or the global one): the milter then asks the MTA for the headers.
     header_checks: bool = False
+    # alias domain -> its target domain (one level: a target is never an alias)
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -80,12 +88,27 @@ class Snapshot:
         networks: NetworkSet,
         grants: Iterable[tuple[str, str]],
         serial: int = 0,
+        aliases: Mapping[str, str] | None = None,
     ) -> Snapshot:
+        """``aliases`` maps an alias domain to its target; both are in ``domain_values``.
+
+        An alias domain's effective settings are its own overrides, else its
+        target's overrides, else the global values, else the defaults.
+        """
         global_settings = Settings.resolve(global_values)
-        domains = {
-            name: Settings.resolve(global_values, overrides) if overrides else global_settings
-            for name, overrides in domain_values.items()
+        links = {
+            alias: target
+            for alias, target in (aliases or {}).items()
+            if alias in domain_values and target in domain_values and target != alias
         }
+        domains = {}
+        for name, own in domain_values.items():
+            inherited = domain_values[links[name]] if name in links else {}
+            domains[name] = (
+                Settings.resolve(global_values, own, inherited)
+                if own or inherited
+                else global_settings
+            )
         by_login: dict[str, set[str]] = {}
         delimiter = global_settings.recipient_delimiter
         for login, target in grants:
@@ -98,6 +121,7 @@ class Snapshot:
             serial=serial,
             global_values=MappingProxyType(dict(global_values)),
             header_checks=any(s.require_header_from_match for s in domains.values()),
+            aliases=MappingProxyType(links),
         )
 
     @classmethod

@@ -31,6 +31,7 @@ FILE_TYPES: dict[str, tuple[type, ...]] = {
     "group": (str,),
     "metrics": (str,),
     "log-format": (str,),
+    "auto-restart": (bool,),
 }
 FILE_KEYS = frozenset(FILE_TYPES)
 _TYPE_NAMES = {str: "a string", int: "a number", bool: "true or false"}
@@ -168,6 +169,7 @@ class RunConfig:
     group: str | None = None
     metrics: str | None = None
     log_format: str = "logfmt"
+    auto_restart: bool = True
 
     @classmethod
     def resolve(
@@ -204,6 +206,9 @@ class RunConfig:
             group=_name(pick(flags.get("group"), file, "group", None), "group"),
             metrics=_optional_str(pick(flags.get("metrics"), file, "metrics", None), "metrics"),
             log_format=str(pick(flags.get("log_format"), file, "log-format", "logfmt")).lower(),
+            auto_restart=_bool(
+                pick(flags.get("auto_restart"), file, "auto-restart", True), "auto-restart"
+            ),
         )
         check_socket(config.socket)
         if config.log_level not in LOG_LEVELS:
@@ -249,6 +254,12 @@ def check_listen(spec: str) -> tuple[str, int]:
     elif ":" in host:
         raise ConfigError(f"bad metrics address {spec!r}: write an IPv6 host as [ADDR]:PORT")
     return host or "0.0.0.0", int(port)  # noqa: S104 -- ":PORT" asks for every interface
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, not {value!r}")
+    return value
 
 
 def _optional_str(value: Any, key: str) -> str | None:

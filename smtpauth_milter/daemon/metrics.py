@@ -9,8 +9,10 @@ is computed when Prometheus scrapes.
 from __future__ import annotations
 
 import math
+import socket
+import threading
 from collections.abc import Callable
-from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,8 +20,9 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
-    start_http_server,
+    make_wsgi_app,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from smtpauth_milter.core.errors import ConfigError
 from smtpauth_milter.core.policy import Action, Rule, Verdict
@@ -107,8 +110,14 @@ class Metrics:
             "SPF checks that ran out of time (spf-timeout): each one tempfailed.",
             registry=self.registry,
         )
+        self.restarts = Counter(
+            f"{PREFIX}_restarts",
+            "Milter processes the supervisor restarted after a crash (run --auto-restart).",
+            registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)
-        self._server: Any = None
+        self._server: ThreadingWSGIServer | None = None
+        self._serving = False
 
     def decided(self, verdict: Verdict, seconds: float) -> None:
         self._decisions[verdict.action, verdict.rule].inc()
@@ -128,21 +137,39 @@ class Metrics:
     def refreshed(self, ok: bool) -> None:
         (self.refreshes if ok else self.refresh_failures).inc()
 
-    def serve(self, spec: str) -> None:
-        """Serve ``/metrics`` on HOST:PORT from a daemon thread."""
+    def listen(self, spec: str) -> None:
+        """Bind HOST:PORT (as root, once); :meth:`serve` answers on it.
+
+        Split in two for the supervisor: the parent binds, each milter child
+        serves, so the port outlives a crashed child.
+        """
         host, port = check_listen(spec)
         try:
-            started = start_http_server(port, addr=host, registry=self.registry)
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+            server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+            self._server = make_server(
+                host, port, make_wsgi_app(self.registry), server_class, _QuietHandler
+            )
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {spec}: {exc.strerror or exc}") from exc
-        # prometheus_client >= 0.18 returns (server, thread); older ones return None.
-        self._server = started[0] if isinstance(started, tuple) else None
+
+    def serve(self) -> None:
+        """Answer ``/metrics`` from a daemon thread, on the socket :meth:`listen` bound."""
+        if self._server is not None:
+            self._serving = True
+            threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            if self._serving:
+                self._server.shutdown()  # waits for serve_forever: only when it runs
             self._server.server_close()
             self._server = None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No access log on stderr."""
 
 
 def _age_or_inf(age: float | None) -> float:

@@ -15,10 +15,12 @@ so it is checked with the next poll.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from smtpauth_milter.core import logfmt
@@ -44,8 +46,10 @@ class SnapshotCache:
         max_stale: float,
         clock: Callable[[], float] = time.monotonic,
         on_refresh: Callable[[bool], None] | None = None,
+        deadline: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> None:
         self._source = source
+        self._deadline = deadline  # bounds one whole poll (the store's client-side deadline)
         self._on_refresh = on_refresh  # told the outcome of every poll (metrics)
         self._max_stale = max_stale
         self._clock = clock
@@ -58,7 +62,9 @@ class SnapshotCache:
         self._warned_stale = False
         self._no_domains_warned: float | None = None
         self._unavailable = Snapshot.unavailable(None)
+        self._interval = 0.5
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     # --- read side: libmilter threads ---------------------------------------
@@ -80,12 +86,17 @@ class SnapshotCache:
     def refresh(self) -> bool:
         """One poll: reload when the serial moved. Returns True when the store was read."""
         try:
-            if not self._prepared:
-                self._source.prepare()
-                self._prepared = True
-            good = self._good
-            if good is None or self._refused is not None or self._source.serial() != good.serial:
-                self._install(self._source.load_snapshot())
+            with self._deadline():
+                if not self._prepared:
+                    self._source.prepare()
+                    self._prepared = True
+                good = self._good
+                if (
+                    good is None
+                    or self._refused is not None
+                    or self._source.serial() != good.serial
+                ):
+                    self._install(self._source.load_snapshot())
             self._good_at = self._clock()
             self._refused = None
         except SchemaError as exc:
@@ -179,17 +190,30 @@ class SnapshotCache:
     # --- thread ---------------------------------------------------------------
 
     def start(self, interval: float) -> None:
+        self._interval = interval
         self.refresh()
-        self._thread = threading.Thread(
-            target=self._run, args=(interval,), name="snapshot-refresh", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="snapshot-refresh", daemon=True)
         self._thread.start()
 
-    def _run(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self.refresh()
+
+    def poke(self) -> None:
+        """Poll the store now instead of at the end of the interval (a reload)."""
+        self._wake.set()
+
+    def configure(self, max_stale: float, interval: float) -> None:
+        """New --max-stale and --refresh, in effect from the next poll (a reload)."""
+        self._max_stale = max_stale
+        self._interval = interval
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -1,12 +1,15 @@
-"""Run the milter: logging, the snapshot cache and its thread, the libmilter socket."""
+"""Run the milter: logging, the libmilter socket, the supervisor, the serving process.
+
+Order matters: signals are blocked before any thread exists; the sockets are
+opened as root, then privileges are dropped; with ``auto-restart`` the
+supervising parent forks a child that creates the threads (snapshot refresh,
+metrics, libmilter) and the database connections, so the parent never has any.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import logging.handlers
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,10 +18,13 @@ import Milter
 
 from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import ConfigError, SmtpauthError
+from smtpauth_milter.daemon import signals
 from smtpauth_milter.daemon.config import RunConfig, unix_socket_path
 from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.privileges import Identity
+from smtpauth_milter.daemon.reload import Reloader
+from smtpauth_milter.daemon.supervisor import Supervisor, listening_sockets, remove_unix_socket
 from smtpauth_milter.lookups.ownership import OwnershipMaps
 
 if TYPE_CHECKING:
@@ -28,7 +34,6 @@ from smtpauth_milter.lookups.spf import SpfChecks
 from smtpauth_milter.store.engine import Store
 
 log = logging.getLogger("smtpauth_milter")
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 SOCKET_UMASK = 0o117  # a unix socket comes out 0660: the MTA's group, nobody else
 
 
@@ -77,8 +82,12 @@ def _register(socket_spec: str, timeout: int) -> None:
     )
 
 
-def _open_socket(config: RunConfig, socket_path: Path | None, identity: Identity | None) -> None:
-    """Listen (as root if we are), then hand a unix socket to USER:GROUP, mode 0660."""
+def _open_socket(config: RunConfig, socket_path: Path | None, identity: Identity | None) -> int:
+    """Listen (as root if we are), then hand a unix socket to USER:GROUP, mode 0660.
+
+    Returns the listening file descriptor (libmilter keeps it to itself).
+    """
+    before = listening_sockets()
     old_umask = os.umask(SOCKET_UMASK) if socket_path else None
     try:
         _register(config.socket, timeout=60)
@@ -95,6 +104,10 @@ def _open_socket(config: RunConfig, socket_path: Path | None, identity: Identity
         if identity is not None:
             os.chown(socket_path, identity.uid, identity.gid)
         socket_path.chmod(0o660)
+    opened = listening_sockets() - before
+    if len(opened) != 1:
+        raise SmtpauthError(f"cannot find the socket libmilter opened for {config.socket}")
+    return opened.pop()
 
 
 def _metrics(config: RunConfig) -> Metrics | None:
@@ -106,28 +119,71 @@ def _metrics(config: RunConfig) -> Metrics | None:
     return Metrics()
 
 
-def run(config: RunConfig) -> None:
-    """Serve until SIGTERM/SIGINT; tempfail while the store is unreadable."""
-    identity = Identity.resolve(config.user, config.group)
-    setup_logging(config.log_level, config.syslog, config.log_format)
-    store = Store(config.db)
-    # libmilter's own thread sigwait()s for these; block them before we start any
-    # thread, or the kernel may hand SIGTERM to one that dies without cleanup.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    metrics = _metrics(config)
+def _serve(
+    config: RunConfig,
+    store: Store,
+    metrics: Metrics | None,
+    reread: Callable[[], RunConfig],
+    reload_first: bool = False,
+) -> int:
+    """The milter process: refresh thread, metrics thread, libmilter; until TERM/INT."""
     cache = SnapshotCache(
-        store, config.max_stale, on_refresh=metrics.refreshed if metrics is not None else None
+        store,
+        config.max_stale,
+        on_refresh=metrics.refreshed if metrics is not None else None,
+        deadline=store.read_deadline,
     )
+    reloader = Reloader(config, reread, cache)
+    if reload_first:  # a restarted child: apply what a SIGHUP applied to its predecessor
+        reloader("restart")
     if metrics is not None:
         metrics.snapshot_age = cache.age
+        metrics.serve()
     spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
     maps = OwnershipMaps(observe=metrics.looked_up if metrics is not None else None)
     Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps)
+    try:
+        cache.start(reloader.config.refresh)
+        signals.serve(reloader)
+    finally:
+        cache.stop()
+        spf.stop()
+        maps.stop()
+        store.dispose()
+    return 0
+
+
+def _child(
+    config: RunConfig, store: Store, metrics: Metrics | None, reread: Callable[[], RunConfig]
+) -> Callable[[bool], int]:
+    def main(reloaded: bool) -> int:
+        store.engine.dispose(close=False)  # never share the parent's connections (it has none)
+        try:
+            return _serve(config, store, metrics, reread, reload_first=reloaded)
+        except SmtpauthError as exc:
+            log.error("%s", logfmt.Fields({"event": "error", "error": str(exc)}))
+            return 2
+        except Exception:
+            log.exception("%s", logfmt.Fields({"event": "internal-error", "where": "milter child"}))
+            return 70  # EX_SOFTWARE: a bug; restarting would repeat it
+
+    return main
+
+
+def run(config: RunConfig, reread: Callable[[], RunConfig] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; tempfail while the store is unreadable. Returns the exit code."""
+    # libmilter's signal thread sigwait()s HUP/TERM/INT: block them (and the
+    # reload signals) before any thread exists; see daemon/signals.py.
+    signals.block()
+    identity = Identity.resolve(config.user, config.group)
+    setup_logging(config.log_level, config.syslog, config.log_format)
+    store = Store(config.db, serving=True)
+    metrics = _metrics(config)
     socket_path = unix_socket_path(config.socket)
     try:
         if metrics is not None and config.metrics is not None:
-            metrics.serve(config.metrics)  # as root, before dropping privileges
-        _open_socket(config, socket_path, identity)
+            metrics.listen(config.metrics)  # as root, before dropping privileges
+        listen_fd = _open_socket(config, socket_path, identity)
         if identity is not None:
             identity.drop()
             identity.check_store(store)
@@ -140,23 +196,22 @@ def run(config: RunConfig) -> None:
                     "store": store.display,
                     "user": identity.user if identity else None,
                     "metrics": config.metrics,
+                    "auto_restart": "on" if config.auto_restart else "off",
                 }
             ),
         )
-        cache.start(config.refresh)
-        try:
-            Milter.milter.main()
-        except Milter.milter.error as exc:
-            raise SmtpauthError(f"the milter stopped: {exc}") from exc
+        reread = reread or (lambda: config)
+        if not config.auto_restart:
+            return _serve(config, store, metrics, reread)
+        supervisor = Supervisor(
+            _child(config, store, metrics, reread),
+            listen_fd,
+            on_restart=metrics.restarts.inc if metrics is not None else None,
+        )
+        return supervisor.run()
     finally:
-        cache.stop()
-        spf.stop()
-        maps.stop()
         if metrics is not None:
             metrics.stop()
         store.dispose()
-        if socket_path is not None:
-            # as USER we may not be allowed to; the next start removes it as root
-            with contextlib.suppress(OSError):
-                socket_path.unlink()
+        remove_unix_socket(socket_path)
         log.info("%s", logfmt.Fields({"event": "stop"}))

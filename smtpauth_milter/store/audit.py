@@ -25,6 +25,7 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.store.models import AuditEntry
 
+ALIAS_OF = "alias-of"  # an alias domain's relation in the trail: alias-of=TARGET
 _ACTOR = "smtpauth_milter.store.audit.actor"
 _MUTED = "smtpauth_milter.store.audit.muted"
 _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
@@ -102,9 +103,9 @@ def record(
     )
 
 
-def target_domain(target: str) -> str:
-    """The domain of a grant target (``@d`` or ``user@d``)."""
-    return target.rpartition("@")[2]
+def target_domain(target: str) -> str | None:
+    """The domain of a grant target (``@d`` or ``user@d``); None for ``*`` (anyone)."""
+    return target.rpartition("@")[2] if "@" in target else None
 
 
 # --- import: the difference between two exports ----------------------------
@@ -123,18 +124,28 @@ def _diff_settings(
     return changed
 
 
+def _alias_texts(export: Mapping[str, Any]) -> dict[str, str]:
+    return {alias: f"{ALIAS_OF}={target}" for alias, target in export.get("aliases", {}).items()}
+
+
 def record_import(
     session: Session, before: Mapping[str, Any], after: Mapping[str, Any], source: str
 ) -> int:
     """Record what an import changed, entry by entry, plus one summary entry."""
     changed = _diff_settings(session, before["settings"], after["settings"], None)
     old_domains, new_domains = before["domains"], after["domains"]
+    old_alias, new_alias = _alias_texts(before), _alias_texts(after)
     for name in sorted(set(old_domains) - set(new_domains)):
-        record(session, "domain-remove", name, domain=name)
+        record(session, "domain-remove", name, old=old_alias.get(name), domain=name)
         changed += 1
     for name in sorted(set(new_domains) - set(old_domains)):
-        record(session, "domain-add", name, domain=name)
+        record(session, "domain-add", name, new=new_alias.get(name), domain=name)
         changed += 1
+    for name in sorted(set(new_domains) & set(old_domains)):
+        if old_alias.get(name) != new_alias.get(name):
+            old, new = old_alias.get(name), new_alias.get(name)
+            record(session, "domain-alias", name, old=old, new=new, domain=name)
+            changed += 1
     for name in sorted(new_domains):
         changed += _diff_settings(session, old_domains.get(name, {}), new_domains[name], name)
     old_nets = {n["cidr"]: n["comment"] for n in before["networks"]}

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from smtpauth_milter.core.addresses import AddressError, domain_name
 from smtpauth_milter.core.errors import SettingError
@@ -55,22 +55,110 @@ def add_domains(session: Session, names: Iterable[str]) -> list[str]:
     return added
 
 
+def _aliases_of(session: Session, target: Domain) -> list[str]:
+    query = select(Domain.name).where(Domain.alias_of_id == target.id).order_by(Domain.name)
+    return list(session.scalars(query))
+
+
+def _alias_target(session: Session, name: str) -> Domain:
+    target = _domain(session, name)
+    if target.alias_of is not None:
+        raise SettingError(
+            f"{target.name} is itself an alias domain of {target.alias_of.name}: "
+            f"use --alias-of {target.alias_of.name} (aliases are one level deep)"
+        )
+    return target
+
+
+def add_alias_domains(
+    session: Session, names: Iterable[str], target_name: str
+) -> list[tuple[str, str | None]]:
+    """Make each of ``names`` an alias domain of ``target_name``, adding it when new.
+
+    Returns (name, before) for each domain that changed: ``before`` is None for a
+    new domain, else the old relation (``standalone`` or ``alias of OTHER``).
+    An alias's target must be a local domain that is not an alias itself, and a
+    domain that aliases point at cannot become an alias (one level only).
+    """
+    target = _alias_target(session, target_name)
+    changed: list[tuple[str, str | None]] = []
+    for name in dict.fromkeys(local_domain(name) for name in names):
+        if name == target.name:
+            raise SettingError(f"{name} cannot be an alias domain of itself")
+        found = session.scalar(select(Domain).where(Domain.name == name))
+        if found is None:
+            session.add(Domain(name=name, alias_of=target))
+            audit.record(
+                session, "domain-add", name, new=f"{audit.ALIAS_OF}={target.name}", domain=name
+            )
+            changed.append((name, None))
+            continue
+        if found.alias_of is target:
+            continue
+        pointing = _aliases_of(session, found)
+        if pointing:
+            raise SettingError(
+                f"{name} cannot become an alias domain: {', '.join(pointing)} "
+                f"{'is an alias' if len(pointing) == 1 else 'are aliases'} of it "
+                "(aliases are one level deep)"
+            )
+        before = f"{audit.ALIAS_OF}={found.alias_of.name}" if found.alias_of else None
+        audit.record(
+            session,
+            "domain-alias",
+            name,
+            old=before,
+            new=f"{audit.ALIAS_OF}={target.name}",
+            domain=name,
+        )
+        changed.append(
+            (name, f"alias of {found.alias_of.name}" if found.alias_of else "standalone")
+        )
+        found.alias_of = target
+    session.flush()
+    return changed
+
+
 def _overrides_text(found: Domain) -> str | None:
     pairs = sorted((row.key, row.value) for row in found.settings)
+    if found.alias_of is not None:
+        pairs.insert(0, (audit.ALIAS_OF, found.alias_of.name))
     return "; ".join(f"{key}={value}" for key, value in pairs) or None
 
 
 def remove_domains(session: Session, names: Iterable[str]) -> None:
-    for name in list(names):
-        found = _domain(session, name)
+    """Remove domains and their overrides; a target goes only with all its aliases."""
+    doomed = {found.name: found for found in (_domain(session, name) for name in names)}
+    for found in doomed.values():
+        staying = [alias for alias in _aliases_of(session, found) if alias not in doomed]
+        if staying:
+            raise SettingError(
+                f"cannot remove {found.name}: alias domains point at it: {', '.join(staying)} "
+                "(remove them first, or in the same command)"
+            )
+    aliases_first = sorted(doomed.values(), key=lambda d: (d.alias_of is None, d.name))
+    for found in aliases_first:
         audit.record(
             session, "domain-remove", found.name, old=_overrides_text(found), domain=found.name
         )
         session.delete(found)
+        if found.alias_of is not None:
+            session.flush()  # aliases leave before their target
 
 
 def list_domains(session: Session) -> list[str]:
     return list(session.scalars(select(Domain.name).order_by(Domain.name)))
+
+
+def domain_aliases(session: Session) -> dict[str, str]:
+    """Every alias domain and its target."""
+    target = aliased(Domain)
+    rows = session.execute(
+        select(Domain.name, target.name)
+        .join(target, Domain.alias_of_id == target.id)
+        .order_by(Domain.name)
+    )
+    return {alias: name for alias, name in rows}  # noqa: C416 (rows are Row objects)
 
 
 # --- settings --------------------------------------------------------------
@@ -124,13 +212,15 @@ def global_values(session: Session) -> dict[str, str]:
 
 
 def show_settings(session: Session, domain: str | None = None) -> list[ShownSetting]:
-    """Every effective value and where it comes from."""
+    """Every effective value and where it comes from (an alias domain's target: ``target``)."""
     glob = global_values(session)
-    overrides = None
+    overrides = inherited = None
     if domain is not None:
         found = _domain(session, domain)
         overrides = {row.key: row.value for row in found.settings}
-    return [ShownSetting(key, *effective(key, glob, overrides)) for key in SETTINGS]
+        if found.alias_of is not None:
+            inherited = {row.key: row.value for row in found.alias_of.settings}
+    return [ShownSetting(key, *effective(key, glob, overrides, inherited)) for key in SETTINGS]
 
 
 # --- send-as grants --------------------------------------------------------

@@ -25,6 +25,8 @@ from smtpauth_milter.core.errors import SchemaError, SmtpauthError, StoreError, 
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.store import schema
+from smtpauth_milter.store.deadline import PG_CONNECT_ARGS, READ_DEADLINE, ReadDeadline
+from smtpauth_milter.store.editing import domain_aliases
 from smtpauth_milter.store.models import (
     Domain,
     DomainSetting,
@@ -106,8 +108,9 @@ class Store:
     Nothing here creates a store as a side effect: only :meth:`create` does.
     """
 
-    def __init__(self, url: str, migrations: str | None = None) -> None:
-        """``migrations``: another migrations directory than this version's (tests)."""
+    def __init__(self, url: str, migrations: str | None = None, *, serving: bool = False) -> None:
+        """``migrations``: another migrations directory than this version's (tests).
+        ``serving``: the milter's store, read by the refresh thread (see store/deadline.py)."""
         self._migrations_location = migrations
         try:
             self.url = make_url(url)
@@ -118,6 +121,10 @@ class Store:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         with self.errors("open"):
             self.engine = self._create_engine()
+        self._deadline: ReadDeadline | None = None
+        if serving and self.url.get_backend_name() == "postgresql":
+            self._deadline = ReadDeadline(READ_DEADLINE)
+            self._deadline.watch(self.engine)
 
     def _create_engine(self) -> Engine:
         if self.is_sqlite:
@@ -133,7 +140,7 @@ class Store:
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
             return engine
-        connect_args = {"connect_timeout": 5} if self.url.get_backend_name() == "postgresql" else {}
+        connect_args = PG_CONNECT_ARGS if self.url.get_backend_name() == "postgresql" else {}
         return create_engine(self.url, pool_pre_ping=True, connect_args=connect_args)
 
     @contextlib.contextmanager
@@ -152,6 +159,10 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def read_deadline(self) -> contextlib.AbstractContextManager[None]:
+        """Bounds one poll of the milter's refresh thread (PostgreSQL); a no-op otherwise."""
+        return self._deadline() if self._deadline is not None else contextlib.nullcontext()
 
     # --- schema -----------------------------------------------------------
 
@@ -180,8 +191,28 @@ class Store:
         with self.errors("read"), self.engine.connect() as conn:
             return schema.read_rule(conn)
 
+    @contextlib.contextmanager
+    def _migrating(self) -> Iterator[Connection]:
+        """One transaction for a migration.
+
+        On SQLite, foreign keys are off while it runs, as SQLite's own
+        table-rebuild procedure demands: a batch migration drops and recreates
+        a table, and dropping ``domain`` with foreign keys on would cascade into
+        ``domain_setting``.  Every reference is checked before the commit.
+        """
+        with self.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            if self.is_sqlite and driver is not None:  # before BEGIN: SQLite ignores it inside
+                driver.execute("PRAGMA foreign_keys=OFF")
+            with conn.begin():
+                yield conn
+                if self.is_sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise StoreError(f"the migration broke references: {broken[:3]}")
+
     def upgrade(self, revision: str = "head") -> None:
-        with self.errors("upgrade"), self.engine.begin() as conn:
+        with self.errors("upgrade"), self._migrating() as conn:
             current = schema.current_revision(conn)
             if self.is_newer(current):
                 raise SchemaError(
@@ -192,7 +223,7 @@ class Store:
             self._migrated(conn)
 
     def downgrade(self, revision: str) -> None:
-        with self.errors("downgrade"), self.engine.begin() as conn:
+        with self.errors("downgrade"), self._migrating() as conn:
             command.downgrade(self._alembic(conn), revision)
             self._migrated(conn)
 
@@ -284,7 +315,8 @@ class Store:
                 parse_cidr(cidr) for cidr in session.scalars(select(TrustedNetwork.cidr))
             )
             grants = list(session.execute(select(SendAsGrant.login, SendAsGrant.target)))
-        return Snapshot.build(global_values, domains, networks, grants, serial)
+            aliases = domain_aliases(session)
+        return Snapshot.build(global_values, domains, networks, grants, serial, aliases)
 
     @contextlib.contextmanager
     def write(self, doing: str = "write to") -> Iterator[Session]:

@@ -37,12 +37,18 @@ class Base(DeclarativeBase):
 
 
 class Domain(Base):
-    """A local domain, stored lower-case in its ASCII (IDNA) form."""
+    """A local domain, stored lower-case in its ASCII (IDNA) form.
+
+    An alias domain points at its target (``alias_of_id``); a target is never
+    an alias itself, and cannot be removed while aliases point at it.
+    """
 
     __tablename__ = "domain"
 
     id: Mapped[IntPk]
     name: Mapped[str] = mapped_column(String(253), unique=True, nullable=False)
+    alias_of_id: Mapped[int | None] = mapped_column(ForeignKey("domain.id"), nullable=True)
+    alias_of: Mapped[Domain | None] = relationship(remote_side="Domain.id")
     settings: Mapped[list[DomainSetting]] = relationship(
         back_populates="domain", cascade="all, delete-orphan", passive_deletes=True
     )

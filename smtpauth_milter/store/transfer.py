@@ -2,6 +2,8 @@
 
 Import replaces the store's content with the file's, so importing the same
 file twice changes nothing the second time, and export -> import round-trips.
+``aliases`` (alias domain -> target) is optional: exports older than alias
+domains import unchanged.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def export_store(session: Session) -> dict[str, Any]:
         "format": FORMAT,
         "settings": dict(sorted(editing.global_values(session).items())),
         "domains": domains,
+        "aliases": editing.domain_aliases(session),
         "networks": [{"cidr": c, "comment": m} for c, m in editing.list_networks(session)],
         "grants": [{"login": lg, "target": t} for lg, t in editing.list_grants(session)],
     }
@@ -72,7 +75,7 @@ def import_store(session: Session, data: Any, source: str = "-") -> int:
 def _replace(session: Session, data: Any) -> None:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SettingError(f"import: not a smtpauth-milter export (expected format {FORMAT!r})")
-    unknown = set(data) - {"format", "settings", "domains", "networks", "grants"}
+    unknown = set(data) - {"format", "settings", "domains", "aliases", "networks", "grants"}
     if unknown:
         raise SettingError(f"import: unknown top-level keys: {', '.join(sorted(unknown))}")
     for model in (DomainSetting, Domain, GlobalSetting, TrustedNetwork, SendAsGrant):
@@ -88,6 +91,12 @@ def _replace(session: Session, data: Any) -> None:
             raise SettingError(f"import: domain {name!r} must map to an object of settings")
         for key, value in overrides.items():
             editing.set_setting(session, key, _text(value, key), domain=name)
+    for alias, target in _require(data, "aliases", dict).items():
+        if not isinstance(target, str) or alias not in domains:
+            raise SettingError(
+                f"import: alias {alias!r} must be one of the domains and map to a domain name"
+            )
+        editing.add_alias_domains(session, [alias], target)
     for item in _require(data, "networks", list):
         if isinstance(item, dict):
             item = {"comment": "", **item}

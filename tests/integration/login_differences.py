@@ -113,6 +113,26 @@ def store_catch_all(system: MailSystem) -> Difference:
     return Difference("catch-all", "covers every address", predict)
 
 
+def store_alias_own_address(system: MailSystem) -> Difference:
+    """A login owns its own address in every alias domain of its domain, whatever a map
+    says of its mailbox (inactive) or of its sub-address: the built-in forms answer."""
+
+    def predict(pair: Pair) -> str | None:
+        domain = _domain(pair.sender)
+        target = system.alias_domains.get(domain) if domain is not None else None
+        if target is None:
+            return None
+        try:
+            login = normalise(parse_address(pair.login), DELIMITER)
+            sender = normalise(parse_address(pair.sender), DELIMITER)
+        except AddressError:
+            return None
+        local = sender.rpartition("@")[0]
+        return ACCEPT if login == f"{local}@{target}" else None
+
+    return Difference("alias-own-address", "own address in every alias domain", predict)
+
+
 def store_idn(system: MailSystem) -> Difference:
     """The store knows a Unicode domain and its xn-- form as one domain."""
     owners_of: dict[str, set[str]] = {}

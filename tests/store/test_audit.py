@@ -202,7 +202,14 @@ def test_export_excludes_history_and_import_keeps_it_adding_its_own(
     cli("network", "add", "192.0.2.0/24")
     exported = cli("export")
     assert "history" not in exported.out and "audit" not in exported.out
-    assert set(exported.json()) == {"format", "settings", "domains", "networks", "grants"}
+    assert set(exported.json()) == {
+        "format",
+        "settings",
+        "domains",
+        "aliases",
+        "networks",
+        "grants",
+    }
     dump = tmp_path / "store.json"
     dump.write_text(exported.out, encoding="utf-8")
     cli("domain", "remove", "example.org")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
@@ -22,6 +22,9 @@ TABLES = {
     "audit_entry",
     "schema_compat",
 }
+
+
+ALIASES, BEFORE_ALIASES = "0004", "0003"  # migrations/versions/0004_alias_domains.py
 
 
 def _tables(store: Store) -> set[str]:
@@ -83,5 +86,46 @@ def test_the_audit_trail_migration_goes_down_to_0001_and_back_keeping_the_settin
         assert store.current() == store.head()
         assert store.drift() is None
         assert set(store.load_snapshot().domains) == {"example.com"}
+    finally:
+        store.dispose()
+
+
+def test_the_alias_domain_migration_goes_down_and_back_keeping_domains_and_overrides(
+    db_url: str,
+) -> None:
+    """Down drops the relation (the alias stays, standalone); no override is lost either way.
+
+    On SQLite the migration rebuilds the domain table: with foreign keys on, that
+    would cascade into domain_setting, so this also proves they are off meanwhile.
+    """
+    store = Store(db_url)
+    try:
+        store.upgrade(BEFORE_ALIASES)
+        with store.engine.begin() as conn:  # the old schema: no ORM model matches it any more
+            conn.execute(text("INSERT INTO domain (name) VALUES ('example.com'), ('example.org')"))
+            conn.execute(
+                text(
+                    "INSERT INTO domain_setting SELECT id, 'dry-run', 'on' FROM domain "
+                    "WHERE name = 'example.com'"
+                )
+            )
+        store.upgrade(ALIASES)
+        assert store.drift() is None
+        before = store.load_snapshot()
+        assert before.domains["example.com"].dry_run and before.aliases == {}
+        with store.write() as session:
+            editing.add_alias_domains(session, ["example.net"], "example.com")
+            editing.set_setting(session, "bare-login-match", "on", domain="example.net")
+        assert store.load_snapshot().aliases == {"example.net": "example.com"}
+        store.downgrade(BEFORE_ALIASES)
+        assert "alias_of_id" not in {c["name"] for c in inspect(store.engine).get_columns("domain")}
+        store.upgrade(ALIASES)
+        after = store.load_snapshot()
+        assert set(after.domains) == {"example.com", "example.net", "example.org"}
+        assert after.aliases == {}, "going down dropped the relation"
+        assert after.domains["example.com"].dry_run, "the target kept its override"
+        net = after.domains["example.net"]
+        assert net.bare_login_match and not net.dry_run, "the ex-alias kept only its own"
+        assert store.drift() is None
     finally:
         store.dispose()

@@ -168,7 +168,8 @@ def test_0_1_0_keeps_deciding_when_started_before_the_upgrade_and_refuses_when_s
     store = Store(url)
     try:
         assert store.current() == store.head()
-        assert store.rule() is not None and store.rule().readable_by == "0.1.0"  # type: ignore[union-attr]
+        rule = store.rule()
+        assert rule is not None and rule.readable_by == store.migrations.rules[store.head()]
         serial = store.serial()
     finally:
         store.dispose()

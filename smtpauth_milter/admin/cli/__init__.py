@@ -52,7 +52,13 @@ from smtpauth_milter.daemon.config import choose_store
 def cli(ctx: click.Context, db: str | None, config_file: str | None) -> None:
     """Refuse mail sent as a local user by anyone not logged in as that user."""
     choice = choose_store(db, config_file, os.environ)
-    ctx.obj = Context(db=choice.db, file=dict(choice.file), file_path=choice.file_path)
+    ctx.obj = Context(
+        db=choice.db,
+        file=dict(choice.file),
+        file_path=choice.file_path,
+        db_flag=db,
+        config_file=config_file,
+    )
     ctx.call_on_close(lambda: ctx.obj._store.dispose() if ctx.obj._store else None)
 
 

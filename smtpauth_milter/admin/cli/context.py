@@ -25,6 +25,8 @@ class Context:
     db: str
     file: dict[str, Any]
     file_path: str | None = None
+    db_flag: str | None = None  # --db or SMTPAUTH_MILTER_DB as given (run re-reads the file)
+    config_file: str | None = None
     _store: Store | None = None
 
     def store(self, *, prepare: bool = True, exact: bool = False) -> Store:

@@ -1,4 +1,4 @@
-"""Local domains."""
+"""Local domains, alias domains, and copying them from Postfix."""
 
 from __future__ import annotations
 
@@ -15,20 +15,36 @@ def domain() -> None:
 
 @domain.command("add")
 @click.argument("names", nargs=-1, required=True)
+@click.option(
+    "--alias-of",
+    metavar="TARGET",
+    help="Make NAMES alias domains of the local domain TARGET: whoever owns x@TARGET "
+    "owns x@NAME, and NAME uses TARGET's settings where it has no override of its own. "
+    "An existing domain is turned into an alias. One level only: TARGET is no alias.",
+)
 @pass_context
-def domain_add(obj: Context, names: tuple[str, ...]) -> None:
+def domain_add(obj: Context, names: tuple[str, ...], alias_of: str | None) -> None:
     """Add local domains (IDN accepted in either form)."""
+    added: list[tuple[str, str | None]]
     with obj.write() as session:
-        added = editing.add_domains(session, names)
-    for name in added:
-        click.echo(f"added {name}")
+        if alias_of is None:
+            added = [(name, None) for name in editing.add_domains(session, names)]
+            target = None
+        else:
+            added = editing.add_alias_domains(session, names, alias_of)
+            target = editing.local_domain(alias_of)
+    for name, before in added:
+        relation = f"  alias of {target}" if target else ""
+        click.echo(
+            f"added {name}{relation}" if before is None else f"{name}{relation} (was {before})"
+        )
 
 
 @domain.command("remove")
 @click.argument("names", nargs=-1, required=True)
 @pass_context
 def domain_remove(obj: Context, names: tuple[str, ...]) -> None:
-    """Remove local domains and their overrides."""
+    """Remove local domains and their overrides (a target only together with its aliases)."""
     with obj.write() as session:
         editing.remove_domains(session, names)
 
@@ -36,6 +52,50 @@ def domain_remove(obj: Context, names: tuple[str, ...]) -> None:
 @domain.command("list")
 @pass_context
 def domain_list(obj: Context) -> None:
-    """List local domains."""
-    for name in obj.read(editing.list_domains):
-        click.echo(name)
+    """List local domains; an alias domain as NAME  alias of TARGET."""
+    names, aliases = obj.read(lambda s: (editing.list_domains(s), editing.domain_aliases(s)))
+    for name in names:
+        click.echo(f"{name}  alias of {aliases[name]}" if name in aliases else name)
+
+
+@domain.command("sync")
+@click.option(
+    "--from-postfix",
+    is_flag=True,
+    help="Read mydestination, virtual_mailbox_domains and virtual_alias_domains "
+    "(postconf -x: $name references expanded).",
+)
+@click.option(
+    "--config-dir",
+    metavar="DIR",
+    help="Postfix's configuration directory, as postconf -c.  "
+    "[default: the postfix-config-dir setting, else postconf -h config_directory]",
+)
+@click.option("--remove", is_flag=True, help="Also remove local domains Postfix no longer has.")
+@click.option("--dry-run", is_flag=True, help="Print the difference, change nothing.")
+@pass_context
+def domain_sync(
+    obj: Context, from_postfix: bool, config_dir: str | None, remove: bool, dry_run: bool
+) -> None:
+    """Add the domains Postfix delivers for; print the difference.
+
+    Literal names and /file lists are read; for a lookup table (hash:, ldap:, ...)
+    it says it could not list it. A local domain Postfix does not list is only
+    removed with --remove, and kept when a table it could not list may hold it.
+    """
+    from smtpauth_milter.admin import domainsync, postfix
+
+    if not from_postfix:
+        raise click.UsageError("say where the domains come from: --from-postfix")
+    snapshot = obj.store().load_snapshot()
+    milter_dir = snapshot.global_settings.postfix_config_dir
+    directory = config_dir or milter_dir or postfix.default_config_dir()
+    params = postfix.postconf(directory, postfix.LOCAL_DOMAIN_PARAMS)
+    found = postfix.postfix_domains(params, postfix.LOCAL_DOMAIN_PARAMS)
+    local = sorted(snapshot.domains)
+    sync = domainsync.plan(found, local, lambda k, t: postfix.postmap_has(directory, k, t))
+    if not dry_run and sync.changes(remove):
+        with obj.write() as session:
+            domainsync.apply(session, sync, remove, f"postfix:{directory}")
+    for line in domainsync.report(sync, remove, dry_run):
+        click.echo(line)

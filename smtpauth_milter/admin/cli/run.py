@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
 from click.core import ParameterSource
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
-from smtpauth_milter.daemon.config import RunConfig
+from smtpauth_milter.daemon.config import RunConfig, choose_store
 
 
 @click.command()
@@ -66,9 +67,20 @@ from smtpauth_milter.daemon.config import RunConfig
     envvar="SMTPAUTH_MILTER_LOG_FORMAT",
     help="logfmt lines, or one JSON object per line.  [default: logfmt]",
 )
+@click.option(
+    "--auto-restart/--no-auto-restart",
+    default=None,
+    help="Keep a supervising parent process that restarts the milter within a second "
+    "when it crashes (config key auto-restart).  [default: on]",
+)
 @pass_context
-def run(obj: Context, /, **flags: Any) -> None:
-    """Run the milter in the foreground."""
+def run(obj: Context, /, **flags: Any) -> int:
+    """Run the milter in the foreground.
+
+    SIGHUP or SIGUSR1 reloads: re-reads the config file, applies log-level,
+    log-format, syslog, max-stale and refresh, and polls the store at once.
+    SIGTERM or SIGINT stops.
+    """
     from smtpauth_milter.daemon.server import run as serve  # imports pymilter only for this command
 
     ctx = click.get_current_context()
@@ -77,5 +89,13 @@ def run(obj: Context, /, **flags: Any) -> None:
         for param in ctx.command.params
         if param.name and ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT
     }
-    file_name = f"config file {obj.file_path}"
-    serve(RunConfig.resolve(obj.db, flags, obj.file, origins, file_name))
+
+    def reread() -> RunConfig:
+        """The same rules as at start: the file (default or named) read again."""
+        choice = choose_store(obj.db_flag, obj.config_file, os.environ)
+        return RunConfig.resolve(
+            choice.db, flags, choice.file, origins, f"config file {choice.file_path}"
+        )
+
+    first = RunConfig.resolve(obj.db, flags, obj.file, origins, f"config file {obj.file_path}")
+    return serve(first, reread)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from smtpauth_milter.admin import probe
 from smtpauth_milter.admin.doctor.checks import (
+    POSTFIX_PARAMS,
     Finding,
     check_local_domains,
     check_macros,
@@ -21,18 +22,17 @@ from smtpauth_milter.admin.doctor.checks import (
     warning,
 )
 from smtpauth_milter.admin.doctor.domains import check_domains
-from smtpauth_milter.admin.doctor.facts import (
-    default_config_dir,
-    file_facts,
-    mta_user,
-    parent_facts,
-    postconf,
-    postmap_has,
-    store_facts,
-)
+from smtpauth_milter.admin.doctor.facts import file_facts, mta_user, parent_facts, store_facts
+from smtpauth_milter.admin.doctor.grants import check_send_as_anyone
 from smtpauth_milter.admin.doctor.maps import check_maps, different_config_dirs, map_facts
 from smtpauth_milter.admin.doctor.running import running_store_finding
 from smtpauth_milter.admin.milterproto.codec import Negotiated
+from smtpauth_milter.admin.postfix import (
+    default_config_dir,
+    postconf,
+    postfix_domains,
+    postmap_has,
+)
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.store.engine import Store
@@ -50,13 +50,14 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
     no_domains = check_local_domains(domains)
     if no_domains is not None:
         findings.append(no_domains)
+    findings.extend(check_send_as_anyone(store.anyone))
     settings = _settings(db) if domains is not None else None
     milter_dir = settings.postfix_config_dir if settings is not None else ""
     if config_dir and milter_dir and config_dir.rstrip("/") != milter_dir:
         findings.append(different_config_dirs(config_dir, milter_dir))
     try:
         directory = config_dir or milter_dir or default_config_dir()
-        params = postconf(directory)
+        params = postconf(directory, POSTFIX_PARAMS)
     except SmtpauthError as exc:
         findings.append(
             error(f"cannot read Postfix's configuration: {exc}", "pass --postfix-config DIR")
@@ -72,7 +73,9 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
             )
         else:
             findings.extend(
-                check_domains(params, domains, lambda k, t: postmap_has(directory, k, t))
+                check_domains(
+                    postfix_domains(params), domains, lambda k, t: postmap_has(directory, k, t)
+                )
             )
     if settings is not None and domains is not None:
         postfix_maps = params.get("smtpd_sender_login_maps", "") if params else ""

@@ -14,13 +14,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from smtpauth_milter.admin.milterproto.codec import Negotiated
+from smtpauth_milter.admin.postfix import DOMAIN_PARAMS
 
-DOMAIN_PARAMS = (
-    "mydestination",
-    "virtual_mailbox_domains",
-    "virtual_alias_domains",
-    "relay_domains",
-)
 POSTFIX_PARAMS = (
     "smtpd_milters",
     "non_smtpd_milters",
@@ -284,6 +279,7 @@ class StoreFacts:
     missing_file: bool = False
     schema_problem: str | None = None  # why this version may not read the store
     newer: bool = False  # at a revision a newer smtpauth-milter migrated to
+    anyone: tuple[str, ...] = ()  # logins with a send-as-anyone grant
 
 
 def check_store(facts: StoreFacts) -> Finding:

@@ -2,57 +2,19 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
-from smtpauth_milter.admin.doctor.checks import DOMAIN_PARAMS, Finding, Severity, ok, warning
-from smtpauth_milter.core.addresses import AddressError, domain_name
-
-_SPLIT = re.compile(r"[\s,]+")
-
-
-def domain_tokens(value: str) -> tuple[list[str], list[str]]:
-    """A Postfix domain list: (literal names, ``type:table`` or ``/file`` lookups)."""
-    names: list[str] = []
-    lookups: list[str] = []
-    for token in _SPLIT.split(value.strip()):
-        if not token:
-            continue
-        if token.startswith("/") or re.match(r"^[a-z0-9_-]+:", token):
-            lookups.append(token)
-        else:
-            names.append(token)
-    return names, lookups
-
-
-def _normal(name: str) -> str | None:
-    try:
-        return domain_name(name.lstrip("."))
-    except AddressError:
-        return None
-
-
-def postfix_domains(params: Mapping[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """{domain: parameter} Postfix receives for, and (lookup table, parameter) pairs."""
-    domains: dict[str, str] = {}
-    lookups: list[tuple[str, str]] = []
-    for param in DOMAIN_PARAMS:
-        names, tables = domain_tokens(params.get(param, ""))
-        for name in names:
-            normal = _normal(name)
-            if normal and normal != "localhost" and not normal.startswith("localhost."):
-                domains.setdefault(normal, param)
-        lookups.extend((table, param) for table in tables)
-    return domains, lookups
+from smtpauth_milter.admin.doctor.checks import Finding, Severity, ok, warning
+from smtpauth_milter.admin.postfix import PostfixDomains
 
 
 def check_domains(
-    params: Mapping[str, str],
+    postfix: PostfixDomains,
     milter_domains: Iterable[str],
     in_table: Callable[[str, str], bool | None],
 ) -> list[Finding]:
     """Both directions; ``in_table(domain, table)``: found, not found, or None (unknown)."""
-    received, lookups = postfix_domains(params)
+    received, lookups = postfix.domains, postfix.lookups
     local = set(milter_domains)
     findings: list[Finding] = []
     for name, param in sorted(received.items()):

@@ -1,53 +1,17 @@
-"""Doctor's facts, gathered at the edges: ``postconf``, ``postmap``, ``stat``, the store."""
+"""Doctor's facts, gathered at the edges: ``stat``, the store (Postfix's: ``admin.postfix``)."""
 
 from __future__ import annotations
 
 import os
 import pwd
-import subprocess
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from smtpauth_milter.admin.doctor.checks import POSTFIX_PARAMS, FileFacts, StoreFacts, UserFacts
+from smtpauth_milter.admin.doctor.checks import FileFacts, StoreFacts, UserFacts
 from smtpauth_milter.core.errors import SchemaError, SmtpauthError, StoreMissing
+from smtpauth_milter.core.snapshot import ANYONE
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.urls import display_url
-
-POSTCONF_TIMEOUT = 10.0
-
-
-def default_config_dir() -> str:
-    return _run(["postconf", "-h", "config_directory"]).strip()
-
-
-def postconf(config_dir: str, names: Sequence[str] = POSTFIX_PARAMS) -> dict[str, str]:
-    """Each parameter's value, ``$name`` references expanded (``postconf -x``)."""
-    return {name: _run(["postconf", "-c", config_dir, "-x", "-h", name]).strip() for name in names}
-
-
-def postmap_has(config_dir: str, key: str, table: str) -> bool | None:
-    try:
-        done = subprocess.run(
-            ["postmap", "-c", config_dir, "-q", key, table],
-            capture_output=True, timeout=POSTCONF_TIMEOUT, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return {0: True, 1: False}.get(done.returncode)
-
-
-def _run(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=POSTCONF_TIMEOUT, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SmtpauthError(f"cannot run {argv[0]}: {exc}") from exc
-    if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise SmtpauthError(f"{' '.join(argv)}: {detail}")
-    return done.stdout
 
 
 def mta_user(name: str) -> UserFacts | None:
@@ -72,7 +36,10 @@ def parent_facts(path: str) -> list[FileFacts]:
 
 
 def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
-    """The store's state and its local domains (None when they cannot be read)."""
+    """The store's state and its local domains (None when they cannot be read).
+
+    ``StoreFacts.anyone``: the logins with a send-as-anyone grant.
+    """
     try:
         store = Store(db)
     except SmtpauthError as exc:
@@ -84,7 +51,9 @@ def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
             store.check_schema()
         except SchemaError as exc:
             return replace(facts, schema_problem=str(exc)), None
-        return facts, sorted(store.load_snapshot().domains)
+        snapshot = store.load_snapshot()
+        anyone = tuple(sorted(k for k, targets in snapshot.grants.items() if ANYONE in targets))
+        return replace(facts, anyone=anyone), sorted(snapshot.domains)
     except StoreMissing:  # opening never creates a SQLite file
         return StoreFacts(store.display, missing_file=True), None
     except SmtpauthError as exc:

@@ -1,0 +1,178 @@
+"""AutoRestart: a parent process that keeps a milter child serving the same socket.
+
+libmilter can be crashed by one malformed packet from any peer that can reach
+the milter socket.  The parent opens the listening socket once and forks (no
+exec) a child that inherits it: libmilter reuses an already-open listening
+socket, so a new child serves the same socket, including the connections that
+queued while no child was running.  The parent has no threads and no database
+connection: it only forks, waits and forwards signals.
+
+- child killed by a signal: a new child at once; more than ``max_restarts``
+  within ``window`` seconds: give up, exit 1 (systemd restarts the unit);
+- child exits with a code: the parent exits with it (0 after a stop; non-zero
+  is an error restarting would only repeat);
+- SIGHUP: forwarded to the child as SIGUSR1 (libmilter never takes USR1 for stop);
+- SIGTERM/SIGINT: close the listening socket, forward SIGTERM, wait, exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from smtpauth_milter.core import logfmt
+
+log = logging.getLogger("smtpauth_milter")
+
+PR_SET_PDEATHSIG = 1
+MAX_RESTARTS = 10
+WINDOW = 60.0
+PARENT_SIGNALS = {signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+
+ChildMain = Callable[[bool], int]  # (re-read the config first?) -> exit code
+
+
+def listening_sockets() -> set[int]:
+    """The file descriptors of this process that are listening sockets."""
+    found = set()
+    for entry in Path("/proc/self/fd").iterdir():
+        fd = int(entry.name)
+        with contextlib.suppress(OSError):
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            probe = socket.socket(fileno=os.dup(fd))
+            try:
+                if probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    found.add(fd)
+            finally:
+                probe.close()
+    return found
+
+
+def _child_exit(code: int) -> None:
+    """Leave the child without running the parent's cleanup code."""
+    with contextlib.suppress(Exception):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A child must not serve on alone when the parent is killed (kill -9): the
+    next start could not listen, and nothing would restart it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent:  # it died before the prctl
+        os._exit(1)
+
+
+def _child_died(status: int) -> str | None:
+    """The signal name when the child was killed, None when it exited."""
+    return signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        child_main: ChildMain,
+        listen_fd: int,
+        on_restart: Callable[[], None] | None = None,
+        max_restarts: int = MAX_RESTARTS,
+        window: float = WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._child_main = child_main
+        self._listen_fd = listen_fd
+        self._on_restart = on_restart
+        self._max_restarts = max_restarts
+        self._window = window
+        self._clock = clock
+        self._restarts: deque[float] = deque()
+        self._reloaded = False
+        self._child = 0
+
+    def _spawn(self) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            code = 70  # EX_SOFTWARE, if child_main itself blows up
+            try:
+                _die_with_parent(parent)
+                code = self._child_main(self._reloaded)
+            finally:
+                _child_exit(code)
+        self._child = pid
+        log.info("%s", logfmt.Fields({"event": "child-started", "pid": str(pid)}))
+
+    def run(self) -> int:
+        """Serve through children until stopped; returns the exit code."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_SIGNALS)
+        # CHLD's default disposition discards it; a handler makes sigwait see it.
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self._spawn()
+        stopping = False
+        while True:
+            signum = signal.sigwait(PARENT_SIGNALS)
+            if signum in (signal.SIGHUP, signal.SIGUSR1) and not stopping:
+                self._reloaded = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._child, signal.SIGUSR1)
+            elif signum in (signal.SIGTERM, signal.SIGINT) and not stopping:
+                stopping = True
+                os.close(self._listen_fd)  # refuse new connections instead of queueing them
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._child, signal.SIGTERM)
+            elif signum == signal.SIGCHLD:
+                code = self._reap(stopping)
+                if code is not None:
+                    return code
+
+    def _reap(self, stopping: bool) -> int | None:
+        """Handle ended children: an exit code to leave with, or None to go on."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return None
+            if pid == 0:
+                return None
+            if pid != self._child:
+                continue
+            killed_by = _child_died(status)
+            if stopping or killed_by is None:
+                return 0 if stopping else os.waitstatus_to_exitcode(status)
+            now = self._clock()
+            self._restarts.append(now)
+            while self._restarts and now - self._restarts[0] > self._window:
+                self._restarts.popleft()
+            fields = {"event": "child-died", "pid": str(pid), "signal": killed_by}
+            if len(self._restarts) > self._max_restarts:
+                fields["action"] = (
+                    f"giving up: more than {self._max_restarts} restarts in {self._window:.0f}s"
+                )
+                log.error("%s", logfmt.Fields(fields))
+                return 1
+            log.error("%s", logfmt.Fields(fields | {"action": "restart"}))
+            if self._on_restart is not None:
+                self._on_restart()
+            self._spawn()
+
+
+def remove_unix_socket(path: Path | None) -> None:
+    """Remove the socket file at exit (libmilter leaves it behind when run as root)."""
+    if path is not None:
+        # as USER we may not be allowed to; the next start removes it as root
+        with contextlib.suppress(OSError):
+            path.unlink()

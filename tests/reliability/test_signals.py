@@ -1,0 +1,141 @@
+"""SIGHUP reloads and never stops the milter; SIGTERM stops it with exit 0.
+
+libmilter's own signal thread treats SIGHUP exactly like SIGTERM; these run the
+real ``smtpauth-milter run`` process, with the supervisor (the default) and
+without it (``--no-auto-restart``), and send it real signals.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smtpauth_milter.admin.cli import run_cli
+from tests.milterproc import MilterProcess, MilterProcesses, verdicts, wait_until
+
+ALICE = "<alice@example.com>"
+REMOTE = ["<x@remote.test>"]
+AUTH_REPLY = "530 5.7.0 Authentication required"
+MODES = {"supervised": (), "no-auto-restart": ("--no-auto-restart",)}
+
+
+@pytest.fixture
+def milters(tmp_path: Path) -> Iterator[MilterProcesses]:
+    with MilterProcesses(tmp_path) as procs:
+        yield procs
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    for args in (["domain", "add", "example.com"], ["settings", "set", "require-auth-local", "on"]):
+        assert run_cli(["--db", url, *args]) == 0
+    return url
+
+
+def write_config(path: Path, **values: object) -> None:
+    lines = [
+        f'{key} = "{val}"' if isinstance(val, str) else f"{key} = {val}"
+        for key, val in values.items()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def log_count(milter: MilterProcess, needle: str) -> int:
+    return milter.log_text().count(needle)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_burst_of_sighups_reloads_and_never_stops_the_milter(
+    milters: MilterProcesses, store_url: str, mode: str
+) -> None:
+    milter = milters.start(store_url, *MODES[mode])
+    pid = milter.pid
+    for _ in range(200):
+        os.kill(pid, signal.SIGHUP)
+    wait_until(lambda: "event=reload " in milter.log_text(), 5.0, "a reload logged")
+    for _ in range(3):  # still deciding, in the same process
+        assert verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == [AUTH_REPLY]
+    assert milter.alive and milter.pid == pid
+    assert milter.stop() == 0
+    assert milter.trouble() == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sighup_rereads_the_config_file_and_applies_what_it_can(
+    milters: MilterProcesses, store_url: str, tmp_path: Path, mode: str
+) -> None:
+    config = tmp_path / "milter.toml"
+    write_config(config, **{"log-level": "info", "max-stale": 300})
+    milter = milters.start(store_url, *MODES[mode], env={"SMTPAUTH_MILTER_CONFIG": str(config)})
+    assert verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == [AUTH_REPLY]
+    assert log_count(milter, "action=reject") == 1  # a decision line at level info
+
+    # A metrics address needs a restart: logged, the rest of the reload goes on.
+    write_config(config, **{"log-level": "info", "max-stale": 30, "metrics": "127.0.0.1:1"})
+    os.kill(milter.pid, signal.SIGHUP)
+    wait_until(lambda: "event=reload-needs-restart" in milter.log_text(), 5.0, "reload logged")
+    assert "changed=metrics" in milter.log_text()
+    assert "applied=max-stale" in milter.log_text()
+
+    # log-level applies at once: at "error" a refusal (a warning) is no longer logged.
+    write_config(config, **{"log-level": "error"})
+    os.kill(milter.pid, signal.SIGHUP)
+
+    def refusal_not_logged() -> bool:
+        before = log_count(milter, "action=reject")
+        assert verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == [AUTH_REPLY]
+        return log_count(milter, "action=reject") == before
+
+    wait_until(refusal_not_logged, 5.0, "refusals no longer logged")
+
+    # A broken config file is one error line; the running config stays.
+    config.write_text("log-level = [\n")
+    os.kill(milter.pid, signal.SIGHUP)
+    wait_until(lambda: "event=reload-failed" in milter.log_text(), 5.0, "reload-failed")
+    assert verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == [AUTH_REPLY]
+    assert milter.alive
+    assert milter.stop() == 0
+
+
+def test_the_info_reload_line_names_what_was_applied(
+    milters: MilterProcesses, store_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "milter.toml"
+    write_config(config, **{"max-stale": 300, "refresh": 1})
+    milter = milters.start(store_url, env={"SMTPAUTH_MILTER_CONFIG": str(config)})
+    write_config(config, **{"max-stale": 20, "refresh": 2})
+    os.kill(milter.pid, signal.SIGHUP)
+    wait_until(lambda: "event=reload " in milter.log_text(), 5.0, "reload logged")
+    assert "applied=max-stale,refresh" in milter.log_text()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sighup_polls_the_store_at_once(
+    milters: MilterProcesses, store_url: str, mode: str
+) -> None:
+    # With --refresh 60 a change would wait up to a minute; a reload reads it now.
+    milter = milters.start(store_url, *MODES[mode], "--refresh", "60")
+    assert verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == [AUTH_REPLY]
+    assert run_cli(["--db", store_url, "settings", "set", "require-auth-local", "off"]) == 0
+    os.kill(milter.pid, signal.SIGHUP)
+    wait_until(
+        lambda: verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == ["continue"],
+        2.0,
+        "the change read right after SIGHUP",
+    )
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_with_exit_0(
+    milters: MilterProcesses, store_url: str, stop: signal.Signals
+) -> None:
+    milter = milters.start(store_url)
+    assert milter.process is not None
+    milter.process.send_signal(stop)
+    assert milter.process.wait(15) == 0
+    assert "event=stop" in milter.log_text()
