@@ -12,6 +12,10 @@ anything smtpauth-milter writes: configuration (``*.toml``, Postfix's
 ``*.cf`` lookup tables such as ``pgsql:``) and any file with ``secret`` in its
 name (a passfile).  They are not read.
 
+``PgServer.url()`` returns a ``SecretUrl``: its repr (what pytest prints of a
+failing test's arguments) masks the password, so a failing PostgreSQL test is
+reported as a failure, not also as a leak.
+
 ``SMTPAUTH_TEST_CANARY`` replaces the canary: the plugin's own test runs an
 inner session with a different one, so that its deliberate leak does not fail
 the outer run.

@@ -124,6 +124,14 @@ def _version_key(bindir: Path) -> tuple[int, ...]:
 CANARY_PASSWORD = "canary-pw-n3ver-printed-4f1c9a7e"
 
 
+class SecretUrl(str):
+    """A URL whose repr, which pytest shows of a failing test's arguments and
+    assertions, has the password masked; as a string it is the URL itself."""
+
+    def __repr__(self) -> str:
+        return repr(re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(self)))
+
+
 class PgServer:
     """One private PostgreSQL cluster.  Not thread-safe."""
 
@@ -209,7 +217,7 @@ class PgServer:
         user_part = quote(user if user is not None else self.user, safe="")
         password_part = quote(password if password is not None else self.password, safe="")
         host = f"{self.host}:{self._port()}"
-        return f"{driver}://{user_part}:{password_part}@{host}/{quote(dbname, safe='')}"
+        return SecretUrl(f"{driver}://{user_part}:{password_part}@{host}/{quote(dbname, safe='')}")
 
     def dsn(self, dbname: str = "postgres") -> str:
         """libpq connection string (for plain psycopg)."""

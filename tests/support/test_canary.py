@@ -14,6 +14,8 @@ INNER_TESTS = """
 import logging
 import os
 
+import pytest
+
 SECRET = os.environ["SMTPAUTH_TEST_CANARY"]
 
 
@@ -41,6 +43,17 @@ def test_fails_showing_it():
 
 def test_clean():
     print("nothing to see")
+
+
+@pytest.fixture
+def url():
+    from tests.support.pgserver import SecretUrl
+
+    return SecretUrl("postgresql+psycopg://u:" + SECRET + "@127.0.0.1:1/db")
+
+
+def test_fails_with_a_database_url_argument(url):
+    assert len(url) < 10  # pytest shows the argument and len()'s: through repr, masked
 """
 
 
@@ -57,15 +70,18 @@ def test_a_leaked_canary_fails_the_session_naming_every_place(
 ) -> None:
     pytester.makepyfile(test_leaks=INNER_TESTS)
     result = pytester.runpytest_subprocess("-p", "tests.support.canary", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=5, failed=1)
+    result.assert_outcomes(passed=5, failed=2)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    summary = result.stdout.str().split("the test database password leaked", 1)[1]
+    after = result.stdout.str().split("the test database password leaked", 1)[1]
+    summary = after.split("short test summary info", 1)[0]
     assert summary.count("test_leaks.py::test_prints_it: Captured stdout call") == 1
     assert "test_leaks.py::test_logs_it: Captured log call" in summary
     assert "test_leaks.py::test_fails_showing_it: failure report (call)" in summary
     assert "test_writes_it_to_a_log_file0/milter.log" in summary
     assert "test_keeps_it_in_input" not in summary, "input files are not read"
     assert "test_clean" not in summary
+    assert "test_fails_with_a_database_url_argument" not in summary, "SecretUrl masks its repr"
+    assert "postgresql+psycopg://u:***@127.0.0.1:1/db" in result.stdout.str()
     assert inner not in summary, "the summary names places, never the password"
 
 
