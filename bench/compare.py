@@ -16,9 +16,7 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
+from tests.harness.milter import SOCKET, MilterProcess, ours
 
 from . import driver, procstat
 from .workload import LARGE, REALISTIC, Scenario, StoreSize, build_store, load_snapshot, scenarios
@@ -38,65 +36,16 @@ TARGETS = {"throughput": 0.90, "cpu": 1.15, "p99": 1.20}
 SCENARIOS: dict[str, list[Scenario]] = {}  # filled before the driver pool forks
 
 
-def console_script() -> str:
-    """The installed ``smtpauth-milter`` next to this interpreter (or on PATH)."""
-    beside = Path(sys.executable).parent / "smtpauth-milter"
-    found = str(beside) if beside.exists() else shutil.which("smtpauth-milter")
-    if found is None:
-        raise SystemExit("smtpauth-milter is not installed (pip install -e .)")
-    return found
-
-
-@dataclass
-class MilterProcess:
-    name: str
-    argv: list[str]
-    spec: str
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=REPO
-            )
-        try:
-            wait_for_milter(self.spec, 10.0, self.proc)
-        except RuntimeError as exc:
-            raise SystemExit(f"{self.name} {exc}: {self.log.read_text()[-2000:]}") from exc
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def truncate_log(self) -> None:
-        """The milter appends (O_APPEND): truncating keeps the disk use bounded."""
-        os.truncate(self.log, 0)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(8)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def milters(workdir: Path, db_url: str, socket_kind: str) -> dict[str, MilterProcess]:
-    def spec(name: str) -> str:
-        if socket_kind == "unix":
-            return f"unix:{workdir / name}.sock"
-        return f"inet:{free_tcp_port()}@127.0.0.1"
+    """Ours (logging a line per recipient at info, as deployed) and the no-op, not started."""
 
-    ours_spec, noop_spec = spec("ours"), spec("noop")
-    ours = [console_script(), "--db", db_url, "run", "--socket", ours_spec, "--log-level", "info"]
-    noop = [sys.executable, "-m", "bench.noop_milter", noop_spec]
+    def spec(name: str) -> str | None:
+        return f"unix:{workdir / name}.sock" if socket_kind == "unix" else None
+
+    noop = [sys.executable, "-m", "bench.noop_milter", SOCKET]
     return {
-        "ours": MilterProcess("ours", ours, ours_spec, workdir / "ours.log"),
-        "noop": MilterProcess("noop", noop, noop_spec, workdir / "noop.log"),
+        "ours": ours(db_url, workdir / "ours.log", "--log-level", "info", socket=spec("ours")),
+        "noop": MilterProcess(noop, workdir / "noop.log", spec("noop"), cwd=REPO),
     }
 
 
@@ -130,6 +79,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def measure(
     pool: multiprocessing.pool.Pool,
+    name: str,
     milter: MilterProcess,
     key: str,
     connections: int,
@@ -139,12 +89,12 @@ def measure(
     check: bool | None = None,
 ) -> Run:
     """One run; every verdict is checked for ``check`` (default: only for "ours")."""
-    check = milter.name == "ours" if check is None else check
+    check = name == "ours" if check is None else check
     drivers = max(1, min(drivers, connections))
     per = [connections // drivers + (1 if n < connections % drivers else 0) for n in range(drivers)]
     offsets = [sum(per[:n]) for n in range(drivers)]
     jobs = [
-        (milter.spec, key, check, per[n], duration, -(-sessions // drivers),
+        (milter.socket, key, check, per[n], duration, -(-sessions // drivers),
          offsets[n], connections)
         for n in range(drivers)
     ]  # fmt: skip
@@ -158,7 +108,7 @@ def measure(
     done = sum(r.sessions for r in results)
     seconds = max(r.elapsed for r in results)
     return Run(
-        milter=milter.name,
+        milter=name,
         connections=connections,
         sessions=done,
         seconds=seconds,
@@ -245,14 +195,16 @@ def compare(args: argparse.Namespace, size: StoreSize, workdir: Path) -> list[st
         try:
             for proc in procs.values():
                 proc.start()
-            for proc in procs.values():  # warm-up: fills the driver's encoded-session cache
-                measure(pool, proc, key, args.drivers, args.drivers, 1.0, 10**9)
+            for name, proc in procs.items():  # warm-up: fills the driver's encoded-session cache
+                measure(pool, name, proc, key, args.drivers, args.drivers, 1.0, 10**9)
             for c in args.connections:
                 for rnd in range(args.rounds):
                     order = NAMES if rnd % 2 == 0 else NAMES[::-1]
                     for name in order:
-                        procs[name].truncate_log()
-                        run = measure(pool, procs[name], key, c, args.drivers, args.duration, 10**9)
+                        procs[name].log.truncate()
+                        run = measure(
+                            pool, name, procs[name], key, c, args.drivers, args.duration, 10**9
+                        )
                         runs.append(run)
                         print(
                             f"  c={c:<3} round {rnd} {name:4}: {run.rate:7.0f}/s"
@@ -290,13 +242,14 @@ def leak(args: argparse.Namespace, workdir: Path) -> list[str]:
             proc = procs[name]
             proc.start()
             try:
-                first = measure(pool, proc, key, 8, args.drivers, 600, 50_000)
+                first = measure(pool, name, proc, key, 8, args.drivers, 600, 50_000)
                 rss_50k = first.rss_kib
                 rest: list[Run] = []
                 while sum(r.sessions for r in rest) + first.sessions < total_wanted:
-                    proc.truncate_log()
+                    proc.log.truncate()
                     left = total_wanted - first.sessions - sum(r.sessions for r in rest)
-                    rest.append(measure(pool, proc, key, 8, args.drivers, 600, min(left, 150_000)))
+                    sessions = min(left, 150_000)
+                    rest.append(measure(pool, name, proc, key, 8, args.drivers, 600, sessions))
                 rss_500k = rest[-1].rss_kib
                 total = first.sessions + sum(r.sessions for r in rest)
                 rate = total / (first.seconds + sum(r.seconds for r in rest))

@@ -32,7 +32,6 @@ from pathlib import Path
 
 from sqlalchemy import delete
 
-from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 from smtpauth_milter.core.addresses import parse_address
 from smtpauth_milter.core.ownermaps import parse_map_list
 from smtpauth_milter.core.settings import Settings
@@ -41,10 +40,11 @@ from smtpauth_milter.lookups.ownership import find_owners, make_source
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.models import SendAsGrant
-from tests.support.pgserver import PgServer
+from tests.harness.milter import ours
+from tests.harness.pgserver import PgServer
 
 from . import compare
-from .compare import MilterProcess, Run, console_script, measure, percentile
+from .compare import Run, measure, percentile
 from .workload import REALISTIC, build_store, load_snapshot, scenarios
 
 NAMES = ("grants", "texthash", "sql")
@@ -148,31 +148,33 @@ def run(args: argparse.Namespace, workdir: Path, pg: PgServer) -> int:
     key = "maps"
     compare.SCENARIOS[key] = scenarios(snapshot, REALISTIC)
     procs = {
-        name: MilterProcess(
-            name,
-            [console_script(), "--db", url, "run", "--socket", spec, "--log-level", "info"],
-            spec,
-            workdir / f"{name}.log",
-        )
+        name: ours(url, workdir / f"{name}.log", "--log-level", "info")
         for name, url in urls.items()
-        for spec in [f"inet:{free_tcp_port()}@127.0.0.1"]
     }
     runs: list[Run] = []
     with multiprocessing.get_context("fork").Pool(args.drivers) as pool:
         try:
-            for proc in procs.values():
+            for name, proc in procs.items():
                 proc.start()
                 # warm: every scenario once, in order, on one connection (a run on
                 # several connections strides over the scenarios and skips some)
-                warm = measure(pool, proc, key, 1, 1, 600, 4000, check=True)
-                print(f"# warm-up {proc.name}: {warm.sessions} sessions, wrong {warm.mismatches}")
+                warm = measure(pool, name, proc, key, 1, 1, 600, 4000, check=True)
+                print(f"# warm-up {name}: {warm.sessions} sessions, wrong {warm.mismatches}")
             for c in args.connections:
                 for rnd in range(args.rounds):
                     order = NAMES if rnd % 2 == 0 else NAMES[::-1]
                     for name in order:
-                        procs[name].truncate_log()
+                        procs[name].log.truncate()
                         r = measure(
-                            pool, procs[name], key, c, args.drivers, args.duration, 10**9, True
+                            pool,
+                            name,
+                            procs[name],
+                            key,
+                            c,
+                            args.drivers,
+                            args.duration,
+                            10**9,
+                            True,
                         )
                         runs.append(r)
                         print(f"  c={c:<3} {name:8} {r.rate:7.0f}/s p50 {r.p50_ms:.2f} "

@@ -3,8 +3,9 @@
     python -m bench.postfix_e2e [--messages 2000] [--sessions 8] [--rounds 3]
 
 Postfix's own ``smtp-source`` sends ``--messages`` messages over ``--sessions``
-parallel SMTP sessions to a private Postfix (``tests/integration/sandbox.py``,
-loaded read-only) that delivers to ``discard:``.  Each configuration is run
+parallel SMTP sessions to a private Postfix (``tests.harness.mta``, the one the
+integration tests use) that delivers to ``discard:``; milters are started with
+``tests.harness.milter``.  Each configuration is run
 ``--rounds`` times, alternating: no milter, no-op and ours on an inet socket and
 on a unix socket, and the no-op negotiating "skip DATA" (the 37 ms
 stall) on both sockets.  Every message must be accepted (a reject or tempfail
@@ -14,7 +15,6 @@ in the log fails the run).  Needs root, postfix and dovecot.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import statistics
 import subprocess
@@ -23,10 +23,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+
+from tests.harness.milter import SOCKET, MilterProcess, ours
+from tests.harness.mta import Sandbox, libmilter_socket, start_sandbox
 
 from . import procstat
-from .compare import REPO, console_script, machine
+from .compare import REPO, machine
 from .workload import REALISTIC, build_store
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
@@ -34,22 +36,11 @@ SENDER = "bench@remote.test"  # not local: every message is accepted and deliver
 RCPT = "someone@d00001.example"
 
 
-def load_sandbox() -> ModuleType:
-    path = REPO / "tests" / "integration" / "sandbox.py"
-    spec = importlib.util.spec_from_file_location("smtpauth_bench_sandbox", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @dataclass
 class Config:
     label: str
-    argv: list[str] | None  # None: no milter
-    postfix_spec: str | None
-    process: object = None  # sandbox.ManagedProcess
+    postfix_spec: str | None  # None: no milter
+    milter: MilterProcess | None = None  # started by main()
 
 
 @dataclass
@@ -60,23 +51,22 @@ class Result:
     seconds: float
 
 
-def configs(sandbox: object, sb: ModuleType, db: str) -> list[Config]:
-    out = [Config("no milter", None, None)]
-    ours = [console_script(), "--db", db, "run", "--log-level", "info", "--socket"]
-    noop = [sys.executable, "-m", "bench.noop_milter"]
+def configs(sandbox: Sandbox, db: str, workdir: Path) -> list[Config]:
+    """No milter; ours (logging at info, as deployed), the no-op and the no-op skipping DATA."""
+    out = [Config("no milter", None)]
+    noop = [sys.executable, "-m", "bench.noop_milter", SOCKET]
     for kind in ("inet", "unix"):
-        for label, argv in (
-            ("no-op", noop),
-            ("ours", ours),
-            ("no-op, skips DATA", [*noop, "--skip-data"]),
-        ):
+        for label in ("no-op", "ours", "no-op, skips DATA"):
             name = label.split(",")[0].replace("-", "") + ("-nodata" if "DATA" in label else "")
-            spec = (
-                sandbox.inet_milter_socket()  # type: ignore[attr-defined]
-                if kind == "inet"
-                else sandbox.unix_milter_socket(name)  # type: ignore[attr-defined]
-            )
-            out.append(Config(f"{label} ({kind})", [*argv, sb.libmilter_socket(spec)], spec))
+            unix = sandbox.unix_milter_socket(name)
+            spec = sandbox.inet_milter_socket() if kind == "inet" else unix
+            socket, log = libmilter_socket(spec), workdir / f"{name}-{kind}.log"
+            if label == "ours":
+                milter = ours(db, log, "--log-level", "info", socket=socket, postfix_group=True)
+            else:
+                argv = [*noop, "--skip-data"] if "DATA" in label else noop
+                milter = MilterProcess(argv, log, socket, postfix_group=True, cwd=REPO)
+            out.append(Config(f"{label} ({kind})", spec, milter))
     return out
 
 
@@ -101,29 +91,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="only the configurations whose label has this")
     args = parser.parse_args(argv)
-    sb = load_sandbox()
     workdir = Path(tempfile.mkdtemp(prefix="smtpauth-e2e-"))
     (workdir / "mta").mkdir()
-    sandbox = sb.start_sandbox(workdir / "mta")
+    sandbox = start_sandbox(workdir / "mta")
     results: list[Result] = []
     cfgs: list[Config] = []
     try:
         db = f"sqlite:///{workdir / 'store.sqlite'}"
         build_store(db, REALISTIC)
-        cfgs = configs(sandbox, sb, db)
+        cfgs = configs(sandbox, db, workdir)
         if args.only:
-            cfgs = [c for c in cfgs if c.argv is None or any(o in c.label for o in args.only)]
-        for n, cfg in enumerate(cfgs):
-            if cfg.argv is not None:
-                cfg.process = sb.start_milter(
-                    cfg.argv, cfg.postfix_spec, workdir / f"milter{n}.log"
-                )
+            cfgs = [c for c in cfgs if c.milter is None or any(o in c.label for o in args.only)]
+        for cfg in cfgs:
+            if cfg.milter is not None:
+                cfg.milter.start()
         send(sandbox.port, 200, args.sessions, args.size)  # warm-up
         for rnd in range(args.rounds):
             for cfg in cfgs if rnd % 2 == 0 else cfgs[::-1]:
                 sandbox.postfix.use_milter(cfg.postfix_spec)
                 send(sandbox.port, 50, args.sessions, args.size)  # new smtpd processes
-                pid = cfg.process.proc.pid if cfg.process else None  # type: ignore[attr-defined]
+                pid = cfg.milter.pid if cfg.milter else None
                 cpu0 = procstat.cpu_seconds(pid) if pid else 0.0
                 mark = sandbox.maillog.mark()
                 seconds = send(sandbox.port, args.messages, args.sessions, args.size)
@@ -139,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"  milter CPU {result.cpu_ms:.3f} ms/msg", flush=True)  # fmt: skip
     finally:
         for cfg in cfgs:
-            if cfg.process is not None:
-                cfg.process.stop()  # type: ignore[attr-defined]
+            if cfg.milter is not None:
+                cfg.milter.stop()
         sandbox.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print("\n".join(report(results, cfgs, args)))
@@ -164,7 +151,7 @@ def report(results: list[Result], cfgs: list[Config], args: argparse.Namespace) 
         mine = [r for r in results if r.label == cfg.label]
         kind = cfg.label.rpartition("(")[2].rstrip(")")
         base = med.get(f"no-op ({kind})")
-        ratio = f"{med[cfg.label] / base:.3f}" if base and cfg.argv else ""
+        ratio = f"{med[cfg.label] / base:.3f}" if base and cfg.milter else ""
         lines.append(
             f"| {cfg.label} | {med[cfg.label]:.1f} | {min(r.rate for r in mine):.1f}-"
             f"{max(r.rate for r in mine):.1f} | {statistics.median(r.cpu_ms for r in mine):.3f}"

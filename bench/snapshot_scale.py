@@ -2,7 +2,7 @@
 
 Not a timed test: a benchmark whose figures go to bench/results/snapshot_scale.md.
 For each store (SQLite file; PostgreSQL on a private server from
-tests/support/pgserver.py) it bulk-loads the data once, then per run measures:
+tests/harness/pgserver.py) it bulk-loads the data once, then per run measures:
 
 - ``load``: ``Store.load_snapshot()`` wall time and the peak RSS (``ru_maxrss``)
   of a fresh process that imports the milter (pymilter included) and loads it,
@@ -43,6 +43,7 @@ from smtpauth_milter.core.policy import Request, decide
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.models import Domain, DomainSetting, SendAsGrant, TrustedNetwork
+from tests.harness.pgserver import PgServer
 
 DOMAINS = 10_000
 GRANTS = 100_000
@@ -58,7 +59,7 @@ def populate(store: Store) -> dict[str, float]:
     with store.write() as session:
         editing.set_setting(session, "require-auth-local", "on")
         session.execute(insert(Domain), [{"name": f"d{i}.example"} for i in range(DOMAINS)])
-        ids: dict[str, int] = dict(session.execute(select(Domain.name, Domain.id)).all())  # type: ignore[arg-type]
+        ids: dict[str, int] = dict(session.execute(select(Domain.name, Domain.id)).all())
         session.execute(
             insert(DomainSetting),
             [
@@ -184,9 +185,6 @@ def store_url(kind: str, workdir: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{workdir / 'scale.sqlite'}"
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.support.pgserver import PgServer
-
     with PgServer(workdir / "pg") as server:
         server.create_database("scale")
         yield server.url("scale")

@@ -14,7 +14,7 @@ import pytest
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV
 from smtpauth_milter.store.engine import Store
-from tests.support.pgserver import PgServer
+from tests.harness.pgserver import PgServer
 
 pytest_plugins = ("pytester", "tests.support.canary")
 

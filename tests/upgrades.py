@@ -21,8 +21,8 @@ import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from smtpauth_milter.daemon.config import clean_env
 from smtpauth_milter.store.engine import Store
-from tests.milterproc import clean_env
 
 REPO = Path(__file__).resolve().parent.parent
 

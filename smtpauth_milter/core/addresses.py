@@ -14,7 +14,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from email import errors as email_errors
 from email.header import decode_header, make_header
 from email.headerregistry import HeaderRegistry
@@ -34,6 +34,7 @@ __all__ = [
     "parse_path",
     "render_local",
     "strip_batv",
+    "unicode_domain",
 ]
 
 MAX_PATH_LENGTH = 1024
@@ -54,10 +55,16 @@ class AddressError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """A parsed address: the local part as sent (unquoted), the domain normalised."""
+    """A parsed address: the local part as sent (unquoted), the domain normalised.
+
+    ``domain_as_sent`` keeps a domain written in Unicode as the client wrote it
+    (without a trailing dot), for lookups that must ask that spelling first;
+    None when it was ASCII.  It never takes part in comparisons.
+    """
 
     local: str
     domain: str
+    domain_as_sent: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{render_local(self.local)}@{self.domain}"
@@ -90,6 +97,17 @@ def domain_name(name: str) -> str:
     if len(ascii_name) > MAX_DOMAIN_LENGTH or not all(_LDH_LABEL_RE.fullmatch(x) for x in labels):
         raise AddressError(f"not a domain name: {name!r}")
     return ascii_name
+
+
+def unicode_domain(name: str) -> str:
+    """The Unicode (U-label) spelling of a normalised domain; ``name`` itself when it has
+    no ``xn--`` label or one that does not decode."""
+    if "xn--" not in name:
+        return name
+    try:
+        return str(idna.decode(name, uts46=True))
+    except (idna.IDNAError, UnicodeError):
+        return name
 
 
 def _domain_part(text: str) -> str:
@@ -155,7 +173,7 @@ def _unquote(quoted: str) -> str:
     return re.sub(r"\\(.)", r"\1", body)
 
 
-def _split_local_domain(text: str) -> tuple[str, str]:
+def _split_local_domain(text: str) -> tuple[str, str, str | None]:
     if text.startswith('"'):
         outside = _quote_scan(text)
         close = next((pos for pos, ch in outside if ch == "@"), -1)
@@ -171,15 +189,15 @@ def _split_local_domain(text: str) -> tuple[str, str]:
             raise AddressError("bad characters in local part")
     if "@" in domain:
         raise AddressError("more than one '@'")
-    return local, _domain_part(domain)
+    as_sent = None if domain.isascii() else domain.strip().removesuffix(".")
+    return local, _domain_part(domain), as_sent
 
 
 def parse_address(text: str) -> Address:
     """Parse a bare ``local@domain`` (no brackets, no route)."""
     if len(text) > MAX_PATH_LENGTH or _has_control(text):
         raise AddressError("address too long or contains control characters")
-    local, domain = _split_local_domain(text.strip(_SMTP_SPACE))
-    return Address(local, domain)
+    return Address(*_split_local_domain(text.strip(_SMTP_SPACE)))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -202,7 +220,7 @@ _BATV_RE = re.compile(r"prvs=[0-9a-z]{4,16}=(.+)", re.IGNORECASE)
 def strip_batv(address: Address) -> Address:
     """``prvs=TAG=user@domain`` (BATV, a signed bounce address) is ``user@domain``."""
     match = _BATV_RE.fullmatch(address.local)
-    return Address(match.group(1), address.domain) if match else address
+    return replace(address, local=match.group(1)) if match else address
 
 
 def render_local(local: str) -> str:

@@ -2,7 +2,10 @@
 
 ``postmap -q`` and a SQL query do one literal lookup each, so the sequence
 smtpd would try (mail_addr_find with its default flags, Postfix 3.7) is built
-here; docs/mail-system-data.md#the-keys-asked-for lists it for admins.
+here; docs/mail-system-data.md#the-keys-asked-for lists it for admins.  Unlike
+Postfix, a domain with an internationalised name is asked in both spellings:
+each key as the client wrote it, then in the other (``xn--`` A-label or
+Unicode U-label), so a row written either way answers.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from smtpauth_milter.core.addresses import Address
+from smtpauth_milter.core.addresses import Address, unicode_domain
 
 # Local parts never split at a delimiter (postmaster, mailer-daemon, $double_bounce_sender).
 UNSPLIT = frozenset({"postmaster", "mailer-daemon", "double-bounce"})
@@ -62,6 +65,14 @@ def quote_local(local: str) -> str:
     return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def domain_spellings(sender: Address) -> tuple[str, ...]:
+    """The sender's domain as sent (case-folded, as Postfix asks it), then its other
+    IDNA spelling when it has one: ``bücher.example``, ``xn--bcher-kva.example``."""
+    normal = _fold(sender.domain)
+    sent = _fold(sender.domain_as_sent or normal)
+    return tuple(dict.fromkeys((sent, normal, _fold(unicode_domain(normal)))))
+
+
 def lookup_keys(
     sender: Address, delimiters: str, local_domains: Collection[str] = ()
 ) -> tuple[Probe, ...]:
@@ -69,28 +80,26 @@ def lookup_keys(
 
     1. ``user+ext@domain``; 2. ``user@domain`` (cut at the first delimiter);
     3. ``user+ext`` then ``user``, only when ``domain`` is in ``local_domains``
-    (Postfix: $myorigin and $mydestination); 4. ``@domain``.  Each address key
-    is asked in its quoted form first and, when that differs, unquoted.
+    (Postfix: $myorigin and $mydestination; normalised names); 4. ``@domain``.
+    Each address key is asked in its quoted form first and, when that differs,
+    unquoted; each key with a domain in every spelling (:func:`domain_spellings`).
     """
     local = _fold(sender.local or "MAILER-DAEMON")
-    domain = _fold(sender.domain)
+    domains = domain_spellings(sender)
     probes: list[Probe] = []
 
-    def add(local_part: str, at_domain: str | None, partial: bool) -> None:
-        suffix = f"@{at_domain}" if at_domain is not None else ""
-        quoted = quote_local(local_part) + suffix
-        probes.append(Probe(quoted, partial))
-        raw = local_part + suffix
-        if raw != quoted:
-            probes.append(Probe(raw, partial))
+    def add(local_part: str, with_domain: bool, partial: bool) -> None:
+        for text in dict.fromkeys((quote_local(local_part), local_part)):
+            suffixes = [f"@{d}" for d in domains] if with_domain else [""]
+            probes.extend(Probe(text + suffix, partial) for suffix in suffixes)
 
-    add(local, domain, False)
+    add(local, True, False)
     bare = split_local(local, delimiters)
     if bare is not None:
-        add(bare, domain, True)
-    if domain in local_domains:
-        add(local, None, True)
+        add(bare, True, True)
+    if _fold(sender.domain) in local_domains:
+        add(local, False, True)
         if bare is not None:
-            add(bare, None, True)
-    probes.append(Probe(f"@{domain}", True))
+            add(bare, False, True)
+    probes.extend(Probe(f"@{domain}", True) for domain in domains)
     return tuple(p for p in probes if _UNUSABLE.search(p.key) is None)

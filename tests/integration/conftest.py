@@ -6,11 +6,12 @@
   ``inet:127.0.0.1:PORT`` or ``unix:/path``) and reloads; back to no milter
   after the test.
 - ``run_milter`` (function): ``start(argv, milter_socket, stop_timeout=2.0) ->
-  ManagedProcess``; starts any milter command (it must listen on
-  ``milter_socket``), waits until it accepts connections, hands a unix socket
+  MilterProcess``; starts any milter command through the one harness
+  (:mod:`tests.harness.milter`; ``SOCKET`` in ``argv`` becomes ``milter_socket`` in
+  libmilter notation), waits until it accepts connections, hands a unix socket
   to group postfix (0660), and stops it after the test (SIGTERM, SIGKILL
   after ``stop_timeout`` s).
-- ``reject_milter`` (function): ``start(milter_socket) -> ManagedProcess`` for
+- ``reject_milter`` (function): ``start(milter_socket) -> MilterProcess`` for
   the test milter in ``reject_milter.py``.
 
 Without root or without postfix/dovecot/swaks the MTA tests fail, never skip:
@@ -29,7 +30,8 @@ from typing import Protocol
 
 import pytest
 
-from .sandbox import ManagedProcess, Sandbox, libmilter_socket, start_milter, start_sandbox
+from tests.harness.milter import SOCKET, MilterProcess
+from tests.harness.mta import Sandbox, libmilter_socket, start_sandbox
 
 HERE = Path(__file__).resolve().parent
 REQUIRED_TOOLS = ("postfix", "dovecot", "swaks")
@@ -41,10 +43,10 @@ ConfigureMilter = Callable[[str | None], Sandbox]
 class RunMilter(Protocol):
     def __call__(
         self, argv: Sequence[str], milter_socket: str, stop_timeout: float = ...
-    ) -> ManagedProcess: ...
+    ) -> MilterProcess: ...
 
 
-StartRejectMilter = Callable[[str], ManagedProcess]
+StartRejectMilter = Callable[[str], MilterProcess]
 
 
 def _missing_prerequisites() -> list[str]:
@@ -81,32 +83,24 @@ def postfix_with_milter(mta_sandbox: Sandbox) -> Iterator[ConfigureMilter]:
 
 @pytest.fixture
 def run_milter(mta_sandbox: Sandbox) -> Iterator[RunMilter]:
-    started: list[tuple[ManagedProcess, str, float]] = []
+    started: list[tuple[MilterProcess, float]] = []
 
-    def start(argv: Sequence[str], milter_socket: str, stop_timeout: float = 2.0) -> ManagedProcess:
-        _remove_unix_socket(milter_socket)
+    def start(argv: Sequence[str], milter_socket: str, stop_timeout: float = 2.0) -> MilterProcess:
         log = mta_sandbox.root / f"milter-{next(_milter_logs)}.log"
-        milter = start_milter(argv, milter_socket, log)
-        started.append((milter, milter_socket, stop_timeout))
-        return milter
+        milter = MilterProcess(argv, log, libmilter_socket(milter_socket), postfix_group=True)
+        started.append((milter, stop_timeout))
+        return milter.start(timeout=10.0)
 
     yield start
-    for milter, milter_socket, stop_timeout in started:
+    for milter, stop_timeout in started:
         milter.stop(stop_timeout)
-        _remove_unix_socket(milter_socket)
 
 
 @pytest.fixture
 def reject_milter(run_milter: RunMilter) -> StartRejectMilter:
-    def start(milter_socket: str) -> ManagedProcess:
-        argv = [sys.executable, str(HERE / "reject_milter.py"), libmilter_socket(milter_socket)]
+    def start(milter_socket: str) -> MilterProcess:
+        argv = [sys.executable, str(HERE / "reject_milter.py"), SOCKET]
         # libmilter needs up to ~5 s to notice SIGTERM; this helper keeps no state.
         return run_milter(argv, milter_socket, stop_timeout=0)
 
     return start
-
-
-def _remove_unix_socket(milter_socket: str) -> None:
-    kind, _, path = milter_socket.partition(":")
-    if kind in ("unix", "local"):
-        Path(path).unlink(missing_ok=True)

@@ -12,7 +12,8 @@ another case, sometimes a bare login), catch-all aliases (``@domain``), alias
 domains, bare logins (``carol``), a login in mixed case, a login with a
 sub-address and an internationalised domain.  Senders cover own addresses,
 sub-addresses, case variants, aliases owned and not, alias domains, catch-all
-domains, bare local parts (no domain), the IDN domain in both its forms,
+domains, bare local parts (no domain), the IDN domain in both its spellings
+(rows written either way, senders sent either way),
 inactive mailboxes, unknown local parts and remote domains.
 """
 
@@ -131,6 +132,8 @@ def build_mail_system(seed: int = SEED) -> MailSystem:
     mailboxes["zoë@example.net"] = True
     aliases["café@example.net"] = (rng.choice(active), "zoë@example.net")
     aliases[f"info@{IDN_DOMAIN}"] = (rng.choice(active),)
+    # The same domain's alias written in its xn-- spelling, as some admin tools store it.
+    aliases[f"team@{IDN_DOMAIN_ASCII}"] = (rng.choice(active),)
     # Catch-alls: every address of the domain that has no entry of its own.
     aliases["@shop.test"] = (rng.choice([u for u in active if u.endswith("@shop.test")]),)
     aliases["@example.net"] = ("dan",)
@@ -155,6 +158,15 @@ def _in_alias_domain(address: str) -> str | None:
     return None
 
 
+def _is_idn(address: str) -> bool:
+    return address.rpartition("@")[2].lower() in (IDN_DOMAIN, IDN_DOMAIN_ASCII)
+
+
+def _other_spelling(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{IDN_DOMAIN if domain.lower() == IDN_DOMAIN_ASCII else IDN_DOMAIN_ASCII}"
+
+
 def _candidates(rng: random.Random, system: MailSystem, login: str) -> Iterable[str]:
     """Senders for one login, most interesting first."""
     owned = [a for a, goto in system.aliases.items() if login.lower() in {g.lower() for g in goto}]
@@ -170,10 +182,12 @@ def _candidates(rng: random.Random, system: MailSystem, login: str) -> Iterable[
         yield login
         yield f"{login}@{rng.choice(MYDESTINATION)}"
         yield f"{login}+x@{rng.choice(MYDESTINATION)}"
-    owned.sort(key=str.isascii)  # the non-ASCII ones first: they must not be cut
+    owned.sort(key=lambda a: not _is_idn(a))  # the IDN ones first: they must not be cut
     for address in [a for a in owned if not a.startswith("@")][:4]:
         yield rng.choice((address, _cased(rng, address), _with_tag(address, "t")))
         yield from filter(None, (_in_alias_domain(address),))
+        if _is_idn(address):
+            yield _other_spelling(address)
     for _ in range(4):
         yield rng.choice(others)
     for _ in range(3):
@@ -181,7 +195,8 @@ def _candidates(rng: random.Random, system: MailSystem, login: str) -> Iterable[
     for domain in (*REAL_DOMAINS, *ALIAS_DOMAINS):
         yield f"nobody{rng.randrange(1000)}@{domain}"
     yield f"{rng.choice(FIRST_NAMES)}@{rng.choice(REMOTE_DOMAINS)}"
-    yield f"{rng.choice(['anna', 'jörg', 'ANNA'])}@{rng.choice([IDN_DOMAIN, IDN_DOMAIN_ASCII])}"
+    idn_local = rng.choice(["anna", "jörg", "ANNA", "info", "team", "Team+x"])
+    yield f"{idn_local}@{rng.choice([IDN_DOMAIN, IDN_DOMAIN_ASCII])}"
     yield rng.choice(["carol", "dan", "erin", "nobody", "Carol"])
     while True:
         kind = rng.randrange(4)

@@ -10,8 +10,10 @@ phrase that must appear in the "Differences from Postfix" section.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+
+import idna
 
 from smtpauth_milter.core.addresses import (
     AddressError,
@@ -76,13 +78,41 @@ def own_address() -> Difference:
     return Difference("own-address", "its own address", predict)
 
 
-def unicode_domain() -> Difference:
-    """A domain in Unicode is looked up in its xn-- form, which no table here lists."""
-    return Difference(
-        "unicode-domain",
-        "looked up in its\n  `xn--` form",
-        lambda pair: REFUSE if not pair.sender.rpartition("@")[2].isascii() else None,
-    )
+def _spellings(domain: str) -> tuple[str, str] | None:
+    """(as sent, case-folded; the other IDNA spelling) of an internationalised domain."""
+    try:
+        a_label = domain_name(domain)
+    except AddressError:
+        return None
+    if "xn--" not in a_label:
+        return None
+    sent = domain.casefold().removesuffix(".")
+    return (sent, idna.decode(a_label).casefold() if sent == a_label else a_label)
+
+
+def other_spelling(table: Mapping[str, Sequence[str]], utf8_keys: bool = True) -> Difference:
+    """A sender of an internationalised domain whose first answer comes from the key in
+    the other spelling (``xn--`` for a Unicode sender, or the reverse): Postfix never
+    asks that key.  ``table`` is what the maps answer (owner_table); ``utf8_keys`` False:
+    the map never matches a non-ASCII key (Postfix's pgsql: client, LATIN1)."""
+    folded = {k.casefold(): v for k, v in table.items() if utf8_keys or k.isascii()}
+
+    def predict(pair: Pair) -> str | None:
+        local, at, domain = pair.sender.rpartition("@")
+        spellings = _spellings(domain) if at else None
+        if spellings is None:
+            return None
+        local = local.casefold()
+        cut = local.partition(DELIMITER)[0] if local.find(DELIMITER) > 0 else None
+        keys = [(f"{part}@{d}", d) for part in filter(None, (local, cut)) for d in spellings]
+        keys += [(f"@{d}", d) for d in spellings]
+        hit = next(((key, d) for key, d in keys if key in folded), None)
+        if hit is None or hit[1] == spellings[0]:
+            return None  # no answer, or the spelling Postfix asks: Postfix's verdict
+        owners = {o.casefold() for o in folded[hit[0]]}
+        return ACCEPT if pair.login.casefold() in owners else REFUSE
+
+    return Difference("other-spelling", "the other spelling", predict)
 
 
 def latin1(utf8_reference: Mapping[Pair, str]) -> Difference:
@@ -137,13 +167,13 @@ def store_idn(system: MailSystem) -> Difference:
     """The store knows a Unicode domain and its xn-- form as one domain."""
     owners_of: dict[str, set[str]] = {}
     for address, goto in system.aliases.items():
-        if not address.isascii():
+        if _spellings(address.rpartition("@")[2]) is not None:
             key = normalise(parse_address(address), DELIMITER)
             owners_of.setdefault(key, set()).update(o.lower() for o in goto)
 
     def predict(pair: Pair) -> str | None:
-        domain = pair.sender.rpartition("@")[2]
-        if domain.isascii() and not domain.lower().startswith("xn--"):
+        at, domain = "@" in pair.sender, pair.sender.rpartition("@")[2]
+        if not at or _spellings(domain) is None:
             return None
         key = normalise(parse_address(pair.sender), DELIMITER)
         return ACCEPT if pair.login.lower() in owners_of.get(key, set()) else REFUSE

@@ -1,15 +1,16 @@
 """Machinery of the differential test: a sandbox with every corpus login, the
 ownership tables in each form Postfix reads, and a fast SMTP client.
 
-- :func:`start_corpus_sandbox`: the private Postfix + Dovecot of ``sandbox.py``
+- :func:`start_corpus_sandbox`: the private Postfix + Dovecot of ``tests.harness.mta``
   whose Dovecot knows every login of the corpus, spelled as written (``+`` and
   non-ASCII allowed, case kept).
 - :func:`send_corpus`: one SMTP connection per login (AUTH PLAIN once), then
   MAIL FROM, RCPT TO and RSET per sender; the verdict of each pair.
 - :func:`write_texthash`, :func:`postmap`: the owner table as ``texthash:``
   and as the ``lmdb:``/``cdb:`` files ``postmap`` builds from it.
-- :func:`load_postfixadmin`, :func:`write_pgsql_cf`: the same mail system as
-  a PostfixAdmin database on PostgreSQL and the map files Postfix reads it with.
+- :func:`load_postfixadmin`, :func:`write_sql_cf`: the same mail system as
+  a PostfixAdmin database on PostgreSQL or MariaDB and the map files Postfix
+  reads it with.
 """
 
 from __future__ import annotations
@@ -20,13 +21,11 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
-import psycopg
-
-from smtpauth_milter.admin.milterproto.transport import free_tcp_port
+from tests.harness.mta import LOOPBACK, Sandbox, start_sandbox
 
 from .login_corpus import PASSWORD, RECIPIENT, MailSystem, Pair
-from .sandbox import LOOPBACK, Dovecot, LogFile, Postfix, Sandbox, make_traversable
 
 ACCEPT = "accept"
 REFUSE = "refuse"
@@ -60,25 +59,8 @@ def postfix_decides(maps: str) -> dict[str, str]:
 
 def start_corpus_sandbox(root: Path, logins: Iterable[str]) -> Sandbox:
     """Dovecot (every login, password PASSWORD) and Postfix without a milter; stopped on failure."""
-    root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    make_traversable(root)
     users = dict.fromkeys(logins, PASSWORD)
-    postfix = Postfix(root / "postfix", free_tcp_port(LOOPBACK))
-    dovecot = Dovecot(root / "dovecot", postfix.auth_socket, LogFile(root / "dovecot.log"))
-    sandbox = Sandbox(root, postfix, dovecot, users)
-    try:
-        postfix.prepare()
-        dovecot.write_config(users)
-        with dovecot.config.open("a") as config:
-            config.write(DOVECOT_LOGINS_AS_WRITTEN)
-        dovecot.start()
-        postfix.use_overrides(COMMON)
-        postfix.use_milter(None)
-    except BaseException:
-        sandbox.stop()
-        raise
-    return sandbox
+    return start_sandbox(root, users, dovecot_extra=DOVECOT_LOGINS_AS_WRITTEN, overrides=COMMON)
 
 
 # --------------------------------------------------------------------------- SMTP
@@ -175,48 +157,44 @@ SELECT username FROM mailbox WHERE username='%s' AND active = true
           AND alias.active = true AND alias_domain.active = true"""
 # ... so a second map with only %s answers the catch-all aliases (@domain).
 PFA_ALIAS_QUERY = "SELECT goto FROM alias WHERE address='%s' AND active = true"
-# Both in one query for our sql: source, with the sender as its one bound parameter.
-PFA_SQL_SOURCE_QUERY = """\
-SELECT username FROM mailbox WHERE username = :sender AND active
-UNION SELECT goto FROM alias WHERE address = :sender AND active
-UNION SELECT m.username FROM mailbox m JOIN alias_domain ad
-        ON m.username = split_part(:sender, '@', 1) || '@' || ad.target_domain
-      WHERE ad.alias_domain = split_part(:sender, '@', 2) AND position('@' in :sender) > 1
-        AND m.active AND ad.active
-UNION SELECT a.goto FROM alias a JOIN alias_domain ad
-        ON a.address = split_part(:sender, '@', 1) || '@' || ad.target_domain
-      WHERE ad.alias_domain = split_part(:sender, '@', 2) AND position('@' in :sender) > 1
-        AND a.active AND ad.active"""
+# The same queries for Postfix's mysql: client: MySQL's || is OR, CONCAT joins.
+PFA_FULL_QUERY_MYSQL = PFA_FULL_QUERY.replace(
+    "'%u' || '@' || alias_domain.target_domain", "CONCAT('%u', '@', alias_domain.target_domain)"
+)
 
 
-def load_postfixadmin(conn: psycopg.Connection[tuple[object, ...]], system: MailSystem) -> None:
-    """Create the PostfixAdmin tables and fill them with ``system`` (one transaction)."""
-    with conn.transaction():
-        conn.execute(PFA_SCHEMA)
-        domains = {address.rpartition("@")[2] for address in (*system.mailboxes, *system.aliases)}
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO domain(domain) VALUES (%s)", [(d,) for d in domains])
-            cur.executemany(
-                "INSERT INTO mailbox(username, local_part, domain, active) VALUES (%s, %s, %s, %s)",
-                [(u, *u.rsplit("@", 1), ok) for u, ok in system.mailboxes.items()],
-            )
-            cur.executemany(
-                "INSERT INTO alias(address, goto, domain) VALUES (%s, %s, %s)",
-                [(a, ",".join(g), a.rpartition("@")[2]) for a, g in system.aliases.items()],
-            )
-            cur.executemany(
-                "INSERT INTO alias_domain(alias_domain, target_domain) VALUES (%s, %s)",
-                list(system.alias_domains.items()),
-            )
+class Cursor(Protocol):
+    """What PostfixAdmin loading needs of a DB-API cursor (psycopg and PyMySQL: %s)."""
+
+    def execute(self, query: str, /) -> object: ...
+    def executemany(self, query: str, rows: Sequence[Sequence[object]], /) -> object: ...
 
 
-def write_pgsql_cf(
-    path: Path, port: int, dbname: str, user: str, password: str, query: str
-) -> Path:
-    """A Postfix pgsql: map file (a throwaway password, readable by smtpd)."""
+def load_postfixadmin(cur: Cursor, system: MailSystem) -> None:
+    """Create the PostfixAdmin tables (PostgreSQL or MariaDB) and fill them with ``system``."""
+    for statement in filter(str.strip, PFA_SCHEMA.split(";")):
+        cur.execute(statement)
+    domains = {address.rpartition("@")[2] for address in (*system.mailboxes, *system.aliases)}
+    cur.executemany("INSERT INTO domain(domain) VALUES (%s)", [(d,) for d in sorted(domains)])
+    cur.executemany(
+        "INSERT INTO mailbox(username, local_part, domain, active) VALUES (%s, %s, %s, %s)",
+        [(u, *u.rsplit("@", 1), ok) for u, ok in system.mailboxes.items()],
+    )
+    cur.executemany(
+        "INSERT INTO alias(address, goto, domain) VALUES (%s, %s, %s)",
+        [(a, ",".join(g), a.rpartition("@")[2]) for a, g in system.aliases.items()],
+    )
+    cur.executemany(
+        "INSERT INTO alias_domain(alias_domain, target_domain) VALUES (%s, %s)",
+        list(system.alias_domains.items()),
+    )
+
+
+def write_sql_cf(path: Path, port: int, dbname: str, user: str, password: str, query: str) -> Path:
+    """A Postfix pgsql: or mysql: map file (a throwaway password, readable by smtpd)."""
     body = "\n".join(
         (
-            f"hosts = {LOOPBACK}:{port}",
+            f"hosts = inet:{LOOPBACK}:{port}",
             f"user = {user}",
             f"password = {password}",
             f"dbname = {dbname}",

@@ -4,11 +4,10 @@ Plain helpers, no pytest: the fixtures in the test modules wire them together.
 
 - :class:`StoreCli` edits the store with the real CLI (``run_cli``, in process)
   and can reset it to a baseline with ``import`` (one transaction).
-- :class:`OurMilter` starts the console script installed next to
-  ``sys.executable`` on a socket in Postfix notation, waits until it accepts
-  connections (a unix socket must come out 0660, then goes to group postfix),
-  waits for a given store serial to be loaded (its ``event=snapshot-loaded``
-  log line), and stops it.
+- :class:`OurMilter` runs ours through the one harness (:mod:`tests.harness.milter`) on a
+  socket in Postfix notation (a unix socket must come out 0660, then goes to
+  group postfix), waits for a given store serial to be loaded (its
+  ``event=snapshot-loaded`` log line), and stops it.
 - :func:`decision_lines` reads the one-line-per-recipient decisions from its log.
 """
 
@@ -18,28 +17,17 @@ import contextlib
 import io
 import os
 import re
-import stat
-import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from smtpauth_milter.admin.cli import run_cli
-from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV, clean_env
+from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV
 from smtpauth_milter.store.engine import Store
+from tests.harness.logfile import LogFile
+from tests.harness.milter import MilterProcess, ours
+from tests.harness.mta import libmilter_socket
 
-from .sandbox import (
-    LogFile,
-    ManagedProcess,
-    SandboxError,
-    libmilter_socket,
-    milter_accepts,
-    open_unix_socket_to_postfix,
-    start_process,
-    wait_until,
-)
-
-CONSOLE_SCRIPT = Path(sys.executable).with_name("smtpauth-milter")
 STOP_TIMEOUT = 1.0  # then SIGKILL: libmilter needs up to ~5 s to notice SIGTERM
 
 
@@ -123,68 +111,44 @@ def field_of(line: str, name: str) -> str:
 
 @dataclass
 class OurMilter:
-    """``smtpauth-milter --db URL run --socket SOCKET`` as a child process."""
+    """``smtpauth-milter run --socket SOCKET`` for the sandbox (``tests.harness.milter.ours``)."""
 
     store: StoreCli
     socket: str  # Postfix notation: inet:127.0.0.1:PORT or unix:/path
     log: LogFile
     extra_args: tuple[str, ...] = ()
     refresh: float | None = 0.2  # None: leave --refresh out (the shipped default)
-    process: ManagedProcess | None = None
-    started_at: int = 0  # log offset of the current run
-    socket_mode: int | None = field(default=None, init=False)
+    process: MilterProcess | None = None
 
     @property
-    def argv(self) -> list[str]:
-        refresh = () if self.refresh is None else ("--refresh", str(self.refresh))
-        return [
-            str(CONSOLE_SCRIPT), "--db", self.store.url, "run",
-            "--socket", libmilter_socket(self.socket), *refresh, *self.extra_args,
-        ]  # fmt: skip
+    def started_at(self) -> int:
+        """The log offset where the current run began."""
+        assert self.process is not None
+        return self.process.started_at
 
     @property
-    def unix_path(self) -> Path | None:
-        kind, _, rest = self.socket.partition(":")
-        return Path(rest) if kind in ("unix", "local") else None
+    def socket_mode(self) -> int | None:
+        """A unix socket's mode as the milter created it (before it went to group postfix)."""
+        return None if self.process is None else self.process.socket_mode
 
     @property
     def pid(self) -> int:
         assert self.process is not None
-        return self.process.proc.pid
+        return self.process.pid
 
     def start(self, timeout: float = 15.0) -> OurMilter:
-        if not CONSOLE_SCRIPT.exists():
-            raise SandboxError(f"{CONSOLE_SCRIPT} is missing: install the package in this venv")
-        if self.unix_path is not None:
-            self.unix_path.unlink(missing_ok=True)
-        self.started_at = self.log.mark()
-        process = start_process(self.argv, self.log.path, env=clean_env())
-        self.process = process
-
-        def ready() -> bool:
-            if process.proc.poll() is not None:
-                raise SandboxError(
-                    f"milter exited with {process.proc.returncode}:\n"
-                    f"{self.log.text(self.started_at)}"
-                )
-            return milter_accepts(self.socket)
-
-        try:
-            wait_until(ready, timeout, f"smtpauth-milter on {self.socket}")
-            if self.unix_path is not None:
-                self.socket_mode = stat.S_IMODE(self.unix_path.stat().st_mode)
-                open_unix_socket_to_postfix(self.unix_path)
-        except BaseException:
-            self.stop()
-            raise
+        refresh = () if self.refresh is None else ("--refresh", str(self.refresh))
+        process = ours(
+            self.store.url, self.log.path, *refresh, *self.extra_args,
+            socket=libmilter_socket(self.socket), postfix_group=True,
+        )  # fmt: skip
+        self.process = process.start(timeout)
         return self
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         if self.process is not None:
             self.process.stop(timeout)
             self.process = None
-        if self.unix_path is not None:
-            self.unix_path.unlink(missing_ok=True)
 
     def wait_loaded(self, serial: int | None = None, timeout: float = 5.0) -> int:
         """Wait until this run of the milter logged ``event=snapshot-loaded serial=N``."""

@@ -35,11 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
-
-from .sandbox import (
+from tests.harness.logfile import LogFile
+from tests.harness.mta import (
     LOOPBACK,
     REPO_ROOT,
-    LogFile,
     ManagedProcess,
     SandboxError,
     SwaksResult,
@@ -47,8 +46,8 @@ from .sandbox import (
     smtp,
     smtp_banner,
     start_process,
-    wait_until,
 )
+from tests.harness.waiting import wait_until
 
 PACKAGES = ("sendmail-bin", "sendmail-cf", "m4", "sasl2-bin")
 DEB_CACHE = Path(os.environ.get("SMTPAUTH_TEST_DEBS", "/var/cache/smtpauth-milter-tests/debs"))

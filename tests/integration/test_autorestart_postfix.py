@@ -16,10 +16,10 @@ import time
 
 import pytest
 
+from tests.harness.mta import Sandbox, SwaksResult, libmilter_socket
 from tests.support.libmilter_crash import crash_milter
 from tests.support.milterclient import session
 
-from .sandbox import Sandbox, SwaksResult, libmilter_socket
 from .test_milter_lifecycle import MakeMilter, make_milter  # noqa: F401 -- the fixture
 
 pytestmark = pytest.mark.mta

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.logfile import LogFile
+from tests.harness.mta import LOOPBACK, Reply, Sandbox, parse_swaks
+
 from .milter_fixture import OurMilter, StoreCli, field_of
-from .sandbox import LOOPBACK, LogFile, Reply, Sandbox, parse_swaks
 
 pytestmark = pytest.mark.mta
 

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.logfile import LogFile
+from tests.harness.mta import RcptReply, Sandbox, SwaksResult
+from tests.harness.waiting import wait_until
+
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of, running
-from .sandbox import LogFile, RcptReply, Sandbox, SwaksResult, wait_until
 
 pytestmark = pytest.mark.mta
 
@@ -97,7 +100,7 @@ def assert_enforced_within_2s(sandbox: Sandbox, milter: OurMilter) -> None:
     elapsed = poll_verdict(sandbox, ACCEPTED, timeout=5.0, mail_from=ALICE)
     assert elapsed < PROPAGATION_LIMIT, f"took {elapsed:.2f}s"
 
-    assert milter.process is not None and milter.process.proc.poll() is None
+    assert milter.process is not None and milter.process.alive
     assert milter.pid == pid, "the milter must not restart"
 
 

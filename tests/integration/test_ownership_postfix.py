@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.harness.logfile import LogFile
+from tests.harness.mta import Sandbox
+
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
-from .sandbox import LogFile, Sandbox
 
 pytestmark = pytest.mark.mta
 

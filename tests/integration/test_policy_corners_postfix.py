@@ -22,9 +22,10 @@ import pytest
 
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 from smtpauth_milter.core import logfmt
+from tests.harness.logfile import LogFile
+from tests.harness.mta import LOOPBACK, Reply, Sandbox, parse_swaks
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
-from .sandbox import LOOPBACK, LogFile, Reply, Sandbox, parse_swaks
 
 pytestmark = pytest.mark.mta
 

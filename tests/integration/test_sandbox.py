@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import pytest
 
+from tests.harness.mta import (
+    CONTRIB_MAIN_CF,
+    Sandbox,
+    SwaksResult,
+    parse_swaks,
+    render_milter_snippet,
+)
+
 from .conftest import ConfigureMilter, StartRejectMilter
 from .reject_milter import BLOCKED, WHOAMI
-from .sandbox import CONTRIB_MAIN_CF, Sandbox, SwaksResult, parse_swaks, render_milter_snippet
 
 mta = pytest.mark.mta
 

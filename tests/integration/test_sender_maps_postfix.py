@@ -20,10 +20,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from smtpauth_milter.lookups.runner import DEADLINE_MARGIN
-from tests.support.pgserver import PgServer
+from tests.harness.logfile import LogFile
+from tests.harness.mta import Sandbox
+from tests.harness.pgserver import PgServer
+from tests.harness.waiting import wait_until
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
-from .sandbox import LogFile, Sandbox, wait_until
 
 pytestmark = pytest.mark.mta
 

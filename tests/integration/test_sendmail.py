@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
+from tests.harness.logfile import LogFile
+from tests.harness.mta import SwaksResult, libmilter_socket
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
-from .sandbox import LogFile, SwaksResult, libmilter_socket
 from .sendmail_sandbox import CONTRIB_MC, Sendmail, start_sendmail
 
 pytestmark = pytest.mark.mta

@@ -1,6 +1,6 @@
 """spf-exempt through a real Postfix + Dovecot, our real milter and a real DNS server.
 
-The sandbox client is 127.0.0.1.  The private unbound (tests/support/dnsserver.py)
+The sandbox client is 127.0.0.1.  The private unbound (tests/harness/dnsserver.py)
 serves ``example.com`` with an SPF record that authorises 127.0.0.1 and
 ``example.net`` with one that does not; the milter's ``dns-resolver`` points at
 it, or at a server that never answers.
@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support.dnsserver import Blackhole, DnsServer
+from tests.harness.dnsserver import Blackhole, DnsServer
+from tests.harness.logfile import LogFile
+from tests.harness.mta import Sandbox
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
-from .sandbox import LogFile, Sandbox
 from .test_policies_postfix import (
     AUTH,
     LOCAL,

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 
 from smtpauth_milter.store.engine import Store
+from tests.harness.logfile import LogFile
+from tests.harness.mta import Sandbox
+from tests.harness.waiting import wait_until
 from tests.upgrades import newer_migrations
 
 from .milter_fixture import OurMilter, StoreCli, field_of
-from .sandbox import LogFile, Sandbox, wait_until
 
 pytestmark = pytest.mark.mta
 

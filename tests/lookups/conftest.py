@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.dnsserver import Blackhole, DnsServer
+from tests.harness.dnsserver import Blackhole, DnsServer
 
 
 @pytest.fixture(scope="session")

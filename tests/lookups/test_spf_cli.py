@@ -1,6 +1,6 @@
 """The SPF settings and ``check`` through the real CLI, on SQLite and PostgreSQL.
 
-``check`` looks SPF up against the private unbound (tests/support/dnsserver.py)
+``check`` looks SPF up against the private unbound (tests/harness/dnsserver.py)
 exactly as the milter would, and shows the result and the domain's record.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import CliRunner
-from tests.support.dnsserver import DnsServer
+from tests.harness.dnsserver import DnsServer
 
 RECORD = "v=spf1 ip4:192.0.2.0/24 -all"
 

@@ -1,6 +1,6 @@
 """The adapter with spf-exempt, through pymilter's TestCtx and a real DNS server.
 
-The sender domains are zones of the private unbound (tests/support/dnsserver.py):
+The sender domains are zones of the private unbound (tests/harness/dnsserver.py):
 ``ip4.spf.test`` authorises 192.0.2.0/24, ``x.to.test`` never answers.
 """
 
@@ -20,7 +20,7 @@ from smtpauth_milter.daemon.metrics import Metrics
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.spf import DEADLINE_MARGIN, SpfChecks
-from tests.support.dnsserver import Blackhole, DnsServer
+from tests.harness.dnsserver import Blackhole, DnsServer
 
 AUTHORISED = "192.0.2.10"
 OUTSIDER = "198.51.100.9"

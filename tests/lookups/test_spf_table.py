@@ -1,7 +1,7 @@
 """SPF against a real DNS server: every result, and the verdict it gives with spf-exempt on.
 
 Each row is one check_host() through pyspf and our DNS lookups against unbound
-serving the zones of tests/support/dnsserver.py, then the decision for an
+serving the zones of tests/harness/dnsserver.py, then the decision for an
 unauthenticated sender of that (local) domain with require-auth-local and
 spf-exempt on: only ``pass`` continues, ``temperror`` tempfails, the rest keep
 the refusal.
@@ -19,7 +19,7 @@ from smtpauth_milter.core.policy import Action, Request, Rule, decide
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.spf import SpfResult
 from smtpauth_milter.lookups.spf import MAX_TTL, SpfEvaluator
-from tests.support.dnsserver import SOA_MINIMUM, Blackhole, DnsServer
+from tests.harness.dnsserver import SOA_MINIMUM, Blackhole, DnsServer
 
 TIMEOUT = 1.0  # spf-timeout for the rows; the slow rows take about this long
 # dnspython overruns a lifetime by its last backoff sleep (measured: 0.2 s on 3 s);

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 from smtpauth_milter.admin.milterproto.wire import SMFIC_MACRO, SMFIC_MAIL, SMFIC_RCPT
-from tests.reliability.proc import MilterProcess
+from tests.harness.milter import MilterProcess, ours
 from tests.support.libmilter_crash import crash_milter
 from tests.support.milterclient import MilterClient
-from tests.support.pgserver import free_tcp_port
 
 RESTART_LIMIT = 1.0  # seconds from a crash until a session is decided again
 
@@ -80,14 +80,16 @@ def _malformed_session(milter: MilterProcess) -> str:
 
 @pytest.fixture
 def milter(store_url: str, tmp_path: Path) -> Iterator[MilterProcess]:
-    with MilterProcess(store_url, tmp_path, graceful_stop=False) as proc:
+    milter = ours(store_url, tmp_path / "milter.log", graceful_stop=False)
+    with milter.start(ready="loaded") as proc:
         yield proc
 
 
 @pytest.fixture
 def unsupervised(store_url: str, tmp_path: Path) -> Iterator[MilterProcess]:
     args = ["--no-auto-restart"]
-    with MilterProcess(store_url, tmp_path, args=args, graceful_stop=False) as proc:
+    milter = ours(store_url, tmp_path / "milter.log", *args, graceful_stop=False)
+    with milter.start(ready="loaded") as proc:
         yield proc
 
 
@@ -111,30 +113,32 @@ def test_the_supervisor_restarts_a_crashed_milter_within_a_second(
 ) -> None:
     port = free_tcp_port()
     args = ["--metrics", f"127.0.0.1:{port}"]
-    with MilterProcess(store_url, tmp_path, args=args) as milter:
+    milter = ours(store_url, tmp_path / "milter.log", *args)
+    with milter.start(ready="loaded"):
         parent = milter.pid
         for crash in range(1, 6):
             crash_milter(milter.socket)
             took = _decided_after(milter)
             assert took < RESTART_LIMIT, f"crash {crash}: decided again after {took:.2f}s"
             assert _verdict(milter, "alice@example.com") == ("continue", None)
-            assert milter.alive() and milter.pid == parent
+            assert milter.alive and milter.pid == parent
         milter.wait_for_log("signal=SIGSEGV action=restart", count=5)
         assert _metric(port, "smtpauth_milter_restarts_total") == 5
         assert milter.stop() == 0
 
 
 def test_the_supervisor_gives_up_after_too_many_crashes(store_url: str, tmp_path: Path) -> None:
-    with MilterProcess(store_url, tmp_path) as milter:
+    milter = ours(store_url, tmp_path / "milter.log", graceful_stop=False)
+    with milter.start(ready="loaded"):
         for _ in range(11):  # 10 restarts within 60 s are allowed, the 11th crash is one too many
-            if not milter.alive():
+            if not milter.alive:
                 break
             crash_milter(milter.socket)
-            if milter.alive():
+            if milter.alive:
                 with contextlib.suppress(OSError, ConnectionError):
                     _verdict(milter, None)  # wait for the new child
         assert milter.wait_exit(10) == 1
-        assert "giving up: more than 10 restarts in 60s" in milter.log_bytes().decode()
+        assert "giving up: more than 10 restarts in 60s" in milter.log_text()
         with pytest.raises(ConnectionRefusedError):
             _verdict(milter, None)
 
@@ -151,14 +155,15 @@ def test_malformed_macro_packets_fail_closed_even_when_libmilter_crashes(
     outcomes = set()
     for _ in range(200):
         outcomes.add(_malformed_session(milter))
-        if not milter.alive():
+        if not milter.alive:
             break
     # Each session was refused (bob does not own alice's address) or the connection
     # dropped (the MTA then answers with milter_default_action = tempfail): never continue.
     assert outcomes <= {"rcpt-replycode-553", "closed"}, outcomes
-    if not milter.alive():
+    if not milter.alive:
         assert milter.wait_exit(5) == -signal.SIGSEGV
-    with MilterProcess(store_url, tmp_path, graceful_stop=False) as restarted:
+    restarted = ours(store_url, tmp_path / "restarted.log", graceful_stop=False)
+    with restarted.start(ready="loaded"):
         assert _verdict(restarted, None) == ("replycode", 530)
         assert _verdict(restarted, "alice@example.com") == ("continue", None)
 
@@ -182,7 +187,9 @@ def test_kill_9_refuses_connections_and_a_restart_decides_again(
     while not refused():
         assert time.monotonic() < deadline, "the milter child outlived its killed supervisor"
         time.sleep(0.02)
-    restarted = MilterProcess(store_url, tmp_path, socket_spec=milter.socket, graceful_stop=False)
-    with restarted:
+    restarted = ours(
+        store_url, tmp_path / "restarted.log", socket=milter.socket, graceful_stop=False
+    )
+    with restarted.start(ready="loaded"):
         assert _verdict(restarted, None) == ("replycode", 530)
         assert _verdict(restarted, "alice@example.com") == ("continue", None)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.proc import MilterProcess, cli
+from smtpauth_milter.daemon.config import clean_env
+from tests.harness.milter import MilterProcess, console_script, ours
 from tests.support.milterclient import session
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -61,6 +62,14 @@ def fill(disk: Path) -> Path:
     return filler
 
 
+def cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed CLI once (a separate process, as an admin would)."""
+    return subprocess.run(
+        [console_script(), "--db", db_url, *args],
+        capture_output=True, text=True, timeout=30, env=clean_env(), check=False,
+    )  # fmt: skip
+
+
 def _decides(milter: MilterProcess) -> tuple[int | None, int | None]:
     refused = session(milter.socket, sender="alice@example.com", rcpts=["bob@evil.test"])
     owner = session(
@@ -87,7 +96,8 @@ def test_a_write_on_a_full_disk_fails_cleanly_and_the_milter_keeps_deciding(
     export["domains"].update({f"d{i:05d}.example": {} for i in range(2_000)})
     big_import.write_text(json.dumps(export), encoding="utf-8")
 
-    with MilterProcess(url, tmp_path, graceful_stop=False) as milter:
+    milter = ours(url, tmp_path / "milter.log", graceful_stop=False)
+    with milter.start(ready="loaded"):
         assert _decides(milter) == (530, None)
         before = cli(url, "export").stdout
         filler = fill(small_disk)
@@ -113,4 +123,4 @@ def test_a_write_on_a_full_disk_fails_cleanly_and_the_milter_keeps_deciding(
         while _decides(milter) != (None, None):
             assert time.monotonic() < deadline, "the change never reached the milter"
             time.sleep(0.05)
-        assert milter.alive()
+        assert milter.alive

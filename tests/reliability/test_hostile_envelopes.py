@@ -8,6 +8,7 @@ case produced, and that a normal session still gets the right verdict.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from collections.abc import Iterator, Mapping
@@ -30,8 +31,8 @@ from smtpauth_milter.admin.milterproto.wire import (
     SMFIC_OPTNEG,
     SMFIC_RCPT,
 )
+from tests.harness.milter import MilterProcess, ours
 from tests.reliability.logcheck import LogLine, parse_log
-from tests.reliability.proc import MilterProcess
 from tests.support.milterclient import MilterClient, Reply, SessionResult
 
 AUTH_REQUIRED = (530, "5.7.0")
@@ -55,14 +56,15 @@ def milter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilterProcess]:
         ["settings", "set", "exempt-local-recipients", "on"],
     ):
         assert run_cli(["--db", url, *args]) == 0
-    with MilterProcess(url, workdir) as proc:
+    milter = ours(url, workdir / "milter.log", graceful_stop=False)
+    with milter.start(ready="loaded") as proc:
         yield proc
-        assert proc.alive(), "the milter died during the module"
+        assert proc.alive, "the milter died during the module"
 
 
 @pytest.fixture
 def log_since(milter: MilterProcess) -> Iterator[LogReader]:
-    reader = LogReader(milter, len(milter.log_bytes()))
+    reader = LogReader(milter, milter.log.mark())
     yield reader
     # Whatever the case did, the milter still decides, and every line it logged is clean.
     assert_still_deciding(milter)
@@ -75,7 +77,7 @@ class LogReader:
     offset: int
 
     def lines(self) -> list[LogLine]:
-        return parse_log(self.milter.log_bytes()[self.offset :])
+        return parse_log(self.milter.log.data(self.offset))
 
     def decisions(self) -> list[LogLine]:
         return [line for line in self.lines() if "action" in line.fields]
@@ -95,7 +97,7 @@ def session(milter: MilterProcess, **kwargs: Any) -> SessionResult:
 
 
 def assert_still_deciding(milter: MilterProcess) -> None:
-    assert milter.alive()
+    assert milter.alive
     refused = session(milter, sender="alice@example.com", rcpts=["bob@evil.test"])
     assert (refused.rcpts[0].code, refused.rcpts[0].xcode) == AUTH_REQUIRED
     allowed = session(milter, sender="alice@example.com", rcpts=["bob@evil.test"], login="alice")
@@ -310,21 +312,22 @@ def test_a_64_kib_macro_is_refused_by_libmilter_not_accepted(
     assert all(line.fields.get("action") != "continue" for line in log_since.decisions())
 
 
-def _reply_or_eof(client: MilterClient, wait: float | None = None) -> Reply | str:
-    """The next reply, or "closed" when the milter hung up, or "silent" after ``wait`` s."""
-    sock = client._sock
-    assert sock is not None
-    sock.settimeout(wait or client.timeout)
+def _reply_or_eof(client: MilterClient) -> Reply | str:
+    """The next reply, or "closed" when the milter hung up (TimeoutError if neither comes)."""
     try:
         return client.read_reply()
     except (ConnectionError, MilterProtocolError):
         return "closed"
-    except TimeoutError:
-        if wait is None:
-            raise
-        return "silent"
-    finally:
-        sock.settimeout(client.timeout)
+
+
+def _end_of_input(client: MilterClient) -> None:
+    """Tell the milter we send nothing more (FIN): libmilter answers whatever whole packets
+    it read, then hangs up, so the test waits for that event instead of for silence."""
+    sock = client._sock
+    assert sock is not None
+    # ENOTCONN: it already hung up (reset the connection); the next read says "closed".
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
 
 
 # --- broken sessions and garbage packets -------------------------------------------
@@ -394,11 +397,12 @@ def test_garbage_packets_never_take_the_milter_down(
             client.send_raw(SMFIC_CONNECT, encode_connect("client.test", "4", 40000, "203.0.113.9"))
             assert client.read_reply().kind == "continue"
         client.send_bytes(payload)
-        # Whatever comes back must not be a verdict that lets mail through unchecked;
-        # silence (libmilter waiting for the rest of a packet) is fine too.
+        _end_of_input(client)
+        # Whatever comes back before the milter hangs up must not be a verdict that
+        # lets mail through unchecked (a packet cut short gets no answer at all).
         while True:
-            outcome = _reply_or_eof(client, wait=1.0)
-            if outcome in ("closed", "silent"):
+            outcome = _reply_or_eof(client)
+            if outcome == "closed":
                 break
             assert isinstance(outcome, Reply)
             assert outcome.kind in ("continue", "tempfail", "replycode"), outcome
@@ -424,14 +428,15 @@ def test_rcpt_before_mail_is_never_a_verdict(milter: MilterProcess, log_since: L
     with _negotiated(milter) as client:
         client.helo("client.test")
         client.send_raw(SMFIC_RCPT, b"<bob@evil.test>\0")
-        outcome = _reply_or_eof(client, wait=1.0)
-    assert outcome in ("closed", "silent") or (
-        isinstance(outcome, Reply) and outcome.kind == "tempfail"
-    ), outcome
+        _end_of_input(client)
+        outcome = _reply_or_eof(client)
+    assert outcome == "closed" or (isinstance(outcome, Reply) and outcome.kind == "tempfail"), (
+        outcome
+    )
     assert log_since.decisions() == []
 
 
 def test_the_whole_log_is_one_line_per_record(milter: MilterProcess) -> None:
-    lines = parse_log(milter.log_bytes())
+    lines = parse_log(milter.log.data())
     assert lines, "the milter logged nothing"
     assert any(line.fields.get("event") == "start" for line in lines)

@@ -15,9 +15,9 @@ import pytest
 
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
-from tests.reliability.proc import MilterProcess
+from tests.harness.milter import ours
+from tests.harness.pgserver import CANARY_PASSWORD
 from tests.support.milterclient import session
-from tests.support.pgserver import CANARY_PASSWORD
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="dropping privileges needs root")
@@ -73,12 +73,11 @@ def test_run_user_group_drops_privileges_and_owns_the_socket(shared_dir: Path) -
     run_dir.mkdir(mode=0o755)
     sock = run_dir / "milter.sock"
 
-    with MilterProcess(
-        url,
-        shared_dir,
-        socket_spec=f"unix:{sock}",
-        args=["--user", "nobody", "--group", group.gr_name],
-    ) as milter:
+    milter = ours(
+        url, shared_dir / "milter.log", "--user", "nobody", "--group", group.gr_name,
+        socket=f"unix:{sock}", graceful_stop=False,
+    )  # fmt: skip
+    with milter.start(ready="loaded"):
         status = _proc_status(milter.pid)
         assert status["Uid"] == [str(nobody.pw_uid)] * 4
         assert status["Gid"] == [str(group.gr_gid)] * 4
@@ -91,7 +90,7 @@ def test_run_user_group_drops_privileges_and_owns_the_socket(shared_dir: Path) -
         # ...and it still decides, reading the store as nobody.
         result = session(f"unix:{sock}", sender="alice@example.com", rcpts=["bob@evil.test"])
         assert result.rcpts[0].code == 530
-        assert "user=nobody" in milter.log_bytes().decode()
+        assert "user=nobody" in milter.log_text()
 
 
 @needs_root
@@ -99,16 +98,16 @@ def test_a_store_the_user_cannot_read_is_one_clear_line(shared_dir: Path, tmp_pa
     url = f"sqlite:///{tmp_path / 'private' / 'store.sqlite'}"  # root-only 0750/0640
     assert run_cli(["--db", url, "db", "init"]) == 0
     assert run_cli(["--db", url, "domain", "add", "example.com"]) == 0
-    milter = MilterProcess(
+    milter = ours(
         url,
-        tmp_path,
-        socket_spec=f"unix:{shared_dir / 'milter.sock'}",
-        args=["--user", "nobody"],
-        wait_ready=False,
+        tmp_path / "milter.log",
+        "--user",
+        "nobody",
+        socket=f"unix:{shared_dir / 'milter.sock'}",
     )
-    with milter:
+    with milter.start(ready="spawned"):
         assert milter.wait_exit(20) == 2
-    line = _one_error_line(milter.log_bytes().decode())
+    line = _one_error_line(milter.log_text())
     assert "user nobody cannot read the store" in line
 
 
@@ -119,14 +118,15 @@ def test_a_missing_store_as_user_starts_tempfails_and_recovers(shared_dir: Path)
     path = store_dir / "store.sqlite"
     url = f"sqlite:///{path}"
     sock = shared_dir / "milter.sock"
-    with MilterProcess(
-        url, shared_dir, socket_spec=f"unix:{sock}", args=["--user", "nobody"], wait_ready=False
-    ) as milter:
+    milter = ours(
+        url, shared_dir / "milter.log", "--user", "nobody",
+        socket=f"unix:{sock}", graceful_stop=False,
+    )  # fmt: skip
+    with milter.start(ready="listening"):
         milter.wait_for_log("event=store-unreadable", timeout=20)
         assert f"no store at {path} (create it with `smtpauth-milter db init`)" in (
-            milter.log_bytes().decode()
+            milter.log_text()
         )
-        wait_for_milter(f"unix:{sock}", 10, milter.proc)
         result = session(f"unix:{sock}", sender="alice@example.com", rcpts=["bob@evil.test"])
         assert (result.rcpts[0].code, result.rcpts[0].xcode) == (451, "4.3.0")
         assert not path.exists(), "the milter never creates the store"
@@ -210,14 +210,13 @@ def test_a_new_sqlite_store_is_not_world_readable_whatever_the_umask(tmp_path: P
 def test_the_database_password_never_reaches_the_milter_log(tmp_path: Path) -> None:
     """PostgreSQL down at start: the milter starts, tempfails, and logs no password."""
     url = f"postgresql+psycopg://milter:{PASSWORD}@127.0.0.1:{free_tcp_port()}/smtpauth"
-    with MilterProcess(
-        url, tmp_path, args=["--max-stale", "1"], wait_ready=False, graceful_stop=False
-    ) as milter:
+    milter = ours(url, tmp_path / "milter.log", "--max-stale", "1", graceful_stop=False)
+    with milter.start(ready="spawned"):
         milter.wait_for_log("event=store-unreadable", timeout=20)
-        wait_for_milter(milter.socket, 10, milter.proc)
+        wait_for_milter(milter.socket, 10, milter.process)
         result = session(milter.socket, sender="alice@example.com", rcpts=["bob@evil.test"])
         assert (result.rcpts[0].code, result.rcpts[0].xcode) == (451, "4.3.0")
-        log = milter.log_bytes().decode()
+        log = milter.log_text()
     assert "event=start" in log and "***" in log
     assert PASSWORD not in log
 

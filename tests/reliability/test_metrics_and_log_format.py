@@ -12,7 +12,8 @@ import pytest
 
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
-from tests.milterproc import MilterProcesses, open_client, verdicts, wait_until
+from tests.harness.milter import MilterProcesses
+from tests.support.verdicts import open_client, seconds_until, verdicts
 
 ALICE = "<alice@example.com>"
 AUTH_REPLY = "530 5.7.0 Authentication required"
@@ -91,7 +92,7 @@ def test_metrics_show_a_store_that_went_away(
     def failures() -> float:
         return scrape(port)["smtpauth_milter_store_refresh_failures_total"]
 
-    wait_until(lambda: failures() >= 2, 10, "refresh failures counted")
+    seconds_until(lambda: failures() >= 2, 10, "refresh failures counted")
     assert verdicts(milter.socket, sender=ALICE, rcpts=["<x@remote.test>"])[0].startswith("451 ")
     samples = scrape(port)
     assert samples['smtpauth_milter_decisions_total{action="tempfail",rule="no-settings"}'] == 1
@@ -155,6 +156,6 @@ def test_end_of_headers_decisions_are_counted(milters: MilterProcesses, tmp_path
     assert samples[f'{decisions}{{action="continue",rule="authenticated"}}'] == 1
     assert samples[f'{decisions}{{action="continue",rule="non-local-sender"}}'] == 1
     assert samples["smtpauth_milter_decision_seconds_count"] == 4
-    lines = milter.log_lines(r" rule=header-from-")
+    lines = milter.log.find(r" rule=header-from-")
     assert len(lines) == 2, milter.log_text()
     assert milter.trouble() == []

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
-from tests.milterproc import MilterProcess, MilterProcesses, verdicts, wait_until
+from tests.harness.milter import MilterProcess, MilterProcesses
+from tests.support.verdicts import seconds_until, verdicts
 
 ALICE = "<alice@example.com>"
 REMOTE = ["<x@remote.test>"]
@@ -57,11 +58,11 @@ def log_count(milter: MilterProcess, needle: str) -> int:
 def test_a_burst_of_sighups_reloads_and_never_stops_the_milter(
     milters: MilterProcesses, store_url: str, mode: str
 ) -> None:
-    milter = milters.start(store_url, *MODES[mode])
+    milter = milters.start(store_url, *MODES[mode], graceful_stop=True)
     pid = milter.pid
     for _ in range(200):
         os.kill(pid, signal.SIGHUP)
-    wait_until(lambda: "event=reload " in milter.log_text(), 5.0, "a reload logged")
+    seconds_until(lambda: "event=reload " in milter.log_text(), 5.0, "a reload logged")
     for _ in range(3):  # still deciding, in the same process
         assert verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == [AUTH_REPLY]
     assert milter.alive and milter.pid == pid
@@ -75,14 +76,16 @@ def test_sighup_rereads_the_config_file_and_applies_what_it_can(
 ) -> None:
     config = tmp_path / "milter.toml"
     write_config(config, **{"log-level": "info", "max-stale": 300})
-    milter = milters.start(store_url, *MODES[mode], env={"SMTPAUTH_MILTER_CONFIG": str(config)})
+    milter = milters.start(
+        store_url, *MODES[mode], env={"SMTPAUTH_MILTER_CONFIG": str(config)}, graceful_stop=True
+    )
     assert verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == [AUTH_REPLY]
     assert log_count(milter, "action=reject") == 1  # a decision line at level info
 
     # A metrics address needs a restart: logged, the rest of the reload goes on.
     write_config(config, **{"log-level": "info", "max-stale": 30, "metrics": "127.0.0.1:1"})
     os.kill(milter.pid, signal.SIGHUP)
-    wait_until(lambda: "event=reload-needs-restart" in milter.log_text(), 5.0, "reload logged")
+    seconds_until(lambda: "event=reload-needs-restart" in milter.log_text(), 5.0, "reload logged")
     assert "changed=metrics" in milter.log_text()
     assert "applied=max-stale" in milter.log_text()
 
@@ -95,12 +98,12 @@ def test_sighup_rereads_the_config_file_and_applies_what_it_can(
         assert verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == [AUTH_REPLY]
         return log_count(milter, "action=reject") == before
 
-    wait_until(refusal_not_logged, 5.0, "refusals no longer logged")
+    seconds_until(refusal_not_logged, 5.0, "refusals no longer logged")
 
     # A broken config file is one error line; the running config stays.
     config.write_text("log-level = [\n")
     os.kill(milter.pid, signal.SIGHUP)
-    wait_until(lambda: "event=reload-failed" in milter.log_text(), 5.0, "reload-failed")
+    seconds_until(lambda: "event=reload-failed" in milter.log_text(), 5.0, "reload-failed")
     assert verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == [AUTH_REPLY]
     assert milter.alive
     assert milter.stop() == 0
@@ -114,7 +117,7 @@ def test_the_info_reload_line_names_what_was_applied(
     milter = milters.start(store_url, env={"SMTPAUTH_MILTER_CONFIG": str(config)})
     write_config(config, **{"max-stale": 20, "refresh": 2})
     os.kill(milter.pid, signal.SIGHUP)
-    wait_until(lambda: "event=reload " in milter.log_text(), 5.0, "reload logged")
+    seconds_until(lambda: "event=reload " in milter.log_text(), 5.0, "reload logged")
     assert "applied=max-stale,refresh" in milter.log_text()
 
 
@@ -127,7 +130,7 @@ def test_sighup_polls_the_store_at_once(
     assert verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == [AUTH_REPLY]
     assert run_cli(["--db", store_url, "settings", "set", "require-auth-local", "off"]) == 0
     os.kill(milter.pid, signal.SIGHUP)
-    wait_until(
+    seconds_until(
         lambda: verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == ["continue"],
         2.0,
         "the change read right after SIGHUP",

@@ -6,7 +6,7 @@ import stat
 from pathlib import Path
 
 from smtpauth_milter.admin.cli import run_cli
-from tests.reliability.proc import MilterProcess
+from tests.harness.milter import ours
 from tests.support.milterclient import session
 
 
@@ -15,7 +15,8 @@ def test_unix_socket_is_0660_and_removed_on_sigterm(tmp_path: Path) -> None:
     path.parent.mkdir()
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     assert run_cli(["--db", url, "db", "init"]) == 0
-    with MilterProcess(url, tmp_path, socket_spec=f"unix:{path}") as milter:
+    milter = ours(url, tmp_path / "milter.log", socket=f"unix:{path}")
+    with milter.start(ready="loaded"):
         mode = path.stat().st_mode
         assert stat.S_ISSOCK(mode)
         assert stat.S_IMODE(mode) == 0o660

@@ -9,7 +9,7 @@ import pytest
 
 from smtpauth_milter.store.engine import Store
 from tests.conftest import CliRunner
-from tests.support.pgserver import PgServer
+from tests.harness.pgserver import PgServer
 
 
 def test_domains_are_stored_lower_case_and_as_idna(cli: CliRunner) -> None:

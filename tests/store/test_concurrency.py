@@ -26,10 +26,16 @@ from smtpauth_milter.core.policy import Action, Request, decide
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
-from tests.milterproc import CONTINUE, MilterProcesses, open_client, verdict_text
+from tests.harness.milter import MilterProcesses
+from tests.harness.waiting import wait_until
+from tests.support.verdicts import CONTINUE, open_client, verdict_text
 
 CLIENTS = 36
-RUN_FOR = 5.0
+# The load runs until this many states were written and verdicts seen (or fails after
+# RUN_AT_MOST): 30 states take 3 s at one per 100 ms.
+MIN_STATES = 30
+MIN_VERDICTS = 1000
+RUN_AT_MOST = 60.0
 FLIP_EVERY = 0.1
 WINDOW = 2.0  # docs/operations.md: a change reaches every running milter within 2 seconds
 STATE = re.compile(r"state (\d+)$")
@@ -173,7 +179,11 @@ def test_concurrent_sessions_while_settings_change_every_100ms(
         for thread in threads:
             thread.start()
         start.wait()
-        time.sleep(RUN_FOR)  # the load runs for a fixed time: nothing to poll for
+        wait_until(
+            lambda: len(written) >= MIN_STATES and len(seen) >= MIN_VERDICTS,
+            RUN_AT_MOST,
+            f"{MIN_STATES} states and {MIN_VERDICTS} verdicts",
+        )
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
@@ -183,10 +193,9 @@ def test_concurrent_sessions_while_settings_change_every_100ms(
 
     assert milter.alive
     assert milter.trouble() == []
-    print(f"{len(written)} states written")
-    assert len(written) >= RUN_FOR / FLIP_EVERY * 0.6
-    assert len(seen) >= 1000, len(seen)
-    named, lag = 0, 0.0
+    assert len(written) >= MIN_STATES
+    assert len(seen) >= MIN_VERDICTS, len(seen)
+    named = 0
     for one in seen:
         candidates = in_force(written, one)
         match = STATE.search(one.verdict)
@@ -195,15 +204,8 @@ def test_concurrent_sessions_while_settings_change_every_100ms(
             state = next((s for s in written if s.number == int(match.group(1))), None)
             assert state in candidates, f"{one} was decided by a state outside the window"
             assert one.verdict == expected(state.snapshot, one.request, one.rcpt), one
-            successor = next((s for s in written if s.number == state.number + 1), None)
-            if successor is not None:
-                lag = max(lag, one.began - successor.done)
         else:
             assert one.verdict in {expected(s.snapshot, one.request, one.rcpt) for s in candidates}
     verdicts = {one.verdict.split(",")[0] for one in seen}
     assert {CONTINUE, "530 5.7.0 Authentication required", "553 5.7.1 Not your address"} <= verdicts
     assert named >= len(seen) // 10
-    print(
-        f"{len(seen)} verdicts ({named} naming their state) over {len(written)} states; "
-        f"a state decided at most {lag:.2f}s after it was replaced"
-    )

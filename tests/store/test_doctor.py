@@ -22,7 +22,7 @@ from smtpauth_milter.admin.doctor import checks, facts
 from smtpauth_milter.admin.doctor.running import group_options, running_store_finding
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.urls import display_url
-from tests.milterproc import MilterProcesses
+from tests.harness.milter import MilterProcesses, ours
 from tests.upgrades import newer_migrations
 
 GOOD = """\
@@ -287,10 +287,11 @@ def test_doctor_resolves_the_milters_store_from_its_default_config_file(
     default = tmp_path / "etc" / "smtpauth-milter.toml"
     default.parent.mkdir()
     default.write_text(f'db = "{store_url}"\n', encoding="utf-8")
-    env = {"SMTPAUTH_MILTER_DB": "", "SMTPAUTH_MILTER_CONFIG_DEFAULT": str(default)}
-    milter = milters.start(store_url, env=env)  # its store comes from the default file
+    env = {"SMTPAUTH_MILTER_CONFIG_DEFAULT": str(default)}  # no SMTPAUTH_MILTER_DB: the file
+    milter = milters.add(ours(None, milters.log_path(), env=env)).start()
     spec = milter.socket
-    assert milter.log_lines("event=start")[0].count(f"store={store_url}") == 1
+    milter.wait_for_log(r"event=start")
+    assert milter.log.find(r"event=start")[0].count(f"store={store_url}") == 1
     config = write_main_cf(tmp_path / "postfix", GOOD.format(port=1))
     monkeypatch.setenv("SMTPAUTH_MILTER_CONFIG_DEFAULT", str(default))
     capsys.readouterr()

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
+from tests.harness.pgserver import PgServer
 from tests.store.test_doctor import GOOD, run_doctor, write_main_cf
-from tests.support.pgserver import PgServer
 
 SOCKET = "inet:9@127.0.0.1"  # nothing listens: that finding is not what these tests look at
 

@@ -19,9 +19,10 @@ import pytest
 
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.store.deadline import CONNECT_TIMEOUT, LOCK_TIMEOUT_MS, READ_DEADLINE
-from tests.milterproc import MilterProcess, MilterProcesses, verdicts, wait_until
+from tests.harness.milter import MilterProcess, MilterProcesses
+from tests.harness.pgserver import PgServer
 from tests.support.blackhole import BlackholeProxy
-from tests.support.pgserver import PgServer
+from tests.support.verdicts import seconds_until, verdicts
 
 pytestmark = pytest.mark.postgres
 
@@ -58,9 +59,9 @@ def ride_out_a_hang(milter: MilterProcess, warn_within: float) -> float:
     # Within --max-stale the last good snapshot decides (the last read was <= REFRESH ago).
     while time.monotonic() < hung_at - REFRESH + MAX_STALE - 0.5:
         assert verdict(milter) == AUTH_REQUIRED
-    wait_until(lambda: verdict(milter) == TEMPFAIL, MAX_STALE + SLACK, "tempfail at --max-stale")
-    wait_until(
-        lambda: bool(milter.log_lines("event=store-unreadable")),
+    seconds_until(lambda: verdict(milter) == TEMPFAIL, MAX_STALE + SLACK, "tempfail at --max-stale")
+    seconds_until(
+        lambda: bool(milter.log.find("event=store-unreadable")),
         max(0.0, warn_within - (time.monotonic() - hung_at)) + SLACK,
         "a warning while the store hangs",
     )
@@ -85,9 +86,9 @@ def test_a_middlebox_that_swallows_everything(
         proxy.heal()
         # The poll under way may still wait for its deadline or connect timeout.
         bound = max(READ_DEADLINE, CONNECT_TIMEOUT) + REFRESH + SLACK
-        wait_until(lambda: verdict(milter) == AUTH_REQUIRED, bound, "recovery after the hang")
+        seconds_until(lambda: verdict(milter) == AUTH_REQUIRED, bound, "recovery after the hang")
         assert time.monotonic() - healed_at < bound
-        assert milter.log_lines("event=store-recovered")
+        assert milter.log.find("event=store-recovered")
         assert milter.trouble() == []
 
 
@@ -108,7 +109,7 @@ def test_a_lock_held_on_a_table_the_milter_reads(
         assert "lock timeout" in milter.log_text()
         released_at = time.monotonic()
         locker.rollback()
-    wait_until(
+    seconds_until(
         lambda: verdict(milter) == AUTH_REQUIRED,
         LOCK_TIMEOUT_MS / 1000 + REFRESH + SLACK,
         "recovery after the lock is released",

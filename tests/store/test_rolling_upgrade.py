@@ -28,7 +28,8 @@ from smtpauth_milter import __version__
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
-from tests.milterproc import CONTINUE, MilterProcess, MilterProcesses, verdicts, wait_until
+from tests.harness.milter import MilterProcess, MilterProcesses
+from tests.support.verdicts import CONTINUE, seconds_until, verdicts
 from tests.upgrades import (
     RELEASE_0_1_0,
     newer_migrations,
@@ -74,8 +75,8 @@ def probe(milter: MilterProcess) -> dict[str, str]:
 
 
 def settles_at(milter: MilterProcess, expected: dict[str, str], timeout: float = 5.0) -> float:
-    return wait_until(
-        lambda: probe(milter) == expected, timeout, f"{milter.log_path.name}: {expected}"
+    return seconds_until(
+        lambda: probe(milter) == expected, timeout, f"{milter.log.path.name}: {expected}"
     )
 
 
@@ -108,8 +109,8 @@ def test_a_running_milter_follows_a_newer_schema_it_can_read_and_tempfails_at_on
     try:
         newer.upgrade(COMPATIBLE)
         serial = newer.serial()
-        wait_until(
-            lambda: bool(milter.log_lines(f"event=snapshot-loaded serial={serial} ")),
+        seconds_until(
+            lambda: bool(milter.log.find(f"event=snapshot-loaded serial={serial} ")),
             5.0,
             "reload after the upgrade",
         )
@@ -133,12 +134,12 @@ def test_a_running_milter_follows_a_newer_schema_it_can_read_and_tempfails_at_on
         newer.dispose()
     needs = f"which needs smtpauth-milter {NEEDS} or later (this is {__version__})"
     for process in (milter, late):
-        refused = process.log_lines("event=store-unreadable")
+        refused = process.log.find("event=store-unreadable")
         assert len(refused) == 1, refused  # one line, not one per message
         assert 'state="schema not readable by this version: tempfailing"' in refused[0]
         assert needs in refused[0]
-        assert len(process.log_lines("event=store-recovered")) == 1
-        assert len(process.log_lines("rule=no-settings")) >= len(CASES)
+        assert len(process.log.find("event=store-recovered")) == 1
+        assert len(process.log.find("rule=no-settings")) >= len(CASES)
         assert process.trouble() == []
         assert process.alive
 
@@ -173,8 +174,8 @@ def test_0_1_0_keeps_deciding_when_started_before_the_upgrade_and_refuses_when_s
         serial = store.serial()
     finally:
         store.dispose()
-    wait_until(
-        lambda: bool(before.log_lines(f"event=snapshot-loaded serial={serial} ")),
+    seconds_until(
+        lambda: bool(before.log.find(f"event=snapshot-loaded serial={serial} ")),
         5.0,
         "0.1.0 reloads",
     )
@@ -189,7 +190,7 @@ def test_0_1_0_keeps_deciding_when_started_before_the_upgrade_and_refuses_when_s
         assert refused.stderr.count("\n") == 1 and newer_than_it_knows in refused.stderr, refused
     after = milters.start(url, *MILTER_ARGS, command=old_argv, env=old_env)
     assert probe(after) == ALL_TEMPFAIL
-    assert any(newer_than_it_knows in line for line in after.log_lines("event=store-unreadable"))
+    assert any(newer_than_it_knows in line for line in after.log.find("event=store-unreadable"))
     ours = milters.start(url, *MILTER_ARGS)
     assert probe(ours) == TRUSTED
     for process in (before, after, ours):

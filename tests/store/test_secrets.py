@@ -1,6 +1,6 @@
 """No password is ever printed: the URL's user part, its ``?password=``, PGPASSWORD, a passfile.
 
-Every PostgreSQL test uses the canary password (tests/support/pgserver.py);
+Every PostgreSQL test uses the canary password (tests/harness/pgserver.py);
 the canary plugin fails the whole run if it shows up in any output or log.
 These tests add the forms a password can take besides the URL's user part.
 """
@@ -16,8 +16,9 @@ from sqlalchemy.engine import URL, make_url
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.store.urls import display_url, mask_secrets, url_secrets
 from tests.conftest import CliResult
-from tests.milterproc import MilterProcesses, verdicts
-from tests.support.pgserver import CANARY_PASSWORD, PgServer
+from tests.harness.milter import MilterProcesses
+from tests.harness.pgserver import CANARY_PASSWORD, PgServer
+from tests.support.verdicts import verdicts
 
 
 @pytest.mark.parametrize(
@@ -145,4 +146,4 @@ def test_the_milter_logs_no_password_from_the_query_or_pgpassword(
         assert sent[0].startswith("530 "), "it reads the store with that password"
         log = milter.log_text()
         assert CANARY_PASSWORD not in log
-    assert "password=***" in by_query.log_lines("event=start")[0]
+    assert "password=***" in by_query.log.find(r"event=start")[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from smtpauth_milter.core.addresses import Address
+from smtpauth_milter.core.addresses import Address, parse_path
 from smtpauth_milter.core.ownermaps import MapOutcome, MapSpec
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.lookups.keys import Probe
@@ -24,7 +24,7 @@ from smtpauth_milter.lookups.postfix import MapError
 from smtpauth_milter.lookups.runner import LookupRunner
 from smtpauth_milter.lookups.sqlmap import SqlMap, read_config
 from tests.conftest import CliRunner
-from tests.support.pgserver import PgServer
+from tests.harness.pgserver import PgServer
 
 SCHEMA = [
     "CREATE TABLE mailbox (username varchar(255) PRIMARY KEY, domain varchar(255) NOT NULL, active boolean NOT NULL DEFAULT true)",
@@ -134,6 +134,33 @@ def test_postfixadmin_ownership(
     assert maps.answer(Address("sales", "example.com")).owned_by(
         "bob@example.com"
     )  # via the workers
+
+
+def test_a_row_in_either_spelling_of_an_idn_domain_answers(
+    mail_db: str, tmp_path: Path, maps_for: Callable[[Path], Ownership]
+) -> None:
+    engine = create_engine(mail_db)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO alias (address, goto, domain) VALUES (:a, :g, :d)"),
+            [
+                {"a": "info@bücher.example", "g": "alice@example.com", "d": "bücher.example"},
+                {"a": "team@xn--bcher-kva.example", "g": "bob@example.com", "d": "bücher.example"},
+            ],
+        )
+    engine.dispose()
+    maps = maps_for(map_file(tmp_path, mail_db, ALIAS_QUERY))
+
+    def ask(sender: str) -> tuple[str | None, tuple[str, ...]]:
+        parsed = parse_path(sender)
+        assert parsed is not None
+        answer = maps.answer_now(parsed)
+        return answer.key, answer.owners
+
+    assert ask("<Info@Bücher.example>") == ("info@bücher.example", ("alice@example.com",))
+    assert ask("<info+x@XN--BCHER-KVA.example>") == ("info@bücher.example", ("alice@example.com",))
+    assert ask("<team@bücher.example>") == ("team@xn--bcher-kva.example", ("bob@example.com",))
+    assert ask("<nobody@bücher.example>") == (None, ())
 
 
 @pytest.mark.parametrize("attack", ATTACKS)

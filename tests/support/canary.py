@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pgserver import CANARY_PASSWORD
+from tests.harness.pgserver import CANARY_PASSWORD
 
 CANARY_ENV = "SMTPAUTH_TEST_CANARY"
 MAX_FILE_BYTES = 256 * 1024 * 1024
@@ -87,7 +87,7 @@ class CanaryWatch:
             return
         terminalreporter.section("the test database password leaked", red=True, bold=True)
         terminalreporter.line(
-            "The canary password (tests/support/pgserver.py CANARY_PASSWORD) appears in:",
+            "The canary password (tests/harness/pgserver.py CANARY_PASSWORD) appears in:",
             red=True,
         )
         for where in self.leaks:

@@ -47,7 +47,7 @@ def test_clean():
 
 @pytest.fixture
 def url():
-    from tests.support.pgserver import SecretUrl
+    from tests.harness.pgserver import SecretUrl
 
     return SecretUrl("postgresql+psycopg://u:" + SECRET + "@127.0.0.1:1/db")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from smtpauth_milter.admin.milterproto.codec import MilterProtocolError, encode_connect
-from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
 from smtpauth_milter.admin.milterproto.wire import SMFIC_CONNECT, SMFIR_REPLYCODE
+from tests.harness.milter import SOCKET, MilterProcess, MilterProcesses
+from tests.harness.pgserver import PgServer
 from tests.support.milterclient import MilterClient, Reply, session, verdict_reply
-from tests.support.pgserver import PgServer
 
 NOOP_MILTER = Path(__file__).with_name("noop_milter.py")
 TIMEOUT = 10.0
@@ -29,43 +28,16 @@ TIMEOUT = 10.0
 # -- fixtures --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    server = PgServer(tmp_path_factory.mktemp("pg"))
-    server.start()
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def pg_db(pg_server: PgServer) -> Iterator[str]:
+    """A database on the session's server (tests/conftest.py); a test that stops the
+    server starts it again before the next test uses it."""
     name = pg_server.new_database_name()
     pg_server.create_database(name)
     yield name
     if not pg_server.running:
         pg_server.start()
     pg_server.drop_database(name)
-
-
-def start_milter(socket_spec: str, *options: str, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(NOOP_MILTER), socket_spec, *options],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_milter(socket_spec, TIMEOUT, process)
-    except BaseException:
-        stop_milter(process)
-        raise
-    return process
-
-
-def stop_milter(process: subprocess.Popen[bytes]) -> None:
-    # SIGTERM makes libmilter linger ~4 s; this is a stateless test double.
-    process.kill()
-    process.wait(TIMEOUT)
 
 
 @pytest.fixture
@@ -76,24 +48,22 @@ def milter_factory(tmp_path: Path) -> Iterator[_MilterFactory]:
 
 
 class _MilterFactory:
+    """noop_milter.py processes (the one harness); stopped with SIGKILL: they keep no state."""
+
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.milters = MilterProcesses(tmp_path)
         self.record = tmp_path / "record.jsonl"
         self.socket_dirs: list[Path] = []
 
     def inet(self, *options: str) -> str:
-        spec = f"inet:{free_tcp_port()}@127.0.0.1"
-        self._start(spec, options)
-        return spec
+        return self._start(None, options)
 
     def unix(self, *options: str) -> str:
         # sun_path is short; pytest's tmp_path can be too long for it.
         directory = Path(tempfile.mkdtemp(prefix="milter-"))
         self.socket_dirs.append(directory)
-        spec = f"unix:{directory}/m.sock"
-        self._start(spec, options)
-        return spec
+        return self._start(f"unix:{directory}/m.sock", options)
 
     def records(self, until: str = "close") -> list[dict[str, object]]:
         """Recorded callbacks, once the event ``until`` shows up (milters run async)."""
@@ -105,13 +75,13 @@ class _MilterFactory:
                 return records
             time.sleep(0.01)
 
-    def _start(self, spec: str, options: tuple[str, ...]) -> None:
-        log = self.tmp_path / f"milter-{len(self.processes)}.log"
-        self.processes.append(start_milter(spec, *options, "--record", str(self.record), log=log))
+    def _start(self, spec: str | None, options: tuple[str, ...]) -> str:
+        argv = [sys.executable, str(NOOP_MILTER), SOCKET, *options, "--record", str(self.record)]
+        milter = MilterProcess(argv, self.milters.log_path(), spec, graceful_stop=False)
+        return self.milters.add(milter).start(TIMEOUT).socket
 
     def stop_all(self) -> None:
-        for process in self.processes:
-            stop_milter(process)
+        self.milters.stop_all()
         for directory in self.socket_dirs:
             shutil.rmtree(directory, ignore_errors=True)
 

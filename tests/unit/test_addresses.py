@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 
 from smtpauth_milter.core.addresses import (
+    Address,
     AddressError,
     domain_name,
     normalise,
     normalise_local,
     parse_address,
     parse_path,
+    strip_batv,
+    unicode_domain,
 )
 
 # "exämple.com" in IDNA form (RFC 3492 punycode of "exmple" with U+00E4 inserted).
@@ -252,3 +255,15 @@ def test_bad_domain_name(name: str) -> None:
 
 def test_address_error_is_a_value_error() -> None:
     assert issubclass(AddressError, ValueError)
+
+
+def test_a_unicode_domain_is_kept_as_sent_beside_its_normal_form() -> None:
+    sent = parse_path("<prvs=1234abcd=Anna@Bücher.Example.>")
+    assert sent is not None
+    assert sent == Address("prvs=1234abcd=Anna", "xn--bcher-kva.example")  # not compared
+    assert sent.domain_as_sent == "Bücher.Example"
+    assert strip_batv(sent).domain_as_sent == "Bücher.Example"
+    ascii_sent = parse_path("<anna@XN--BCHER-KVA.example>")
+    assert ascii_sent is not None and ascii_sent.domain_as_sent is None
+    assert unicode_domain("xn--bcher-kva.example") == "bücher.example"
+    assert unicode_domain("example.com") == "example.com"

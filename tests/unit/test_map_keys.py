@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from smtpauth_milter.core.addresses import Address
+from smtpauth_milter.core.addresses import Address, parse_path
 from smtpauth_milter.core.ownermaps import MapOutcome, found, split_owners
-from smtpauth_milter.lookups.keys import Probe, lookup_keys, split_local
+from smtpauth_milter.lookups.keys import Probe, domain_spellings, lookup_keys, split_local
 
 LOCAL = frozenset({"example.org", "localhost"})
 
@@ -71,3 +71,57 @@ def test_owners_split_on_commas_and_space_and_compare_like_postfix() -> None:
     assert answer.owned_by("team1") and answer.owned_by("STRASSE")
     assert not answer.owned_by("alice+tag@example.org")
     assert found("texthash:/x", "k", ",").owners == ()  # found, owned by nobody
+
+
+IDN_A = "xn--bcher-kva.example"
+IDN_U = "bücher.example"
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        ("<Info+x@BÜCHER.example.>", [
+            ("info+x@bücher.example", False), (f"info+x@{IDN_A}", False),
+            ("info@bücher.example", True), (f"info@{IDN_A}", True),
+            ("@bücher.example", True), (f"@{IDN_A}", True),
+        ]),
+        (f"<info+x@{IDN_A.upper()}>", [
+            (f"info+x@{IDN_A}", False), ("info+x@bücher.example", False),
+            (f"info@{IDN_A}", True), ("info@bücher.example", True),
+            (f"@{IDN_A}", True), ("@bücher.example", True),
+        ]),
+        ('<"john doe"@bücher.example>', [
+            ('"john doe"@bücher.example', False), (f'"john doe"@{IDN_A}', False),
+            ("john doe@bücher.example", False), (f"john doe@{IDN_A}", False),
+            ("@bücher.example", True), (f"@{IDN_A}", True),
+        ]),
+    ],
+)  # fmt: skip
+def test_an_idn_domain_is_asked_as_sent_then_in_its_other_spelling(
+    sent: str, expected: list[tuple[str, bool]]
+) -> None:
+    sender = parse_path(sent)
+    assert sender is not None
+    assert [(p.key, p.partial) for p in lookup_keys(sender, "+", ())] == expected
+
+
+def test_local_domains_match_either_spelling_and_ascii_domains_have_one() -> None:
+    sender = parse_path("<luser@bücher.example>")
+    assert sender is not None
+    keys = [p.key for p in lookup_keys(sender, "+", {IDN_A})]
+    assert keys == [
+        "luser@bücher.example",
+        f"luser@{IDN_A}",
+        "luser",
+        "@bücher.example",
+        f"@{IDN_A}",
+    ]
+    assert domain_spellings(Address("a", "example.net")) == ("example.net",)
+    assert domain_spellings(Address("a", "xn--zz.example")) == ("xn--zz.example",)  # undecodable
+
+
+def test_postfix_folding_of_the_sent_domain_is_kept() -> None:
+    # Postfix folds the key as sent (ß -> ss); the A-label keeps IDNA 2008's ß.
+    sender = parse_path("<a@STRAßE.example>")
+    assert sender is not None
+    assert domain_spellings(sender) == ("strasse.example", "xn--strae-oqa.example")

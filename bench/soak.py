@@ -1,10 +1,12 @@
 """Soak: many sessions at 32 connections while a writer changes settings every second.
 
-    python soak/soak.py [--sessions 1000000] [--connections 32] [--duration 900]
-                        [--db URL] [--socket-kind inet|unix] [--out soak/last-run.json]
+    python -m bench.soak [--sessions 1000000] [--connections 32] [--duration 900]
+                         [--db URL] [--socket-kind inet|unix]
+                         [--out bench/results/soak-last-run.json]
 
-Starts one ``smtpauth-milter run`` (SQLite store in a temporary directory
-unless ``--db`` is given), then runs sessions as Postfix does (one milter
+Starts one ``smtpauth-milter run`` through the one harness (``tests.harness.milter``;
+SQLite store in a temporary directory unless ``--db`` is given), waits until it
+loaded its first snapshot, then runs sessions as Postfix does (one milter
 connection per SMTP session: negotiate, connect, helo, mail, rcpt, abort,
 quit) from ``--connections`` concurrent clients, spread over worker processes
 so the Python client is not the bottleneck.  Meanwhile a writer flips
@@ -14,7 +16,8 @@ same store API the CLI uses, recording when each change started and committed.
 Every verdict is checked afterwards against the settings that could have been
 in force during that request: a state counts from the moment its write began
 until 2 s (the documented propagation window) after the next write committed.
-Reported: sessions, rate, wrong verdicts, client errors, milter crashes, and
+Reported: sessions, rate, wrong verdicts, client errors, milter crashes (exit
+status, and the harness's trouble lines: errors or tracebacks in its log), and
 the milter's RSS at start and end.  Stops at ``--sessions`` or ``--duration``.
 """
 
@@ -25,29 +28,23 @@ import bisect
 import json
 import multiprocessing as mp
 import random
-import signal
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.driver import run_blocking
+from bench.workload import Scenario
+from smtpauth_milter.store import editing
+from smtpauth_milter.store.engine import Store
+from tests.harness.milter import MilterProcess, ours
+from tests.harness.waiting import wait_until
 
-from bench.driver import run_blocking  # noqa: E402
-from bench.workload import Scenario  # noqa: E402
-from smtpauth_milter.admin.milterproto.transport import (  # noqa: E402
-    free_tcp_port,
-    wait_for_milter,
-)
-from smtpauth_milter.daemon.config import clean_env  # noqa: E402
-from smtpauth_milter.store import editing  # noqa: E402
-from smtpauth_milter.store.engine import Store  # noqa: E402
-
+RESULTS = Path(__file__).resolve().parent / "results"
 PROPAGATION = 2.0  # docs/operations.md: a change reaches every milter within 2 seconds
 RECORD = struct.Struct("!ddBH")  # t0, t1, case, reply code (0 = continue, 1 = client error)
 
@@ -134,7 +131,12 @@ def one_session(socket_spec: str, case: int) -> int:
 
 
 def worker(
-    socket_spec: str, threads: int, budget: mp.Value, deadline: float, out_path: str, seed: int
+    socket_spec: str,
+    threads: int,
+    budget: Synchronized[int],
+    deadline: float,
+    out_path: str,
+    seed: int,
 ) -> None:
     lock = threading.Lock()
     records: list[bytes] = []
@@ -192,48 +194,27 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=float("inf"), help="seconds, at most")
     parser.add_argument("--db", help="store URL (default: a new SQLite file)")
     parser.add_argument("--socket-kind", choices=["inet", "unix"], default="inet")
-    parser.add_argument("--out", default=str(ROOT / "soak" / "last-run.json"))
+    parser.add_argument("--out", default=str(RESULTS / "soak-last-run.json"))
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="smtpauth-soak-"))
     url = args.db or f"sqlite:///{workdir / 'store.sqlite'}"
     prepare_store(url)
-    socket_spec = (
-        f"inet:{free_tcp_port()}@127.0.0.1"
-        if args.socket_kind == "inet"
-        else f"unix:{workdir / 'milter.sock'}"
-    )
-    script = Path(sys.executable).with_name("smtpauth-milter")
-    log_path = workdir / "milter.log"
-    env = clean_env()
-    with log_path.open("wb") as log:
-        milter = subprocess.Popen(
-            [str(script), "--db", url, "run", "--socket", socket_spec, "--log-level", "error"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    socket_spec = None if args.socket_kind == "inet" else f"unix:{workdir / 'milter.sock'}"
+    milter = ours(url, workdir / "milter.log", "--log-level", "error", socket=socket_spec)
     try:
-        return soak(args, url, socket_spec, milter, workdir, log_path)
+        milter.start(timeout=30)
+        # The first snapshot is loaded once the initial state's verdict comes back
+        # (the log is at "error": no snapshot-loaded line to wait for).
+        first = expected_code(0, State(True, True))
+        wait_until(lambda: one_session(milter.socket, 0) == first, 30, "the first snapshot")
+        return soak(args, url, milter, workdir)
     finally:
-        if milter.poll() is None:
-            milter.send_signal(signal.SIGTERM)
-            try:
-                milter.wait(15)
-            except subprocess.TimeoutExpired:
-                milter.kill()
+        milter.stop(15)
 
 
-def soak(
-    args: argparse.Namespace,
-    url: str,
-    socket_spec: str,
-    milter: subprocess.Popen[bytes],
-    workdir: Path,
-    log_path: Path,
-) -> int:
-    wait_for_milter(socket_spec, 30, milter)
-    time.sleep(1.0)  # let the first snapshot load before the clock starts
+def soak(args: argparse.Namespace, url: str, milter: MilterProcess, workdir: Path) -> int:
+    socket_spec = milter.socket
     rss_start = rss_kib(milter.pid)
     timeline: list[tuple[float, float, State]] = [(0.0, 0.0, State(True, True))]
     stop = threading.Event()
@@ -258,7 +239,7 @@ def soak(
         if time.monotonic() < next_report:
             continue
         next_report += 10
-        if milter.poll() is None:
+        if milter.alive:
             rss_samples.append(rss_kib(milter.pid))
         done = args.sessions - budget.value
         print(
@@ -271,11 +252,9 @@ def soak(
     elapsed = time.monotonic() - started
     stop.set()
     write_thread.join(10)
-    alive = milter.poll() is None
+    alive = milter.alive
     rss_end = rss_kib(milter.pid) if alive else -1
-    return report(
-        args, timeline, outs, elapsed, alive, milter, rss_start, rss_end, rss_samples, log_path
-    )
+    return report(args, timeline, outs, elapsed, alive, milter, rss_start, rss_end, rss_samples)
 
 
 def report(
@@ -284,11 +263,10 @@ def report(
     outs: list[str],
     elapsed: float,
     alive: bool,
-    milter: subprocess.Popen[bytes],
+    milter: MilterProcess,
     rss_start: int,
     rss_end: int,
     rss_samples: list[int],
-    log_path: Path,
 ) -> int:
     sessions = wrong = errors = 0
     by_code: dict[int, int] = {}
@@ -307,7 +285,7 @@ def report(
                 wrong += 1
                 if len(examples) < 10:
                     examples.append({"case": case, "code": code, "allowed": sorted(allowed)})
-    log_text = log_path.read_text(errors="replace")
+    log_text = milter.log_text()
     result = {
         "command": " ".join(sys.argv),
         "sessions": sessions,
@@ -321,6 +299,7 @@ def report(
         "replies": {str(k): v for k, v in sorted(by_code.items())},
         "milter_alive_at_end": alive,
         "milter_exit": milter.returncode,
+        "milter_trouble": milter.trouble()[:10],
         "internal_errors_logged": log_text.count("event=internal-error"),
         "rss_kib_start": rss_start,
         "rss_kib_end": rss_end,

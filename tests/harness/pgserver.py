@@ -397,7 +397,7 @@ class PgServer:
         settings = {**SERVER_SETTINGS, "unix_socket_directories": f"'{self.socket_dir}'"}
         lines = [f"{key} = {value}" for key, value in settings.items()]
         with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write("\n# added by tests/support/pgserver.py\n" + "\n".join(lines) + "\n")
+            conf.write("\n# added by tests/harness/pgserver.py\n" + "\n".join(lines) + "\n")
 
     def _start_on(self, port: int, timeout: float) -> None:
         self._run(
