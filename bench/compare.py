@@ -31,12 +31,15 @@ from .workload import LARGE, REALISTIC, Scenario, StoreSize, build_store, load_s
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ("ours", "noop")
-TARGETS = {"throughput": 0.90, "cpu": 1.15, "p99": 1.20}
+# Issue 13's targets: ratios to the no-op milter (p99 is reported, not a target).
+TARGETS = {"throughput": 0.75, "cpu": 1.40}
 
 SCENARIOS: dict[str, list[Scenario]] = {}  # filled before the driver pool forks
 
 
-def milters(workdir: Path, db_url: str, socket_kind: str) -> dict[str, MilterProcess]:
+def milters(
+    workdir: Path, db_url: str, socket_kind: str, log_level: str = "info"
+) -> dict[str, MilterProcess]:
     """Ours (logging a line per recipient at info, as deployed) and the no-op, not started."""
 
     def spec(name: str) -> str | None:
@@ -44,7 +47,7 @@ def milters(workdir: Path, db_url: str, socket_kind: str) -> dict[str, MilterPro
 
     noop = [sys.executable, "-m", "bench.noop_milter", SOCKET]
     return {
-        "ours": ours(db_url, workdir / "ours.log", "--log-level", "info", socket=spec("ours")),
+        "ours": ours(db_url, workdir / "ours.log", "--log-level", log_level, socket=spec("ours")),
         "noop": MilterProcess(noop, workdir / "noop.log", spec("noop"), cwd=REPO),
     }
 
@@ -159,9 +162,7 @@ def report(size: StoreSize, runs: list[Run], concurrencies: Sequence[int]) -> li
         cpu = _ratio_summary(ours, noop, "cpu_ms")
         p99 = _ratio_summary(ours, noop, "p99_ms")
         rss = _ratio_summary(ours, noop, "peak_rss_kib")
-        ok = (
-            tp[0] >= TARGETS["throughput"] and cpu[0] <= TARGETS["cpu"] and p99[0] <= TARGETS["p99"]
-        )
+        ok = tp[0] >= TARGETS["throughput"] and cpu[0] <= TARGETS["cpu"]
         verdicts.append(
             f"| {c} | {tp[0]:.3f} ({tp[1]:.2f}-{tp[2]:.2f})"
             f" | {cpu[0]:.3f} ({cpu[1]:.2f}-{cpu[2]:.2f})"
@@ -172,7 +173,8 @@ def report(size: StoreSize, runs: list[Run], concurrencies: Sequence[int]) -> li
         "",
         "ours / no-op: ratio of medians (min-max of the per-round ratios)",
         "",
-        "| conns | throughput (>= 0.90) | CPU/session (<= 1.15) | p99 (<= 1.20) | peak RSS | |",
+        f"| conns | throughput (>= {TARGETS['throughput']:.2f}) | CPU/session"
+        f" (<= {TARGETS['cpu']:.2f}) | p99 | peak RSS | |",
         "|---:|---|---|---|---|---|",
         *verdicts,
         "",
@@ -188,7 +190,7 @@ def compare(args: argparse.Namespace, size: StoreSize, workdir: Path) -> list[st
     key = f"{size.domains}/{size.grants}"
     SCENARIOS[key] = scenarios(snapshot, size)
     print(f"# store {size.label} built in {time.monotonic() - t0:.1f}s", flush=True)
-    procs = milters(workdir, db, args.socket)
+    procs = milters(workdir, db, args.socket, args.log_level)
     runs: list[Run] = []
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(args.drivers) as pool:
@@ -284,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per run")
     parser.add_argument("--drivers", type=int, default=2, help="driver processes per run")
     parser.add_argument("--socket", choices=("inet", "unix"), default="inet")
+    parser.add_argument(
+        "--log-level",
+        choices=("info", "warning", "error"),
+        default="info",
+        help="our milter's level (info: a line per recipient, as deployed)",
+    )
     parser.add_argument("--large", action="store_true", help="also 10,000 domains/100,000 grants")
     parser.add_argument("--only-large", action="store_true", help="only the large store")
     parser.add_argument("--leak", action="store_true", help="only the 50k -> 500k RSS run")
@@ -299,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sizes = [LARGE] if args.only_large else [REALISTIC, *([LARGE] if args.large else [])]
             out.append(
-                f"socket {args.socket}, {args.rounds} alternating rounds of {args.duration:g}s,"
+                f"socket {args.socket}, ours at --log-level {args.log_level},"
+                f" {args.rounds} alternating rounds of {args.duration:g}s,"
                 f" {args.drivers} driver processes"
             )
             for size in sizes:

@@ -193,8 +193,12 @@ def _split_local_domain(text: str) -> tuple[str, str, str | None]:
     return local, _domain_part(domain), as_sent
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> Address:
-    """Parse a bare ``local@domain`` (no brackets, no route)."""
+    """Parse a bare ``local@domain`` (no brackets, no route).
+
+    Cached: the milter asks for the same login once per recipient.
+    """
     if len(text) > MAX_PATH_LENGTH or _has_control(text):
         raise AddressError("address too long or contains control characters")
     return Address(*_split_local_domain(text.strip(_SMTP_SPACE)))
@@ -239,8 +243,12 @@ def normalise_local(local: str, delimiter: str) -> str:
     return folded
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise(address: Address, delimiter: str) -> str:
-    """The canonical form used for every comparison: ``alice+x@Ex.com`` -> ``alice@ex.com``."""
+    """The canonical form used for every comparison: ``alice+x@Ex.com`` -> ``alice@ex.com``.
+
+    Cached: the milter compares the same sender and login once per recipient.
+    """
     return f"{render_local(normalise_local(address.local, delimiter))}@{address.domain}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,8 +29,19 @@ def parse_cidr(text: str) -> IPNetwork:
     return network
 
 
+MAX_ADDRESS_TEXT = 100  # "[IPv6:" + 45 + a zone: anything longer is not an address
+
+
 def parse_ip(text: str) -> IPAddress | None:
-    """An IP address from the MTA, IPv4-mapped IPv6 folded to IPv4; None if not an address."""
+    """An IP address from the MTA, IPv4-mapped IPv6 folded to IPv4; None if not an address.
+
+    Cached: the same clients connect again and again (bounded; long texts never kept).
+    """
+    return _parse_ip(text) if len(text) <= MAX_ADDRESS_TEXT else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(text: str) -> IPAddress | None:
     candidate = text.strip().removeprefix("[").removesuffix("]").removeprefix("IPv6:")
     candidate = candidate.partition("%")[0]
     try:
@@ -46,7 +58,9 @@ class NetworkSet:
     """An immutable set of networks; ``contains`` probes one hash set per prefix length."""
 
     networks: tuple[IPNetwork, ...]
-    _by_prefix: dict[tuple[int, int], frozenset[int]]
+    # (version, netmask as an int, network addresses as ints), one per prefix length:
+    # the masks are computed once here, not once per probe.
+    _probes: tuple[tuple[int, int, frozenset[int]], ...]
 
     @classmethod
     def of(cls, networks: Iterable[IPNetwork]) -> NetworkSet:
@@ -55,16 +69,15 @@ class NetworkSet:
         )
         groups: dict[tuple[int, int], set[int]] = {}
         for net in unique:
-            groups.setdefault((net.version, net.prefixlen), set()).add(int(net.network_address))
-        return cls(unique, {key: frozenset(v) for key, v in groups.items()})
+            key = (net.version, int(net.netmask))
+            groups.setdefault(key, set()).add(int(net.network_address))
+        probes = tuple((version, mask, frozenset(v)) for (version, mask), v in groups.items())
+        return cls(unique, probes)
 
     def contains(self, address: IPAddress) -> bool:
         value = int(address)
-        bits = address.max_prefixlen
-        for (version, prefixlen), starts in self._by_prefix.items():
-            if version != address.version:
-                continue
-            mask = ((1 << prefixlen) - 1) << (bits - prefixlen) if prefixlen else 0
-            if value & mask in starts:
+        version = address.version
+        for probe_version, mask, starts in self._probes:
+            if probe_version == version and value & mask in starts:
                 return True
         return False

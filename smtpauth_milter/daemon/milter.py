@@ -31,6 +31,7 @@ from smtpauth_milter.core.policy import (
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.spf import SpfResult
+from smtpauth_milter.daemon.logwriter import direct_handler
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.spf import SpfChecks
@@ -92,8 +93,13 @@ def _log_level(verdict: Verdict) -> int:
 
 
 def _emit(level: int, fields: dict[str, str | None]) -> None:
-    """makeRecord + handle skips logging's stack walk (findCaller): a decision line is
-    written once per recipient, on the MTA's critical path."""
+    """A decision line is written once per recipient, on the MTA's critical path: to
+    the daemon's own handler without a LogRecord; else as a record, without logging's
+    stack walk (findCaller)."""
+    handler = direct_handler(log)
+    if handler is not None:
+        handler.emit_fields(level, fields)
+        return
     record = log.makeRecord(log.name, level, __file__, 0, logfmt.Fields(fields), (), None)
     log.handle(record)
 
@@ -114,6 +120,7 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         self._maps = maps
         self._owners: tuple[Address, MapAnswer] | None = None  # this message's map answer
         self._client: IPAddress | None = None
+        self._client_text: str | None = None  # rendered once per connection, for the log
         self._queue: str | None = None
         self._request: Request | None = None
         self._headers: dict[str, list[str]] = {}
@@ -137,6 +144,7 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
     @guarded
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         self._client = client_address(hostaddr) or parse_ip(self._macro("{client_addr}") or "")
+        self._client_text = str(self._client) if self._client is not None else None
         if self._metrics is not None:
             self._metrics.sessions.inc()
         return int(Milter.CONTINUE)
@@ -155,7 +163,8 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         request = self._request
         if request is None:  # RCPT before MAIL: the MTA would never do this
             raise RuntimeError("RCPT TO without MAIL FROM")
-        started = time.perf_counter()
+        metrics = self._metrics
+        started = time.perf_counter() if metrics is not None else 0.0
         snapshot = self._cache.current()
         request, verdict = decide_with_spf(
             snapshot,
@@ -165,8 +174,8 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
             self._map_answer(snapshot, request),
         )
         self._request = request  # with its SPF result, once looked up: once per message
-        if self._metrics is not None:
-            self._metrics.decided(verdict, time.perf_counter() - started)
+        if metrics is not None:
+            metrics.decided(verdict, time.perf_counter() - started)
         self._log(request, rcpt, verdict)
         return self._answer(verdict)
 
@@ -238,13 +247,14 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         return answer.result
 
     def _macro(self, name: str) -> str | None:
-        value = self.getsymval(name)
+        value = self._ctx.getsymval(name)  # Base.getsymval is one more Python call
         return value if isinstance(value, str) and value else None
 
     def _log(self, request: Request, rcpt: str, verdict: Verdict) -> None:
         level = _log_level(verdict)
         if log.isEnabledFor(level):
-            _emit(level, logfmt.decision_fields(self._queue, request, rcpt, verdict))
+            fields = logfmt.decision_fields(self._queue, request, rcpt, verdict, self._client_text)
+            _emit(level, fields)
 
     def _log_header(self, request: Request, froms: list[str], verdict: Verdict) -> None:
         level = _log_level(verdict)
@@ -262,7 +272,9 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         return int(Milter.CONTINUE)
 
     def _reply(self, reply: Reply) -> None:
-        self.setreply(str(reply.code), reply.status, _escape_percent(reply.text))
+        # Every % doubled, so Base.setreply's check for a lone % (a regex per reply)
+        # could never fire: straight to the context.
+        self._ctx.setreply(str(reply.code), reply.status, _escape_percent(reply.text))
 
     def _tempfail(self, reply: Reply) -> int:
         if not reply.temporary:

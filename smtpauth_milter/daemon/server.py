@@ -20,7 +20,7 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import ConfigError, SmtpauthError
 from smtpauth_milter.daemon import signals
 from smtpauth_milter.daemon.config import RunConfig, unix_socket_path
-from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging
+from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging, writer_while_serving
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.privileges import Identity
 from smtpauth_milter.daemon.reload import Reloader
@@ -37,6 +37,14 @@ log = logging.getLogger("smtpauth_milter")
 SOCKET_UMASK = 0o117  # a unix socket comes out 0660: the MTA's group, nobody else
 
 
+def _no_session(method: str) -> int:
+    log.warning(
+        "%s",
+        logfmt.Fields({"event": "protocol-error", "callback": method, "error": "no session yet"}),
+    )
+    return int(Milter.TEMPFAIL)
+
+
 def _dispatch(method: str) -> Callable[..., int]:
     """Hand a libmilter callback to the session's milter object.
 
@@ -47,16 +55,31 @@ def _dispatch(method: str) -> Callable[..., int]:
     def callback(ctx: Any, *args: Any) -> int:
         session = ctx.getpriv()
         if session is None:
-            log.warning(
-                "%s",
-                logfmt.Fields(
-                    {"event": "protocol-error", "callback": method, "error": "no session yet"}
-                ),
-            )
-            return int(Milter.TEMPFAIL)
+            return _no_session(method)
         return int(getattr(session, method)(*args))
 
     return callback
+
+
+def _dispatch_text(method: str) -> Callable[..., int]:
+    """:func:`_dispatch` for MAIL and RCPT, whose arguments libmilter hands over as bytes:
+    decoded here as ``Milter.Base.envfrom_bytes`` does (UTF-8, undecodable bytes kept as
+    surrogates), without its two extra Python calls and a list per command."""
+
+    def callback(ctx: Any, first: bytes, *rest: bytes) -> int:
+        session = ctx.getpriv()
+        if session is None:
+            return _no_session(method)
+        text = first.decode("utf-8", "surrogateescape")
+        if rest:
+            return int(getattr(session, method)(text, *(_text(arg) for arg in rest)))
+        return int(getattr(session, method)(text))
+
+    return callback
+
+
+def _text(arg: bytes) -> str:
+    return arg.decode("utf-8", "surrogateescape")
 
 
 def _register(socket_spec: str, timeout: int) -> None:
@@ -64,8 +87,8 @@ def _register(socket_spec: str, timeout: int) -> None:
     milter = Milter.milter
     milter.set_connect_callback(Milter.connect_callback)
     milter.set_helo_callback(_dispatch("hello"))
-    milter.set_envfrom_callback(_dispatch("envfrom_bytes"))
-    milter.set_envrcpt_callback(_dispatch("envrcpt_bytes"))
+    milter.set_envfrom_callback(_dispatch_text("envfrom"))
+    milter.set_envrcpt_callback(_dispatch_text("envrcpt"))
     milter.set_header_callback(_dispatch("header_bytes"))
     milter.set_eoh_callback(_dispatch("eoh"))
     milter.set_body_callback(_dispatch("body"))
@@ -144,7 +167,8 @@ def _serve(
     Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps)
     try:
         cache.start(reloader.config.refresh)
-        signals.serve(reloader)
+        with writer_while_serving():  # one log writer thread while libmilter's threads log
+            signals.serve(reloader)
     finally:
         cache.stop()
         spf.stop()

@@ -94,6 +94,8 @@ def decision_lines(log: LogFile, since: int = 0) -> list[str]:
 def decision_for(log: LogFile, rcpt: str, since: int = 0) -> str:
     """The one decision line for RCPT TO:<rcpt> after ``since``; AssertionError otherwise."""
     needle = f"rcpt=<{rcpt}>"
+    # The milter's writer thread writes a line shortly after the reply: wait for it.
+    log.wait_for(rf" action=\S+ rule=\S+ .*(^| ){re.escape(needle)}( |$)", since)
     found = [line for line in decision_lines(log, since) if needle in line.split()]
     if len(found) != 1:
         raise AssertionError(

@@ -122,6 +122,7 @@ def test_header_from_at_end_of_data(
     else:
         code, _, text = case.reply.partition(" ")
         assert (reply.code, reply.text) == (int(code), text), transcript
+    milter.log.wait_for(r" rule=\S+ .* header_from=", since)  # written just after the reply
     lines = milter.log.find(r" rule=\S+ .* header_from=", since)
     assert len(lines) == 1, f"{lines}\n{milter.log.text(since)}"
     assert (field_of(lines[0], "action"), field_of(lines[0], "rule")) == (case.action, case.rule)
@@ -138,5 +139,5 @@ def test_no_header_steps_when_the_setting_is_off(
     since = milter.log.mark()
     reply, transcript = send(mta_sandbox, tmp_path, ("From: alice@example.com",), None)
     assert reply.code == 250, transcript
+    milter.log.wait_for(rf"rcpt=<{RCPT}>", since)
     assert milter.log.find(r"header_from=", since) == []
-    assert milter.log.find(rf"rcpt=<{RCPT}>", since), milter.log.text(since)

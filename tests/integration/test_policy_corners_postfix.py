@@ -13,6 +13,7 @@ does not trust 127.0.0.1 (``mynetworks``); the milter has no trusted network.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -92,6 +93,7 @@ def send_message(
 
 def header_decision(milter: OurMilter, since: int) -> tuple[str, str, str]:
     """(action, rule, domain) of the one end-of-headers decision logged after ``since``."""
+    milter.log.wait_for(r" rule=\S+ .* header_from=", since)  # written just after the reply
     lines = milter.log.find(r" rule=\S+ .* header_from=", since)
     assert len(lines) == 1, milter.log.text(since)
     return field_of(lines[0], "action"), field_of(lines[0], "rule"), field_of(lines[0], "domain")
@@ -191,6 +193,7 @@ def test_routed_recipients_are_not_exempt_as_local(mta_sandbox: Sandbox, milter:
 def rcpt_decision(milter: OurMilter, rcpt: str, since: int) -> str:
     """The one decision line for ``rcpt``, whose value logfmt quotes (``%`` and ``!``)."""
     needle = f" rcpt={logfmt.value(f'<{rcpt}>')} "
+    milter.log.wait_for(re.escape(needle), since)  # written just after the reply
     found = [line for line in milter.log.find(r" action=\S+ rule=", since) if needle in line]
     assert len(found) == 1, milter.log.text(since)
     return found[0]

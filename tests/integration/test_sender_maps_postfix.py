@@ -8,10 +8,7 @@ swaks got and the milter's decision line.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +21,7 @@ from tests.harness.logfile import LogFile
 from tests.harness.mta import Sandbox
 from tests.harness.pgserver import PgServer
 from tests.harness.waiting import wait_until
+from tests.support.blackhole import BlackholeProxy
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
 
@@ -132,47 +130,6 @@ def test_changes_in_the_map_take_effect_within_the_ttl(
     wait_until(changed, 15, "the map's changes to be honoured after the 1 s TTL")
 
 
-class SwitchableProxy:
-    """A TCP proxy to PostgreSQL that can play a hung server: while ``flowing`` is clear
-    it accepts connections and holds every byte, on new and open connections alike."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.flowing.is_set():
-                self.held.append(client)
-                continue
-            upstream = socket.create_connection(self.target)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := a.recv(65536):
-                self.flowing.wait()
-                b.sendall(data)
-        with contextlib.suppress(OSError):
-            b.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.flowing.set()
-        self.listener.close()
-        for held in self.held:
-            held.close()
-
-
 def test_sql_map_on_postgresql_hung_server_tempfails_then_recovers(
     mta_sandbox: Sandbox, milter: OurMilter, tmp_path: Path, pg_server: PgServer
 ) -> None:
@@ -184,7 +141,7 @@ def test_sql_map_on_postgresql_hung_server_tempfails_then_recovers(
         conn.execute(text("INSERT INTO alias VALUES ('sales@example.com', 'alice@example.com')"))
     engine.dispose()
     host, port = pg_server.host, int(pg_server.url(name).rsplit(":", 1)[1].split("/")[0])
-    proxy = SwitchableProxy((host, port))
+    proxy = BlackholeProxy((host, port))
     try:
         url = pg_server.url(name).replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
         config = tmp_path / "pfa.toml"
@@ -203,14 +160,14 @@ def test_sql_map_on_postgresql_hung_server_tempfails_then_recovers(
             "250"
         )
         assert send(mta_sandbox, milter, "bob@example.com", "sales@example.com")[0] == MISMATCH
-        proxy.flowing.clear()
+        proxy.hole()
         began = time.monotonic()
         reply, line = send(mta_sandbox, milter, "alice@example.com", "other@example.com")
         took = time.monotonic() - began
         assert reply == TEMPFAIL and field_of(line, "rule") == "sender-map-failed"
         # sender-login-maps-timeout = 1 bounds the wait (the default 3 s would not pass)
         assert took < 1 + DEADLINE_MARGIN + 1.4, took
-        proxy.flowing.set()
+        proxy.heal()
         reply, line = send(mta_sandbox, milter, "alice@example.com", "sales+x@example.com")
         assert reply.startswith("250"), line
         assert pg_server.password not in milter.log.text()

@@ -90,6 +90,7 @@ def test_swaks_sees_no_change_on_a_readable_newer_schema_and_a_tempfail_on_an_un
         refused = milter.log.wait_for(r"event=store-unreadable", since)
         assert "schema not readable by this version" in refused
         assert f"is at schema {INCOMPATIBLE}, which needs smtpauth-milter 99.0" in refused
+        milter.log.wait_for(rf"action=tempfail .* rcpt=<{REMOTE}>", since)
         decided = milter.log.find(rf"action=tempfail .* rcpt=<{REMOTE}>", since)
         assert decided and all(field_of(d, "rule") == "no-settings" for d in decided), decided
 

@@ -9,6 +9,8 @@ case produced, and that a normal session still gets the right verdict.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import re
 import socket
 import struct
 from collections.abc import Iterator, Mapping
@@ -42,6 +44,7 @@ MISMATCH = (553, "5.7.1")
 TEMPFAIL_AT_MAIL = (451, "4.3.0")
 CONTINUE = None
 FORGED = "\r\n2026-01-01 00:00:00,000 INFO queue=X action=continue rule=authenticated"
+_MARKERS = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,14 @@ class LogReader:
     offset: int
 
     def lines(self) -> list[LogLine]:
-        return parse_log(self.milter.log.data(self.offset))
+        """The lines logged since ``offset``, once the milter's writer thread has
+        written them: one writer writes in order, so they are all there once the
+        decision of a later marker session is (the marker's lines are left out)."""
+        marker = f"<marker-{next(_MARKERS)}@evil.test>"
+        session(self.milter, sender="<>", rcpts=[marker])
+        self.milter.log.wait_for(f"rcpt={re.escape(marker)}", self.offset)
+        lines = parse_log(self.milter.log.data(self.offset))
+        return [line for line in lines if line.fields.get("rcpt") != marker]
 
     def decisions(self) -> list[LogLine]:
         return [line for line in self.lines() if "action" in line.fields]

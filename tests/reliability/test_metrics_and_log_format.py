@@ -13,6 +13,7 @@ import pytest
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 from tests.harness.milter import MilterProcesses
+from tests.harness.waiting import wait_until
 from tests.support.verdicts import open_client, seconds_until, verdicts
 
 ALICE = "<alice@example.com>"
@@ -112,7 +113,9 @@ def test_json_log_format_decision_lines(milters: MilterProcesses, store_url: str
     hostile = "<alice@example.com>\r\nqueue=X action=continue"
     verdicts(milter.socket, sender=ALICE, rcpts=["<x@remote.test>", "<y\u2028@remote.test>"])
     verdicts(milter.socket, sender=hostile, rcpts=["<x@remote.test>"], login="é\x1b[31m")
-    lines = milter.log_text().splitlines()
+    # written by the log writer just after the replies
+    wait_until(lambda: milter.log.text().count('"action"') == 3, 10, "3 decision lines")
+    lines = milter.log.text().splitlines()
     objects = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all(line.isascii() for line in lines)
     decisions = [o for o in objects if "action" in o]
@@ -156,6 +159,8 @@ def test_end_of_headers_decisions_are_counted(milters: MilterProcesses, tmp_path
     assert samples[f'{decisions}{{action="continue",rule="authenticated"}}'] == 1
     assert samples[f'{decisions}{{action="continue",rule="non-local-sender"}}'] == 1
     assert samples["smtpauth_milter_decision_seconds_count"] == 4
+    milter.log.wait_for(r" rule=header-from-")  # written by the log writer just after
+    wait_until(lambda: len(milter.log.find(r" rule=header-from-")) >= 2, 10, "the eoh lines")
     lines = milter.log.find(r" rule=header-from-")
     assert len(lines) == 2, milter.log_text()
     assert milter.trouble() == []

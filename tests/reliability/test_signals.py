@@ -80,7 +80,8 @@ def test_sighup_rereads_the_config_file_and_applies_what_it_can(
         store_url, *MODES[mode], env={"SMTPAUTH_MILTER_CONFIG": str(config)}, graceful_stop=True
     )
     assert verdicts(milter.socket, sender=ALICE, rcpts=REMOTE) == [AUTH_REPLY]
-    assert log_count(milter, "action=reject") == 1  # a decision line at level info
+    # a decision line at level info, written by the log writer just after the reply
+    seconds_until(lambda: log_count(milter, "action=reject") == 1, 5.0, "the decision line")
 
     # A metrics address needs a restart: logged, the rest of the reload goes on.
     write_config(config, **{"log-level": "info", "max-stale": 30, "metrics": "127.0.0.1:1"})

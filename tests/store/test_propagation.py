@@ -130,6 +130,8 @@ def test_a_cli_change_reaches_two_milters_by_itself(
 
     for milter in both:
         assert milter.trouble() == []
+        # logged by the refresh thread, written by the log writer just after
+        milter.wait_for_log("event=snapshot-loaded", count=3)
         assert len(milter.log.find("event=snapshot-loaded")) == 3  # start + two changes
 
 

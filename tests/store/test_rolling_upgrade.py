@@ -134,6 +134,7 @@ def test_a_running_milter_follows_a_newer_schema_it_can_read_and_tempfails_at_on
         newer.dispose()
     needs = f"which needs smtpauth-milter {NEEDS} or later (this is {__version__})"
     for process in (milter, late):
+        process.log.wait_for("event=store-recovered")  # the log writer writes it just after
         refused = process.log.find("event=store-unreadable")
         assert len(refused) == 1, refused  # one line, not one per message
         assert 'state="schema not readable by this version: tempfailing"' in refused[0]

@@ -1,0 +1,307 @@
+"""The log handler of the daemon: lines rendered by the caller, written by one thread.
+
+The stdlib handlers take one lock shared by every thread around format and
+write, and write (and flush) once per record.  Under load every libmilter
+thread queues on that lock while the holder waits in ``write()``.  Here a
+record is formatted in the thread that logs it, with no shared lock; while
+the writer runs (:meth:`LineHandler.writing`, the serving part of ``run``),
+the finished line goes into a queue and one thread writes whatever has
+gathered, in one ``write()`` to a stream or one datagram per line to syslog.
+Outside of it (start-up, a supervising parent, tests) a record is written at
+once, under the handler's lock, like any stdlib handler.
+
+Guarantees kept: one line per record in the order the records were made (a
+session's callbacks run one after the other, so its lines stay in order); a
+line is written at most ``LINGER`` seconds (plus the write itself) after it
+was made; every queued line is written before :meth:`LineHandler.writing`
+returns, and by ``close()`` (``logging.shutdown()``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import logging.handlers
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, TextIO, cast
+
+from smtpauth_milter.core import logfmt
+
+LINGER = 0.005  # seconds the writer waits after the first line, for more to share its write
+STOP_TIMEOUT = 5.0  # a stuck write (a full pipe) must not hang the stop for ever
+# Lines waiting for the writer, at most: a log that stops taking lines (a stuck pipe,
+# a stalled syslog) must not fill the memory. Beyond it lines are counted, not kept,
+# and one event=log-lines-lost line says how many once the writer moves again.
+MAX_QUEUED = 65536
+
+
+class FieldsFormatter(Protocol):
+    """A formatter that renders a :class:`logfmt.Fields` message without a LogRecord
+    (when its ``renders_fields`` is true)."""
+
+    def fields_line(
+        self,
+        levelno: int,
+        created: float,
+        fields: Mapping[str, str | None],
+        process: int | None = None,
+    ) -> str: ...
+
+
+class Sink(Protocol):
+    """Where finished lines go: ``frame`` in the caller's thread, ``write`` in the writer."""
+
+    def frame(self, text: str, levelno: int) -> str | bytes: ...
+
+    def write(self, items: Sequence[str | bytes]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StreamSink:
+    """Lines to a text stream (stderr, or a file for the benchmarks): one write per batch."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def frame(self, text: str, levelno: int) -> str:
+        return text + "\n"
+
+    def write(self, items: Sequence[str | bytes]) -> None:
+        self.stream.write("".join(str(item) for item in items))
+        self.stream.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.flush()
+
+
+class SyslogSink:
+    """One datagram per line to the local syslog socket, as ``SysLogHandler`` sends it."""
+
+    def __init__(self, handler: logging.handlers.SysLogHandler) -> None:
+        # It owns the socket and its reconnect logic (attributes typeshed does not list).
+        self._handler: Any = handler
+        self._prefix: dict[int, str] = {}  # "<priority>" per level number
+
+    def frame(self, text: str, levelno: int) -> bytes:
+        prefix = self._prefix.get(levelno)
+        if prefix is None:
+            handler = self._handler
+            priority = handler.mapPriority(logging.getLevelName(levelno))
+            code = handler.encodePriority(handler.facility, priority)
+            prefix = self._prefix[levelno] = f"<{code}>"
+        return (prefix + text + "\0").encode("utf-8")
+
+    def write(self, items: Sequence[str | bytes]) -> None:
+        handler = self._handler
+        for item in items:
+            data = item if isinstance(item, bytes) else item.encode("utf-8")
+            try:
+                handler.socket.send(data)
+            except OSError:  # syslogd restarted: reconnect once, as SysLogHandler does
+                handler.socket.close()
+                handler._connect_unixsocket(handler.address)
+                handler.socket.send(data)
+
+    def close(self) -> None:
+        self._handler.close()
+
+
+Line = str | bytes  # what a sink frames and writes
+Item = Line | threading.Event | None  # in the queue: a line, a flush marker, or stop (None)
+
+
+class LineHandler(logging.Handler):
+    """Format in the caller, no lock shared by callers, one writer thread (see the module)."""
+
+    def __init__(self, sink: Sink, max_queued: int = MAX_QUEUED) -> None:
+        super().__init__()
+        self.sink = sink
+        self._max_queued = max_queued
+        self._lost = 0  # lines not queued because the writer was that far behind
+        self._queue: queue.SimpleQueue[Item] | None = None
+        self._writer: threading.Thread | None = None
+        self.pid = os.getpid()  # for a syslog tag; a forked child sets its own
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forget_writer(ref))
+
+    # --- the caller's side -----------------------------------------------------
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """No handler lock: the line is made here and queued (or written at once)."""
+        if self.filters and not self.filter(record):
+            return False
+        try:
+            item = self.sink.frame(self.format(record), record.levelno)
+        except Exception:
+            self.handleError(record)
+            return True
+        self._put(item)
+        return True
+
+    def emit_fields(self, levelno: int, fields: Mapping[str, str | None]) -> None:
+        """What ``handle`` does for a record whose message is ``Fields(fields)``, without
+        making the LogRecord; only for a handler that :func:`direct_handler` returned."""
+        formatter = cast(FieldsFormatter, self.formatter)
+        try:
+            text = formatter.fields_line(levelno, time.time(), fields, self.pid)
+            item = self.sink.frame(text, levelno)
+        except Exception:
+            self.handleError(_lost([""]))
+            return
+        self._put(item)
+
+    def _put(self, item: Line) -> None:
+        lines = self._queue
+        if lines is None:
+            self._write_now([item])
+        elif lines.qsize() < self._max_queued:
+            lines.put(item)
+        else:
+            self._lost += 1  # a lost update under a race only makes the count low
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+    def _write_now(self, items: Sequence[str | bytes]) -> None:
+        assert self.lock is not None  # created by Handler.__init__
+        with self.lock:
+            try:
+                self.sink.write(items)
+            except Exception:
+                self.handleError(_lost(items))
+
+    # --- the writer ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Lines go through the writer thread inside this block; all written at its end."""
+        self.start()
+        try:
+            yield
+        finally:
+            self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether lines go through the writer thread now."""
+        return self._queue is not None
+
+    def start(self, after: LineHandler | None = None) -> None:
+        """Start the writer; with ``after`` (the handler this one replaces, on a live
+        reload of the log settings) it first writes everything ``after`` still holds,
+        so no line overtakes one logged before it."""
+        if self._writer is not None:
+            return
+        lines: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self._writer = threading.Thread(
+            target=self._run, args=(lines, after), name="log-writer", daemon=True
+        )
+        self._writer.start()
+        self._queue = lines
+
+    def stop(self) -> None:
+        """Write what is queued and end the writer (bounded: a stuck write is left behind).
+
+        Lines logged while it stops still reach the writer or, once it has gone,
+        are written here: nothing is lost and nothing overtakes a queued line.
+        Lines logged after it are written at once, by their caller.
+        """
+        writer, lines = self._writer, self._queue
+        if writer is None or lines is None:
+            return
+        lines.put(None)
+        writer.join(STOP_TIMEOUT)
+        self._queue = None
+        self._writer = None
+        if not writer.is_alive():
+            left = [item for item in _drain(lines, []) if isinstance(item, str | bytes)]
+            if left:
+                self._write_now(left)
+
+    def flush(self) -> None:
+        """Wait (bounded) until every line queued so far is written."""
+        lines = self._queue
+        if lines is None:
+            return
+        done = threading.Event()
+        lines.put(done)
+        done.wait(STOP_TIMEOUT)
+
+    def close(self) -> None:
+        self.stop()
+        self.sink.close()
+        super().close()
+
+    def _run(self, lines: queue.SimpleQueue[Item], after: LineHandler | None) -> None:
+        if after is not None:
+            after.close()
+        while True:
+            first = lines.get()
+            if first is not None:
+                time.sleep(LINGER)  # one write for every line made meanwhile
+            batch = _drain(lines, [first])
+            items = [item for item in batch if isinstance(item, str | bytes)]
+            if self._lost:
+                items.append(self._lost_line())
+            if items:
+                self._write_now(items)
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()
+            if None in batch:
+                return
+
+    def _lost_line(self) -> Line:
+        lost, self._lost = self._lost, 0
+        fields = {"event": "log-lines-lost", "count": str(lost), "reason": "log writer behind"}
+        record = logging.LogRecord(
+            "smtpauth_milter", logging.ERROR, __file__, 0, "%s", (logfmt.Fields(fields),), None
+        )
+        return self.sink.frame(self.format(record), logging.ERROR)
+
+
+def _drain(lines: queue.SimpleQueue[Item], batch: list[Item]) -> list[Item]:
+    """``batch`` and whatever is queued now, in order, without waiting."""
+    while True:
+        try:
+            batch.append(lines.get_nowait())
+        except queue.Empty:
+            return batch
+
+
+def _forget_writer(ref: weakref.ref[LineHandler]) -> None:
+    """In a forked child the writer thread does not exist: write at once there."""
+    handler = ref()
+    if handler is not None:
+        handler._queue = None
+        handler._writer = None
+        handler.pid = os.getpid()
+
+
+def direct_handler(logger: logging.Logger) -> LineHandler | None:
+    """The one handler a record of ``logger`` reaches, when it is a LineHandler with a
+    formatter that renders fields and nothing (filter, level, parent logger) could
+    treat a LogRecord differently: then :meth:`LineHandler.emit_fields` gives the same
+    line without one.  The caller checks ``logger.isEnabledFor`` first, as ``log()`` does.
+    """
+    handlers = logger.handlers
+    if len(handlers) != 1 or logger.propagate or logger.filters:
+        return None
+    handler = handlers[0]
+    if type(handler) is not LineHandler or handler.filters or handler.level:
+        return None
+    return handler if getattr(handler.formatter, "renders_fields", False) else None
+
+
+def _lost(items: Sequence[str | bytes]) -> logging.LogRecord:
+    """A record for ``handleError`` when a batch could not be written."""
+    return logging.LogRecord(
+        "smtpauth_milter", logging.ERROR, __file__, 0, "%d log lines lost", (len(items),), None
+    )
