@@ -197,7 +197,7 @@ def bench(kind: str, runs: int) -> dict[str, Any]:
     ):
         store = Store(url)
         try:
-            store.upgrade()
+            store.create()  # what `smtpauth-milter db init` does
             timings = populate(store)
             results = []
             for _ in range(runs):

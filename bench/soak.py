@@ -178,7 +178,7 @@ def rss_kib(pid: int) -> int:
 
 def prepare_store(url: str) -> None:
     store = Store(url)
-    store.prepare()
+    store.create()  # what `smtpauth-milter db init` does (a no-op on an existing store)
     with store.write() as session:
         editing.add_domains(session, ["example.com"])
         editing.set_setting(session, "require-auth-local", "on")

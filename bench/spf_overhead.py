@@ -120,6 +120,7 @@ def _store(path: Path, resolver: str, spf_exempt: str) -> str:
     required at all: the MTA sees the same replies (and so the same steps) either way."""
     url = f"sqlite:///{path}"
     for command in (
+        ("db", "init"),
         ("domain", "add", "ip4.spf.test"),
         ("settings", "set", "require-auth-local", spf_exempt),
         ("settings", "set", "dns-resolver", resolver),

@@ -50,7 +50,7 @@ def user_login(i: int, size: StoreSize) -> str:
 def build_store(url: str, size: StoreSize) -> None:
     """An empty store at ``url`` filled with ``size`` domains, grants and networks."""
     store = Store(url)
-    store.prepare()
+    store.create()  # what `smtpauth-milter db init` does
     rng = random.Random(5)  # noqa: S311 - a reproducible mix, not secrets
     with store.write() as session:
         for key, value in {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,16 @@ from typing import Any
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV
 from smtpauth_milter.store.engine import Store
 from tests.harness.pgserver import PgServer
+
+pytest_plugins = ("pytester", "tests.support.canary")
+
+# Tests never read the real /etc/smtpauth-milter/smtpauth-milter.toml: every
+# command (in process or started by a test) looks for its default config here.
+# The helpers that clean SMTPAUTH_MILTER_* from a child's environment keep it.
+os.environ[CONFIG_DEFAULT_ENV] = "/nonexistent/smtpauth-milter-tests/default.toml"
 
 
 @dataclass
@@ -55,16 +64,21 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
 def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     """The store every store-touching test runs against: SQLite and PostgreSQL.
 
-    A new SQLite file migrates itself on first use; a PostgreSQL database is
-    migrated explicitly, as an admin does with `smtpauth-milter db upgrade`.
+    Created explicitly, as an admin does with `smtpauth-milter db init`:
+    nothing creates a store just by opening it.
     """
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("pg_url")
-    store = Store(url)
-    store.upgrade()
-    store.dispose()
+    url: str = sqlite_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    create_store(url)
     return url
+
+
+def create_store(url: str) -> None:
+    """What `smtpauth-milter db init` does: the store, with this version's schema."""
+    store = Store(url)
+    try:
+        store.create()
+    finally:
+        store.dispose()
 
 
 @pytest.fixture

@@ -17,6 +17,10 @@ class ConfigError(SmtpauthError):
     """A bad configuration file or option."""
 
 
+class StoreMissing(StoreError):
+    """The store does not exist (a SQLite file that is not there): never created by reading."""
+
+
 class SchemaError(StoreError):
     """The store's schema is one this version must not use: behind, or newer and not
     readable by it. Unlike an outage, the milter does not ride it out on its last

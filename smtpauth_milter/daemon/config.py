@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import pwd
 import re
 import tomllib
 from collections.abc import Mapping
@@ -17,9 +19,22 @@ DEFAULT_MAX_STALE = 300.0
 DEFAULT_REFRESH = 0.5
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("logfmt", "json")
-FILE_KEYS = frozenset(
-    {"db", "socket", "max-stale", "refresh", "log-level", "syslog", "user", "group"}
-) | {"metrics", "log-format", "auto-restart"}
+# Each key of the config file and the TOML type its value must have.
+FILE_TYPES: dict[str, tuple[type, ...]] = {
+    "db": (str,),
+    "socket": (str,),
+    "max-stale": (int, float),
+    "refresh": (int, float),
+    "log-level": (str,),
+    "syslog": (bool,),
+    "user": (str,),
+    "group": (str,),
+    "metrics": (str,),
+    "log-format": (str,),
+    "auto-restart": (bool,),
+}
+FILE_KEYS = frozenset(FILE_TYPES)
+_TYPE_NAMES = {str: "a string", int: "a number", bool: "true or false"}
 
 ENV_PREFIX = "SMTPAUTH_MILTER_"  # every setting's environment variable starts so
 
@@ -28,14 +43,57 @@ _SOCKET_RE = re.compile(
 )
 
 
-def default_db_url() -> str:
+DEFAULT_CONFIG_FILE = "/etc/smtpauth-milter/smtpauth-milter.toml"
+# Where to look for the default config file instead (tests, packagers).
+CONFIG_DEFAULT_ENV = "SMTPAUTH_MILTER_CONFIG_DEFAULT"
+DB_ENV = "SMTPAUTH_MILTER_DB"
+CONFIG_ENV = "SMTPAUTH_MILTER_CONFIG"
+
+
+def default_db_url(euid: int | None = None, environ: Mapping[str, str] | None = None) -> str:
     """A SQLite file that works without root: /var/lib for root, XDG data home otherwise."""
-    if os.geteuid() == 0:
+    euid = os.geteuid() if euid is None else euid
+    environ = os.environ if environ is None else environ
+    if euid == 0:
         base = Path("/var/lib/smtpauth-milter")
     else:
-        data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        home = environ.get("HOME") or pwd.getpwuid(euid).pw_dir
+        data_home = environ.get("XDG_DATA_HOME") or str(Path(home) / ".local" / "share")
         base = Path(data_home) / "smtpauth-milter"
     return f"sqlite:///{base / 'store.sqlite'}"
+
+
+def config_file_path(flag: str | None, environ: Mapping[str, str]) -> str | None:
+    """``--config`` / SMTPAUTH_MILTER_CONFIG, else the default file when it exists."""
+    if flag:
+        return flag
+    if environ.get(CONFIG_ENV):
+        return environ[CONFIG_ENV]
+    default = environ.get(CONFIG_DEFAULT_ENV) or DEFAULT_CONFIG_FILE
+    return default if Path(default).is_file() else None
+
+
+@dataclass(frozen=True)
+class StoreChoice:
+    """Which store a command uses, and the config file it read (None: none)."""
+
+    db: str
+    file: Mapping[str, Any]
+    file_path: str | None
+
+
+def choose_store(
+    db: str | None, config: str | None, environ: Mapping[str, str], euid: int | None = None
+) -> StoreChoice:
+    """The store of a command: flag > environment > config file > default.
+
+    The same rules for this process (click has folded the environment into the
+    flags already) and for a running milter whose argv and environment doctor read.
+    """
+    path = config_file_path(config, environ)
+    file = read_file(path)
+    chosen = db or environ.get(DB_ENV) or None
+    return StoreChoice(str(pick(chosen, file, "db", default_db_url(euid, environ))), file, path)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -43,7 +101,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 
     For starting ``smtpauth-milter`` (tests, benchmarks) with only the settings given.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(ENV_PREFIX) or k == CONFIG_DEFAULT_ENV  # tests keep theirs
+    }
     env.update(extra)
     return env
 
@@ -78,6 +140,13 @@ def read_file(path: str | None) -> dict[str, Any]:
             f"unknown key(s) in config file {path}: {', '.join(sorted(unknown))}; "
             f"known: {', '.join(sorted(FILE_KEYS))}"
         )
+    for key, value in data.items():
+        types = FILE_TYPES[key]
+        if isinstance(value, bool) is not (bool in types) or not isinstance(value, types):
+            shown = type(value).__name__ if key == "db" else repr(value)  # may hold a password
+            raise ConfigError(
+                f"bad config file {path}: {key} must be {_TYPE_NAMES[types[0]]}, not {shown}"
+            )
     return data
 
 
@@ -103,15 +172,33 @@ class RunConfig:
     auto_restart: bool = True
 
     @classmethod
-    def resolve(cls, db: str, flags: Mapping[str, Any], file: Mapping[str, Any]) -> RunConfig:
+    def resolve(
+        cls,
+        db: str,
+        flags: Mapping[str, Any],
+        file: Mapping[str, Any],
+        origins: Mapping[str, str] | None = None,
+        file_name: str = "the config file",
+    ) -> RunConfig:
+        """``origins`` says where each flag came from (``--refresh``, an environment variable)."""
+
+        def origin(flag: str, key: str) -> str:
+            if flags.get(flag) is not None:
+                return (origins or {}).get(flag, f"--{key}")
+            return file_name if key in file else "the default"
+
         config = cls(
             db=db,
             socket=str(pick(flags.get("socket"), file, "socket", DEFAULT_SOCKET)),
-            max_stale=_number(
-                pick(flags.get("max_stale"), file, "max-stale", DEFAULT_MAX_STALE), "max-stale"
+            max_stale=_seconds(
+                pick(flags.get("max_stale"), file, "max-stale", DEFAULT_MAX_STALE),
+                "max-stale",
+                origin("max_stale", "max-stale"),
             ),
-            refresh=_number(
-                pick(flags.get("refresh"), file, "refresh", DEFAULT_REFRESH), "refresh"
+            refresh=_seconds(
+                pick(flags.get("refresh"), file, "refresh", DEFAULT_REFRESH),
+                "refresh",
+                origin("refresh", "refresh"),
             ),
             log_level=str(pick(flags.get("log_level"), file, "log-level", "info")).lower(),
             syslog=bool(pick(flags.get("syslog"), file, "syslog", False)),
@@ -133,13 +220,27 @@ class RunConfig:
         if config.group is not None and config.user is None:
             raise ConfigError("--group needs --user: the group is the one the milter runs as")
         if not 0.05 <= config.refresh <= 60:
-            raise ConfigError("refresh must be between 0.05 and 60 seconds")
+            raise ConfigError(
+                f"refresh must be between 0.05 and 60 seconds, not {config.refresh:g} "
+                f"(from {origin('refresh', 'refresh')})"
+            )
+        if config.max_stale < 2 * config.refresh:
+            raise ConfigError(
+                f"max-stale must be at least twice refresh: max-stale {config.max_stale:g} "
+                f"(from {origin('max_stale', 'max-stale')}), refresh {config.refresh:g} "
+                f"(from {origin('refresh', 'refresh')})"
+            )
         return config
 
 
-def _number(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{key} must be a non-negative number of seconds, not {value!r}")
+def _seconds(value: Any, key: str, where: str) -> float:
+    """A finite, positive number of seconds: no nan, no inf, no zero."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} must be a number of seconds, not {value!r} (from {where})")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"{key} must be a finite, positive number of seconds, not {value!r} (from {where})"
+        )
     return float(value)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from smtpauth_milter.core.errors import ConfigError
 from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.urls import is_missing, sqlite_path
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,10 @@ class Identity:
 
     def check_store(self, store: Store) -> None:
         """A SQLite store must be readable once we are no longer root: one clear line if not."""
-        database = store.url.database
-        if not store.is_sqlite or not database or database == ":memory:":
-            return
+        path = sqlite_path(store.url)
+        if path is None or (is_missing(path) and os.access(path.parent, os.X_OK)):
+            return  # no store yet: the milter tempfails and says so until `db init`
+        database = str(path)
         if not os.access(database, os.R_OK):
             raise ConfigError(
                 f"user {self.user} cannot read the store {database}: make the file readable "

@@ -30,6 +30,7 @@ from smtpauth_milter.core.snapshot import Snapshot
 log = logging.getLogger("smtpauth_milter")
 
 WARN_EVERY = 60.0
+NO_DOMAINS_EVERY = 600.0
 
 
 class SnapshotSource(Protocol):
@@ -59,6 +60,7 @@ class SnapshotCache:
         self._failing_since: float | None = None
         self._last_warning = 0.0
         self._warned_stale = False
+        self._no_domains_warned: float | None = None
         self._unavailable = Snapshot.unavailable(None)
         self._interval = 0.5
         self._stop = threading.Event()
@@ -107,8 +109,29 @@ class SnapshotCache:
             self._report(False)
             return False
         self._note_recovery()
+        self._note_no_domains()
         self._report(True)
         return True
+
+    def _note_no_domains(self) -> None:
+        """A store without local domains checks nothing: say so at once, then every 10 minutes."""
+        good = self._good
+        if good is None or good.domains:
+            self._no_domains_warned = None
+            return
+        now = self._clock()
+        if self._no_domains_warned is None or now - self._no_domains_warned >= NO_DOMAINS_EVERY:
+            self._no_domains_warned = now
+            log.warning(
+                "%s",
+                logfmt.Fields(
+                    {
+                        "event": "no-local-domains",
+                        "state": "nothing is checked: every message passes",
+                        "fix": "smtpauth-milter domain add YOUR.DOMAIN",
+                    }
+                ),
+            )
 
     def _report(self, ok: bool) -> None:
         if self._on_refresh is not None:

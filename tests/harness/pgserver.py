@@ -3,8 +3,9 @@
 ``PgServer`` runs ``initdb`` in a private directory, starts the server with
 ``pg_ctl`` on a free loopback TCP port (its unix socket stays inside that
 directory), and removes everything on ``close()``.  Password authentication is
-``scram-sha-256`` with a random password, so tests can check that the password
-never shows up in logs or error messages.
+``scram-sha-256`` with the fixed canary password ``CANARY_PASSWORD``: the
+canary plugin (tests/support/canary.py) fails the run when it shows up in any
+test's output or in any file under the run's basetemp.
 
 When the tests run as root, every server command runs as the ``postgres`` OS
 user (``initdb`` and ``postgres`` refuse to run as root) and the cluster
@@ -34,7 +35,6 @@ import glob
 import os
 import pwd
 import re
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -118,9 +118,18 @@ def _version_key(bindir: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version)) or (0,)
 
 
-def generate_password() -> str:
-    """A random password that is easy to grep for in captured output."""
-    return f"pgpw-{secrets.token_hex(12)}"
+# The superuser's password of every test server: the canary that
+# tests/support/canary.py looks for in every test's output and every file the
+# run leaves under pytest's basetemp.  Seen anywhere, the whole run fails.
+CANARY_PASSWORD = "canary-pw-n3ver-printed-4f1c9a7e"
+
+
+class SecretUrl(str):
+    """A URL whose repr, which pytest shows of a failing test's arguments and
+    assertions, has the password masked; as a string it is the URL itself."""
+
+    def __repr__(self) -> str:
+        return repr(re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(self)))
 
 
 class PgServer:
@@ -138,7 +147,7 @@ class PgServer:
         port: int | None = None,
     ) -> None:
         self.user = user
-        self.password = password if password is not None else generate_password()
+        self.password = password if password is not None else CANARY_PASSWORD
         self.bindir = Path(bindir) if bindir is not None else find_bindir()
         self.port: int | None = port
         self._as_root = os.geteuid() == 0
@@ -208,7 +217,7 @@ class PgServer:
         user_part = quote(user if user is not None else self.user, safe="")
         password_part = quote(password if password is not None else self.password, safe="")
         host = f"{self.host}:{self._port()}"
-        return f"{driver}://{user_part}:{password_part}@{host}/{quote(dbname, safe='')}"
+        return SecretUrl(f"{driver}://{user_part}:{password_part}@{host}/{quote(dbname, safe='')}")
 
     def dsn(self, dbname: str = "postgres") -> str:
         """libpq connection string (for plain psycopg)."""

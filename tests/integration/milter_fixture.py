@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV
 from smtpauth_milter.store.engine import Store
 from tests.harness.logfile import LogFile
 from tests.harness.milter import MilterProcess, ours
@@ -41,6 +42,9 @@ class StoreCli:
     path: Path
     baseline: Path | None = None
 
+    def __post_init__(self) -> None:
+        self.run("db", "init")  # as an admin does: nothing creates a store by reading it
+
     @property
     def url(self) -> str:
         return f"sqlite:///{self.path}"
@@ -48,7 +52,11 @@ class StoreCli:
     def run(self, *args: str) -> str:
         """Run one CLI command; its stdout. CliError with stderr when it does not exit 0."""
         out, err = io.StringIO(), io.StringIO()
-        env_backup = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("SMTPAUTH_")}
+        env_backup = {
+            k: os.environ.pop(k)
+            for k in list(os.environ)
+            if k.startswith("SMTPAUTH_") and k != CONFIG_DEFAULT_ENV
+        }
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 code = run_cli(["--db", self.url, *args])

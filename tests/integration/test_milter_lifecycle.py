@@ -18,7 +18,7 @@ from tests.harness.logfile import LogFile
 from tests.harness.mta import RcptReply, Sandbox, SwaksResult
 from tests.harness.waiting import wait_until
 
-from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
+from .milter_fixture import OurMilter, StoreCli, decision_for, field_of, running
 
 pytestmark = pytest.mark.mta
 
@@ -177,3 +177,31 @@ def test_unreadable_store_tempfails_after_max_stale_and_recovers(
     poll_verdict(mta_sandbox, AUTH, 5.0, "postmaster@example.com")
     assert time.monotonic() - restored_at < PROPAGATION_LIMIT
     milter.log.wait_for(r"event=store-recovered", since)
+
+
+def test_a_missing_store_tempfails_until_db_init_creates_it(
+    mta_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A mistyped --db path or an unmounted volume is an outage, never an empty store."""
+    store = StoreCli(tmp_path / "state" / "store.sqlite")
+    store.path.unlink()  # nothing at the path the milter is given
+    log = LogFile(tmp_path / "milter.log")
+    milter = OurMilter(store, mta_sandbox.inet_milter_socket(), log)
+    with running(milter):
+        mta_sandbox.postfix.use_milter(milter.socket)
+        try:
+            line = log.wait_for(r"event=store-unreadable", milter.started_at, timeout=10.0)
+            assert 'state="no settings loaded yet: tempfailing"' in line
+            assert f"no store at {store.path} (create it with `smtpauth-milter db init`)" in line
+            result = mta_sandbox.smtp("postmaster@example.com", [REMOTE])
+            assert first_rcpt(result) == (451, "4.3.0 Temporary policy failure, try again later")
+            assert "rule=no-settings" in decision_for(log, REMOTE, milter.started_at)
+            assert not store.path.exists(), "the milter must not create the store"
+            since = log.mark()
+            store.run("db", "init")
+            log.wait_for(r"event=store-recovered", since, timeout=10.0)
+            log.wait_for(r"event=no-local-domains", since, timeout=10.0)
+            store.run("domain", "add", "example.com")
+            poll_verdict(mta_sandbox, AUTH, 5.0, "postmaster@example.com")
+        finally:
+            mta_sandbox.postfix.use_milter(None)

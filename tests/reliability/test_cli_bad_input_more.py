@@ -60,6 +60,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     path = tmp_path_factory.mktemp("seeded") / "store.sqlite"
     url = f"sqlite:///{path}"
     for args in (
+        ["db", "init"],
         ["domain", "add", "example.com"],
         ["settings", "set", "require-auth-local", "on"],
         ["network", "add", "192.0.2.0/24"],

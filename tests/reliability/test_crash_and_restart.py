@@ -36,6 +36,7 @@ RESTART_LIMIT = 1.0  # seconds from a crash until a session is decided again
 def store_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     for args in (
+        ["db", "init"],
         ["domain", "add", "example.com"],
         ["settings", "set", "require-auth-local", "on"],
         ["settings", "set", "require-sender-match", "on"],

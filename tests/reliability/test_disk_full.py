@@ -85,7 +85,11 @@ def test_a_write_on_a_full_disk_fails_cleanly_and_the_milter_keeps_deciding(
     small_disk: Path, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{small_disk / 'state' / 'store.sqlite'}"
-    for args in (["domain", "add", "example.com"], ["settings", "set", "require-auth-local", "on"]):
+    for args in (
+        ["db", "init"],
+        ["domain", "add", "example.com"],
+        ["settings", "set", "require-auth-local", "on"],
+    ):
         assert cli(url, *args).returncode == 0
     big_import = tmp_path / "big.json"
     export = json.loads(cli(url, "export").stdout)

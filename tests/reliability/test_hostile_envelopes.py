@@ -52,6 +52,7 @@ def milter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilterProcess]:
     workdir = tmp_path_factory.mktemp("hostile")
     url = f"sqlite:///{workdir / 'store.sqlite'}"
     for args in (
+        ["db", "init"],
         ["domain", "add", "example.com", "bücher.example"],
         ["settings", "set", "require-auth-local", "on"],
         ["settings", "set", "require-sender-match", "on"],

@@ -16,11 +16,12 @@ import pytest
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
 from tests.harness.milter import ours
+from tests.harness.pgserver import CANARY_PASSWORD
 from tests.support.milterclient import session
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="dropping privileges needs root")
-PASSWORD = "Pw-0f-the-DB-n3ver-shown"
+PASSWORD = CANARY_PASSWORD  # the canary plugin also looks for it everywhere
 
 
 def _group_for_test() -> grp.struct_group:
@@ -63,6 +64,7 @@ def test_run_user_group_drops_privileges_and_owns_the_socket(shared_dir: Path) -
     nobody = pwd.getpwnam("nobody")
     store_dir = shared_dir / "store"
     url = f"sqlite:///{store_dir / 'store.sqlite'}"
+    assert run_cli(["--db", url, "db", "init"]) == 0
     assert run_cli(["--db", url, "domain", "add", "example.com"]) == 0
     assert run_cli(["--db", url, "settings", "set", "require-auth-local", "on"]) == 0
     os.chown(store_dir, 0, group.gr_gid)
@@ -94,6 +96,7 @@ def test_run_user_group_drops_privileges_and_owns_the_socket(shared_dir: Path) -
 @needs_root
 def test_a_store_the_user_cannot_read_is_one_clear_line(shared_dir: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'private' / 'store.sqlite'}"  # root-only 0750/0640
+    assert run_cli(["--db", url, "db", "init"]) == 0
     assert run_cli(["--db", url, "domain", "add", "example.com"]) == 0
     milter = ours(
         url,
@@ -106,6 +109,37 @@ def test_a_store_the_user_cannot_read_is_one_clear_line(shared_dir: Path, tmp_pa
         assert milter.wait_exit(20) == 2
     line = _one_error_line(milter.log_text())
     assert "user nobody cannot read the store" in line
+
+
+@needs_root
+def test_a_missing_store_as_user_starts_tempfails_and_recovers(shared_dir: Path) -> None:
+    store_dir = shared_dir / "store"
+    store_dir.mkdir(mode=0o755)
+    path = store_dir / "store.sqlite"
+    url = f"sqlite:///{path}"
+    sock = shared_dir / "milter.sock"
+    milter = ours(
+        url, shared_dir / "milter.log", "--user", "nobody",
+        socket=f"unix:{sock}", graceful_stop=False,
+    )  # fmt: skip
+    with milter.start(ready="listening"):
+        milter.wait_for_log("event=store-unreadable", timeout=20)
+        assert f"no store at {path} (create it with `smtpauth-milter db init`)" in (
+            milter.log_text()
+        )
+        result = session(f"unix:{sock}", sender="alice@example.com", rcpts=["bob@evil.test"])
+        assert (result.rcpts[0].code, result.rcpts[0].xcode) == (451, "4.3.0")
+        assert not path.exists(), "the milter never creates the store"
+        for args in (
+            ["db", "init"],  # 0640 root: nobody reads nothing until every change is in
+            ["domain", "add", "example.com"],
+            ["settings", "set", "require-auth-local", "on"],
+        ):
+            assert run_cli(["--db", url, *args]) == 0
+        path.chmod(0o644)
+        milter.wait_for_log("event=store-recovered", timeout=20)
+        result = session(f"unix:{sock}", sender="alice@example.com", rcpts=["bob@evil.test"])
+        assert result.rcpts[0].code == 530
 
 
 @pytest.mark.parametrize(
@@ -161,7 +195,7 @@ def test_a_new_sqlite_store_is_not_world_readable_whatever_the_umask(tmp_path: P
     url = f"sqlite:///{tmp_path / 'new' / 'deeper' / 'store.sqlite'}"
     old = os.umask(0)
     try:
-        assert run_cli(["--db", url, "domain", "list"]) == 0
+        assert run_cli(["--db", url, "db", "init"]) == 0
     finally:
         os.umask(old)
     store = tmp_path / "new" / "deeper" / "store.sqlite"

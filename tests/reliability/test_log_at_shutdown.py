@@ -17,7 +17,11 @@ THREADS, SESSIONS, RCPTS = 8, 25, 3
 
 def test_every_decision_line_is_written_before_the_milter_exits(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    for args in (["domain", "add", "example.com"], ["settings", "set", "require-auth-local", "on"]):
+    for args in (
+        ["db", "init"],
+        ["domain", "add", "example.com"],
+        ["settings", "set", "require-auth-local", "on"],
+    ):
         assert run_cli(["--db", url, *args]) == 0
     failures: list[str] = []
 

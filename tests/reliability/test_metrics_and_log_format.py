@@ -29,7 +29,11 @@ def milters(tmp_path: Path) -> Iterator[MilterProcesses]:
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    for args in (["domain", "add", "example.com"], ["settings", "set", "require-auth-local", "on"]):
+    for args in (
+        ["db", "init"],
+        ["domain", "add", "example.com"],
+        ["settings", "set", "require-auth-local", "on"],
+    ):
         assert run_cli(["--db", url, *args]) == 0
     return url
 
@@ -81,7 +85,7 @@ def test_metrics_show_a_store_that_went_away(
 ) -> None:
     port = free_tcp_port()
     milter = milters.start(
-        store_url, "--metrics", f"127.0.0.1:{port}", "--refresh", "0.05", "--max-stale", "0"
+        store_url, "--metrics", f"127.0.0.1:{port}", "--refresh", "0.05", "--max-stale", "0.1"
     )
     (tmp_path / "store.sqlite").unlink()
     (tmp_path / "store.sqlite").mkdir()  # unreadable as a database, never recreated
@@ -129,6 +133,7 @@ def test_end_of_headers_decisions_are_counted(milters: MilterProcesses, tmp_path
     """One decision per recipient plus one per message at end of headers, each counted."""
     url = f"sqlite:///{tmp_path / 'headers.sqlite'}"
     for args in (
+        ["db", "init"],
         ["domain", "add", "example.com"],
         ["settings", "set", "require-header-from-match", "on"],
     ):

@@ -33,7 +33,11 @@ def milters(tmp_path: Path) -> Iterator[MilterProcesses]:
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    for args in (["domain", "add", "example.com"], ["settings", "set", "require-auth-local", "on"]):
+    for args in (
+        ["db", "init"],
+        ["domain", "add", "example.com"],
+        ["settings", "set", "require-auth-local", "on"],
+    ):
         assert run_cli(["--db", url, *args]) == 0
     return url
 

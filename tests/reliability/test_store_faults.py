@@ -50,7 +50,11 @@ def test_a_corrupted_settings_row_keeps_the_last_good_settings_and_recovers(
 ) -> None:
     path = tmp_path / "store.sqlite"
     url = f"sqlite:///{path}"
-    for args in (["domain", "add", "example.com"], ["settings", "set", "require-auth-local", "on"]):
+    for args in (
+        ["db", "init"],
+        ["domain", "add", "example.com"],
+        ["settings", "set", "require-auth-local", "on"],
+    ):
         assert run_cli(["--db", url, *args]) == 0
     # --max-stale out of reach: nothing here waits for the bound (proven in real time in
     # tests/store/test_outage.py and through Postfix; on the clock in test_refresh.py).

@@ -264,7 +264,7 @@ def test_writes_without_an_actor_record_nothing(db_url: str) -> None:
 
     store = Store(db_url)
     try:
-        store.prepare()
+        store.create()
         with store.write() as session:
             editing.add_domains(session, ["example.com"])
         with store.read() as session:

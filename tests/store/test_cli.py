@@ -193,6 +193,7 @@ def test_import_into_another_store_reproduces_decisions(cli: CliRunner, tmp_path
     dump = tmp_path / "store.json"
     dump.write_text(cli("export").out, encoding="utf-8")
     other = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    assert cli("--db", other, "db", "init", db=None).code == 0
     assert cli("--db", other, "import", str(dump), db=None).code == 0
     check = ["check", "--from", "alice@example.com", "--rcpt", "x@remote.test", "--json"]
     assert (
@@ -200,10 +201,30 @@ def test_import_into_another_store_reproduces_decisions(cli: CliRunner, tmp_path
     )
 
 
-def test_a_new_sqlite_store_is_created_and_migrated_on_first_use(
+def test_a_missing_store_is_an_error_until_db_init_creates_it(
     cli: CliRunner, tmp_path: Path
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'deep' / 'dir' / 'new.sqlite'}"
+    path = tmp_path / "deep" / "dir" / "new.sqlite"
+    url = f"sqlite:///{path}"
+    no_store = (
+        f"smtpauth-milter: error: no store at {path} (create it with `smtpauth-milter db init`)\n"
+    )
+    for command in (
+        ["domain", "list"],
+        ["domain", "add", "example.com"],
+        ["check", "--from", "a@example.com", "--rcpt", "b@remote.test"],
+        ["db", "current"],
+        ["db", "check"],
+        ["export"],
+    ):
+        result = cli("--db", url, *command, db=None)
+        assert (result.code, result.out, result.err) == (2, "", no_store), command
+    assert not (tmp_path / "deep").exists(), "no command but db init/upgrade creates a store"
+    created = cli("--db", url, "db", "init", db=None)
+    assert created.code == 0, created.err
+    assert created.out.startswith(f"store sqlite:///{path} created, at schema ")
+    again = cli("--db", url, "db", "init", db=None)
+    assert again.code == 0 and " exists, at schema " in again.out, "db init is idempotent"
     assert cli("--db", url, "domain", "list", db=None).code == 0
     store = Store(url)
     assert store.current() == store.head()

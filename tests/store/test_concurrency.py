@@ -161,7 +161,7 @@ def test_concurrent_sessions_while_settings_change_every_100ms(
 ) -> None:
     store = Store(db_url)
     try:
-        store.prepare()
+        store.create()
         with store.write() as session:
             editing.add_domains(session, ["example.com", "example.org"])
             editing.add_network(session, "192.0.2.0/24", "")

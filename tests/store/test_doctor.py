@@ -19,8 +19,10 @@ import pytest
 from smtpauth_milter import __version__
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.doctor import checks, facts
+from smtpauth_milter.admin.doctor.running import group_options, running_store_finding
 from smtpauth_milter.store.engine import Store
-from tests.harness.milter import MilterProcesses
+from smtpauth_milter.store.urls import display_url
+from tests.harness.milter import MilterProcesses, ours
 from tests.upgrades import newer_migrations
 
 GOOD = """\
@@ -46,6 +48,7 @@ def write_main_cf(directory: Path, text: str) -> str:
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    assert run_cli(["--db", url, "db", "init"]) == 0
     assert run_cli(["--db", url, "domain", "add", "example.com", "example.net"]) == 0
     return url
 
@@ -142,12 +145,29 @@ def test_store_behind_its_schema_and_unreachable(
     )
     assert any(line.startswith("warning: local domains not compared") for line in lines)
     missing = f"sqlite:///{tmp_path / 'nothing' / 'store.sqlite'}"
-    _code, lines = run_doctor(capsys, missing, config, "inet:4@127.0.0.1")
-    assert lines[0].startswith("warning: the store") and "does not exist yet" in lines[0]
+    code, lines = run_doctor(capsys, missing, config, "inet:4@127.0.0.1")
+    assert lines[0] == (
+        f"error: the store {missing} does not exist: the milter tempfails every message"
+        " — fix: smtpauth-milter db init, then smtpauth-milter domain add YOUR.DOMAIN"
+    )
+    assert code == 2
     assert not (tmp_path / "nothing").exists()  # looking created nothing
     down = "postgresql+psycopg://nobody:secret@127.0.0.1:1/none"
     code, lines = run_doctor(capsys, down, config, "inet:4@127.0.0.1")
     assert lines[0].startswith("error: cannot read the store") and "secret" not in lines[0]
+    assert code == 2
+
+
+def test_a_store_without_local_domains_is_an_error(
+    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_main_cf(tmp_path / "postfix", GOOD.format(port=4))
+    assert run_cli(["--db", store_url, "domain", "remove", "example.com", "example.net"]) == 0
+    code, lines = run_doctor(capsys, store_url, config, "inet:4@127.0.0.1")
+    assert lines[1] == (
+        "error: the store has no local domains: nothing is checked, every message passes"
+        " — fix: smtpauth-milter domain add YOUR.DOMAIN"
+    )
     assert code == 2
 
 
@@ -225,6 +245,115 @@ def test_parse_milters_with_braces() -> None:
     assert [e.address for e in entries] == ["inet:a:1", "inet:b:2", "unix:/x"]
     assert entries[1].settings == {"connect_timeout": "10s", "default_action": "accept"}
     assert checks.postfix_notation("inet6:8894@::1") == "inet:[::1]:8894"
+
+
+def _seeded(url: str) -> str:
+    for args in (["db", "init"], ["domain", "add", "example.com", "example.net"]):
+        assert run_cli(["--db", url, *args]) == 0
+    return url
+
+
+def test_doctor_says_when_the_running_milter_reads_another_store(
+    tmp_path: Path,
+    store_url: str,
+    milters: MilterProcesses,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    milter = milters.start(store_url)  # SMTPAUTH_MILTER_DB in its environment, cwd /
+    config = write_main_cf(tmp_path / "postfix", GOOD.format(port=milter.port))
+    other = _seeded(f"sqlite:///{tmp_path / 'other.sqlite'}")
+    code, lines = run_doctor(capsys, other, config, milter.socket)
+    assert code == 2
+    assert lines[-1] == (
+        f"error: the milter on {milter.socket} (pid {milter.pid}) reads the store {store_url}, "
+        f"not {other}: changes made here do not reach it — fix: give this command the milter's "
+        "store: the same --db, --config or SMTPAUTH_MILTER_DB / SMTPAUTH_MILTER_CONFIG as the "
+        "milter (both read /etc/smtpauth-milter/smtpauth-milter.toml when neither is set)"
+    )
+    monkeypatch.chdir(tmp_path)  # the same file, spelt relative to this directory
+    code, lines = run_doctor(capsys, "sqlite:///store.sqlite", config, milter.socket)
+    assert lines[-1] == f"ok: the milter on {milter.socket} (pid {milter.pid}) reads this store"
+    assert code == 0, lines
+
+
+def test_doctor_resolves_the_milters_store_from_its_default_config_file(
+    tmp_path: Path,
+    store_url: str,
+    milters: MilterProcesses,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    default = tmp_path / "etc" / "smtpauth-milter.toml"
+    default.parent.mkdir()
+    default.write_text(f'db = "{store_url}"\n', encoding="utf-8")
+    env = {"SMTPAUTH_MILTER_CONFIG_DEFAULT": str(default)}  # no SMTPAUTH_MILTER_DB: the file
+    milter = milters.add(ours(None, milters.log_path(), env=env)).start()
+    spec = milter.socket
+    milter.wait_for_log(r"event=start")
+    assert milter.log.find(r"event=start")[0].count(f"store={store_url}") == 1
+    config = write_main_cf(tmp_path / "postfix", GOOD.format(port=1))
+    monkeypatch.setenv("SMTPAUTH_MILTER_CONFIG_DEFAULT", str(default))
+    capsys.readouterr()
+    run_cli(["doctor", "--postfix-config", config, "--socket", spec])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"ok: the milter on {spec} (pid {milter.pid}) reads this store"
+    other = _seeded(f"sqlite:///{tmp_path / 'other.sqlite'}")
+    _code, lines = run_doctor(capsys, other, config, spec)
+    assert lines[-1].startswith(f"error: the milter on {spec} (pid {milter.pid}) reads the store")
+
+
+@pytest.mark.postgres
+def test_the_running_milters_postgresql_store_is_shown_without_its_password(
+    tmp_path: Path, pg_url: str, milters: MilterProcesses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    milter = milters.start(_seeded(pg_url))
+    config = write_main_cf(tmp_path / "postfix", GOOD.format(port=milter.port))
+    other = _seeded(f"sqlite:///{tmp_path / 'other.sqlite'}")
+    code, lines = run_doctor(capsys, other, config, milter.socket)
+    assert code == 2
+    masked = display_url(pg_url)
+    assert ":***@" in masked
+    assert lines[-1].startswith(
+        f"error: the milter on {milter.socket} (pid {milter.pid}) reads the store {masked}, "
+    )
+
+
+def test_doctor_says_why_it_cannot_tell_the_milters_store(tmp_path: Path) -> None:
+    with socket.socket() as listener:  # this test process listens: not `smtpauth-milter run`
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        spec = f"inet:{listener.getsockname()[1]}@127.0.0.1"
+        finding = running_store_finding(spec, "sqlite:///x")
+    assert finding.line() == (
+        f"warning: cannot tell which store the milter on {spec} reads: the process listening "
+        "there is not `smtpauth-milter run` — fix: run doctor as root, or compare the "
+        "milter's --db / --config with this command's"
+    )
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tmp_path / "m.sock"))
+        listener.listen()
+        finding = running_store_finding(f"unix:{tmp_path / 'm.sock'}", "sqlite:///x")
+    assert "the process listening there is not `smtpauth-milter run`" in finding.what
+    gone = running_store_finding(f"unix:{tmp_path / 'none.sock'}", "sqlite:///x")
+    assert gone.severity is checks.Severity.WARNING
+    assert f"no process listens on unix:{tmp_path / 'none.sock'}" in gone.what
+
+
+@pytest.mark.parametrize(
+    ("argv", "options"),
+    [
+        (["smtpauth-milter", "run"], {}),
+        (["python", "/v/bin/smtpauth-milter", "--db", "sqlite:///a", "run"], {"db": "sqlite:///a"}),
+        (["smtpauth-milter", "--db=sqlite:///run", "--config", "c.toml", "run", "--db", "x"],
+         {"db": "sqlite:///run", "config": "c.toml"}),
+        (["smtpauth-milter", "doctor"], None),
+    ],
+)  # fmt: skip
+def test_the_group_options_of_a_milters_command_line(
+    argv: list[str], options: dict[str, str] | None
+) -> None:
+    assert group_options(argv) == options
 
 
 def test_store_at_a_newer_schema_readable_or_not(

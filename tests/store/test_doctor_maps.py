@@ -28,6 +28,7 @@ def cli(db: str, *args: str) -> None:
 def setup(tmp_path: Path) -> tuple[str, Path]:
     """A store with example.com and example.net local, and one owners table."""
     db = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    cli(db, "db", "init")
     cli(db, "domain", "add", "example.com", "example.net")
     table = tmp_path / "owners"
     table.write_text("sales@example.com alice@example.com\n")

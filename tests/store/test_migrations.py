@@ -55,16 +55,20 @@ def test_the_installed_command_finds_its_migrations_from_any_directory(tmp_path:
     executable = str(command) if command.exists() else shutil.which("smtpauth-milter")
     assert executable, "the smtpauth-milter console script must be installed"
     url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
-    result = subprocess.run(
-        [executable, "--db", url, "domain", "add", "example.com"],
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "added example.com"
+    for command, out in (
+        (["db", "init"], f"store {url} created, at schema {Store(url).head()}"),
+        (["domain", "add", "example.com"], "added example.com"),
+    ):
+        result = subprocess.run(
+            [executable, "--db", url, *command],
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == out
 
 
 def test_the_audit_trail_migration_goes_down_to_0001_and_back_keeping_the_settings(

@@ -71,6 +71,7 @@ def probe(milter: MilterProcess) -> dict[str, str]:
 
 def seed(url: str) -> None:
     for args in (
+        ["db", "init"],
         ["domain", "add", "example.com"],
         ["settings", "set", "require-auth-local", "on"],
         ["network", "add", "192.0.2.0/24"],

@@ -59,7 +59,7 @@ def milters(tmp_path: Path) -> Iterator[MilterProcesses]:
 
 def migrated(url: str) -> str:
     store = Store(url)
-    store.upgrade()
+    store.create()
     store.dispose()
     assert run_cli(["--db", url, "domain", "add", "example.com"]) == 0
     return url

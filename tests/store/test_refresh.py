@@ -152,7 +152,7 @@ def test_a_cli_change_reaches_a_running_cache_within_two_seconds(
 
 def test_a_sqlite_file_that_disappears_is_a_store_outage(sqlite_url: str) -> None:
     store = Store(sqlite_url)
-    store.prepare()
+    store.create()
     with store.write() as session:
         editing.add_domains(session, ["example.com"])
         editing.set_setting(session, "require-auth-local", "on")
@@ -167,6 +167,7 @@ def test_a_sqlite_file_that_disappears_is_a_store_outage(sqlite_url: str) -> Non
         clock.now += 11
         assert not cache.refresh()
         assert _verdict(cache) is Action.TEMPFAIL
+        assert not path.exists(), "reading must not create an empty store in its place"
     finally:
         path.unlink(missing_ok=True)
         moved.rename(path)
@@ -215,3 +216,65 @@ def test_a_snapshot_is_read_from_one_commit(db_url: str) -> None:
         thread.join()
         reader.dispose()
         writer_store.dispose()
+
+
+def test_a_missing_store_tempfails_warns_and_recovers_once_created(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    store = Store(sqlite_url)
+    clock = Clock()
+    cache = SnapshotCache(store, max_stale=300, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="smtpauth_milter"):
+        for _ in range(5):  # every poll fails; one warning line per WARN_EVERY
+            assert not cache.refresh()
+            clock.now += 1
+        assert _verdict(cache) is Action.TEMPFAIL
+        assert not path.exists() and not path.parent.exists()
+        warnings = [r.getMessage() for r in caplog.records]
+        assert warnings == [
+            'event=store-unreadable state="no settings loaded yet: tempfailing" '
+            f'error="no store at {path} (create it with `smtpauth-milter db init`)"'
+        ]
+        Store(sqlite_url).create()  # what `smtpauth-milter db init` does
+        with store.write() as session:
+            editing.add_domains(session, ["example.com"])
+            editing.set_setting(session, "require-auth-local", "on")
+        assert cache.refresh()
+    assert _verdict(cache) is Action.REJECT
+    assert "event=store-recovered" in caplog.records[-1].getMessage()
+    store.dispose()
+
+
+def test_a_store_without_local_domains_is_warned_about_every_ten_minutes(
+    db_url: str, cli: CliRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(db_url)
+    clock = Clock()
+    cache = SnapshotCache(store, max_stale=300, clock=clock)
+    warning = (
+        'event=no-local-domains state="nothing is checked: every message passes" '
+        'fix="smtpauth-milter domain add YOUR.DOMAIN"'
+    )
+
+    def warned() -> int:
+        return sum(r.getMessage() == warning for r in caplog.records)
+
+    with caplog.at_level(logging.WARNING, logger="smtpauth_milter"):
+        assert cache.refresh()
+        assert warned() == 1, "at start"
+        for _ in range(599):
+            clock.now += 1
+            assert cache.refresh()
+        assert warned() == 1
+        clock.now += 1
+        assert cache.refresh()
+        assert warned() == 2, "again after 10 minutes"
+        cli("domain", "add", "example.com")
+        clock.now += 600
+        assert cache.refresh()
+        assert warned() == 2, "not with a local domain"
+        cli("domain", "remove", "example.com")
+        assert cache.refresh()
+        assert warned() == 3, "at once when the last domain goes"
+    store.dispose()

@@ -6,6 +6,7 @@ point.  Every error a user can cause prints one line on stderr and exits 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +27,7 @@ from smtpauth_milter.admin.cli import (
 )
 from smtpauth_milter.admin.cli.context import EXIT_ERROR, Context
 from smtpauth_milter.core.errors import SmtpauthError
-from smtpauth_milter.daemon.config import default_db_url, pick, read_file
+from smtpauth_milter.daemon.config import choose_store
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -43,16 +44,18 @@ from smtpauth_milter.daemon.config import default_db_url, pick, read_file
     metavar="FILE",
     envvar="SMTPAUTH_MILTER_CONFIG",
     show_envvar=True,
-    help="TOML config file (keys: db, socket, max-stale, ...).",
+    help="TOML config file (keys: db, socket, max-stale, ...).  [default: "
+    "/etc/smtpauth-milter/smtpauth-milter.toml when it exists]",
 )
 @click.version_option(__version__, prog_name="smtpauth-milter")
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, config_file: str | None) -> None:
     """Refuse mail sent as a local user by anyone not logged in as that user."""
-    file = read_file(config_file)
+    choice = choose_store(db, config_file, os.environ)
     ctx.obj = Context(
-        db=str(pick(db, file, "db", default_db_url())),
-        file=file,
+        db=choice.db,
+        file=dict(choice.file),
+        file_path=choice.file_path,
         db_flag=db,
         config_file=config_file,
     )

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from smtpauth_milter.lookups.mapfiles import check_changed_settings
 from smtpauth_milter.store import audit, editing
 from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.urls import mask_secrets
 
 T = TypeVar("T")
 EXIT_ERROR = 2
@@ -23,6 +24,7 @@ EXIT_ERROR = 2
 class Context:
     db: str
     file: dict[str, Any]
+    file_path: str | None = None
     db_flag: str | None = None  # --db or SMTPAUTH_MILTER_DB as given (run re-reads the file)
     config_file: str | None = None
     _store: Store | None = None
@@ -43,10 +45,7 @@ class Context:
         Before it commits, the files named by changed settings are checked (one
         place for every command): a missing map refuses the whole change."""
         store = self.store(exact=True)
-        command = command_line(click.get_current_context())
-        password = store.url.password
-        if isinstance(password, str) and password:
-            command = command.replace(password, "***")
+        command = mask_secrets(command_line(click.get_current_context()), store.secrets)
         with store.write() as session:
             audit.begin(session, audit.Actor.now(command))
             before = editing.global_values(session)

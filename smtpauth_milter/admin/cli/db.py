@@ -13,11 +13,30 @@ def db() -> None:
     """Schema migrations of the store."""
 
 
+@db.command("init")
+@pass_context
+def db_init(obj: Context) -> None:
+    """Create the store (a new SQLite file) with this version's schema; a no-op when it exists."""
+    store = obj.store(prepare=False)
+    created = store.create()
+    current, head = store.current(), store.head()
+    state = "created" if created else "exists"
+    hint = (
+        ""
+        if current == head
+        else " (a newer version's schema)"
+        if store.is_newer(current)
+        else " (run `smtpauth-milter db upgrade`)"
+    )
+    click.echo(f"store {store.display} {state}, at schema {current or 'none'}{hint}")
+
+
 @db.command("upgrade")
 @pass_context
 def db_upgrade(obj: Context) -> None:
-    """Migrate the store to this version's schema."""
+    """Migrate the store to this version's schema (creating a missing SQLite file)."""
     store = obj.store(prepare=False)
+    store.create()
     store.upgrade()
     rule = store.rule()
     readable = f" (readable by smtpauth-milter {rule.readable_by} and later)" if rule else ""

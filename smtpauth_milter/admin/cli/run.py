@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
-from smtpauth_milter.daemon.config import RunConfig, default_db_url, pick, read_file
+from smtpauth_milter.daemon.config import RunConfig, choose_store
 
 
 @click.command()
@@ -81,8 +83,19 @@ def run(obj: Context, /, **flags: Any) -> int:
     """
     from smtpauth_milter.daemon.server import run as serve  # imports pymilter only for this command
 
-    def reread() -> RunConfig:
-        file = read_file(obj.config_file)
-        return RunConfig.resolve(str(pick(obj.db_flag, file, "db", default_db_url())), flags, file)
+    ctx = click.get_current_context()
+    origins = {
+        param.name: f"environment {param.envvar}"
+        for param in ctx.command.params
+        if param.name and ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT
+    }
 
-    return serve(RunConfig.resolve(obj.db, flags, obj.file), reread)
+    def reread() -> RunConfig:
+        """The same rules as at start: the file (default or named) read again."""
+        choice = choose_store(obj.db_flag, obj.config_file, os.environ)
+        return RunConfig.resolve(
+            choice.db, flags, choice.file, origins, f"config file {choice.file_path}"
+        )
+
+    first = RunConfig.resolve(obj.db, flags, obj.file, origins, f"config file {obj.file_path}")
+    return serve(first, reread)

@@ -11,6 +11,7 @@ from smtpauth_milter.admin import probe
 from smtpauth_milter.admin.doctor.checks import (
     POSTFIX_PARAMS,
     Finding,
+    check_local_domains,
     check_macros,
     check_milters,
     check_negotiation,
@@ -24,6 +25,7 @@ from smtpauth_milter.admin.doctor.domains import check_domains
 from smtpauth_milter.admin.doctor.facts import file_facts, mta_user, parent_facts, store_facts
 from smtpauth_milter.admin.doctor.grants import check_send_as_anyone
 from smtpauth_milter.admin.doctor.maps import check_maps, different_config_dirs, map_facts
+from smtpauth_milter.admin.doctor.running import running_store_finding
 from smtpauth_milter.admin.milterproto.codec import Negotiated
 from smtpauth_milter.admin.postfix import (
     default_config_dir,
@@ -45,6 +47,9 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
     findings: list[Finding] = []
     store, domains = store_facts(db)
     findings.append(check_store(store))
+    no_domains = check_local_domains(domains)
+    if no_domains is not None:
+        findings.append(no_domains)
     findings.extend(check_send_as_anyone(store.anyone))
     settings = _settings(db) if domains is not None else None
     milter_dir = settings.postfix_config_dir if settings is not None else ""
@@ -81,6 +86,8 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
     except probe.ProbeError as exc:
         result = str(exc)
     findings.append(check_negotiation(socket_spec, result))
+    if not isinstance(result, str):  # something answers: is it reading our store?
+        findings.append(running_store_finding(socket_spec, db))
     return findings
 
 

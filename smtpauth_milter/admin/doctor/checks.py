@@ -284,10 +284,9 @@ class StoreFacts:
 
 def check_store(facts: StoreFacts) -> Finding:
     if facts.missing_file:
-        return warning(
-            f"the store {facts.display} does not exist yet",
-            "smtpauth-milter db upgrade (or start the milter: a new SQLite store is created), "
-            "then smtpauth-milter domain add YOUR.DOMAIN",
+        return error(
+            f"the store {facts.display} does not exist: the milter tempfails every message",
+            "smtpauth-milter db init, then smtpauth-milter domain add YOUR.DOMAIN",
         )
     if facts.error is not None:
         return error(
@@ -308,6 +307,16 @@ def check_store(facts: StoreFacts) -> Finding:
             "smtpauth-milter db upgrade",
         )
     return ok(f"the store {facts.display} is reachable and at schema {facts.head}")
+
+
+def check_local_domains(domains: Sequence[str] | None) -> Finding | None:
+    """A store without local domains checks nothing: every message passes."""
+    if domains is None or domains:
+        return None
+    return error(
+        "the store has no local domains: nothing is checked, every message passes",
+        "smtpauth-milter domain add YOUR.DOMAIN",
+    )
 
 
 def check_negotiation(socket_spec: str, result: Negotiated | str) -> Finding:

@@ -8,9 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from smtpauth_milter.admin.doctor.checks import FileFacts, StoreFacts, UserFacts
-from smtpauth_milter.core.errors import SchemaError, SmtpauthError
+from smtpauth_milter.core.errors import SchemaError, SmtpauthError, StoreMissing
 from smtpauth_milter.core.snapshot import ANYONE
 from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.urls import display_url
 
 
 def mta_user(name: str) -> UserFacts | None:
@@ -39,13 +40,10 @@ def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
 
     ``StoreFacts.anyone``: the logins with a send-as-anyone grant.
     """
-    missing = _missing_sqlite_file(db)  # never create a SQLite file just by looking
-    if missing is not None:
-        return missing, None
     try:
         store = Store(db)
     except SmtpauthError as exc:
-        return StoreFacts(db, error=str(exc)), None
+        return StoreFacts(display_url(db), error=str(exc)), None
     try:
         current, head = store.current(), store.head()
         facts = StoreFacts(store.display, current=current, head=head, newer=store.is_newer(current))
@@ -56,22 +54,9 @@ def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
         snapshot = store.load_snapshot()
         anyone = tuple(sorted(k for k, targets in snapshot.grants.items() if ANYONE in targets))
         return replace(facts, anyone=anyone), sorted(snapshot.domains)
+    except StoreMissing:  # opening never creates a SQLite file
+        return StoreFacts(store.display, missing_file=True), None
     except SmtpauthError as exc:
         return StoreFacts(store.display, error=str(exc)), None
     finally:
         store.dispose()
-
-
-def _missing_sqlite_file(db: str) -> StoreFacts | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(db)
-    except ArgumentError:
-        return None
-    database = url.database
-    local_file = database and database != ":memory:" and not database.startswith("file:")
-    if url.get_backend_name() == "sqlite" and local_file and not Path(str(database)).exists():
-        return StoreFacts(db, missing_file=True)
-    return None
