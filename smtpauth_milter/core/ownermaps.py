@@ -11,6 +11,7 @@ and its result is handed to :func:`~smtpauth_milter.core.policy.decide` as a
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -124,6 +125,21 @@ def canonical_domains(text: str) -> str:
         if name not in names:
             names.append(name)
     return ", ".join(names)
+
+
+def garbage(value: str) -> str | None:
+    """Why a map's value cannot be a list of logins (None when it can).
+
+    Bytes that were not UTF-8 (decoded as U+FFFD) and control or format
+    characters other than the separators mean a broken map or the wrong
+    column, not an owner: the lookup fails (tempfail), it is not read as
+    "owned by nobody".
+    """
+    if "\ufffd" in value:
+        return "a value that is not UTF-8"
+    if any(unicodedata.category(ch) in ("Cc", "Cf") and ch not in " \t" for ch in value):
+        return "a value with control characters"
+    return None
 
 
 def split_owners(value: str) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ from smtpauth_milter.core.ownermaps import (
     MapSpec,
     failed,
     found,
+    garbage,
     parse_map_list,
 )
 from smtpauth_milter.core.settings import Settings
@@ -98,6 +99,11 @@ def find_owners(
             observe(source.name, "found" if hit else "not-found", clock() - started)
         if hit is not None:
             key, value = hit
+            broken = garbage(value)
+            if broken is not None:
+                if observe is not None:
+                    observe(source.name, "error", clock() - started)
+                raise MapFailure(source.name, f"{broken} for {key!r}")
             limit = next(i for i, p in enumerate(probes) if p.key == key)
             best = found(source.name, key, value)
     return best

@@ -229,3 +229,24 @@ def test_pattern_tables_answer_only_the_first_key_in_the_whole_lookup(
         f"{kind}:{patterns}", "carol+lists@example.com", ("carol@example.com",),
     )  # fmt: skip
     assert maps.answer_now(Address("bob", "example.com")).owners == ("bob-pattern",)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (b"bob\xff\xfe", "UTF-8"),  # postmap itself warns and skips the line
+        (b"bob\x01admin", "control characters"),
+        (b"bob\xe2\x80\x8badmin", "control characters"),  # U+200B, a format character
+    ],
+)
+def test_a_map_that_answers_garbage_fails_instead_of_owning_nobody(
+    tmp_path: Path, postfix_dir: str, value: bytes, why: str
+) -> None:
+    table = tmp_path / "owners"
+    table.write_bytes(b"bob@example.com " + value + b"\nok@example.com alice, bob\n")
+    source = PostfixTable(MapSpec("texthash", str(table)), postfix_dir)
+    with pytest.raises(MapError, match=why):
+        find_owners([source], probes("bob@example.com"), 5)
+    answer = find_owners([source], probes("ok@example.com"), 5)  # the rest still answers
+    assert answer.outcome is MapOutcome.FOUND
+    assert answer.owners == ("alice", "bob")
