@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,24 +17,6 @@ from tests.support.verdicts import open_client, seconds_until, verdicts
 
 ALICE = "<alice@example.com>"
 AUTH_REPLY = "530 5.7.0 Authentication required"
-
-
-@pytest.fixture
-def milters(tmp_path: Path) -> Iterator[MilterProcesses]:
-    with MilterProcesses(tmp_path) as procs:
-        yield procs
-
-
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    for args in (
-        ["db", "init"],
-        ["domain", "add", "example.com"],
-        ["settings", "set", "require-auth-local", "on"],
-    ):
-        assert run_cli(["--db", url, *args]) == 0
-    return url
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,24 +21,6 @@ ALICE = "<alice@example.com>"
 REMOTE = ["<x@remote.test>"]
 AUTH_REPLY = "530 5.7.0 Authentication required"
 MODES = {"supervised": (), "no-auto-restart": ("--no-auto-restart",)}
-
-
-@pytest.fixture
-def milters(tmp_path: Path) -> Iterator[MilterProcesses]:
-    with MilterProcesses(tmp_path) as procs:
-        yield procs
-
-
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    for args in (
-        ["db", "init"],
-        ["domain", "add", "example.com"],
-        ["settings", "set", "require-auth-local", "on"],
-    ):
-        assert run_cli(["--db", url, *args]) == 0
-    return url
 
 
 def write_config(path: Path, **values: object) -> None:
