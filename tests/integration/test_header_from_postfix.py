@@ -10,7 +10,6 @@ header steps (Postfix sends it no header at all).
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.logfile import LogFile
-from tests.harness.mta import LOOPBACK, Reply, Sandbox, parse_swaks
+from tests.harness.mta import Reply, Sandbox, deliver
 
 from .milter_fixture import OurMilter, StoreCli, field_of
 
@@ -80,18 +79,8 @@ def send(
     """One whole message; the reply to the end of DATA and the transcript."""
     message = tmp / "message.eml"
     message.write_text("\r\n".join((*headers, "To: x@remote.test", "", "Hello.", "")))
-    argv = [
-        "swaks", "--server", f"{LOOPBACK}:{sandbox.port}", "--helo", "client.sandbox.test",
-        "--from", envelope, "--to", RCPT, "--data", f"@{message}", "--timeout", "15",
-    ]  # fmt: skip
-    if user is not None:
-        argv += ["--auth", "PLAIN", "--auth-user", user, "--auth-password", sandbox.users[user]]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    transcript = done.stdout + done.stderr
-    for exchange in parse_swaks(transcript):
-        if exchange.command.strip() == ".":
-            return exchange.reply, transcript
-    raise AssertionError(f"no reply to the end of DATA:\n{transcript}")
+    password = sandbox.users[user] if user is not None else None
+    return deliver(sandbox.port, envelope, [RCPT], str(message), user, password)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ does not trust 127.0.0.1 (``mynetworks``); the milter has no trusted network.
 from __future__ import annotations
 
 import re
-import subprocess
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 from smtpauth_milter.core import logfmt
 from tests.harness.logfile import LogFile
-from tests.harness.mta import LOOPBACK, Reply, Sandbox, parse_swaks
+from tests.harness.mta import LOOPBACK, Reply, Sandbox, deliver
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
 
@@ -77,18 +76,8 @@ def send_message(
     """One whole message with swaks; the reply to the end of DATA and the transcript."""
     message = tmp / "message.eml"
     message.write_text("\r\n".join((*headers, "Subject: corners", "", "Hello.", "")))
-    argv = [
-        "swaks", "--server", f"{LOOPBACK}:{sandbox.port}", "--helo", "client.sandbox.test",
-        "--from", envelope, "--to", ",".join(rcpts), "--data", f"@{message}", "--timeout", "15",
-    ]  # fmt: skip
-    if user is not None:
-        argv += ["--auth", "PLAIN", "--auth-user", user, "--auth-password", sandbox.users[user]]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    transcript = done.stdout + done.stderr
-    for exchange in parse_swaks(transcript):
-        if exchange.command.strip() == ".":
-            return exchange.reply, transcript
-    raise AssertionError(f"no reply to the end of DATA:\n{transcript}")
+    password = sandbox.users[user] if user is not None else None
+    return deliver(sandbox.port, envelope, rcpts, str(message), user, password)
 
 
 def header_decision(milter: OurMilter, since: int) -> tuple[str, str, str]:

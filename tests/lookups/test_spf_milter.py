@@ -21,24 +21,11 @@ from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.spf import DEADLINE_MARGIN, SpfChecks
 from tests.harness.dnsserver import Blackhole, DnsServer
+from tests.support.fixedsource import FixedSource
 
 AUTHORISED = "192.0.2.10"
 OUTSIDER = "198.51.100.9"
 TIMEOUT = 1.0
-
-
-class FixedSource:
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
-
-    def prepare(self) -> None:
-        pass
-
-    def serial(self) -> int:
-        return self.snapshot.serial
-
-    def load_snapshot(self) -> Snapshot:
-        return self.snapshot
 
 
 def snapshot(resolver: str, **domain: str) -> Snapshot:

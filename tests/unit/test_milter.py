@@ -15,22 +15,7 @@ from smtpauth_milter.daemon import milter as adapter
 from smtpauth_milter.daemon.milter import SmtpAuthMilter, client_address
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.spf import SpfChecks
-
-
-class FixedSource:
-    """An in-memory store stand-in: the adapter under test never reads a database."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
-
-    def prepare(self) -> None:
-        pass
-
-    def serial(self) -> int:
-        return self.snapshot.serial
-
-    def load_snapshot(self) -> Snapshot:
-        return self.snapshot
+from tests.support.fixedsource import FixedSource
 
 
 def make_snapshot(**global_values: str) -> Snapshot:

@@ -29,7 +29,8 @@ from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.runner import DEADLINE_MARGIN
 from smtpauth_milter.lookups.spf import SpfChecks
-from tests.unit.test_milter import FixedSource, mail
+from tests.support.fixedsource import FixedSource
+from tests.unit.test_milter import mail
 
 LOGIN = "bob@example.com"
 

@@ -17,7 +17,7 @@ from .common import (
 )
 from .postfix import CONTRIB_MAIN_CF, LOCAL_DOMAINS, Postfix, render_milter_snippet
 from .sandbox import USERS, Sandbox, start_sandbox
-from .swaks import RcptReply, Reply, SwaksResult, parse_swaks, smtp
+from .swaks import RcptReply, Reply, SwaksResult, deliver, parse_swaks, smtp
 
 __all__ = [
     "CONTRIB_MAIN_CF",
@@ -32,6 +32,7 @@ __all__ = [
     "Sandbox",
     "SandboxError",
     "SwaksResult",
+    "deliver",
     "libmilter_socket",
     "parse_swaks",
     "render_milter_snippet",

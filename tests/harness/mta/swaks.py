@@ -119,3 +119,28 @@ def smtp(
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     transcript = done.stdout + done.stderr
     return SwaksResult(transcript, done.returncode, parse_swaks(transcript))
+
+
+def deliver(
+    port: int,
+    mail_from: str,
+    rcpts: Sequence[str],
+    message: str,
+    user: str | None = None,
+    password: str | None = None,
+    host: str = LOOPBACK,
+) -> tuple[Reply, str]:
+    """One whole message (``message`` is a file path) with swaks: the reply to the end of
+    DATA and the transcript. With ``user`` the session authenticates with PLAIN first."""
+    argv = [
+        "swaks", "--server", f"{host}:{port}", "--helo", "client.sandbox.test",
+        "--from", mail_from, "--to", ",".join(rcpts), "--data", f"@{message}", "--timeout", "15",
+    ]  # fmt: skip
+    if user is not None:
+        argv += ["--auth", "PLAIN", "--auth-user", user, "--auth-password", password or ""]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    transcript = done.stdout + done.stderr
+    for exchange in parse_swaks(transcript):
+        if exchange.command.strip() == ".":
+            return exchange.reply, transcript
+    raise AssertionError(f"no reply to the end of DATA:\n{transcript}")
