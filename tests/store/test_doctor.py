@@ -10,7 +10,6 @@ import grp
 import os
 import pwd
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from smtpauth_milter.admin.doctor.running import group_options, running_store_fi
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.urls import display_url
 from tests.harness.milter import MilterProcesses, ours
+from tests.harness.mta.postfix import write_settled
 from tests.upgrades import newer_migrations
 
 GOOD = """\
@@ -38,10 +38,7 @@ milter_default_action = tempfail
 
 def write_main_cf(directory: Path, text: str) -> str:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "main.cf"
-    path.write_text(text)
-    past = time.time() - 60  # postconf waits ~2 s on a main.cf younger than that
-    os.utime(path, (past, past))
+    write_settled(directory / "main.cf", text)
     return str(directory)
 
 

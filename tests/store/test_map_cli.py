@@ -10,13 +10,12 @@ by ``postfix-config-dir``.
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import CliResult, CliRunner
+from tests.harness.mta.postfix import write_settled
 
 REMOTE = "x@remote.test"
 
@@ -24,9 +23,7 @@ REMOTE = "x@remote.test"
 def postfix_dir(tmp_path: Path) -> Path:
     conf = tmp_path / "postfix"
     conf.mkdir()
-    (conf / "main.cf").write_text("compatibility_level = 3.6\n")
-    past = time.time() - 60  # Postfix programs wait ~2 s for a main.cf this fresh to settle
-    os.utime(conf / "main.cf", (past, past))
+    write_settled(conf / "main.cf", "compatibility_level = 3.6\n")
     return conf
 
 

@@ -8,9 +8,7 @@ injected clock.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,15 +20,14 @@ from smtpauth_milter.lookups.keys import Probe
 from smtpauth_milter.lookups.ownership import Ownership, Rules, find_owners
 from smtpauth_milter.lookups.postfix import MapError, PostfixTable
 from smtpauth_milter.lookups.runner import LookupRunner
+from tests.harness.mta.postfix import write_settled
 
 
 @pytest.fixture
 def postfix_dir(tmp_path: Path) -> str:
     conf = tmp_path / "pf"
     conf.mkdir()
-    (conf / "main.cf").write_text("compatibility_level = 3.6\n")
-    past = time.time() - 60  # Postfix programs wait ~2 s for a main.cf this fresh to settle
-    os.utime(conf / "main.cf", (past, past))
+    write_settled(conf / "main.cf", "compatibility_level = 3.6\n")
     return str(conf)
 
 

@@ -29,6 +29,7 @@ from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.runner import DEADLINE_MARGIN
 from smtpauth_milter.lookups.spf import SpfChecks
+from tests.harness.mta.postfix import write_settled
 from tests.support.fixedsource import FixedSource
 from tests.unit.test_milter import mail
 
@@ -39,9 +40,7 @@ LOGIN = "bob@example.com"
 def conf(tmp_path: Path) -> Path:
     directory = tmp_path / "postfix"
     directory.mkdir()
-    (directory / "main.cf").write_text("compatibility_level = 3.6\n")
-    past = time.time() - 60  # Postfix programs wait ~2 s for a main.cf this fresh to settle
-    os.utime(directory / "main.cf", (past, past))
+    write_settled(directory / "main.cf", "compatibility_level = 3.6\n")
     return directory
 
 
