@@ -71,8 +71,8 @@ class Run:
 
 
 def _worker(args: tuple[str, str, bool, int, float, int, int, int]) -> driver.Result:
-    spec, key, check, conns, duration, sessions, offset, stride = args
-    return driver.drive(spec, SCENARIOS[key], check, conns, duration, sessions, offset, stride)
+    spec, key, check, conns, duration, sessions, offset, all_conns = args
+    return driver.drive(spec, SCENARIOS[key], check, conns, duration, sessions, offset, all_conns)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -243,16 +243,21 @@ def drive(
     duration: float,
     sessions: int,
     offset: int = 0,
-    stride: int = 1,
+    all_connections: int | None = None,
 ) -> Result:
-    """Run ``connections`` concurrent session loops against ``spec`` in this process."""
+    """Run ``connections`` concurrent session loops against ``spec`` in this process.
+
+    Connection ``n`` plays scenarios ``offset + n``, then every ``all_connections``-th
+    after it: with several driver processes (each given its own ``offset`` and the total
+    count) every scenario is played by exactly one connection.
+    """
     key = (id(scenarios), check)
     plans = _PLANS.get(key)
     if plans is None:
         plans = _PLANS[key] = Plans(scenarios, check)
     before = resource.getrusage(resource.RUSAGE_SELF)
     result = asyncio.run(
-        _drive(spec, plans, connections, offset, stride * connections, duration, sessions)
+        _drive(spec, plans, connections, offset, all_connections or connections, duration, sessions)
     )
     after = resource.getrusage(resource.RUSAGE_SELF)
     result.cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)

@@ -156,8 +156,7 @@ def run(args: argparse.Namespace, workdir: Path, pg: PgServer) -> int:
         try:
             for name, proc in procs.items():
                 proc.start()
-                # warm: every scenario once, in order, on one connection (a run on
-                # several connections strides over the scenarios and skips some)
+                # warm: every scenario once, in order, on one connection
                 warm = measure(pool, name, proc, key, 1, 1, 600, 4000, check=True)
                 print(f"# warm-up {name}: {warm.sessions} sessions, wrong {warm.mismatches}")
             for c in args.connections:
