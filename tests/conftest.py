@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,16 +69,55 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
     pg_server.drop_database(name)
 
 
+@pytest.fixture(scope="session")
+def sqlite_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite store as `smtpauth-milter db init` makes it, to copy for each test."""
+    path = tmp_path_factory.mktemp("template") / "store.sqlite"
+    create_store(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_store_template(pg_server: PgServer) -> str:
+    """One PostgreSQL store as `smtpauth-milter db init` makes it, to copy for each test."""
+    name = pg_server.new_database_name("template")
+    pg_server.create_database(name)
+    create_store(pg_server.url(name))
+    return name
+
+
+@pytest.fixture
+def pg_store_url(pg_server: PgServer, pg_store_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL store for one test: a copy of the template made by `db init`."""
+    name = pg_server.new_database_name()
+    pg_server.create_database(name, template=pg_store_template)
+    yield pg_server.url(name)
+    pg_server.drop_database(name)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     """The store every store-touching test runs against: SQLite and PostgreSQL.
 
     Created explicitly, as an admin does with `smtpauth-milter db init`:
-    nothing creates a store just by opening it.
+    nothing creates a store just by opening it.  Running the migrations for
+    every test would cost 25-100 ms each, so each test gets a copy of a store
+    created once per session; tests/store/test_migrations.py runs every
+    migration down and back up on both.
     """
-    url: str = sqlite_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    create_store(url)
-    return url
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("pg_store_url")
+        return url
+    copy_sqlite_store(request.getfixturevalue("sqlite_store_template"), sqlite_url)
+    return sqlite_url
+
+
+def copy_sqlite_store(template: Path, url: str) -> None:
+    """The template's bytes at ``url``'s path, with the modes `db init` gives (0750 dirs, 0640)."""
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(mode=0o750, parents=True)
+    shutil.copyfile(template, path)
+    path.chmod(0o640)
 
 
 def create_store(url: str) -> None:

@@ -241,10 +241,10 @@ class PgServer:
         self._db_counter += 1
         return f"{prefix}_{os.getpid()}_{self._db_counter}"
 
-    def create_database(self, name: str) -> None:
-        """An empty UTF-8 database (copied from template0: ~25 ms)."""
-        statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
-            sql.Identifier(name)
+    def create_database(self, name: str, template: str = "template0") -> None:
+        """A UTF-8 database copied from ``template`` (default: an empty one)."""
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} ENCODING 'UTF8'").format(
+            sql.Identifier(name), sql.Identifier(template)
         )
         with self.connect() as conn:
             if conn.info.server_version >= 150000:
