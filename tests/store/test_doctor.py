@@ -18,7 +18,7 @@ import pytest
 from smtpauth_milter import __version__
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.doctor import checks, facts
-from smtpauth_milter.admin.doctor.running import group_options, running_store_finding
+from smtpauth_milter.admin.doctor.running import group_options, holder, running_store_finding
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.urls import display_url
 from tests.harness.milter import MilterProcesses, ours
@@ -314,6 +314,22 @@ def test_the_running_milters_postgresql_store_is_shown_without_its_password(
     assert lines[-1].startswith(
         f"error: the milter on {milter.socket} (pid {milter.pid}) reads the store {masked}, "
     )
+
+
+@pytest.mark.parametrize(("supervisor", "child"), [(300, 301), (32456, 314)])
+def test_the_process_named_is_the_supervisor_even_after_pids_wrap(
+    tmp_path: Path, supervisor: int, child: int
+) -> None:
+    """Under AutoRestart the supervisor and its child both hold the socket; once pids
+    wrap around the child's is the lower (seen on a busy machine: "pid 314")."""
+    for pid, parent in ((supervisor, 1), (child, supervisor), (child + 1, supervisor)):
+        (tmp_path / str(pid) / "fd").mkdir(parents=True)
+        # a command name with ") S 9 " in it must not be read as the parent
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (run) S 9 () S {parent} {pid} 0\n")
+    (tmp_path / str(supervisor) / "fd" / "3").symlink_to("socket:[4242]")
+    (tmp_path / str(child) / "fd" / "3").symlink_to("socket:[4242]")
+    (tmp_path / str(child + 1) / "fd" / "3").symlink_to("socket:[7]")  # another socket
+    assert holder(4242, tmp_path) == supervisor
 
 
 def test_doctor_says_why_it_cannot_tell_the_milters_store(tmp_path: Path) -> None:

@@ -68,9 +68,15 @@ def _table(path: Path) -> list[list[str]]:
 
 
 def holder(inode: int, proc: Path = PROC) -> int:
-    """The process holding the socket; Unknown when it cannot be seen (another user's)."""
+    """The process holding the socket; Unknown when it cannot be seen (another user's).
+
+    Under AutoRestart the supervisor and its child both hold it: the one named is
+    the process that was started (whose parent does not hold it), whatever order
+    pids wrapped around in.
+    """
     target = f"socket:[{inode}]"
     hidden = False
+    holders: list[int] = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -84,9 +90,22 @@ def holder(inode: int, proc: Path = PROC) -> int:
         for fd in fds:
             with contextlib.suppress(OSError):
                 if str(fd.readlink()) == target:
-                    return int(entry.name)
-    why = "its process belongs to another user (run doctor as root)" if hidden else "it is gone"
-    raise Unknown(f"cannot see which process holds the socket: {why}")
+                    holders.append(int(entry.name))
+                    break
+    if not holders:
+        why = "its process belongs to another user (run doctor as root)" if hidden else "it is gone"
+        raise Unknown(f"cannot see which process holds the socket: {why}")
+    return next((pid for pid in holders if _parent(pid, proc) not in holders), min(holders))
+
+
+def _parent(pid: int, proc: Path) -> int | None:
+    """The parent pid from /proc/PID/stat (after the command name, which may hold ')')."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
 
 
 def group_options(argv: Sequence[str]) -> dict[str, str] | None:
