@@ -14,10 +14,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.daemon.config import clean_env
 from tests.harness.milter import MilterProcess, console_script, ours
 from tests.support.milterclient import session
@@ -62,7 +64,20 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-def cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+class Cli:
+    """The CLI in this process (as the CLI tests run it): one process start saved per call."""
+
+    def __init__(self, url: str, capsys: pytest.CaptureFixture[str]) -> None:
+        self.url, self.capsys = url, capsys
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        self.capsys.readouterr()
+        code = run_cli(["--db", self.url, *args])
+        captured = self.capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def installed_cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the installed CLI once (a separate process, as an admin would)."""
     return subprocess.run(
         [console_script(), "--db", db_url, *args],
@@ -82,43 +97,48 @@ def _decides(milter: MilterProcess) -> tuple[int | None, int | None]:
 
 
 def test_a_write_on_a_full_disk_fails_cleanly_and_the_milter_keeps_deciding(
-    small_disk: Path, tmp_path: Path
+    small_disk: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{small_disk / 'state' / 'store.sqlite'}"
+    cli = Cli(url, capsys)
     for args in (
         ["db", "init"],
         ["domain", "add", "example.com"],
         ["settings", "set", "require-auth-local", "on"],
     ):
-        assert cli(url, *args).returncode == 0
+        assert cli(*args).returncode == 0
     big_import = tmp_path / "big.json"
-    export = json.loads(cli(url, "export").stdout)
+    export = json.loads(cli("export").stdout)
     export["domains"].update({f"d{i:05d}.example": {} for i in range(2_000)})
     big_import.write_text(json.dumps(export), encoding="utf-8")
 
     milter = ours(url, tmp_path / "milter.log", graceful_stop=False)
     with milter.start(ready="loaded"):
         assert _decides(milter) == (530, None)
-        before = cli(url, "export").stdout
+        before = cli("export").stdout
         filler = fill(small_disk)
         with contextlib.ExitStack() as cleanup:
             cleanup.callback(filler.unlink)
-            for args in (
-                ["settings", "set", "auth-required-reply", "530 5.7.0 " + "x" * 400],
-                ["domain", "add", *[f"n{i}.example" for i in range(200)]],
-                ["import", str(big_import)],
+            for run, args in (
+                # the installed command once: its exit status and stderr, as an admin sees them
+                (
+                    partial(installed_cli, url),
+                    ["settings", "set", "auth-required-reply", "530 5.7.0 " + "x" * 400],
+                ),
+                (cli, ["domain", "add", *[f"n{i}.example" for i in range(200)]]),
+                (cli, ["import", str(big_import)]),
             ):
-                failed = cli(url, *args)
+                failed = run(*args)
                 assert failed.returncode == 2, failed
                 lines = failed.stderr.splitlines()
                 assert len(lines) == 1 and "Traceback" not in failed.stderr, failed.stderr
                 assert lines[0].startswith("smtpauth-milter: error: cannot write to the store")
                 assert "full" in lines[0], lines[0]
-                assert cli(url, "export").stdout == before
-            assert cli(url, "db", "check").returncode == 0
+                assert cli("export").stdout == before
+            assert cli("db", "check").returncode == 0
             assert _decides(milter) == (530, None)
         # Space again: the same write succeeds and reaches the running milter.
-        assert cli(url, "settings", "set", "require-auth-local", "off").returncode == 0
+        assert cli("settings", "set", "require-auth-local", "off").returncode == 0
         deadline = time.monotonic() + 5
         while _decides(milter) != (None, None):
             assert time.monotonic() < deadline, "the change never reached the milter"
