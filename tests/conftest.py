@@ -27,9 +27,9 @@ os.environ[CONFIG_DEFAULT_ENV] = "/nonexistent/smtpauth-milter-tests/default.tom
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: two workers per core.  Most of a test's time is spent waiting
-    for Postfix, PostgreSQL or a milter process, and the suite is CPU-bound at
-    about that many (on 2 cores: 3 workers 204 s, 4 workers 187 s, 8 workers 235 s).
-    One file runs on one worker (``--dist loadfile``): its module fixtures start once."""
+    for Postfix, PostgreSQL or a milter process; beyond two per core the workers
+    only compete for the CPU (2 cores, ``--dist worksteal``: 3 workers 200 s,
+    4 workers 167 s, 5 workers 188 s, 6 workers 194 s)."""
     return 2 * (os.cpu_count() or 1)
 
 
