@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,13 @@ from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging, writer_w
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.privileges import Identity
 from smtpauth_milter.daemon.reload import Reloader
-from smtpauth_milter.daemon.supervisor import Supervisor, listening_sockets, remove_unix_socket
+from smtpauth_milter.daemon.supervisor import (
+    Supervisor,
+    listener_address,
+    listening_sockets,
+    remove_unix_socket,
+    wake_listener,
+)
 from smtpauth_milter.lookups.ownership import OwnershipMaps
 
 if TYPE_CHECKING:
@@ -34,6 +41,7 @@ from smtpauth_milter.lookups.spf import SpfChecks
 from smtpauth_milter.store.engine import Store
 
 log = logging.getLogger("smtpauth_milter")
+STOP_WAKES = 50  # connections at most to make libmilter see a stop (then its 5 s timeout does)
 SOCKET_UMASK = 0o117  # a unix socket comes out 0660: the MTA's group, nobody else
 
 
@@ -147,6 +155,7 @@ def _serve(
     store: Store,
     metrics: Metrics | None,
     reread: Callable[[], RunConfig],
+    listen_fd: int,
     reload_first: bool = False,
 ) -> int:
     """The milter process: refresh thread, metrics thread, libmilter; until TERM/INT."""
@@ -157,6 +166,22 @@ def _serve(
         deadline=store.read_deadline,
     )
     reloader = Reloader(config, reread, cache)
+
+    where = listener_address(listen_fd)
+
+    def stop(name: str) -> None:
+        """smfi_stop raises libmilter's stop flag, then waits for the lock its accept
+        loop holds while it waits up to 5 s for a connection: a connection of our
+        own ends that wait (again every 20 ms if it came before the flag)."""
+        log.info("%s", logfmt.Fields({"event": "stopping", "signal": name}))
+        stopper = threading.Thread(target=Milter.milter.stop, name="stop", daemon=True)
+        stopper.start()
+        for _ in range(STOP_WAKES):
+            stopper.join(0.02)
+            if not stopper.is_alive():
+                return
+            wake_listener(where)
+
     if reload_first:  # a restarted child: apply what a SIGHUP applied to its predecessor
         reloader("restart")
     if metrics is not None:
@@ -168,7 +193,7 @@ def _serve(
     try:
         cache.start(reloader.config.refresh)
         with writer_while_serving():  # one log writer thread while libmilter's threads log
-            signals.serve(reloader)
+            signals.serve(reloader, stop)
     finally:
         cache.stop()
         spf.stop()
@@ -178,12 +203,16 @@ def _serve(
 
 
 def _child(
-    config: RunConfig, store: Store, metrics: Metrics | None, reread: Callable[[], RunConfig]
+    config: RunConfig,
+    store: Store,
+    metrics: Metrics | None,
+    reread: Callable[[], RunConfig],
+    listen_fd: int,
 ) -> Callable[[bool], int]:
     def main(reloaded: bool) -> int:
         store.engine.dispose(close=False)  # never share the parent's connections (it has none)
         try:
-            return _serve(config, store, metrics, reread, reload_first=reloaded)
+            return _serve(config, store, metrics, reread, listen_fd, reload_first=reloaded)
         except SmtpauthError as exc:
             log.error("%s", logfmt.Fields({"event": "error", "error": str(exc)}))
             return 2
@@ -226,9 +255,9 @@ def run(config: RunConfig, reread: Callable[[], RunConfig] | None = None) -> int
         )
         reread = reread or (lambda: config)
         if not config.auto_restart:
-            return _serve(config, store, metrics, reread)
+            return _serve(config, store, metrics, reread, listen_fd)
         supervisor = Supervisor(
-            _child(config, store, metrics, reread),
+            _child(config, store, metrics, reread, listen_fd),
             listen_fd,
             on_restart=metrics.restarts.inc if metrics is not None else None,
         )

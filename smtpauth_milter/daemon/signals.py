@@ -7,14 +7,19 @@ sure it never receives a HUP:
 1. :func:`block` blocks every signal we care about in the main thread before
    any thread exists, so every thread (libmilter's too) inherits the block;
 2. :func:`serve` runs libmilter's main loop in a thread of its own;
-3. then the main thread alone unblocks HUP and USR1.  Linux offers a
-   process-wide signal to the main thread first when it does not block it, so
-   HUP and USR1 land here and TERM and INT still go to libmilter.
+3. then the main thread alone unblocks HUP, USR1, TERM and INT.  Linux offers
+   a process-wide signal to the main thread first when it does not block it,
+   so they all land here.
 
 The C handler only writes the signal number to a pipe (``set_wakeup_fd``), a
-worker thread does the reload: a burst of HUPs becomes one reload and no Python
-code runs per signal.  ``SA_NODEFER`` keeps HUP unblocked while the handler
-runs, else a HUP arriving in those microseconds would go to libmilter.
+worker thread acts on it: a burst of HUPs becomes one reload and no Python
+code runs per signal.  ``SA_NODEFER`` keeps the signals unblocked while the
+handler runs, else one arriving in those microseconds would go to libmilter
+(harmless for TERM and INT, a stop instead of a reload for HUP).
+
+TERM and INT call ``on_stop``: ``smfi_stop`` and a connection to our own socket,
+because libmilter, told by its own thread, would notice only when its accept
+loop next wakes up, up to 5 seconds later.
 """
 
 from __future__ import annotations
@@ -74,19 +79,25 @@ def _ignore(_signum: int, _frame: object) -> None:
     """The work happens in the reload thread; this only has to be a real handler."""
 
 
-def serve(on_reload: Callable[[str], None]) -> None:
-    """Run libmilter until TERM/INT; call ``on_reload(signal names)`` for HUP/USR1.
+def serve(on_reload: Callable[[str], None], on_stop: Callable[[str], None]) -> None:
+    """Run libmilter until it stops; ``on_reload(names)`` for HUP/USR1, ``on_stop(name)``
+    for TERM/INT (it must make libmilter's main loop return).
 
     Must be called from the main thread, with :func:`block` in effect.
     """
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
 
-    def reload_worker() -> None:
+    def signal_worker() -> None:
+        stopping = False
         while True:
             data = os.read(read_end, 512)  # a burst of signals: one read, one reload
+            stops = [signal.Signals(byte).name for byte in data if byte in STOP_SIGNALS]
+            if stops and not stopping:
+                stopping = True
+                on_stop(stops[0])
             names = sorted({signal.Signals(byte).name for byte in data if byte in RELOAD_SIGNALS})
-            if names:
+            if names and not stopping:
                 on_reload("+".join(names))
 
     failure: list[str] = []
@@ -101,21 +112,22 @@ def serve(on_reload: Callable[[str], None]) -> None:
         except Milter.milter.error as exc:
             failure.append(str(exc))
 
-    threading.Thread(target=reload_worker, name="reload", daemon=True).start()
+    threading.Thread(target=signal_worker, name="signals", daemon=True).start()
     milter = threading.Thread(target=libmilter_main, name="libmilter")
     milter.start()
-    # Every thread exists now, and each one blocks HUP/USR1: take them here only.
+    # Every thread exists now, and each one blocks these signals: take them here only.
+    taken = RELOAD_SIGNALS | STOP_SIGNALS
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-    for signum in RELOAD_SIGNALS:
+    for signum in taken:
         signal.signal(signum, _ignore)
         _add_nodefer(signum)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, RELOAD_SIGNALS)  # pending ones arrive here, now
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, taken)  # pending ones arrive here, now
     launch.set()
     try:
         while milter.is_alive():
             milter.join(1.0)
     finally:
-        signal.pthread_sigmask(signal.SIG_BLOCK, RELOAD_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, taken)
         signal.set_wakeup_fd(-1)
     if failure:
         raise SmtpauthError(f"the milter stopped: {failure[0]}")

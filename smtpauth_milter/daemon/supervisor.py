@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from smtpauth_milter.core import logfmt
 
@@ -57,6 +59,28 @@ def listening_sockets() -> set[int]:
             finally:
                 probe.close()
     return found
+
+
+Address = tuple[socket.AddressFamily, Any]
+
+
+def listener_address(listen_fd: int) -> Address:
+    """Where to connect to reach our own listening socket (loopback for a wildcard)."""
+    with socket.socket(fileno=os.dup(listen_fd)) as listener:
+        family, address = listener.family, listener.getsockname()
+    if family == socket.AF_INET and ipaddress.ip_address(address[0]).is_unspecified:
+        address = ("127.0.0.1", address[1])
+    elif family == socket.AF_INET6 and ipaddress.ip_address(address[0]).is_unspecified:
+        address = ("::1", *address[1:])
+    return family, address
+
+
+def wake_listener(where: Address) -> None:
+    """Connect once to our own listening socket and hang up (errors ignored)."""
+    family, address = where
+    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as wake:
+        wake.settimeout(0.5)
+        wake.connect(address)
 
 
 def _child_exit(code: int) -> None:

@@ -100,7 +100,7 @@ def run_milter(mta_sandbox: Sandbox) -> Iterator[RunMilter]:
 def reject_milter(run_milter: RunMilter) -> StartRejectMilter:
     def start(milter_socket: str) -> MilterProcess:
         argv = [sys.executable, str(HERE / "reject_milter.py"), SOCKET]
-        # libmilter needs up to ~5 s to notice SIGTERM; this helper keeps no state.
+        # plain pymilter needs up to ~5 s to notice SIGTERM; this helper keeps no state.
         return run_milter(argv, milter_socket, stop_timeout=0)
 
     return start

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
 from tests.harness.milter import MilterProcess, MilterProcesses
-from tests.support.verdicts import seconds_until, verdicts
+from tests.support.verdicts import open_client, seconds_until, verdict_text, verdicts
 
 ALICE = "<alice@example.com>"
 REMOTE = ["<x@remote.test>"]
@@ -119,12 +120,42 @@ def test_sighup_polls_the_store_at_once(
     )
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_sigint_stop_with_exit_0(
-    milters: MilterProcesses, store_url: str, stop: signal.Signals
+def test_sigterm_and_sigint_stop_promptly_with_exit_0(
+    milters: MilterProcesses, store_url: str, stop: signal.Signals, mode: str
 ) -> None:
-    milter = milters.start(store_url)
+    """libmilter alone notices a stop only when its accept loop next wakes, up to 5 s
+    later; we wake it (docs/internals.md#shutdown-and-the-unix-socket)."""
+    milter = milters.start(store_url, *MODES[mode], ready="loaded")
     assert milter.process is not None
+    sent = time.monotonic()
     milter.process.send_signal(stop)
     assert milter.process.wait(15) == 0
+    took = time.monotonic() - sent
+    assert took < 2.5, f"stopped {took:.1f} s after {stop.name}"
     assert "event=stop" in milter.log_text()
+    # the supervisor forwards a stop to its child as SIGTERM
+    seen = stop.name if mode == "no-auto-restart" else "SIGTERM"
+    assert f"event=stopping signal={seen}" in milter.log_text()
+    assert not milter.trouble()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_session_open_at_sigterm_is_closed_and_does_not_hold_the_stop(
+    milters: MilterProcesses, store_url: str, mode: str
+) -> None:
+    """libmilter stops serving every session at a stop (docs/operations.md#signals-and-reload):
+    the MTA sees the connection close and applies its milter_default_action."""
+    milter = milters.start(store_url, *MODES[mode], ready="loaded")
+    assert milter.process is not None
+    with open_client(milter.socket) as client:
+        client.negotiate()
+        client.connect("client.example.test", address="203.0.113.9")
+        assert verdict_text(client.mail(ALICE, macros={"i": "4ABCDEF0123"})) == "continue"
+        sent = time.monotonic()
+        milter.process.send_signal(signal.SIGTERM)
+        assert milter.process.wait(15) == 0
+        assert time.monotonic() - sent < 2.5
+        assert client.at_eof(timeout=2.0)
+    assert milter.trouble() == []
