@@ -234,7 +234,7 @@ def leak(args: argparse.Namespace, workdir: Path) -> list[str]:
     build_store(db, REALISTIC)
     key = "leak"
     SCENARIOS[key] = scenarios(load_snapshot(db), REALISTIC)
-    procs = milters(workdir, db, args.socket)
+    procs = milters(workdir, db, args.socket, args.log_level)
     total_wanted = args.leak_sessions
     lines = [
         f"| milter | RSS after 50k sessions MiB | after {total_wanted // 1000}k MiB | growth"

@@ -27,7 +27,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TextIO, cast
 
 from smtpauth_milter.core import logfmt
@@ -114,7 +114,22 @@ class SyslogSink:
 
 
 Line = str | bytes  # what a sink frames and writes
-Item = Line | threading.Event | None  # in the queue: a line, a flush marker, or stop (None)
+
+
+FieldsOf = Callable[..., Mapping[str, str | None]]
+
+
+class Deferred:
+    """A line to make later: ``fields_of(*args)`` rendered by the writer thread."""
+
+    __slots__ = ("args", "created", "fields_of", "levelno")
+
+    def __init__(self, levelno: int, created: float, fields_of: FieldsOf, args: tuple[Any, ...]):
+        self.levelno, self.created, self.fields_of, self.args = levelno, created, fields_of, args
+
+
+# in the queue: a line, one to render, a flush marker, or stop (None)
+Item = Line | Deferred | threading.Event | None
 
 
 class LineHandler(logging.Handler):
@@ -145,22 +160,49 @@ class LineHandler(logging.Handler):
         self._put(item)
         return True
 
-    def emit_fields(self, levelno: int, fields: Mapping[str, str | None]) -> None:
-        """What ``handle`` does for a record whose message is ``Fields(fields)``, without
-        making the LogRecord; only for a handler that :func:`direct_handler` returned."""
+    def emit_fields(self, levelno: int, fields_of: FieldsOf, *args: Any) -> None:
+        """What ``handle`` does for a record whose message is ``Fields(fields_of(*args))``,
+        without making the LogRecord; only for a handler that :func:`direct_handler`
+        returned.
+
+        While the writer runs, ``fields_of(*args)`` is called and rendered there, in
+        batches, so a libmilter thread holds the GIL for less time per recipient
+        (bench/README.md, issue 13): ``fields_of`` must be pure and ``args`` must not
+        change afterwards (the decision's frozen request and verdict, strings)."""
+        deferred = Deferred(levelno, time.time(), fields_of, args)
+        if self._queue is not None:
+            self._put(deferred)
+            return
+        item = self._render(deferred)
+        if item is not None:
+            self._put(item)
+
+    def _render(self, deferred: Deferred) -> Line | None:
         formatter = cast(FieldsFormatter, self.formatter)
         try:
-            text = formatter.fields_line(levelno, time.time(), fields, self.pid)
-            item = self.sink.frame(text, levelno)
+            fields = deferred.fields_of(*deferred.args)
+            text = formatter.fields_line(deferred.levelno, deferred.created, fields, self.pid)
+            return self.sink.frame(text, deferred.levelno)
         except Exception:
             self.handleError(_lost([""]))
-            return
-        self._put(item)
+            return None
 
-    def _put(self, item: Line) -> None:
+    def _lines(self, batch: Sequence[Item]) -> list[Line]:
+        """The lines of ``batch``, in order: queued ones as they are, deferred ones rendered."""
+        lines: list[Line] = []
+        for item in batch:
+            if isinstance(item, str | bytes):
+                lines.append(item)
+            elif isinstance(item, Deferred):
+                line = self._render(item)
+                if line is not None:
+                    lines.append(line)
+        return lines
+
+    def _put(self, item: Line | Deferred) -> None:
         lines = self._queue
-        if lines is None:
-            self._write_now([item])
+        if lines is None:  # no writer (or it stopped since the caller looked)
+            self._write_now(self._lines([item]))
         elif lines.qsize() < self._max_queued:
             lines.put(item)
         else:
@@ -221,7 +263,7 @@ class LineHandler(logging.Handler):
         self._queue = None
         self._writer = None
         if not writer.is_alive():
-            left = [item for item in _drain(lines, []) if isinstance(item, str | bytes)]
+            left = self._lines(_drain(lines, []))
             if left:
                 self._write_now(left)
 
@@ -247,7 +289,7 @@ class LineHandler(logging.Handler):
             if first is not None:
                 time.sleep(LINGER)  # one write for every line made meanwhile
             batch = _drain(lines, [first])
-            items = [item for item in batch if isinstance(item, str | bytes)]
+            items = self._lines(batch)
             if self._lost:
                 items.append(self._lost_line())
             if items:

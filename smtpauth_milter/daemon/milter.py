@@ -31,7 +31,7 @@ from smtpauth_milter.core.policy import (
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.spf import SpfResult
-from smtpauth_milter.daemon.logwriter import direct_handler
+from smtpauth_milter.daemon.logwriter import FieldsOf, direct_handler
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.spf import SpfChecks
@@ -92,15 +92,16 @@ def _log_level(verdict: Verdict) -> int:
     return logging.INFO if verdict.action is Action.CONTINUE else logging.WARNING
 
 
-def _emit(level: int, fields: dict[str, str | None]) -> None:
+def _emit(level: int, fields_of: FieldsOf, *args: Any) -> None:
     """A decision line is written once per recipient, on the MTA's critical path: to
-    the daemon's own handler without a LogRecord; else as a record, without logging's
-    stack walk (findCaller)."""
+    the daemon's own handler without a LogRecord (made by its writer thread from
+    ``fields_of(*args)``); else as a record, without logging's stack walk (findCaller)."""
     handler = direct_handler(log)
     if handler is not None:
-        handler.emit_fields(level, fields)
+        handler.emit_fields(level, fields_of, *args)
         return
-    record = log.makeRecord(log.name, level, __file__, 0, logfmt.Fields(fields), (), None)
+    fields = logfmt.Fields(fields_of(*args))
+    record = log.makeRecord(log.name, level, __file__, 0, fields, (), None)
     log.handle(record)
 
 
@@ -253,13 +254,16 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
     def _log(self, request: Request, rcpt: str, verdict: Verdict) -> None:
         level = _log_level(verdict)
         if log.isEnabledFor(level):
-            fields = logfmt.decision_fields(self._queue, request, rcpt, verdict, self._client_text)
-            _emit(level, fields)
+            _emit(
+                level,
+                logfmt.decision_fields,
+                *(self._queue, request, rcpt, verdict, self._client_text),
+            )
 
     def _log_header(self, request: Request, froms: list[str], verdict: Verdict) -> None:
         level = _log_level(verdict)
         if log.isEnabledFor(level):
-            _emit(level, logfmt.header_decision_fields(self._queue, request, froms, verdict))
+            _emit(level, logfmt.header_decision_fields, self._queue, request, tuple(froms), verdict)
 
     def _answer(self, verdict: Verdict) -> int:
         if verdict.action is Action.REJECT:

@@ -90,7 +90,7 @@ def test_emit_fields_writes_the_same_line_as_logging_a_record(
     path = tmp_path / "log"
     handler = file_handler(path, logger)
     with handler.writing():
-        handler.emit_fields(logging.WARNING, HOSTILE_FIELDS)
+        handler.emit_fields(logging.WARNING, dict, HOSTILE_FIELDS)
         logger.warning("%s", logfmt.Fields(HOSTILE_FIELDS))
     first, second = lines(path)
     assert first == second and first.startswith("WARNING queue=- action=reject ")

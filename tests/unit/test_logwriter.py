@@ -33,7 +33,11 @@ def test_every_line_once_in_each_threads_order_and_all_written_at_stop(
 
     def talk(n: int) -> None:
         for i in range(per_thread):
-            logger.info("%s", logfmt.Fields({"thread": str(n), "seq": str(i)}))
+            fields = {"thread": str(n), "seq": str(i)}
+            if i % 2:  # a decision line: rendered later, by the writer
+                handler.emit_fields(logging.INFO, dict, fields)
+            else:  # any other line: rendered here
+                logger.info("%s", logfmt.Fields(fields))
 
     with handler.writing():
         workers = [threading.Thread(target=talk, args=(n,)) for n in range(threads)]
