@@ -15,6 +15,7 @@ in the log fails the run).  Needs root, postfix and dovecot.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import statistics
 import subprocess
@@ -34,6 +35,10 @@ from .workload import REALISTIC, build_store
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 SENDER = "bench@remote.test"  # not local: every message is accepted and delivered
 RCPT = "someone@d00001.example"
+
+# cleanup(8) noticing the queue file system's clock a second ahead of the host's
+# (the sandbox's disk): about file time stamps, not about any message.
+CLOCK_WARNING = re.compile(r"file system clock is \d+ seconds? ahead|resetting file time stamps")
 
 
 @dataclass
@@ -115,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                 mark = sandbox.maillog.mark()
                 seconds = send(sandbox.port, args.messages, args.sessions, args.size)
                 cpu = (procstat.cpu_seconds(pid) - cpu0) if pid else 0.0
-                bad = sandbox.maillog.find(r"reject|milter-|warning|fatal|panic", mark)
+                found = sandbox.maillog.find(r"reject|milter-|warning|fatal|panic", mark)
+                bad = [line for line in found if not CLOCK_WARNING.search(line)]
                 if bad:
                     raise RuntimeError(f"{cfg.label}: {bad[:3]}")
                 result = Result(

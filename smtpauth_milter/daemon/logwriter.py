@@ -1,12 +1,15 @@
-"""The log handler of the daemon: lines rendered by the caller, written by one thread.
+"""The log handler of the daemon: lines queued by the caller, written by one thread.
 
 The stdlib handlers take one lock shared by every thread around format and
 write, and write (and flush) once per record.  Under load every libmilter
 thread queues on that lock while the holder waits in ``write()``.  Here a
-record is formatted in the thread that logs it, with no shared lock; while
-the writer runs (:meth:`LineHandler.writing`, the serving part of ``run``),
-the finished line goes into a queue and one thread writes whatever has
-gathered, in one ``write()`` to a stream or one datagram per line to syslog.
+record is formatted in the thread that logs it, with no shared lock; a
+decision line (:meth:`LineHandler.emit_fields`) is not even formatted there:
+its frozen parts are queued and the writer renders them in its batch, so a
+libmilter thread holds the GIL as briefly as it can.  While the writer runs
+(:meth:`LineHandler.writing`, the serving part of ``run``), lines go into a
+queue and one thread writes whatever has gathered, in one ``write()`` to a
+stream or one datagram per line to syslog.
 Outside of it (start-up, a supervising parent, tests) a record is written at
 once, under the handler's lock, like any stdlib handler.
 
