@@ -226,8 +226,16 @@ def _child(
 def run(config: RunConfig, reread: Callable[[], RunConfig] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; tempfail while the store is unreadable. Returns the exit code."""
     # libmilter's signal thread sigwait()s HUP/TERM/INT: block them (and the
-    # reload signals) before any thread exists; see daemon/signals.py.
-    signals.block()
+    # reload signals) before any thread exists; see daemon/signals.py. Whoever
+    # called us gets its signal mask back, also when we fail before serving.
+    previous = signals.block()
+    try:
+        return _run(config, reread)
+    finally:
+        signals.restore(previous)
+
+
+def _run(config: RunConfig, reread: Callable[[], RunConfig] | None) -> int:
     identity = Identity.resolve(config.user, config.group)
     setup_logging(config.log_level, config.syslog, config.log_format)
     store = Store(config.db, serving=True)

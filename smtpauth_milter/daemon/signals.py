@@ -70,9 +70,16 @@ def _add_nodefer(signum: int) -> None:
         raise OSError(ctypes.get_errno(), "sigaction")
 
 
-def block() -> None:
-    """Block HUP, USR1, TERM, INT and CHLD in this (the main) thread: before any thread starts."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+def block() -> set[int | signal.Signals]:
+    """Block HUP, USR1, TERM, INT and CHLD in this (the main) thread: before any thread
+    starts. Returns the mask it replaced, for :func:`restore`."""
+    return signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+
+
+def restore(mask: set[int | signal.Signals]) -> None:
+    """Put back the mask :func:`block` replaced: a process we start later (or a test
+    that called ``run`` in process) must not inherit TERM blocked."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _ignore(_signum: int, _frame: object) -> None:

@@ -159,3 +159,12 @@ def test_a_session_open_at_sigterm_is_closed_and_does_not_hold_the_stop(
         assert time.monotonic() - sent < 2.5
         assert client.at_eof(timeout=2.0)
     assert milter.trouble() == []
+
+
+def test_run_that_fails_before_serving_gives_the_signal_mask_back(store_url: str) -> None:
+    """``run`` blocks TERM (libmilter's thread must sigwait it) before it checks anything;
+    a run that fails must not leave TERM blocked in its caller, or every process the
+    caller starts later inherits it (a private Dovecot then ignored its SIGTERM)."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert run_cli(["--db", store_url, "run", "--socket", "unix:/nonexistent/dir/m.sock"]) != 0
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
