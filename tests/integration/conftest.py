@@ -68,7 +68,7 @@ def mta_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     try:
         yield sandbox
     finally:
-        sandbox.stop()
+        sandbox.stop(wait=False)  # the end of the run: 3-5 s of wind-down nobody waits for
 
 
 @pytest.fixture

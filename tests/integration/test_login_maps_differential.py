@@ -75,7 +75,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     try:
         yield started
     finally:
-        started.stop()
+        started.stop(wait=False)
 
 
 @pytest.fixture(scope="module")

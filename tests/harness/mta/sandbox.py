@@ -66,17 +66,21 @@ class Sandbox:
             password = self.users[user]
         return smtp(self.port, mail_from, rcpts, user=user, password=password, mech=mech)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
         """Stop Postfix and Dovecot together (they take ~2 s and ~3 s to wind down).
 
         SIGTERM to Postfix's master is what "postfix stop" sends (without its
         1 s polling sleeps); Dovecot's master stops its children itself.
+        ``wait=False`` leaves them winding down on their own: for a sandbox nothing
+        uses any more (the end of a module or of the run), whose ports and
+        directories are its own.
         """
         pids = [self.postfix.master_pid(), self.dovecot.pid()]
         for pid in pids:
             signal_pid(pid, signal.SIGTERM)
-        for pid in pids:
-            reap_pid(pid)
+        if wait:
+            for pid in pids:
+                reap_pid(pid)
         self.postfix.running = False
 
 
