@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -23,6 +24,22 @@ pytest_plugins = ("pytester", "tests.support.canary")
 # command (in process or started by a test) looks for its default config here.
 # The helpers that clean SMTPAUTH_MILTER_* from a child's environment keep it.
 os.environ[CONFIG_DEFAULT_ENV] = "/nonexistent/smtpauth-milter-tests/default.toml"
+
+
+@pytest.fixture(autouse=True)
+def daemon_logger_restored() -> Iterator[None]:
+    """Each test finds the ``smtpauth_milter`` logger as the run began: a ``run`` called
+    in process (bad input) configures it (own handler, level, no propagation), and
+    a later test in the same worker must not depend on whether that happened."""
+    logger = logging.getLogger("smtpauth_milter")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    for handler in logger.handlers:
+        if handler not in handlers:
+            handler.close()
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
