@@ -124,6 +124,7 @@ def serve(on_reload: Callable[[str], None], on_stop: Callable[[str], None]) -> N
     milter.start()
     # Every thread exists now, and each one blocks these signals: take them here only.
     taken = RELOAD_SIGNALS | STOP_SIGNALS
+    handlers = {signum: signal.getsignal(signum) for signum in taken}
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     for signum in taken:
         signal.signal(signum, _ignore)
@@ -136,5 +137,8 @@ def serve(on_reload: Callable[[str], None], on_stop: Callable[[str], None]) -> N
     finally:
         signal.pthread_sigmask(signal.SIG_BLOCK, taken)
         signal.set_wakeup_fd(-1)
+        for signum, handler in handlers.items():  # e.g. Ctrl-C's KeyboardInterrupt again
+            if handler is not None:  # None: set outside Python, cannot be put back from here
+                signal.signal(signum, handler)
     if failure:
         raise SmtpauthError(f"the milter stopped: {failure[0]}")
