@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,10 +155,15 @@ def cli(
     monkeypatch.delenv("SMTPAUTH_MILTER_CONFIG", raising=False)
 
     def invoke(*args: str, db: str | None = db_url) -> CliResult:
-        capsys.readouterr()
         prefix = ["--db", db] if db is not None else []
-        code = run_cli([*prefix, *args])
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
+        return run_captured(capsys, [*prefix, *args])
 
     return invoke
+
+
+def run_captured(capsys: pytest.CaptureFixture[str], args: Sequence[str]) -> CliResult:
+    """``smtpauth-milter ARGS...`` in this process: its exit status and what it printed."""
+    capsys.readouterr()
+    code = run_cli(list(args))
+    captured = capsys.readouterr()
+    return CliResult(code, captured.out, captured.err)

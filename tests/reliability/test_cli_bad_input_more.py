@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
+from tests.conftest import run_captured
 
 BAD = {
     "reply with CRLF injection": [
@@ -48,10 +49,8 @@ BAD = {
 
 
 def _run(url: str, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = run_cli(["--db", url, *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    done = run_captured(capsys, ["--db", url, *args])
+    return done.code, done.out, done.err
 
 
 @pytest.fixture(scope="module")

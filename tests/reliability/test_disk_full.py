@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.daemon.config import clean_env
+from tests.conftest import CliResult, run_captured
 from tests.harness.milter import MilterProcess, console_script, ours
 from tests.support.milterclient import session
 
@@ -64,25 +64,13 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-class Cli:
-    """The CLI in this process (as the CLI tests run it): one process start saved per call."""
-
-    def __init__(self, url: str, capsys: pytest.CaptureFixture[str]) -> None:
-        self.url, self.capsys = url, capsys
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        self.capsys.readouterr()
-        code = run_cli(["--db", self.url, *args])
-        captured = self.capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-
-def installed_cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def installed_cli(db_url: str, *args: str) -> CliResult:
     """Run the installed CLI once (a separate process, as an admin would)."""
-    return subprocess.run(
+    done = subprocess.run(
         [console_script(), "--db", db_url, *args],
         capture_output=True, text=True, timeout=30, env=clean_env(), check=False,
     )  # fmt: skip
+    return CliResult(done.returncode, done.stdout, done.stderr)
 
 
 def _decides(milter: MilterProcess) -> tuple[int | None, int | None]:
@@ -100,22 +88,25 @@ def test_a_write_on_a_full_disk_fails_cleanly_and_the_milter_keeps_deciding(
     small_disk: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{small_disk / 'state' / 'store.sqlite'}"
-    cli = Cli(url, capsys)
+
+    def cli(*args: str) -> CliResult:  # in this process: one process start saved per call
+        return run_captured(capsys, ["--db", url, *args])
+
     for args in (
         ["db", "init"],
         ["domain", "add", "example.com"],
         ["settings", "set", "require-auth-local", "on"],
     ):
-        assert cli(*args).returncode == 0
+        assert cli(*args).code == 0
     big_import = tmp_path / "big.json"
-    export = json.loads(cli("export").stdout)
+    export = json.loads(cli("export").out)
     export["domains"].update({f"d{i:05d}.example": {} for i in range(2_000)})
     big_import.write_text(json.dumps(export), encoding="utf-8")
 
     milter = ours(url, tmp_path / "milter.log", graceful_stop=False)
     with milter.start(ready="loaded"):
         assert _decides(milter) == (530, None)
-        before = cli("export").stdout
+        before = cli("export").out
         filler = fill(small_disk)
         with contextlib.ExitStack() as cleanup:
             cleanup.callback(filler.unlink)
@@ -129,16 +120,16 @@ def test_a_write_on_a_full_disk_fails_cleanly_and_the_milter_keeps_deciding(
                 (cli, ["import", str(big_import)]),
             ):
                 failed = run(*args)
-                assert failed.returncode == 2, failed
-                lines = failed.stderr.splitlines()
-                assert len(lines) == 1 and "Traceback" not in failed.stderr, failed.stderr
+                assert failed.code == 2, failed
+                lines = failed.err.splitlines()
+                assert len(lines) == 1 and "Traceback" not in failed.err, failed.err
                 assert lines[0].startswith("smtpauth-milter: error: cannot write to the store")
                 assert "full" in lines[0], lines[0]
-                assert cli("export").stdout == before
-            assert cli("db", "check").returncode == 0
+                assert cli("export").out == before
+            assert cli("db", "check").code == 0
             assert _decides(milter) == (530, None)
         # Space again: the same write succeeds and reaches the running milter.
-        assert cli("settings", "set", "require-auth-local", "off").returncode == 0
+        assert cli("settings", "set", "require-auth-local", "off").code == 0
         deadline = time.monotonic() + 5
         while _decides(milter) != (None, None):
             assert time.monotonic() < deadline, "the change never reached the milter"
