@@ -33,16 +33,10 @@ RESTART_LIMIT = 1.0  # seconds from a crash until a session is decided again
 
 
 @pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    for args in (
-        ["db", "init"],
-        ["domain", "add", "example.com"],
-        ["settings", "set", "require-auth-local", "on"],
-        ["settings", "set", "require-sender-match", "on"],
-    ):
-        assert run_cli(["--db", url, *args]) == 0
-    return url
+def store_url(store_url: str) -> str:
+    """The reliability tests' store (conftest.py), with require-sender-match on too."""
+    assert run_cli(["--db", store_url, "settings", "set", "require-sender-match", "on"]) == 0
+    return store_url
 
 
 def _client(milter: MilterProcess) -> MilterClient:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from smtpauth_milter.admin.cli import run_cli
 from tests.harness.milter import ours
 from tests.reliability.logcheck import parse_log
 from tests.support.milterclient import session
@@ -15,14 +14,10 @@ from tests.support.milterclient import session
 THREADS, SESSIONS, RCPTS = 8, 25, 3
 
 
-def test_every_decision_line_is_written_before_the_milter_exits(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    for args in (
-        ["db", "init"],
-        ["domain", "add", "example.com"],
-        ["settings", "set", "require-auth-local", "on"],
-    ):
-        assert run_cli(["--db", url, *args]) == 0
+def test_every_decision_line_is_written_before_the_milter_exits(
+    tmp_path: Path, store_url: str
+) -> None:
+    url = store_url
     failures: list[str] = []
 
     def client(n: int) -> None:
