@@ -19,13 +19,13 @@ whether it may read it:
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
-from alembic.runtime.migration import MigrationContext
-from alembic.script import Script, ScriptDirectory
-from sqlalchemy import Connection, delete, insert, inspect, select
+from sqlalchemy import Connection, column, delete, insert, inspect, select, table
 
 from smtpauth_milter import __version__
 from smtpauth_milter.core.errors import SchemaError, StoreError
@@ -35,6 +35,9 @@ from smtpauth_milter.store.models import SchemaCompat
 UPGRADE_HINT = "run `smtpauth-milter db upgrade`"
 NEWER_HINT = "upgrade smtpauth-milter"
 RULE_ROW = 1
+# Where alembic records the revision a store is at (its default name, which
+# migrations/env.py keeps): one row while the history has one head.
+VERSION_TABLE = table("alembic_version", column("version_num"))
 
 
 @dataclass(frozen=True)
@@ -55,26 +58,102 @@ class Migrations:
 
     @classmethod
     def load(cls, location: str) -> Migrations:
-        script = ScriptDirectory(location)
-        head = script.get_current_head()
-        if head is None:
+        """The revisions in ``location``/versions, read as text: the milter and the
+        read commands never import alembic (a tenth of a second of every start,
+        docs/internals.md#the-schema-check-without-alembic); ``db upgrade`` runs
+        the same files through alembic, and a test holds both readings equal."""
+        revisions = [_revision_file(path) for path in _revision_paths(Path(location))]
+        parents = {parent for revision in revisions for parent in revision.parents}
+        known = {revision.revision for revision in revisions}
+        if parents - known:
+            raise StoreError(f"migrations in {location} revise unknown {sorted(parents - known)}")
+        heads = sorted(known - parents)
+        if not heads:
             raise StoreError(f"no schema migrations in {location}")
-        rules = {rev.revision: _readable_by(rev) for rev in script.walk_revisions()}
-        return cls(location, head, MappingProxyType(rules))
+        if len(heads) > 1:
+            raise StoreError(f"migrations in {location} have several heads: {heads}")
+        rules = {revision.revision: _readable_by(revision) for revision in revisions}
+        return cls(location, heads[0], MappingProxyType(rules))
 
 
-def _readable_by(script: Script) -> str:
-    value = getattr(script.module, "readable_by", None)
+@dataclass(frozen=True)
+class _RevisionFile:
+    """What a migration file declares at its top level (literal values only)."""
+
+    path: Path
+    revision: str
+    parents: tuple[str, ...]
+    readable_by: object
+
+
+def _revision_paths(location: Path) -> list[Path]:
+    """The files alembic reads as revisions: every ``.py`` in versions/ but
+    ``__init__.py`` and editors' lock files."""
+    versions = location / "versions"
+    return sorted(
+        path
+        for path in versions.glob("*.py")
+        if path.name != "__init__.py" and not path.name.startswith(".#")
+    )
+
+
+def _revision_file(path: Path) -> _RevisionFile:
+    try:
+        values = _top_level_values(ast.parse(path.read_bytes(), str(path)))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise StoreError(f"cannot read the migration {path}: {exc}") from exc
+    revision = values.get("revision")
+    if not isinstance(revision, str):
+        raise StoreError(f"the migration {path} declares no revision")
+    down = values.get("down_revision")
+    if down is None:
+        parents: tuple[str, ...] = ()
+    elif isinstance(down, str):
+        parents = (down,)
+    elif isinstance(down, tuple | list) and down and all(isinstance(p, str) for p in down):
+        parents = tuple(down)
+    else:
+        raise StoreError(f"the migration {path}: down_revision is not a revision")
+    return _RevisionFile(path, revision, parents, values.get("readable_by"))
+
+
+def _top_level_values(module: ast.Module) -> dict[str, object]:
+    """``NAME = literal`` (annotated or not) at a module's top level; any other
+    value is kept as its node, which no caller accepts."""
+    values: dict[str, object] = {}
+    for node in module.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name):
+            try:
+                values[target.id] = ast.literal_eval(value)
+            except (ValueError, TypeError, SyntaxError, RecursionError):
+                values[target.id] = value
+    return values
+
+
+def _readable_by(revision: _RevisionFile) -> str:
+    value = revision.readable_by
     if not isinstance(value, str):
-        raise StoreError(f"migration {script.revision} declares no readable_by version")
+        raise StoreError(f"migration {revision.revision} declares no readable_by version")
     try:
         return str(Version.parse(value))
     except ValueError as exc:
-        raise StoreError(f"migration {script.revision}: readable_by: {exc}") from exc
+        raise StoreError(f"migration {revision.revision}: readable_by: {exc}") from exc
 
 
 def current_revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    """The revision the store is at (None: no schema yet), as alembic reads it."""
+    if not inspect(connection).has_table(VERSION_TABLE.name):
+        return None
+    rows = connection.execute(select(VERSION_TABLE.c.version_num)).scalars().all()
+    if len(rows) > 1:
+        raise StoreError(f"the store is at several schema revisions at once: {sorted(rows)}")
+    return str(rows[0]) if rows else None
 
 
 def _has_rule_table(connection: Connection) -> bool:

@@ -129,3 +129,34 @@ def test_the_alias_domain_migration_goes_down_and_back_keeping_domains_and_overr
         assert store.drift() is None
     finally:
         store.dispose()
+
+
+READ_PATH = """
+import sys
+from smtpauth_milter.daemon import server
+from smtpauth_milter.store.engine import Store
+store = Store(sys.argv[1], serving=True)
+store.check_schema()
+store.load_snapshot()
+if sys.argv[2:] == ["upgrade"]:
+    store.upgrade()
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules} & {"alembic"})))
+"""
+
+
+def modules_used(db_url: str, *then: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", READ_PATH, db_url, *then],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_the_milters_start_and_polls_never_import_alembic(db_url: str) -> None:
+    """A tenth of a second of every start (docs/internals.md#the-schema-check-without-alembic)."""
+    assert modules_used(db_url) == ""
+    assert modules_used(db_url, "upgrade") == "alembic"  # what only a migration needs

@@ -66,6 +66,40 @@ def test_a_migration_without_a_rule_is_refused_when_loaded(tmp_path: Path) -> No
         schema.Migrations.load(str(location))
 
 
+def alembic_reading(location: str) -> tuple[str | None, set[str]]:
+    script = ScriptDirectory(location)
+    return script.get_current_head(), {rev.revision for rev in script.walk_revisions()}
+
+
+def test_the_migrations_read_as_text_are_the_ones_alembic_runs(tmp_path: Path) -> None:
+    shipped = Store("sqlite://").migrations
+    assert alembic_reading(shipped.location) == (shipped.head, set(shipped.rules))
+    location = str(newer_migrations(tmp_path, [("t9001", "0.1.0"), ("t9002", "0.2.0")]))
+    newer = schema.Migrations.load(location)
+    assert alembic_reading(location) == (newer.head, set(newer.rules))
+    assert newer.head == "t9002" and set(newer.rules) == {*shipped.rules, "t9001", "t9002"}
+    assert newer.rules["t9002"] == "0.2.0" and newer.rules["0001"] == shipped.rules["0001"]
+
+
+def test_migration_files_that_alembic_would_not_run_are_refused(tmp_path: Path) -> None:
+    location = newer_migrations(tmp_path, [("t9001", "0.1.0")])
+    written = location / "versions" / "t9001_test_future.py"
+    text = written.read_text()
+    parent = f"down_revision = {Store('sqlite://').head()!r}"
+    first = "down_revision = '0001'"  # a second branch from the first revision
+    cases = [
+        (text.replace("revision = 't9001'", "revision = make_id()"), "declares no revision"),
+        (text.replace("down_revision = ", "down_revision = 'nowhere' or "), "down_revision"),
+        (text.replace(parent, "down_revision = 'nowhere'"), "unknown"),
+        (text.replace(parent, first), "several heads"),
+        (text + "\ndef broken(:\n", "cannot read the migration"),
+    ]
+    for changed, error in cases:
+        written.write_text(changed)
+        with pytest.raises(StoreError, match=error):
+            schema.Migrations.load(str(location))
+
+
 MIGRATIONS = schema.Migrations(
     "unused", "0003", MappingProxyType(dict.fromkeys(("0001", "0002", "0003"), "0.1.0"))
 )
