@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,14 @@ from smtpauth_milter.store.engine import Store
 from tests.harness.pgserver import PgServer
 
 pytest_plugins = ("pytester", "tests.support.canary")
+
+# Cache bytecode even where the image sets PYTHONDONTWRITEBYTECODE: each worker
+# would compile and assert-rewrite every test module again (~3 s of CPU) and each
+# milter or CLI process the run starts would compile the package again
+# (docs/internals.md#tests-benchmarks-and-the-soak).  Test modules are imported
+# after this line; the processes started later inherit the environment.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # Tests never read the real /etc/smtpauth-milter/smtpauth-milter.toml: every
 # command (in process or started by a test) looks for its default config here.
