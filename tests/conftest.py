@@ -17,6 +17,7 @@ import pytest
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV
 from smtpauth_milter.store.engine import Store
+from tests.harness.pgrecycle import RecycledDatabases
 from tests.harness.pgserver import PgServer
 
 pytest_plugins = ("pytester", "tests.support.canary")
@@ -112,13 +113,18 @@ def pg_store_template(pg_server: PgServer) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def pg_store_databases(pg_server: PgServer, pg_store_template: str) -> RecycledDatabases:
+    return RecycledDatabases(pg_server, pg_store_template)
+
+
 @pytest.fixture
-def pg_store_url(pg_server: PgServer, pg_store_template: str) -> Iterator[str]:
-    """A fresh PostgreSQL store for one test: a copy of the template made by `db init`."""
-    name = pg_server.new_database_name()
-    pg_server.create_database(name, template=pg_store_template)
+def pg_store_url(pg_server: PgServer, pg_store_databases: RecycledDatabases) -> Iterator[str]:
+    """A PostgreSQL store for one test, holding exactly what `db init` made: a copy of
+    the template, reset after the test (or dropped when it changed more than rows)."""
+    name = pg_store_databases.take()
     yield pg_server.url(name)
-    pg_server.drop_database(name)
+    pg_store_databases.give_back(name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
