@@ -146,7 +146,10 @@ class MariaDbServer:
                 f"--bind-address={HOST}", f"--log-error={self.log_file}",
                 f"--pid-file={self.root_dir / 'mysqld.pid'}", "--skip-name-resolve",
                 f"--character-set-server={CHARSET}", f"--collation-server={COLLATION}",
-                "--innodb-buffer-pool-size=16M", "--skip-log-bin"]  # fmt: skip
+                "--innodb-buffer-pool-size=16M", "--skip-log-bin",
+                # its temporary tables in its own directory, not in the /tmp that
+                # every process of the run shares (a run once saw them vanish)
+                f"--tmpdir={self.root_dir}"]  # fmt: skip
         self.log_file.unlink(missing_ok=True)
         self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
