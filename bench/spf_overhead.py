@@ -36,7 +36,8 @@ from smtpauth_milter.core.networks import NetworkSet, parse_ip
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.refresh import SnapshotCache
-from smtpauth_milter.lookups.spf import SpfChecks, SpfEvaluator
+from smtpauth_milter.lookups.spf import SpfChecks
+from smtpauth_milter.lookups.spfdns import SpfEvaluator
 from tests.harness.dnsserver import DnsServer
 from tests.harness.milter import ours
 

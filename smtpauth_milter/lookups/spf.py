@@ -21,21 +21,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import dns.exception
-import dns.message
-import dns.name
-import dns.rdatatype
-import dns.resolver
-import spf
+from typing import TYPE_CHECKING
 
 from smtpauth_milter.core.networks import IPAddress
 from smtpauth_milter.core.policy import spf_identity
-from smtpauth_milter.core.spf import SpfResult, parse_resolver
+from smtpauth_milter.core.spf import SpfResult
 from smtpauth_milter.lookups.cache import TtlCache
 from smtpauth_milter.lookups.cached import CachedLookup, LookupObserver
 from smtpauth_milter.lookups.runner import DEADLINE_MARGIN, LookupFailed, LookupRunner
+
+if TYPE_CHECKING:
+    from smtpauth_milter.lookups.spfdns import SpfEvaluator
 
 MAX_TTL = 3600.0  # cache an answer at most this long, whatever DNS says
 CACHE_ENTRIES = 4096
@@ -44,7 +40,6 @@ QUEUE_SIZE = 64
 # dnspython overruns a query's lifetime by its last retry backoff (about 0.2 s):
 # the waiting thread allows DEADLINE_MARGIN (0.5 s) on top of spf-timeout.
 NEGATIVE_TTL = 60.0  # when a negative answer carries no SOA
-_RESULTS = {result.value: result for result in SpfResult}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,165 +51,12 @@ class SpfAnswer:
     timed_out: bool = False  # some DNS query ran out of time
 
 
-class _CheckState(threading.local):
-    """What one running check tells :func:`_lookup` (pyspf calls it without context)."""
+def make_evaluator(resolver: str, timeout: float) -> SpfEvaluator:
+    """The evaluator for these settings; the first call of a process imports pyspf
+    and dnspython (:mod:`smtpauth_milter.lookups.spfdns`, ~60 ms, once)."""
+    from smtpauth_milter.lookups.spfdns import SpfEvaluator
 
-    resolver: dns.resolver.Resolver
-    deadline: float
-    ttl: float
-    timed_out: bool
-
-
-_state = _CheckState()
-
-
-def _negative_ttl(response: dns.message.Message | None) -> float:
-    """RFC 2308: a negative answer lives min(SOA TTL, SOA minimum)."""
-    for rrset in response.authority if response is not None else ():
-        if rrset.rdtype == dns.rdatatype.SOA:
-            return float(min(rrset.ttl, rrset[0].minimum))
-    return NEGATIVE_TTL
-
-
-def _nxdomain_response(exc: dns.resolver.NXDOMAIN) -> dns.message.Message | None:
-    try:
-        response: dns.message.Message = exc.response(exc.canonical_name)  # type: ignore[no-untyped-call]
-    except Exception:  # no response kept for that name
-        return None
-    return response
-
-
-def _value(qtype: str, rdata: Any) -> Any:
-    """The shape pyspf wants per type (as its own dnspython backend returns)."""
-    if qtype in ("A", "AAAA"):
-        return rdata.address
-    if qtype == "MX":
-        return (rdata.preference, rdata.exchange)
-    if qtype == "PTR":
-        return rdata.target.to_text(True)
-    return rdata.strings  # TXT, SPF: a list of byte strings
-
-
-def _lookup(name: str, qtype: str, strict: bool = True, timeout: float = 30) -> list[Any]:
-    """``spf.DNSLookup``: [((name, qtype), value), ...]; DNS trouble raises spf.TempError."""
-    state = _state
-    remaining = state.deadline - time.monotonic()
-    if remaining <= 0:
-        state.timed_out = True
-        raise spf.TempError("DNS: SPF deadline exceeded")
-    try:
-        answer = state.resolver.resolve(
-            dns.name.from_text(name),  # absolute: no search list
-            qtype,
-            search=False,
-            lifetime=min(float(timeout), remaining),
-            raise_on_no_answer=False,
-        )
-    except dns.resolver.NXDOMAIN as exc:
-        state.ttl = min(state.ttl, _negative_ttl(_nxdomain_response(exc)))
-        return []
-    except dns.exception.Timeout as exc:
-        state.timed_out = True
-        raise spf.TempError(f"DNS timeout: {exc}") from exc
-    except (dns.exception.DNSException, OSError) as exc:  # SERVFAIL, REFUSED, odd names
-        raise spf.TempError(f"DNS error: {exc}") from exc
-    if answer.rrset is None:  # NODATA
-        state.ttl = min(state.ttl, _negative_ttl(answer.response))
-        return []
-    state.ttl = min(state.ttl, float(answer.rrset.ttl))
-    return [((name, qtype), _value(qtype, rdata)) for rdata in answer.rrset]
-
-
-spf.DNSLookup = _lookup
-
-
-class _Query(spf.query):  # type: ignore[misc]
-    """pyspf's query without exp= fetching, remembering the sender domain's record."""
-
-    top_record: str | None = None
-    _top_seen = False
-
-    def get_explanation(self, spec: str) -> None:
-        return None
-
-    def dns_spf(self, domain: str) -> str | None:
-        record: str | None = super().dns_spf(domain)
-        if not self._top_seen:  # the first record asked for is the sender domain's
-            self._top_seen = True
-            self.top_record = record
-        return record
-
-
-def make_resolver(setting: str) -> dns.resolver.Resolver:
-    """A resolver for the ``dns-resolver`` setting (empty: /etc/resolv.conf)."""
-    endpoint = parse_resolver(setting)
-    if endpoint is None:
-        resolver = dns.resolver.Resolver()
-    else:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [endpoint[0]]
-        resolver.port = endpoint[1]
-    resolver.cache = None  # results are cached, with the TTL they earned, by the caller
-    resolver.retry_servfail = False  # SERVFAIL is a temperror at once
-    resolver.use_edns(-1)  # plain 512-byte UDP; dnspython retries a truncated answer over TCP
-    return resolver
-
-
-def split_sender(sender: str) -> tuple[str, str] | None:
-    """``local@domain`` as pyspf wants it: domain lower-case, no trailing dot."""
-    local, at, domain = sender.rpartition("@")
-    domain = domain.lower().rstrip(".")
-    if not at or not domain:
-        return None
-    return local, domain
-
-
-class SpfEvaluator:
-    """Evaluates SPF against one DNS setup; thread-safe (each check is its own query)."""
-
-    def __init__(self, resolver: str = "", timeout: float = 3.0) -> None:
-        self.setting = resolver
-        self.timeout = timeout
-        self._resolver: dns.resolver.Resolver | None = None
-        self._resolver_error: str | None = None
-        try:
-            self._resolver = make_resolver(resolver)
-        except dns.exception.DNSException as exc:  # e.g. no usable /etc/resolv.conf
-            self._resolver_error = f"no DNS resolver: {exc}"
-
-    def evaluate(self, client: IPAddress, sender: str) -> SpfAnswer:
-        """check_host() for ``client`` and the MAIL FROM address ``sender``; never raises."""
-        parts = split_sender(sender)
-        if parts is None:
-            return SpfAnswer(SpfResult.NONE, None, MAX_TTL, "no sender domain")
-        if self._resolver is None:
-            return SpfAnswer(SpfResult.TEMPERROR, None, 0.0, self._resolver_error or "")
-        local, domain = parts
-        state = _state
-        state.resolver = self._resolver
-        state.deadline = time.monotonic() + self.timeout
-        state.ttl = MAX_TTL
-        state.timed_out = False
-        query: _Query | None = None
-        try:
-            query = _Query(
-                i=str(client),
-                s=f"{local}@{domain}",
-                h=domain,
-                timeout=self.timeout,
-                querytime=self.timeout,
-            )
-            text, _code, detail = query.check()
-        except spf.TempError as exc:
-            text, detail = "temperror", str(exc)
-        except spf.PermError as exc:
-            text, detail = "permerror", str(exc)
-        except Exception as exc:  # a pyspf bug must not become an accept or a crash
-            text, detail = "temperror", f"SPF internal error: {exc!r}"
-        result = _RESULTS.get(text, SpfResult.TEMPERROR)
-        ttl = 0.0 if result is SpfResult.TEMPERROR else state.ttl
-        record = query.top_record if query is not None else None
-        return SpfAnswer(result, record, ttl, str(detail), state.timed_out)
+    return SpfEvaluator(resolver, timeout)
 
 
 # (client IP, raw MAIL FROM): the local part counts too (%{l} macros).  Raw, so that
@@ -247,7 +89,7 @@ class SpfChecks:
         with self._lock:
             lookup = self._lookups.get((resolver, timeout))
             if lookup is None:
-                evaluator = SpfEvaluator(resolver, timeout)
+                evaluator = make_evaluator(resolver, timeout)
 
                 def fetch(key: SpfKey) -> tuple[SpfAnswer, float]:
                     answer = evaluator.evaluate(key[0], spf_identity(key[1]))
