@@ -55,8 +55,9 @@ def daemon_logger_restored() -> Iterator[None]:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: two workers per core.  Most of a test's time is spent waiting
     for Postfix, PostgreSQL or a milter process; beyond two per core the workers
-    only compete for the CPU (2 cores, ``--dist worksteal``: 3 workers 200 s,
-    4 workers 167 s, 5 workers 188 s, 6 workers 194 s)."""
+    only compete for the CPU (2 cores, ``--dist worksteal``, measured when the
+    suite took 167 s: 3 workers 200 s, 4 workers 167 s, 5 workers 188 s, 6 workers
+    194 s)."""
     return 2 * (os.cpu_count() or 1)
 
 
@@ -115,6 +116,7 @@ def pg_store_template(pg_server: PgServer) -> str:
 
 @pytest.fixture(scope="session")
 def pg_store_databases(pg_server: PgServer, pg_store_template: str) -> RecycledDatabases:
+    """Copies of the template for this worker (they go with the server at the end)."""
     return RecycledDatabases(pg_server, pg_store_template)
 
 

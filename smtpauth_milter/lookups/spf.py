@@ -1,18 +1,11 @@
-"""SPF (RFC 7208) for one client IP and MAIL FROM, with pyspf over our own DNS lookups.
+"""SPF (RFC 7208) for one client IP and MAIL FROM, for the milter and ``check``.
 
-pyspf evaluates the record (mechanisms, macros, the 10 DNS-mechanism and the
-2 void-lookup limits, strict mode).  Its DNS goes through :func:`_lookup`,
-installed once as ``spf.DNSLookup`` (pyspf's only hook, a module global):
-
-- queries go to the ``dns-resolver`` server (or the system's resolvers), with
-  absolute names and no search list, and TC answers retried over TCP;
-- every query gets what is left of one deadline per check (``spf-timeout``);
-- the smallest TTL of every answer (or negative answer's SOA) is recorded,
-  so the caller may cache the result exactly as long as DNS allows.
-
-``exp=`` explanations are never fetched: pyspf fetches them while parsing,
-even for a pass, and a slow one would eat the deadline.  Nothing here raises:
-every failure is an :class:`SpfAnswer` (DNS trouble is ``temperror``).
+:class:`SpfChecks` caches each answer as long as DNS allows (at most
+:data:`MAX_TTL`) and runs every check on the lookup pool, waiting at most
+``spf-timeout`` plus :data:`DEADLINE_MARGIN`: no answer in time is a temperror.
+The evaluation itself (pyspf over our own DNS lookups) is in
+:mod:`smtpauth_milter.lookups.spfdns`, imported at the first check of a process.
+Nothing here raises: every failure is an :class:`SpfAnswer`.
 """
 
 from __future__ import annotations
@@ -39,7 +32,6 @@ WORKERS = 8
 QUEUE_SIZE = 64
 # dnspython overruns a query's lifetime by its last retry backoff (about 0.2 s):
 # the waiting thread allows DEADLINE_MARGIN (0.5 s) on top of spf-timeout.
-NEGATIVE_TTL = 60.0  # when a negative answer carries no SOA
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,22 @@
 """SPF evaluation proper: pyspf over our own DNS lookups (dnspython).
 
-Split from :mod:`smtpauth_milter.lookups.spf` so that only a process that
-checks SPF imports pyspf and dnspython (about 60 ms of CPU): the milter
-imports this module at its first SPF check, ``check`` when it is asked about
-SPF.  What it does is described there.
+pyspf evaluates the record (mechanisms, macros, the 10 DNS-mechanism and the
+2 void-lookup limits, strict mode).  Its DNS goes through :func:`_lookup`,
+installed once as ``spf.DNSLookup`` (pyspf's only hook, a module global):
+
+- queries go to the ``dns-resolver`` server (or the system's resolvers), with
+  absolute names and no search list, and TC answers retried over TCP;
+- every query gets what is left of one deadline per check (``spf-timeout``);
+- the smallest TTL of every answer (or negative answer's SOA) is recorded,
+  so the caller may cache the result exactly as long as DNS allows.
+
+``exp=`` explanations are never fetched: pyspf fetches them while parsing,
+even for a pass, and a slow one would eat the deadline.  Nothing here raises:
+every failure is an :class:`SpfAnswer` (DNS trouble is ``temperror``).
+
+A module of its own so that only a process that checks SPF imports pyspf and
+dnspython (about 60 ms of CPU): :func:`smtpauth_milter.lookups.spf.make_evaluator`
+imports it at the first check.
 """
 
 from __future__ import annotations
@@ -21,7 +34,9 @@ import spf
 
 from smtpauth_milter.core.networks import IPAddress
 from smtpauth_milter.core.spf import SpfResult, parse_resolver
-from smtpauth_milter.lookups.spf import MAX_TTL, NEGATIVE_TTL, SpfAnswer
+from smtpauth_milter.lookups.spf import MAX_TTL, SpfAnswer
+
+NEGATIVE_TTL = 60.0  # when a negative answer carries no SOA
 
 _RESULTS = {result.value: result for result in SpfResult}
 

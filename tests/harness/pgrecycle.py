@@ -113,6 +113,11 @@ class RecycledDatabases:
         else:
             self.server.drop_database(name)
 
+    def close(self) -> None:
+        """Drop the databases waiting to be handed out (the server may live on)."""
+        while self._free:
+            self.server.drop_database(self._free.pop())
+
     def _reset(self, name: str) -> bool:
         with self.server.connect(name) as conn:
             conn.execute(

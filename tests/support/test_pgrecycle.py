@@ -37,8 +37,7 @@ def databases(pg_server: PgServer) -> Iterator[RecycledDatabases]:
     store.dispose()
     pool = RecycledDatabases(pg_server, template)
     yield pool
-    for name in pool._free:
-        pg_server.drop_database(name)
+    pool.close()
     pg_server.drop_database(template)
 
 
@@ -59,6 +58,7 @@ def test_rows_and_sequences_a_test_changed_are_put_back(
     idle.execute("SELECT * FROM domain")
     databases.give_back(first)
     assert idle.closed or idle.broken or _dead(idle)
+    idle.close()
     again = databases.take()
     assert again == first, "a reset database is handed out again"
     assert dump(pg_server, again) == before
