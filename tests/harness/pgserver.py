@@ -5,7 +5,10 @@
 directory), and removes everything on ``close()``.  Password authentication is
 ``scram-sha-256`` with the fixed canary password ``CANARY_PASSWORD``: the
 canary plugin (tests/support/canary.py) fails the run when it shows up in any
-test's output or in any file under the run's basetemp.
+test's output or in any file under the run's basetemp.  Passwords are stored
+as SCRAM secrets of ``SCRAM_ITERATIONS`` rounds (:func:`scram_secret`), not
+PostgreSQL's 4,096: the same exchange and the same checks, at a
+fraction of the client's CPU per connection (a run opens ~3,000).
 
 When the tests run as root, every server command runs as the ``postgres`` OS
 user (``initdb`` and ``postgres`` refuse to run as root) and the cluster
@@ -30,8 +33,11 @@ Typical pytest wiring::
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
+import hashlib
+import hmac
 import os
 import pwd
 import re
@@ -53,6 +59,12 @@ SERVER_OS_USER = "postgres"
 DEFAULT_SUPERUSER = "smtpauth_test"
 BINDIR_ENV = "PG_BINDIR"
 START_TIMEOUT = 30.0
+# PBKDF2 rounds of the test roles' SCRAM secrets.  PostgreSQL hashes a password
+# with 4,096 and the client repeats them at every login: ~2.5 ms of CPU here, a
+# third of a connection's cost (measured: 6.3 ms per psycopg connect + SELECT 1
+# + close with 4,096 rounds, 3.7 ms with 16).  PostgreSQL 16 has a setting for
+# it (scram_iterations); any version takes a secret computed here.
+SCRAM_ITERATIONS = 16
 # sun_path is 108 bytes; keep a margin for "/.s.PGSQL.NNNNN" and the lock file.
 MAX_SOCKET_DIR_LEN = 80
 
@@ -122,6 +134,30 @@ def _version_key(bindir: Path) -> tuple[int, ...]:
 # tests/support/canary.py looks for in every test's output and every file the
 # run leaves under pytest's basetemp.  Seen anywhere, the whole run fails.
 CANARY_PASSWORD = "canary-pw-n3ver-printed-4f1c9a7e"
+
+
+def scram_secret(password: str, iterations: int = SCRAM_ITERATIONS) -> str:
+    """The ``SCRAM-SHA-256$...`` secret PostgreSQL stores for ``password``
+    (RFC 5803), which ``CREATE ROLE ... PASSWORD`` accepts as it is.
+
+    Printable ASCII only: PostgreSQL normalises other passwords (SASLprep)
+    before hashing them, so those are left to it (``hashed_password``)."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii")
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def hashed_password(password: str) -> str:
+    """What to give ``PASSWORD``: a cheap SCRAM secret where it is safe, else the password."""
+    printable_ascii = password.isascii() and password.isprintable()
+    return scram_secret(password) if printable_ascii else password
 
 
 class SecretUrl(str):
@@ -261,7 +297,7 @@ class PgServer:
         """A login role (not superuser); ``owns`` makes it the owner of that database."""
         self._execute_admin(
             sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(name), sql.Literal(password)
+                sql.Identifier(name), sql.Literal(hashed_password(password))
             )
         )
         if owns is not None:
@@ -366,7 +402,7 @@ class PgServer:
 
     def _initdb(self) -> None:
         password_file = self.root_dir / "pwfile"
-        password_file.write_text(self.password + "\n")
+        password_file.write_text(hashed_password(self.password) + "\n")
         self._give_to_server_user(password_file)
         password_file.chmod(0o600)
         try:

@@ -36,6 +36,7 @@ from tests.upgrades import (
     old_command,
     old_release,
     run_old,
+    run_old_commands,
 )
 
 REFRESH = 0.2
@@ -158,11 +159,9 @@ def test_0_1_0_keeps_deciding_when_started_before_the_upgrade_and_refuses_when_s
 ) -> None:
     url = empty_url
     old_argv, old_env = old_command(release_0_1_0)
-    version = run_old(release_0_1_0, url, "--version")
-    assert version.stdout.strip() == "smtpauth-milter, version 0.1.0", version
-    for args in (["db", "upgrade"], *SEED):
-        done = run_old(release_0_1_0, url, *args)
-        assert done.returncode == 0, done
+    seeded = run_old_commands(release_0_1_0, url, [["--version"], ["db", "upgrade"], *SEED])
+    assert seeded.returncode == 0, seeded
+    assert seeded.stdout.splitlines()[0] == "smtpauth-milter, version 0.1.0", seeded
     before = milters.start(url, *MILTER_ARGS, command=old_argv, env=old_env)
     assert probe(before) == KNOWN
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from smtpauth_milter.admin.milterproto.codec import MilterProtocolError, encode_connect
 from smtpauth_milter.admin.milterproto.wire import SMFIC_CONNECT, SMFIR_REPLYCODE
 from tests.harness.milter import SOCKET, MilterProcess, MilterProcesses
-from tests.harness.pgserver import PgServer
+from tests.harness.pgserver import SCRAM_ITERATIONS, PgServer
 from tests.support.milterclient import MilterClient, Reply, session, verdict_reply
 
 NOOP_MILTER = Path(__file__).with_name("noop_milter.py")
@@ -132,6 +132,37 @@ def test_pg_wrong_password_is_refused(pg_server: PgServer, pg_db: str) -> None:
             engine.connect()
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_pg_roles_have_cheap_scram_secrets_that_still_check_the_password(
+    pg_server: PgServer, pg_db: str
+) -> None:
+    pg_server.create_user("cheap_user", "right-pw", owns=pg_db)
+    try:
+        with pg_server.connect() as admin:
+            secrets = dict(
+                admin.execute(
+                    "SELECT rolname, rolpassword FROM pg_authid WHERE rolname IN (%s, %s)",
+                    (pg_server.user, "cheap_user"),
+                ).fetchall()
+            )
+        assert len(secrets) == 2
+        for secret in secrets.values():
+            assert str(secret).startswith(f"SCRAM-SHA-256${SCRAM_ITERATIONS}:"), secret
+        right = sa.create_engine(pg_server.url(pg_db, user="cheap_user", password="right-pw"))
+        wrong = sa.create_engine(pg_server.url(pg_db, user="cheap_user", password="right-pX"))
+        try:
+            with right.connect() as conn:
+                assert conn.execute(sa.text("SELECT current_user")).scalar_one() == "cheap_user"
+            with pytest.raises(sa.exc.OperationalError, match="password authentication failed"):
+                wrong.connect()
+        finally:
+            right.dispose()
+            wrong.dispose()
+    finally:
+        pg_server.drop_database(pg_db)
+        pg_server.drop_user("cheap_user")
 
 
 @pytest.mark.postgres
