@@ -10,6 +10,7 @@ Nothing here raises: every failure is an :class:`SpfAnswer`.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -81,10 +82,13 @@ class SpfChecks:
         with self._lock:
             lookup = self._lookups.get((resolver, timeout))
             if lookup is None:
-                evaluator = make_evaluator(resolver, timeout)
+                # Made by the first fetch, on the pool: importing pyspf and reading
+                # resolv.conf count against that check's deadline, and a failure is
+                # that check's temperror, never a libmilter thread's wait or crash.
+                evaluator = functools.cache(functools.partial(make_evaluator, resolver, timeout))
 
                 def fetch(key: SpfKey) -> tuple[SpfAnswer, float]:
-                    answer = evaluator.evaluate(key[0], spf_identity(key[1]))
+                    answer = evaluator().evaluate(key[0], spf_identity(key[1]))
                     return answer, answer.ttl
 
                 lookup = CachedLookup(

@@ -143,3 +143,24 @@ def test_a_name_that_never_answers_tempfails_and_is_not_cached(
         assert ctx._envrcpt("<x@remote.test>") == Milter.TEMPFAIL
     assert "hit" not in calls.outcomes
     assert len(calls.outcomes) == 2
+
+
+def test_an_spf_library_that_cannot_be_loaded_tempfails_and_is_tried_again(
+    session: Start, dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyspf is imported by the first check, on the lookup pool: a broken install is
+    that check's temperror (a 4xx), not a crash or a wait on the libmilter thread."""
+    made: list[str] = []
+
+    def broken(resolver: str, timeout: float) -> None:
+        made.append(resolver)
+        raise ImportError("No module named 'spf'")
+
+    monkeypatch.setattr("smtpauth_milter.lookups.spf.make_evaluator", broken)
+    ctx, calls = session(snapshot(dns_server.address), AUTHORISED)
+    for _ in range(2):
+        ctx._envfrom("<alice@ip4.spf.test>")
+        assert ctx._envrcpt("<x@remote.test>") == Milter.TEMPFAIL
+        assert ctx._reply == ("451", "4.3.0", "Temporary policy failure, try again later")
+    assert calls.outcomes == ["error", "error"]
+    assert made == [dns_server.address] * 2
