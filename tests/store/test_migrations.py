@@ -143,7 +143,9 @@ if sys.argv[2:] == ["upgrade"]:
 if sys.argv[2:] == ["spf"]:
     from ipaddress import ip_address
     from smtpauth_milter.lookups.spf import SpfChecks
-    SpfChecks().check("127.0.0.1:9", 0.1, ip_address("192.0.2.1"), "a@example.com")
+    # no sender domain: no DNS query, so the check returns once the pool has imported
+    # pyspf, well within the deadline
+    print(SpfChecks().check("127.0.0.1:9", 5.0, ip_address("192.0.2.1"), "nobody").result.value, end=" ")
 print(" ".join(sorted({name.split(".")[0] for name in sys.modules} & {"alembic", "dns", "spf"})))
 """
 
@@ -164,4 +166,4 @@ def test_the_milters_start_and_polls_import_neither_alembic_nor_pyspf(db_url: st
     """0.15 s of every start (docs/internals.md#the-schema-check-without-alembic)."""
     assert modules_used(db_url) == ""
     assert modules_used(db_url, "upgrade") == "alembic"  # what only a migration needs
-    assert modules_used(db_url, "spf") == "dns spf"  # and what only an SPF check needs
+    assert modules_used(db_url, "spf") == "none dns spf"  # and what only an SPF check needs
