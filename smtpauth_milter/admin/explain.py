@@ -21,9 +21,9 @@ from smtpauth_milter.core.policy import (
 )
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
-from smtpauth_milter.core.spf import SpfResult
+from smtpauth_milter.core.spf import SpfAnswer, SpfResult
 from smtpauth_milter.lookups.ownership import OwnershipMaps
-from smtpauth_milter.lookups.spf import SpfAnswer, SpfChecks
+from smtpauth_milter.lookups.spf import SpfChecks
 
 CONTINUING = (Action.CONTINUE, Action.WOULD_REJECT, Action.WOULD_TEMPFAIL)
 

@@ -11,12 +11,16 @@ installed once as ``spf.DNSLookup`` (pyspf's only hook, a module global):
   so the caller may cache the result exactly as long as DNS allows.
 
 ``exp=`` explanations are never fetched: pyspf fetches them while parsing,
-even for a pass, and a slow one would eat the deadline.  Nothing here raises:
-every failure is an :class:`SpfAnswer` (DNS trouble is ``temperror``).
+even for a pass, and a slow one would eat the deadline.  Every record read is
+checked for local-part macros (:func:`~smtpauth_milter.core.spf.uses_local_part`),
+so the caller knows whether the answer holds for the whole sender domain.
+Evaluating never raises: every failure is an :class:`SpfAnswer` (DNS trouble is
+``temperror``); only building an evaluator without a usable resolver does.
 
 A module of its own so that only a process that checks SPF imports pyspf and
 dnspython (about 60 ms of CPU): :func:`smtpauth_milter.lookups.spf.make_evaluator`
-imports it at the first check.
+imports it at the first check.  It imports nothing of ``lookups.spf``: the
+values both use are in :mod:`smtpauth_milter.core.spf`.
 """
 
 from __future__ import annotations
@@ -33,8 +37,16 @@ import dns.resolver
 import spf
 
 from smtpauth_milter.core.networks import IPAddress
-from smtpauth_milter.core.spf import SpfResult, parse_resolver
-from smtpauth_milter.lookups.spf import MAX_TTL, SpfAnswer
+from smtpauth_milter.core.spf import (
+    MAX_TTL,
+    SYSTEM_RESOLVERS,
+    SpfAnswer,
+    SpfResult,
+    SystemResolvers,
+    parse_resolver,
+    split_sender,
+    uses_local_part,
+)
 
 NEGATIVE_TTL = 60.0  # when a negative answer carries no SOA
 
@@ -114,9 +126,11 @@ spf.DNSLookup = _lookup
 
 
 class _Query(spf.query):  # type: ignore[misc]
-    """pyspf's query without exp= fetching, remembering the sender domain's record."""
+    """pyspf's query without exp= fetching, remembering the sender domain's record
+    and whether any record it read uses the sender's local part."""
 
     top_record: str | None = None
+    local_part = False
     _top_seen = False
 
     def get_explanation(self, spec: str) -> None:
@@ -127,14 +141,23 @@ class _Query(spf.query):  # type: ignore[misc]
         if not self._top_seen:  # the first record asked for is the sender domain's
             self._top_seen = True
             self.top_record = record
+        if record is not None and uses_local_part(record):  # include: and redirect= too
+            self.local_part = True
         return record
 
 
-def make_resolver(setting: str) -> dns.resolver.Resolver:
-    """A resolver for the ``dns-resolver`` setting (empty: /etc/resolv.conf)."""
+def make_resolver(
+    setting: str, system: SystemResolvers = SYSTEM_RESOLVERS
+) -> dns.resolver.Resolver:
+    """A resolver for the ``dns-resolver`` setting (empty: ``system``, read now).
+
+    Raises :class:`dns.exception.DNSException` when there is none (e.g. a
+    resolv.conf without a ``nameserver`` line).
+    """
     endpoint = parse_resolver(setting)
     if endpoint is None:
-        resolver = dns.resolver.Resolver()
+        resolver = dns.resolver.Resolver(filename=system.path)
+        resolver.port = system.port
     else:
         resolver = dns.resolver.Resolver(configure=False)
         resolver.nameservers = [endpoint[0]]
@@ -145,35 +168,32 @@ def make_resolver(setting: str) -> dns.resolver.Resolver:
     return resolver
 
 
-def split_sender(sender: str) -> tuple[str, str] | None:
-    """``local@domain`` as pyspf wants it: domain lower-case, no trailing dot."""
-    local, at, domain = sender.rpartition("@")
-    domain = domain.lower().rstrip(".")
-    if not at or not domain:
-        return None
-    return local, domain
+class NoResolver(Exception):
+    """No DNS resolver could be made (e.g. a resolv.conf without nameservers)."""
 
 
 class SpfEvaluator:
-    """Evaluates SPF against one DNS setup; thread-safe (each check is its own query)."""
+    """Evaluates SPF against one DNS setup; thread-safe (each check is its own query).
 
-    def __init__(self, resolver: str = "", timeout: float = 3.0) -> None:
+    Made for one ``dns-resolver`` setting (empty: ``system``, read when made);
+    :class:`NoResolver` when that gives no resolver.
+    """
+
+    def __init__(
+        self, resolver: str = "", timeout: float = 3.0, system: SystemResolvers = SYSTEM_RESOLVERS
+    ) -> None:
         self.setting = resolver
         self.timeout = timeout
-        self._resolver: dns.resolver.Resolver | None = None
-        self._resolver_error: str | None = None
         try:
-            self._resolver = make_resolver(resolver)
-        except dns.exception.DNSException as exc:  # e.g. no usable /etc/resolv.conf
-            self._resolver_error = f"no DNS resolver: {exc}"
+            self._resolver = make_resolver(resolver, system)
+        except dns.exception.DNSException as exc:
+            raise NoResolver(f"no DNS resolver: {exc}") from exc
 
     def evaluate(self, client: IPAddress, sender: str) -> SpfAnswer:
         """check_host() for ``client`` and the MAIL FROM address ``sender``; never raises."""
         parts = split_sender(sender)
         if parts is None:
             return SpfAnswer(SpfResult.NONE, None, MAX_TTL, "no sender domain")
-        if self._resolver is None:
-            return SpfAnswer(SpfResult.TEMPERROR, None, 0.0, self._resolver_error or "")
         local, domain = parts
         state = _state
         state.resolver = self._resolver
@@ -199,4 +219,5 @@ class SpfEvaluator:
         result = _RESULTS.get(text, SpfResult.TEMPERROR)
         ttl = 0.0 if result is SpfResult.TEMPERROR else state.ttl
         record = query.top_record if query is not None else None
-        return SpfAnswer(result, record, ttl, str(detail), state.timed_out)
+        local_part = query is not None and query.local_part
+        return SpfAnswer(result, record, ttl, str(detail), state.timed_out, local_part)

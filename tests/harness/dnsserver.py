@@ -9,7 +9,9 @@ machine's resolver or the Internet.  Besides the zones given:
 - ``spf.test`` (:data:`SPF_TEST_ZONE`): one record per SPF case, see the table test;
 - ``2.0.192.in-addr.arpa`` answers the ``ptr`` case;
 - ``sf.test`` answers SERVFAIL for every name (an auth-zone without data);
-- ``to.test`` never answers (unbound drops the queries): the timeout case.
+- ``to.test`` never answers (unbound drops the queries): the timeout case;
+  only ``lp.to.test`` has an SPF record, ``exists:%{l}.%{d}``, whose lookups
+  are dropped: every local part costs a check its whole ``spf-timeout``.
 
 :class:`Blackhole` is a "resolver" that never answers at all.
 
@@ -70,6 +72,7 @@ mail1        A     192.0.2.30
 mail2        AAAA  2001:db8:30::1
 ; include / redirect / CNAME
 include      TXT   "v=spf1 include:ip4.spf.test include:ip6.spf.test ~all"
+inc-exists   TXT   "v=spf1 include:exists.spf.test -all"
 inc-none     TXT   "v=spf1 include:nospf.spf.test -all"
 redirect     TXT   "v=spf1 redirect=ip4.spf.test"
 redir-nx     TXT   "v=spf1 redirect=nx.spf.test"
@@ -133,8 +136,10 @@ server:
   # unbound answers test. and 2.0.192.in-addr.arpa. itself (RFC 6761/5737) unless told not to
   local-zone: "test." nodefault
   local-zone: "2.0.192.in-addr.arpa." nodefault
-  # queries for to.test are dropped: the timeout case
+  # queries for to.test are dropped: the timeout case; all but lp.to.test's own record,
+  # whose exists: names (one per local part) are dropped: a slow record an attacker can vary
   local-zone: "to.test." deny
+  local-data: 'lp.to.test. 300 IN TXT "v=spf1 exists:%{{l}}.%{{d}} -all"'
 {auth_zones}
 # never recurse anywhere: every other name goes to a closed local port
 forward-zone:
@@ -249,6 +254,7 @@ class Blackhole:
         self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._tcp.bind((host, self.port))
         self._tcp.listen(16)  # connections wait in the backlog, never accepted
+        self.received = 0  # UDP queries read so far: a test can wait for one to arrive
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
@@ -261,6 +267,7 @@ class Blackhole:
                 continue
             except OSError:
                 return
+            self.received += 1
 
     def close(self) -> None:
         self._stopped.set()

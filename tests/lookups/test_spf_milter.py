@@ -152,7 +152,7 @@ def test_an_spf_library_that_cannot_be_loaded_tempfails_and_is_tried_again(
     that check's temperror (a 4xx), not a crash or a wait on the libmilter thread."""
     made: list[str] = []
 
-    def broken(resolver: str, timeout: float) -> None:
+    def broken(resolver: str, timeout: float, system: object) -> None:
         made.append(resolver)
         raise ImportError("No module named 'spf'")
 

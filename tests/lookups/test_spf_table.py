@@ -17,8 +17,7 @@ import pytest
 from smtpauth_milter.core.networks import NetworkSet, parse_ip
 from smtpauth_milter.core.policy import Action, Request, Rule, decide
 from smtpauth_milter.core.snapshot import Snapshot
-from smtpauth_milter.core.spf import SpfResult
-from smtpauth_milter.lookups.spf import MAX_TTL
+from smtpauth_milter.core.spf import MAX_TTL, SpfResult
 from smtpauth_milter.lookups.spfdns import SpfEvaluator
 from tests.harness.dnsserver import SOA_MINIMUM, Blackhole, DnsServer
 
