@@ -225,7 +225,13 @@ class SpfChecks:
             _settle(gen, flight, future, exc)
             return
 
+        state = ["queued"]  # then "running", or "dropped" when its caller gave up first
+
         def evaluate() -> None:
+            with gen.lock:
+                if state[0] == "dropped":
+                    return
+                state[0] = "running"
             try:
                 answer = gen.evaluators.get().evaluate(client, sender)
             except Exception as exc:  # no evaluator: no resolver, pyspf not importable
@@ -239,10 +245,13 @@ class SpfChecks:
         try:  # the key is this job's own: joining is done by the flights above
             self._runner.run(object(), evaluate, max(0.0, deadline - time.monotonic()))
         except LookupFailed as exc:
-            if exc.reason == "overloaded":  # never queued: nobody else will settle it
+            with gen.lock:
+                dropped = state[0] == "queued"
+                state[0] = "dropped" if dropped else state[0]
+            if dropped:  # refused, or given up while queued (a runner may drop it then)
                 gen.slots.release(domain)
                 _settle(gen, flight, future, exc)
-            # timeout: the job still runs and settles the future when it ends
+            # else it is running: it ends within spf-timeout and settles the future then
 
     def _tell(self, outcome: str, seconds: float) -> None:
         if self._observe is not None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
+from typing import TypeVar
 
 import pytest
 
 from smtpauth_milter.core.networks import IPAddress, parse_ip
 from smtpauth_milter.core.spf import SpfAnswer, SpfResult
-from smtpauth_milter.lookups.runner import LookupFailed
+from smtpauth_milter.lookups.runner import LookupFailed, LookupRunner
 from smtpauth_milter.lookups.spf import DOMAIN_RUNNING, SpfChecks
 from smtpauth_milter.lookups.spfdns import SpfEvaluator
 from smtpauth_milter.lookups.spfslots import DomainSlots
@@ -24,6 +25,7 @@ from tests.harness.dnsserver import DnsServer
 TIMEOUT = 1.0
 FLOOD = 80  # more than the pool's 8 workers and 64 queued checks together
 SLOW = "lp.to.test"
+T = TypeVar("T")
 
 
 def ip(text: str) -> IPAddress:
@@ -141,3 +143,35 @@ def _turn(slots: DomainSlots, domain: str, timeout: float) -> str:
     except LookupFailed as exc:
         return exc.reason
     return "turn"
+
+
+class DropsTheFirst(LookupRunner):
+    """A runner that gives up on its first ``drops`` jobs before they run, as a runner
+    may drop a queued job whose caller stopped waiting."""
+
+    def __init__(self, drops: int) -> None:
+        super().__init__("spf", 8, 64)
+        self.drops = drops
+
+    def run(self, key: Hashable, fn: Callable[[], T], deadline: float) -> T:
+        if self.drops:
+            self.drops -= 1
+            raise LookupFailed("timeout", "spf: no answer in time")
+        return super().run(key, fn, deadline)
+
+
+def test_a_job_the_runner_drops_leaves_no_turn_or_check_in_flight_behind(
+    dns_server: DnsServer,
+) -> None:
+    checks = SpfChecks(runner=DropsTheFirst(DOMAIN_RUNNING))
+    try:
+        for number in range(DOMAIN_RUNNING):
+            sender = f"<u{number}@ip4.spf.test>"
+            dropped = checks.check(dns_server.address, TIMEOUT, ip("192.0.2.10"), sender)
+            assert (dropped.result, dropped.timed_out) == (SpfResult.TEMPERROR, True)
+        began = time.monotonic()
+        answer = checks.check(dns_server.address, TIMEOUT, ip("192.0.2.10"), "<u0@ip4.spf.test>")
+        assert answer.result is SpfResult.PASS  # neither joined nor kept waiting for a turn
+        assert time.monotonic() - began < TIMEOUT
+    finally:
+        checks.stop()
