@@ -1,12 +1,14 @@
 """The adapter with spf-exempt, through pymilter's TestCtx and a real DNS server.
 
 The sender domains are zones of the private unbound (tests/harness/dnsserver.py):
-``ip4.spf.test`` authorises 192.0.2.0/24, ``x.to.test`` never answers.
+``ip4.spf.test`` authorises 192.0.2.0/24, ``x.to.test`` never answers, nor do the
+``exists:%{l}.%{d}`` names of ``lp.to.test``'s record.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -14,12 +16,14 @@ import Milter
 import pytest
 from Milter.testctx import TestCtx as MilterTestCtx
 
-from smtpauth_milter.core.networks import NetworkSet
+from smtpauth_milter.core.networks import IPAddress, NetworkSet
 from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.core.spf import SpfAnswer
 from smtpauth_milter.daemon.metrics import Metrics
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.spf import DEADLINE_MARGIN, SpfChecks
+from smtpauth_milter.lookups.spfdns import SpfEvaluator
 from tests.harness.dnsserver import Blackhole, DnsServer
 from tests.support.fixedsource import FixedSource
 
@@ -31,7 +35,7 @@ TIMEOUT = 1.0
 def snapshot(resolver: str, **domain: str) -> Snapshot:
     values = {"require-auth-local": "on", "spf-exempt": "on"}
     values |= {k.replace("_", "-"): v for k, v in domain.items()}
-    local = dict.fromkeys(("ip4.spf.test", "x.to.test", "spf.test"), values)
+    local = dict.fromkeys(("ip4.spf.test", "x.to.test", "spf.test", "lp.to.test"), values)
     glob = {"dns-resolver": resolver, "spf-timeout": str(TIMEOUT)}
     return Snapshot.build(glob, local, NetworkSet.of(()), (), serial=1)
 
@@ -164,3 +168,54 @@ def test_an_spf_library_that_cannot_be_loaded_tempfails_and_is_tried_again(
         assert ctx._reply == ("451", "4.3.0", "Temporary policy failure, try again later")
     assert calls.outcomes == ["error", "error"]
     assert made == [dns_server.address] * 2
+
+
+def test_a_slow_macro_domain_tempfails_its_flood_and_another_domain_passes_in_time(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21, item 7 through the adapter: 80 sessions of senders that vary the local
+    part of ``lp.to.test`` (each check its whole spf-timeout) get 451; meanwhile an
+    SPF-exempt sender of ``ip4.spf.test`` gets its answer (continue) in time."""
+    monkeypatch.setattr(MilterTestCtx, "default_opts", list(MilterTestCtx.default_opts))
+    slow_started = threading.Event()
+    evaluate = SpfEvaluator.evaluate
+
+    def watched(evaluator: SpfEvaluator, client: IPAddress, sender: str) -> SpfAnswer:
+        if sender.endswith("@lp.to.test"):
+            slow_started.set()
+        return evaluate(evaluator, client, sender)
+
+    monkeypatch.setattr(SpfEvaluator, "evaluate", watched)
+    cache = SnapshotCache(FixedSource(snapshot(dns_server.address)), max_stale=300)
+    cache.refresh()
+    spf = SpfChecks()
+    monkeypatch.setattr(Milter, "factory", lambda: SmtpAuthMilter(cache, spf, None))
+
+    def connected() -> MilterTestCtx:
+        ctx = MilterTestCtx()
+        ctx._opts = list(MilterTestCtx.default_opts)
+        assert ctx._connect(ip=AUTHORISED) == Milter.CONTINUE
+        return ctx
+
+    replies: list[tuple[int, object]] = []
+
+    def attacker(ctx: MilterTestCtx, number: int) -> None:
+        ctx._envfrom(f"<u{number}@lp.to.test>")
+        replies.append((ctx._envrcpt("<x@remote.test>"), ctx._reply))
+
+    flood = [threading.Thread(target=attacker, args=(connected(), n)) for n in range(80)]
+    try:
+        for thread in flood:
+            thread.start()
+        assert slow_started.wait(5)
+        ctx = connected()
+        began = time.monotonic()
+        ctx._envfrom("<alice@ip4.spf.test>")
+        assert ctx._envrcpt("<x@remote.test>") == Milter.CONTINUE
+        assert time.monotonic() - began < TIMEOUT
+        for thread in flood:
+            thread.join()
+    finally:
+        spf.stop()
+    tempfail = (Milter.TEMPFAIL, ("451", "4.3.0", "Temporary policy failure, try again later"))
+    assert replies == [tempfail] * 80
