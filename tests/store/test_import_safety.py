@@ -20,7 +20,13 @@ import pytest
 from sqlalchemy import update
 
 from smtpauth_milter.store.engine import Store
-from smtpauth_milter.store.models import AuditEntry, SendAsGrant, TrustedNetwork
+from smtpauth_milter.store.models import (
+    AuditEntry,
+    Domain,
+    GlobalSetting,
+    SendAsGrant,
+    TrustedNetwork,
+)
 from tests.conftest import CliRunner
 
 HEAD = '{"format": "smtpauth-milter/1", '
@@ -130,9 +136,16 @@ def hostile_store(cli: CliRunner, db_url: str) -> Iterator[str]:
     (by SQL, an older version, another tool), and a trail entry holding them too."""
     _seed(cli)
     assert cli("sender", "allow", "bob", "*").code == 0
+    assert cli("settings", "set", "tempfail-reply", "451 4.3.0 later").code == 0
     store = Store(db_url)
     try:
         with store.write() as session:
+            session.execute(
+                update(GlobalSetting)
+                .where(GlobalSetting.key == "tempfail-reply")
+                .values(value="451 4.3.0 " + HOSTILE)
+            )
+            session.execute(update(Domain).values(name="ex" + HOSTILE))
             session.execute(update(TrustedNetwork).values(comment=HOSTILE))
             session.execute(update(SendAsGrant).values(login="bob" + HOSTILE))
             session.execute(update(AuditEntry).values(os_user="root" + HOSTILE, new=HOSTILE))
@@ -157,13 +170,26 @@ def test_export_and_history_json_escape_and_parse_back(cli: CliRunner, hostile_s
 
 
 def test_text_outputs_escape_stored_text(cli: CliRunner, hostile_store: str) -> None:
-    for args in (("history",), ("network", "list"), ("sender", "list"), ("domain", "list")):
+    for args in (
+        ("history",),
+        ("network", "list"),
+        ("sender", "list"),
+        ("domain", "list"),
+        ("settings", "show"),
+        ("settings", "show", "--json"),
+    ):
         result = cli(*args)
         assert result.code == 0, (args, result.err)
         _safe(result.out)
         _safe(result.err)
     listed = cli("network", "list").out
     assert listed == "192.0.2.0/24  web \\x1b[31m\\x9b2J\\u202eevil\\u2028\\u200f\\U000e0041 end\n"
+    assert (
+        cli("domain", "list").out
+        == "exweb \\x1b[31m\\x9b2J\\u202eevil\\u2028\\u200f\\U000e0041 end\n"
+    )
+    shown = cli("settings", "show", "--json").json()["settings"]["tempfail-reply"]["value"]
+    assert shown == "451 4.3.0 " + HOSTILE
     warning = cli("sender", "list").err
     assert "login bobweb \\x1b[31m" in warning and warning.count("\n") == 1
 
