@@ -30,6 +30,7 @@ from smtpauth_milter.store.models import (
 
 FORMAT = "smtpauth-milter/1"
 MAX_DIGITS = 64  # no value is a longer number; Python refuses ints over 4,300 digits
+MAX_CHARS, MAX_TEXT = 64 << 20, "64 Mi characters"  # ~700,000 grants
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from smtpauth_milter.store import transfer
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.models import (
     AuditEntry,
@@ -89,6 +90,18 @@ def test_a_hostile_import_file_is_one_line_exit_2_and_changes_nothing(
     _one_error_line(result.err)
     assert cli("export").out == before
     assert cli("history", "--json").out == trail
+
+
+def test_an_endless_file_is_refused_after_the_size_limit(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/dev/zero once grew import without bound (the real limit: 64 Mi characters)."""
+    before = _seed(cli)
+    monkeypatch.setattr(transfer, "MAX_CHARS", 4096)
+    result = cli("import", "/dev/zero")
+    assert result.code == 2, result.err
+    assert "/dev/zero is larger than any export" in _one_error_line(result.err)
+    assert cli("export").out == before
 
 
 def test_a_file_name_that_is_not_utf8_is_one_line_exit_2(cli: CliRunner, tmp_path: Path) -> None:

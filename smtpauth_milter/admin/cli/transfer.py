@@ -30,9 +30,11 @@ def import_cmd(obj: Context, file: Any) -> None:
     shown = logfmt.printable(name)
     transfer.check_source(name)
     try:
-        text = file.read()
+        text = file.read(transfer.MAX_CHARS + 1)  # /dev/zero would fill the memory
     except UnicodeDecodeError as exc:
         raise SmtpauthError(f"import: {shown} is not JSON: {exc}") from exc
+    if len(text) > transfer.MAX_CHARS:
+        raise SmtpauthError(f"import: {shown} is larger than any export ({transfer.MAX_TEXT})")
     data = transfer.parse(text, name)
     with obj.write() as session:
         transfer.import_store(session, data, source=name)
