@@ -7,6 +7,7 @@ A :class:`Fields` log message keeps its fields, so the JSON formatter
 from __future__ import annotations
 
 import functools
+import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -19,10 +20,17 @@ _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 MAX_VALUE = 512
 
 
+def unsafe(ch: str) -> bool:
+    """Never printed raw: controls (C0, C1), format characters (bidi overrides such as
+    U+202E), surrogates, private and unassigned code points, separators but the space
+    (Unicode's "Other" and "Separator", which is what ``str.isprintable`` refuses)."""
+    return unicodedata.category(ch)[0] in "CZ" and ch != " "
+
+
 def _escape_char(ch: str) -> str:
     if ch in _ESCAPES:
         return _ESCAPES[ch]
-    if unicodedata.category(ch)[0] in "CZ" and ch != " ":
+    if unsafe(ch):
         code = ord(ch)
         return (
             f"\\x{code:02x}"
@@ -32,6 +40,37 @@ def _escape_char(ch: str) -> str:
             else f"\\U{code:08x}"
         )
     return ch
+
+
+def printable(text: str) -> str:
+    """``text`` for a line of plain output: each unsafe character escaped as in a logfmt
+    value (``\\n``, ``\\x9b``, ``\\u202e``), everything else (quotes, backslashes) kept."""
+    if text.isprintable():
+        return text
+    return "".join(_escape_char(ch) if unsafe(ch) else ch for ch in text)
+
+
+def _json_escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    high, low = divmod(code - 0x10000, 0x400)
+    return f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}"
+
+
+def json_text(data: object) -> str:
+    """``data`` as indented JSON, readable (UTF-8, not ASCII-only) but with every unsafe
+    character written as a ``\\uXXXX`` escape: the same value when parsed back.
+
+    ``json.dumps`` escapes C0 controls inside strings itself, and between tokens it
+    writes only spaces and newlines: so every other unsafe character it leaves raw is
+    inside a string, where the escape is valid JSON.
+    """
+    lines = json.dumps(data, indent=2, ensure_ascii=False).split("\n")
+    return "\n".join(
+        line if line.isprintable() else "".join(_json_escape(c) if unsafe(c) else c for c in line)
+        for line in lines
+    )
 
 
 def clip(text: str) -> str:

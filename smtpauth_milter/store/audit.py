@@ -9,7 +9,6 @@ milter never reads this table.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import pwd
 import re
@@ -32,20 +31,37 @@ _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+CLAIMED_SUDO = " (claimed sudo: "  # USER (claimed sudo: CLAIM): see os_user
+MAX_USER = 128  # the audit_entry.os_user column
+
+
 def os_user() -> str:
-    """The effective OS user's name (and the sudo caller's), never failing."""
-    uid = os.geteuid()
+    """Who runs this command, as the audit trail records it, never failing.
+
+    The real uid's passwd name, or ``uid:N`` when it has none; never a name from the
+    environment (``LOGNAME=root`` is anyone's to set). ``SUDO_USER``, which is just as
+    easy to set, is kept as a claim: ``root (claimed sudo: alice)``. The form parses
+    back with :func:`parse_user`; the claim is escaped (:func:`logfmt.printable`) and
+    cut so that the whole fits the column.
+    """
+    uid = os.getuid()
     try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:  # a uid without a passwd entry (containers)
-        try:
-            name = getpass.getuser()
-        except (OSError, KeyError):
-            name = f"uid={uid}"
-    sudo_user = os.environ.get("SUDO_USER")
-    if uid == 0 and sudo_user and sudo_user != name:
-        name = f"{name} (sudo {sudo_user})"
-    return name[:128]
+        name = logfmt.printable(pwd.getpwuid(uid).pw_name)
+    except KeyError:  # a uid without a passwd entry (containers, a deleted account)
+        name = f"uid:{uid}"
+    claim = logfmt.printable(os.environ.get("SUDO_USER", ""))
+    room = MAX_USER - len(name) - len(CLAIMED_SUDO) - 1
+    if not claim or claim == name or room <= 0:
+        return name[:MAX_USER]
+    return f"{name}{CLAIMED_SUDO}{claim[:room]})"
+
+
+def parse_user(text: str) -> tuple[str, str | None]:
+    """``(user, claimed sudo user or None)`` from what :func:`os_user` recorded."""
+    user, found, claim = text.partition(CLAIMED_SUDO)
+    if found and claim.endswith(")"):
+        return user, claim[:-1]
+    return text, None
 
 
 @dataclass(frozen=True)
@@ -215,9 +231,11 @@ class HistoryEntry:
     new: str | None
 
     def as_json(self) -> dict[str, str | None]:
+        """The entry for ``history --json``; ``claimed_sudo`` is the claim in ``user``."""
         return {
             "at": _utc_text(self.at),
             "user": self.user,
+            "claimed_sudo": parse_user(self.user)[1],
             "command": self.command,
             "action": self.action,
             "domain": self.domain,
@@ -229,6 +247,7 @@ class HistoryEntry:
     def line(self) -> str:
         """One logfmt line; ``old``/``new`` are left out when there is none."""
         fields = {**self.as_json(), "at": _utc_text(self.at.replace(microsecond=0))}
+        del fields["claimed_sudo"]  # the text line shows it inside user=
         shown = {k: v for k, v in fields.items() if v is not None or k not in ("old", "new")}
         return logfmt.line(shown)
 

@@ -3,17 +3,21 @@
 Import replaces the store's content with the file's, so importing the same
 file twice changes nothing the second time, and export -> import round-trips.
 ``aliases`` (alias domain -> target) is optional: exports older than alias
-domains import unchanged.
+domains import unchanged. :func:`parse` reads an export's text strictly: a
+duplicate key, a number too long to be a value, ``NaN``/``Infinity`` or nesting
+deeper than Python can parse is a :class:`SettingError`, never a traceback.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.store import audit, editing
 from smtpauth_milter.store.models import (
@@ -25,6 +29,45 @@ from smtpauth_milter.store.models import (
 )
 
 FORMAT = "smtpauth-milter/1"
+MAX_DIGITS = 64  # no value is a longer number; Python refuses ints over 4,300 digits
+MAX_CHARS, MAX_TEXT = 64 << 20, "64 Mi characters"  # ~700,000 grants
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise SettingError(f"the key {key!r} appears twice in one object")
+        data[key] = value
+    return data
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise SettingError(f"a number of {len(text.lstrip('-'))} digits (at most {MAX_DIGITS})")
+    return int(text)
+
+
+def _constant(name: str) -> Any:
+    raise SettingError(f"{name} is not a JSON value")
+
+
+def parse(text: str, source: str = "-") -> Any:
+    """The data of an export's text, read strictly (see the module's docstring).
+
+    ``source`` names the file in the error, escaped as every printed name is.
+    """
+    where = f"import: {logfmt.printable(source)}"
+    try:
+        return json.loads(
+            text, object_pairs_hook=_unique, parse_int=_integer, parse_constant=_constant
+        )
+    except SettingError as exc:
+        raise SettingError(f"{where}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise SettingError(f"{where} is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise SettingError(f"{where} nests deeper than any export") from exc
 
 
 def export_store(session: Session) -> dict[str, Any]:
@@ -56,7 +99,21 @@ def _require(data: Mapping[str, Any], key: str, kind: type) -> Any:
 def _strings(item: Any, keys: tuple[str, ...], where: str) -> list[str]:
     if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in keys):
         raise SettingError(f"import: each entry of {where!r} needs string fields {', '.join(keys)}")
+    unknown = sorted(set(item) - set(keys))
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        raise SettingError(f"import: unknown keys in an entry of {where!r}: {names}")
     return [item[k] for k in keys]
+
+
+def check_source(source: str) -> None:
+    """Refuse a file name the audit trail cannot record: one that is not UTF-8 (Python
+    holds its undecodable bytes as lone surrogates, which no database stores)."""
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        shown = logfmt.printable(source)
+        raise SettingError(f"import: the file name {shown} is not UTF-8: rename it") from exc
 
 
 def import_store(session: Session, data: Any, source: str = "-") -> int:
@@ -65,6 +122,7 @@ def import_store(session: Session, data: Any, source: str = "-") -> int:
     The audit trail is kept: the import adds one entry per change it made and a
     summary entry naming ``source``. Returns the number of changes.
     """
+    check_source(source)
     before = export_store(session)
     with audit.muted(session):
         _replace(session, data)

@@ -307,19 +307,37 @@ def test_parse_since_refuses_nonsense(text: str) -> None:
         audit.parse_since(text, NOW)
 
 
-def test_os_user_falls_back_without_a_passwd_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_os_user_never_takes_a_name_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a passwd entry the uid is the name: LOGNAME/USER are anyone's to set."""
+
     def missing(_uid: int) -> Any:
         raise KeyError(_uid)
 
     monkeypatch.setattr(audit.pwd, "getpwuid", missing)
-    monkeypatch.setenv("LOGNAME", "fromenv")
-    assert audit.os_user() == "fromenv"
+    monkeypatch.setattr(audit.os, "getuid", lambda: 54321)
+    monkeypatch.delenv("SUDO_USER", raising=False)
     for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
-        monkeypatch.delenv(name, raising=False)
-    assert audit.os_user().startswith("uid=")
+        monkeypatch.setenv(name, "root")
+    assert audit.os_user() == "uid:54321"
+    assert audit.parse_user("uid:54321") == ("uid:54321", None)
 
 
-def test_os_user_names_the_sudo_caller(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audit.os, "geteuid", lambda: 0)
+def test_os_user_marks_the_sudo_caller_as_claimed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit.os, "getuid", lambda: 0)
     monkeypatch.setenv("SUDO_USER", "alice")
-    assert audit.os_user() == f"{pwd.getpwuid(0).pw_name} (sudo alice)"
+    root = pwd.getpwuid(0).pw_name
+    assert audit.os_user() == f"{root} (claimed sudo: alice)"
+    assert audit.parse_user(audit.os_user()) == (root, "alice")
+
+
+def test_a_hostile_sudo_claim_is_escaped_and_fits_the_column(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(audit.os, "getuid", lambda: 0)
+    monkeypatch.setenv("SUDO_USER", "bob)\n\x9b[2J\u202e" + "x" * 300)
+    recorded = audit.os_user()
+    assert len(recorded) == audit.MAX_USER
+    assert recorded.isprintable()
+    user, claim = audit.parse_user(recorded)
+    assert user == pwd.getpwuid(0).pw_name
+    assert claim is not None and claim.startswith("bob)\\n\\x9b[2J\\u202exxx")

@@ -26,6 +26,7 @@ from smtpauth_milter.admin.cli import (
     transfer,
 )
 from smtpauth_milter.admin.cli.context import EXIT_ERROR, Context
+from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.daemon.config import choose_store
 
@@ -80,18 +81,23 @@ def run_cli(args: Sequence[str] | None = None) -> int:
     try:
         result = cli.main(args=args, prog_name="smtpauth-milter", standalone_mode=False)
     except SmtpauthError as exc:
-        click.echo(f"smtpauth-milter: error: {exc}", err=True)
+        _error(str(exc))
         return EXIT_ERROR
     except click.ClickException as exc:
-        click.echo(f"smtpauth-milter: error: {exc.format_message()}", err=True)
+        _error(exc.format_message())
         return EXIT_ERROR if exc.exit_code == 1 else exc.exit_code
     except click.exceptions.Abort:
         click.echo("smtpauth-milter: aborted", err=True)
         return EXIT_ERROR
     except OSError as exc:
-        click.echo(f"smtpauth-milter: error: {exc}", err=True)
+        _error(str(exc))
         return EXIT_ERROR
     return result if isinstance(result, int) else 0
+
+
+def _error(message: str) -> None:
+    """One line, whatever the message quotes (a file name with a newline, an escape)."""
+    click.echo(f"smtpauth-milter: error: {logfmt.printable(message)}", err=True)
 
 
 def main(args: Sequence[str] | None = None) -> None:

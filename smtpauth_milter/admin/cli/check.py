@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
 from smtpauth_milter.admin.explain import Headers, explain
+from smtpauth_milter.core import logfmt
 from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.spf import SpfChecks
 
@@ -68,7 +67,7 @@ def check(
         spf.stop()
         maps.stop()
     if as_json:
-        click.echo(json.dumps(report.as_json(), indent=2))
+        click.echo(logfmt.json_text(report.as_json()))
     else:
         for text in report.lines():
             click.echo(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
+from smtpauth_milter.core import logfmt
 from smtpauth_milter.store import editing
 
 
@@ -55,7 +56,8 @@ def domain_list(obj: Context) -> None:
     """List local domains; an alias domain as NAME  alias of TARGET."""
     names, aliases = obj.read(lambda s: (editing.list_domains(s), editing.domain_aliases(s)))
     for name in names:
-        click.echo(f"{name}  alias of {aliases[name]}" if name in aliases else name)
+        shown = f"{name}  alias of {aliases[name]}" if name in aliases else name
+        click.echo(logfmt.printable(shown))
 
 
 @domain.command("sync")
@@ -98,4 +100,4 @@ def domain_sync(
         with obj.write() as session:
             domainsync.apply(session, sync, remove, f"postfix:{directory}")
     for line in domainsync.report(sync, remove, dry_run):
-        click.echo(line)
+        click.echo(logfmt.printable(line))

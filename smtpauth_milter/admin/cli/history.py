@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
+from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.store import audit, editing
 
@@ -40,12 +40,14 @@ def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> d
 def history_cmd(
     obj: Context, domain_name: str | None, since: datetime | None, as_json: bool
 ) -> None:
-    """Show the audit trail: when, which OS user, which command, old and new value."""
+    """Show the audit trail: when, which OS user, which command, old and new value.
+
+    Control and bidi characters are escaped (\\uXXXX in JSON)."""
     wanted = editing.local_domain(domain_name) if domain_name is not None else None
     entries = obj.read(lambda s: audit.history(s, domain=wanted, since=since))
     if as_json:
         rows = [entry.as_json() for entry in entries]
-        click.echo(json.dumps({"entries": rows}, indent=2, ensure_ascii=False))
+        click.echo(logfmt.json_text({"entries": rows}))
         return
     for entry in entries:
         click.echo(entry.line())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
+from smtpauth_milter.core import logfmt
 from smtpauth_milter.store import editing
 
 
@@ -37,4 +38,4 @@ def network_remove(obj: Context, cidr: str) -> None:
 def network_list(obj: Context) -> None:
     """List trusted networks."""
     for cidr, comment in obj.read(editing.list_networks):
-        click.echo(f"{cidr}  {comment}".rstrip())
+        click.echo(logfmt.printable(f"{cidr}  {comment}".rstrip()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
+from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.snapshot import ANYONE
 from smtpauth_milter.store import editing
 
@@ -44,7 +45,7 @@ def sender_revoke(obj: Context, login: str, target: str) -> None:
 def sender_list(obj: Context, login: str | None) -> None:
     """List send-as grants; each '*' grant also as a warning line on stderr."""
     for grant_login, target in obj.read(lambda s: editing.list_grants(s, login)):
-        click.echo(f"{grant_login}  {target}")
+        click.echo(logfmt.printable(f"{grant_login}  {target}"))
         if target == ANYONE:
-            warning = f"login {grant_login} may send as anyone ('*' grant)"
+            warning = logfmt.printable(f"login {grant_login} may send as anyone ('*' grant)")
             click.echo(f"smtpauth-milter: warning: {warning}", err=True)

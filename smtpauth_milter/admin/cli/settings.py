@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
+from smtpauth_milter.core import logfmt
 from smtpauth_milter.store import editing
 
 
@@ -24,11 +23,11 @@ def settings_show(obj: Context, domain_name: str | None, as_json: bool) -> None:
     shown = obj.read(lambda s: editing.show_settings(s, domain_name))
     if as_json:
         rows = {row.key: {"value": row.value, "source": row.source.value} for row in shown}
-        click.echo(json.dumps({"domain": domain_name, "settings": rows}, indent=2))
+        click.echo(logfmt.json_text({"domain": domain_name, "settings": rows}))
         return
     width = max(len(row.key) for row in shown)
     for row in shown:
-        click.echo(f"{row.key:<{width}}  {row.source.value:<7}  {row.value}")
+        click.echo(logfmt.printable(f"{row.key:<{width}}  {row.source.value:<7}  {row.value}"))
 
 
 @settings.command("set")
