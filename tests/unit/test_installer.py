@@ -63,3 +63,15 @@ def test_not_root_is_one_line_and_exit_2() -> None:
         "smtpauth-milter install: error: run this as root "
         "(it creates a user and writes to /etc and /opt)\n"
     )
+
+
+def test_the_install_command_needs_nothing_but_the_standard_library() -> None:
+    """It runs from the wheel before any dependency is installed: with no site-packages
+    (-S) every module of it still imports."""
+    modules = ["__main__", "layout", "steps", "system"]
+    code = "".join(f"import smtpauth_milter.admin.install.{name}\n" for name in modules)
+    done = subprocess.run(
+        [sys.executable, "-S", "-P", "-c", code], capture_output=True, text=True, timeout=60,
+        check=False, env={"PYTHONPATH": str(ROOT)}, cwd="/",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
