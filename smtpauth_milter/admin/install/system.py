@@ -36,9 +36,15 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """A command's output captured; its last error line becomes an InstallError.
 
-    Never with our PYTHONPATH: run from a wheel, it names that wheel, and the
-    venv's commands must import the installed package, not the zipped one."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    Never with our PYTHONPATH (run from a wheel, it names that wheel, and the
+    venv's commands must import the installed package, not the zipped one), nor
+    with the admin's SMTPAUTH_MILTER_* variables: the commands act on what the
+    installed config file names, as the unit will."""
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "PYTHONHOME") and not key.startswith("SMTPAUTH_MILTER_")
+    }
     done = subprocess.run(
         list(argv),
         capture_output=True,
