@@ -21,7 +21,7 @@ depends_on: str | Sequence[str] | None = None
 # target's overrides (require-auth-local, require-sender-match...), so more
 # leniently. Only versions that know the relation may decide on this store: the
 # 0.2.0 release (this development version; raise to "0.2.0" with the release).
-readable_by: str = "0.2.0.dev0"
+readable_by: str = "0.2.0"
 
 
 def upgrade() -> None:

@@ -40,15 +40,21 @@ EXIT_STATUS = """\
 
 FILES = """\
 /var/lib/smtpauth-milter/store.sqlite
-The default store when run as root; created and migrated on first use, mode 0640.
+The default store when run as root; created by db init, mode 0640. The install
+command makes it root:smtpauth-milter: the milter reads it, only root writes it.
 
 $XDG_DATA_HOME/smtpauth-milter/store.sqlite
 The default store of any other user (~/.local/share/smtpauth-milter/store.sqlite).
 
 /etc/smtpauth-milter/smtpauth-milter.toml
-A conventional place for the --config file (see contrib/smtpauth-milter.toml)."""
+The config file every command reads when it exists, unless --config or
+SMTPAUTH_MILTER_CONFIG names another (see contrib/smtpauth-milter.toml).
 
-SEE_ALSO = ["postconf(5)", "postfix(1)", "sendmail(8)", "systemd.service(5)"]
+/opt/smtpauth-milter, /etc/systemd/system/smtpauth-milter.service
+The venv and the unit of the production install on Debian 12
+(python3 -m smtpauth_milter.admin.install; docs/operations.md)."""
+
+SEE_ALSO = ["journalctl(1)", "postconf(5)", "postfix(1)", "sendmail(8)", "systemd.service(5)"]
 
 
 def escape(text: str) -> str:

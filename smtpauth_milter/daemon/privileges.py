@@ -47,14 +47,33 @@ class Identity:
         if self.uid != 0 and (os.geteuid() == 0 or os.getegid() != self.gid):
             raise ConfigError(f"could not drop privileges to {self.user}:{self.group}")
 
-    def check_store(self, store: Store) -> None:
-        """A SQLite store must be readable once we are no longer root: one clear line if not."""
-        path = sqlite_path(store.url)
-        if path is None or (is_missing(path) and os.access(path.parent, os.X_OK)):
-            return  # no store yet: the milter tempfails and says so until `db init`
-        database = str(path)
-        if not os.access(database, os.R_OK):
-            raise ConfigError(
-                f"user {self.user} cannot read the store {database}: make the file readable "
-                f"(and its directory searchable) by {self.user} or group {self.group}"
-            )
+
+def check_store_readable(store: Store) -> None:
+    """At start, after any privilege drop: a SQLite store this process cannot read is a
+    ConfigError (one line, exit 2), whoever started it (``--user``, or systemd's ``User=``).
+    A missing store is not: the milter tempfails and says so until ``db init``."""
+    path = sqlite_path(store.url)
+    if path is None or (is_missing(path) and os.access(path.parent, os.X_OK)):
+        return
+    database = str(path)
+    if os.access(database, os.R_OK):
+        return
+    user, group = _name(os.getuid()), _group_name(os.getgid())
+    raise ConfigError(
+        f"user {user} cannot read the store {database}: make the file readable "
+        f"(and its directory searchable) by {user} or group {group}"
+    )
+
+
+def _name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)

@@ -23,7 +23,7 @@ from smtpauth_milter.daemon import signals
 from smtpauth_milter.daemon.config import RunConfig, unix_socket_path
 from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging, writer_while_serving
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
-from smtpauth_milter.daemon.privileges import Identity
+from smtpauth_milter.daemon.privileges import Identity, check_store_readable
 from smtpauth_milter.daemon.reload import Reloader
 from smtpauth_milter.daemon.supervisor import (
     Supervisor,
@@ -247,7 +247,7 @@ def _run(config: RunConfig, reread: Callable[[], RunConfig] | None) -> int:
         listen_fd = _open_socket(config, socket_path, identity)
         if identity is not None:
             identity.drop()
-            identity.check_store(store)
+        check_store_readable(store)  # also when systemd started us as User=
         log.info(
             "%s",
             logfmt.Fields(

@@ -1,0 +1,215 @@
+"""Install, upgrade and uninstall, step by step (docs/operations.md#install-on-debian-12)."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import tomllib
+from pathlib import Path
+
+from smtpauth_milter.admin.install.layout import Layout
+from smtpauth_milter.admin.install.system import (
+    InstallError,
+    Report,
+    copy,
+    debian_packages_missing,
+    directory,
+    ownership,
+    remove,
+    run,
+    symlink,
+    systemd_running,
+)
+
+# pymilter has no wheel: it compiles against libmilter.
+BUILD_PACKAGES = ("gcc", "libmilter-dev", "python3-dev", "python3-venv")
+SQLITE_PREFIX = "sqlite:///"
+
+
+def preflight(layout: Layout) -> None:
+    """Everything that would stop the install half-way is checked before any change."""
+    if os.geteuid() != 0:
+        raise InstallError("run this as root (it creates a user and writes to /etc and /opt)")
+    try:
+        grp.getgrnam(layout.mta_group)
+    except KeyError:
+        raise InstallError(
+            f"no group {layout.mta_group}: install Postfix first (apt-get install postfix)"
+        ) from None
+    if not layout.postfix_spool.is_dir():
+        raise InstallError(f"no {layout.postfix_spool}: install Postfix first")
+    for link in (layout.command_link, layout.man_link):
+        if link.exists() and not link.is_symlink():
+            raise InstallError(f"{link} exists and is not a symbolic link: move it away")
+
+
+def packages(report: Report) -> None:
+    missing = debian_packages_missing(BUILD_PACKAGES)
+    if not missing:
+        report.same(f"Debian packages {' '.join(BUILD_PACKAGES)}")
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-q"], env=env)
+    run(["apt-get", "install", "-y", "-q", *missing], env=env)
+    report.change(f"installed Debian packages {' '.join(missing)}")
+
+
+def account(report: Report, layout: Layout) -> None:
+    try:
+        pwd.getpwnam(layout.user)
+    except KeyError:
+        pass
+    else:
+        report.same(f"system user {layout.user}")
+        return
+    run(
+        [
+            "useradd", "--system", "--user-group", "--no-create-home",
+            "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+            "--comment", "smtpauth-milter", layout.user,
+        ]
+    )  # fmt: skip
+    report.change(f"created system user and group {layout.user}")
+
+
+def installed(layout: Layout) -> str | None:
+    """The version in the venv, or None (no venv, no package, or no PostgreSQL driver)."""
+    if not layout.python.exists():
+        return None
+    done = run(
+        [
+            str(layout.python), "-c",
+            "from importlib.metadata import version; import psycopg; "
+            "print(version('smtpauth-milter'))",
+        ],
+        check=False,
+    )  # fmt: skip
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def venv(report: Report, layout: Layout, source: Path, version: str, reinstall: bool) -> bool:
+    """The venv holds ``source`` with the PostgreSQL extra; True when it changed."""
+    if not layout.python.exists():
+        run([str(layout.system_python), "-m", "venv", str(layout.prefix)])
+        report.change(f"created the venv {layout.prefix}")
+    before = installed(layout)
+    if before == version and not reinstall:
+        report.same(f"smtpauth-milter {version} in {layout.prefix}")
+        return False
+    pip = [str(layout.python), "-m", "pip", "install", "--quiet", "--upgrade"]
+    if reinstall:
+        run([*pip, "--force-reinstall", "--no-deps", str(source)])
+    run([*pip, f"{source}[postgresql]"])
+    was = f" (was {before})" if before else ""
+    report.change(f"installed smtpauth-milter {version}{was} in {layout.prefix}")
+    return True
+
+
+def config(report: Report, layout: Layout) -> None:
+    """The example config, unless the admin has one: an existing file is never rewritten."""
+    directory(report, layout.config_dir, "root", layout.user, 0o750)
+    if not layout.config.exists():
+        copy(report, layout.shared / f"{layout.user}.toml", layout.config, 0o640)
+    ownership(report, layout.config, "root", layout.user, 0o640)
+
+
+def store_path(layout: Layout) -> Path | None:
+    """The SQLite file the config names (None: PostgreSQL)."""
+    with layout.config.open("rb") as file:
+        url = str(tomllib.load(file).get("db", f"{SQLITE_PREFIX}{layout.store_dir}/store.sqlite"))
+    return Path(url[len(SQLITE_PREFIX) :]) if url.startswith(SQLITE_PREFIX) else None
+
+
+def store(report: Report, layout: Layout) -> bool:
+    """Create or upgrade the store (as root); the milter's user may only read it."""
+    path = store_path(layout)
+    env = {"SMTPAUTH_MILTER_CONFIG": str(layout.config)}
+    command = str(layout.command)
+    changed = False
+    if path is not None:
+        directory(report, path.parent, "root", layout.user, 0o750)
+    if path is not None and not path.exists():
+        report.change(run([command, "db", "init"], env=env).stdout.strip())
+        changed = True
+    else:
+        checked = run([command, "db", "check"], env=env, check=False)
+        if checked.returncode == 0:
+            report.same(checked.stdout.strip())
+        else:
+            report.change(run([command, "db", "upgrade"], env=env).stdout.strip())
+            changed = True
+    if path is not None:
+        ownership(report, path, "root", layout.user, 0o640)
+    return changed
+
+
+def unit(report: Report, layout: Layout) -> None:
+    source = layout.shared / "systemd" / f"{layout.user}.service"
+    if copy(report, source, layout.unit, 0o644) and systemd_running():
+        run(["systemctl", "daemon-reload"])
+
+
+def restart(report: Report, layout: Layout) -> None:
+    """After an upgrade: the milter restarts only once the store is upgraded."""
+    if not systemd_running():
+        print("note: restart the milter now if it runs (it still runs the old version)")
+        return
+    if run(["systemctl", "is-active", "--quiet", layout.user], check=False).returncode == 0:
+        run(["systemctl", "restart", layout.user])
+        report.change(f"restarted {layout.user}")
+
+
+def postfix_lines(layout: Layout) -> None:
+    for name in ("main.cf", "master.cf"):
+        lines = (layout.shared / "postfix" / name).read_text(encoding="utf-8").splitlines()
+        settings = [line for line in lines if line.strip() and not line.startswith("#")]
+        print(f"\nAdd to /etc/postfix/{name} (see docs/operations.md), then `postfix reload`:")
+        print("\n".join(settings))
+
+
+def install(layout: Layout, source: Path, version: str, reinstall: bool = False) -> int:
+    preflight(layout)
+    report = Report()
+    packages(report)
+    account(report, layout)
+    upgraded = venv(report, layout, source, version, reinstall)
+    symlink(report, layout.command_link, layout.command)
+    symlink(report, layout.man_link, layout.man_page)
+    config(report, layout)
+    migrated = store(report, layout)
+    directory(report, layout.socket_dir, layout.user, layout.mta_group, 0o750)
+    unit(report, layout)
+    if upgraded or migrated:
+        restart(report, layout)
+    postfix_lines(layout)
+    if report.changed:
+        print(f"\n{len(report.changed)} changes: smtpauth-milter {version} is installed")
+    else:
+        print(f"\nnothing changed: smtpauth-milter {version} was already installed")
+    return 0
+
+
+def uninstall(layout: Layout, purge: bool = False) -> int:
+    """Remove what install made; the store, the config and the user stay unless ``purge``."""
+    if os.geteuid() != 0:
+        raise InstallError("run this as root")
+    report = Report()
+    if systemd_running() and layout.unit.exists():
+        run(["systemctl", "disable", "--now", layout.user], check=False)
+    for path in (layout.unit, layout.command_link, layout.man_link, layout.prefix):
+        remove(report, path)
+    remove(report, layout.socket_dir)
+    if not purge:
+        print(f"kept: {layout.config_dir}, {layout.store_dir} and the user {layout.user} "
+              "(uninstall --purge removes them)")  # fmt: skip
+        return 0
+    remove(report, layout.config_dir)
+    remove(report, layout.store_dir)
+    try:
+        pwd.getpwnam(layout.user)
+    except KeyError:
+        return 0
+    run(["userdel", layout.user])
+    report.change(f"removed the user {layout.user}")
+    return 0

@@ -1,0 +1,234 @@
+"""The production install on the real machine, as docs/operations.md describes it.
+
+Marked ``system``: it changes the machine (a system user, /opt/smtpauth-milter,
+/etc/smtpauth-milter, /var/lib/smtpauth-milter, the system Postfix's
+configuration, /usr/local links) and puts everything back at the end. It runs
+the shell blocks of the install section (tests/system/install_docs.py):
+
+1. the build block makes the sdist and wheel from a copy of this checkout
+   (``twine check`` accepts both), and the wheel installs into an empty venv
+   and runs ``--version``, ``db init`` and ``check``;
+2. a lower test version (this checkout as 0.1.99 without its newest migration)
+   is installed from its clone (``./scripts/install``); the wheel's install
+   command then upgrades it: the venv first, then ``db upgrade``; run again, it
+   changes nothing;
+3. the milter is started exactly as the installed unit says (User=, Group=,
+   SupplementaryGroups=, Environment=, ExecStart=, through setpriv) and the system
+   Postfix, configured with the lines the install command printed and Dovecot
+   SASL, answers swaks through the unix socket in its chroot;
+4. uninstall keeps the store and config; uninstall --purge removes everything.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from smtpauth_milter import __version__
+from smtpauth_milter.daemon.config import clean_env
+from tests.system import install_docs as docs
+from tests.system.machine import (
+    Unit,
+    dovecot_sasl,
+    machine_problem,
+    started_as_unit,
+    swaks,
+    system_postfix,
+)
+
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.skipif(os.geteuid() != 0, reason="installs system-wide: needs root"),
+]
+
+USER = "smtpauth-milter"
+PREFIX = Path("/opt/smtpauth-milter")
+CONFIG_DIR = Path("/etc/smtpauth-milter")
+STORE_DIR = Path("/var/lib/smtpauth-milter")
+STORE = STORE_DIR / "store.sqlite"
+UNIT = Path("/etc/systemd/system/smtpauth-milter.service")
+SOCKET = Path("/var/spool/postfix/smtpauth-milter/milter.sock")
+LOWER = "0.1.99"
+NEWEST_MIGRATION = "0004_alias_domains.py"
+
+
+def sh(block: str, cwd: Path, timeout: float = 600) -> str:
+    """One documented shell block, as written, under bash -e; its output."""
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block], cwd=cwd, capture_output=True, text=True,
+        timeout=timeout, check=False, env=clean_env(PATH=os.environ["PATH"]),
+    )  # fmt: skip
+    assert done.returncode == 0, f"{block}\nexit {done.returncode}\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed command, as root, with the installed config (the default file)."""
+    return subprocess.run(
+        ["/usr/local/bin/smtpauth-milter", *args], capture_output=True, text=True, timeout=60,
+        check=False, env=clean_env(SMTPAUTH_MILTER_CONFIG=str(CONFIG_DIR / "smtpauth-milter.toml")),
+    )  # fmt: skip
+
+
+def clone_of_this_checkout(target: Path) -> Path:
+    """The checkout's files (tracked and new, not ignored) copied to ``target``; not the
+    tests and benchmarks (a release needs neither, and they hold the canary password)."""
+    listed = subprocess.run(
+        ["git", "-C", str(docs.ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True, check=True, timeout=60,
+    ).stdout.decode()  # fmt: skip
+    for name in filter(None, listed.split("\0")):
+        source = docs.ROOT / name
+        if source.is_file() and name.split("/")[0] not in ("tests", "bench"):
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+def lower_version(clone: Path) -> Path:
+    """``clone`` as a lower version: 0.1.99, without the newest migration."""
+    init = clone / "smtpauth_milter" / "__init__.py"
+    init.write_text(init.read_text().replace(f'"{__version__}"', f'"{LOWER}"'))
+    (clone / "migrations" / "versions" / NEWEST_MIGRATION).unlink()
+    return clone
+
+
+def printed(output: str, name: str) -> str:
+    """The lines the install command printed for /etc/postfix/NAME."""
+    block = output.split(f"Add to /etc/postfix/{name}", 1)[1].split("\n", 1)[1]
+    return block.split("\n\n", 1)[0]
+
+
+def built_wheel(tmp: Path) -> Path:
+    clone = clone_of_this_checkout(tmp / "clone")
+    try:
+        sh(docs.BUILD, clone)
+    finally:
+        shutil.rmtree("/tmp/smtpauth-build", ignore_errors=True)
+    dist = clone / "dist"
+    subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *map(str, dist.iterdir())],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    assert (dist / f"smtpauth_milter-{__version__}.tar.gz").is_file()
+    return dist / docs.WHEEL
+
+
+def check_wheel_in_an_empty_venv(wheel: Path, tmp: Path) -> None:
+    venv = tmp / "empty-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)],
+                   check=True, timeout=600)  # fmt: skip
+    command = str(venv / "bin" / "smtpauth-milter")
+    env = clean_env(SMTPAUTH_MILTER_DB=f"sqlite:///{tmp / 'empty.sqlite'}")
+    version = subprocess.run([command, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.strip() == f"smtpauth-milter, version {__version__}"
+    subprocess.run([command, "db", "init"], env=env, check=True, capture_output=True)
+    checked = subprocess.run(
+        [command, "check", "--from", "alice@example.com", "--rcpt", "bob@example.net"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0 and "action=continue" in checked.stdout, checked
+
+
+def check_installed_as_documented() -> None:
+    assert (PREFIX / "bin" / "python").resolve().is_relative_to("/usr"), "Debian's python"
+    owner = pwd.getpwnam(USER)
+    assert owner.pw_shell == "/usr/sbin/nologin"
+    for path, mode, owner_group in (
+        (STORE_DIR, 0o750, ("root", USER)),
+        (STORE, 0o640, ("root", USER)),
+        (CONFIG_DIR, 0o750, ("root", USER)),
+        (CONFIG_DIR / "smtpauth-milter.toml", 0o640, ("root", USER)),
+        (SOCKET.parent, 0o750, (USER, "postfix")),
+    ):
+        assert (path.stat().st_mode & 0o7777, path.owner(), path.group()) == (
+            mode, *owner_group,
+        ), path  # fmt: skip
+    command = Path("/usr/local/bin/smtpauth-milter")
+    assert command.resolve() == PREFIX / "bin" / "smtpauth-milter"
+    assert Unit.read(UNIT).exec_start[0] == str(command)
+    found = subprocess.run(["man", "-w", "smtpauth-milter"], capture_output=True, text=True)
+    assert found.returncode == 0 and found.stdout.strip().endswith("smtpauth-milter.8"), found
+
+
+def check_the_milter_user_cannot_write_the_store(unit: Unit) -> None:
+    """Issue 24, item 5: as the unit's user and groups, the store opens for reading only."""
+    probe = (
+        "import sys\n"
+        "open(sys.argv[1], 'rb').close()\n"
+        "try:\n    open(sys.argv[1], 'r+b')\nexcept PermissionError:\n    print('refused')\n"
+    )
+    argv = unit.argv()
+    setpriv = argv[: argv.index("--") + 1]
+    done = subprocess.run([*setpriv, "/usr/bin/python3", "-c", probe, str(STORE)],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "refused", done
+
+
+def test_install_upgrade_serve_and_uninstall(tmp_path: Path) -> None:
+    problem = machine_problem()
+    assert problem is None, problem
+    for leftover in (PREFIX, CONFIG_DIR, STORE_DIR, UNIT):
+        assert not leftover.exists(), f"{leftover} exists: this test would replace an install"
+    wheel = built_wheel(tmp_path)
+    check_wheel_in_an_empty_venv(wheel, tmp_path)
+    try:
+        old = lower_version(clone_of_this_checkout(tmp_path / "old"))
+        first = sh(docs.INSTALL_FROM_CLONE, old)
+        assert f"installed smtpauth-milter {LOWER} in {PREFIX}" in first
+        assert "at schema 0003" in first
+        upgrade = sh(docs.INSTALL_FROM_WHEEL, wheel.parent)
+        installed = upgrade.index(f"installed smtpauth-milter {__version__} (was {LOWER})")
+        migrated = upgrade.index("is at schema 0004")
+        assert installed < migrated, "the venv is upgraded before the store (operations.md)"
+        again = sh(docs.INSTALL_FROM_WHEEL, wheel.parent)
+        assert not [line for line in again.splitlines() if line.startswith("changed:")], again
+        assert f"nothing changed: smtpauth-milter {__version__} was already installed" in again
+        check_installed_as_documented()
+        unit = Unit.read(UNIT)
+        check_the_milter_user_cannot_write_the_store(unit)
+        serve_through_the_system_postfix(tmp_path, unit, again)
+        sh(docs.UNINSTALL, Path("/"))
+        assert not PREFIX.exists() and not UNIT.exists() and STORE.exists()
+        sh(docs.PURGE, wheel.parent)
+        assert not STORE_DIR.exists() and not CONFIG_DIR.exists()
+        with pytest.raises(KeyError):
+            pwd.getpwnam(USER)
+    finally:
+        if PREFIX.exists() or CONFIG_DIR.exists():
+            subprocess.run(["bash", "-c", docs.PURGE], cwd=wheel.parent, check=False)
+
+
+def serve_through_the_system_postfix(tmp: Path, unit: Unit, install_output: str) -> None:
+    for args in (("domain", "add", "example.com"), ("settings", "set", "require-auth-local", "on"),
+                 ("settings", "set", "require-sender-match", "on")):  # fmt: skip
+        done = cli(*args)
+        assert done.returncode == 0, done
+    main_cf, master_cf = printed(install_output, "main.cf"), printed(install_output, "master.cf")
+    assert "smtpd_milters = unix:/smtpauth-milter/milter.sock" in main_cf
+    with (
+        system_postfix(tmp, main_cf, master_cf),
+        dovecot_sasl(tmp, {"alice@example.com": "secret"}),
+        started_as_unit(unit, SOCKET, tmp / "milter.log") as milter,
+    ):
+        ids = dict(
+            line.split(":", 1)
+            for line in Path(f"/proc/{milter.proc.pid}/status").read_text().splitlines()
+        )
+        assert ids["Uid"].split()[0] == str(pwd.getpwnam(unit.user).pw_uid), ids["Uid"]
+        assert ids["Gid"].split()[0] == str(grp.getgrnam(unit.group).gr_gid), ids["Gid"]
+        unauthenticated = swaks(25, "alice@example.com")
+        assert unauthenticated.rcpt("bob@example.net").code == 530, unauthenticated.transcript
+        as_itself = swaks(587, "alice@example.com", "alice@example.com", "secret")
+        assert as_itself.auth is not None and as_itself.auth.code == 235, as_itself.transcript
+        assert as_itself.rcpt("bob@example.net").code == 250, as_itself.transcript
+        as_other = swaks(587, "carol@example.com", "alice@example.com", "secret")
+        assert as_other.rcpt("bob@example.net").code == 553, as_other.transcript
+    log = (tmp / "milter.log").read_text()
+    assert "rule=auth-required" in log and "rule=sender-mismatch" in log, log
