@@ -28,6 +28,7 @@ from smtpauth_milter.core.errors import ConfigError
 from smtpauth_milter.core.policy import Action, Rule, Verdict
 from smtpauth_milter.core.spf import SpfResult
 from smtpauth_milter.daemon.config import check_listen
+from smtpauth_milter.daemon.supervisor import MAX_RESTARTS, WINDOW
 
 PREFIX = "smtpauth_milter"
 # A decision takes microseconds; the upper buckets catch GIL contention and GC pauses.
@@ -115,6 +116,18 @@ class Metrics:
             "Milter processes the supervisor restarted after a crash (run --auto-restart).",
             registry=self.registry,
         )
+        self.delayed_restarts = Counter(
+            f"{PREFIX}_restarts_delayed",
+            f"Restarts the supervisor delayed: more than {MAX_RESTARTS} came within "
+            f"{WINDOW:.0f} seconds.",
+            registry=self.registry,
+        )
+        self.restart_delay = Gauge(
+            f"{PREFIX}_restart_delay_seconds",
+            "Seconds the supervisor waited before starting this milter process "
+            "(0 unless it was backing off).",
+            registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)
         self._server: ThreadingWSGIServer | None = None
         self._serving = False
@@ -133,6 +146,13 @@ class Metrics:
         self._spf_results[result].inc()
         if timed_out:
             self.spf_timeouts.inc()
+
+    def restarted(self, delay: float) -> None:
+        """The supervisor's observer, called before it forks the new milter process."""
+        self.restarts.inc()
+        self.restart_delay.set(delay)
+        if delay:
+            self.delayed_restarts.inc()
 
     def refreshed(self, ok: bool) -> None:
         (self.refreshes if ok else self.refresh_failures).inc()
