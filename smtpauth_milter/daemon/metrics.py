@@ -9,10 +9,8 @@ is computed when Prometheus scrapes.
 from __future__ import annotations
 
 import math
-import socket
 import threading
 from collections.abc import Callable
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,12 +20,12 @@ from prometheus_client import (
     ProcessCollector,
     make_wsgi_app,
 )
-from prometheus_client.exposition import ThreadingWSGIServer
 
 from smtpauth_milter.core.errors import ConfigError
 from smtpauth_milter.core.policy import Action, Rule, Verdict
 from smtpauth_milter.core.spf import SpfResult
 from smtpauth_milter.daemon.config import check_listen
+from smtpauth_milter.daemon.metricsserver import MetricsServer, bind
 from smtpauth_milter.daemon.supervisor import MAX_RESTARTS, WINDOW
 
 PREFIX = "smtpauth_milter"
@@ -129,8 +127,7 @@ class Metrics:
             registry=self.registry,
         )
         ProcessCollector(registry=self.registry)
-        self._server: ThreadingWSGIServer | None = None
-        self._serving = False
+        self._server: MetricsServer | None = None
 
     def decided(self, verdict: Verdict, seconds: float) -> None:
         self._decisions[verdict.action, verdict.rule].inc()
@@ -165,31 +162,21 @@ class Metrics:
         """
         host, port = check_listen(spec)
         try:
-            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-            server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
-            self._server = make_server(
-                host, port, make_wsgi_app(self.registry), server_class, _QuietHandler
-            )
+            listener = bind(host, port)
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {spec}: {exc.strerror or exc}") from exc
+        self._server = MetricsServer(listener, make_wsgi_app(self.registry))
 
     def serve(self) -> None:
-        """Answer ``/metrics`` from a daemon thread, on the socket :meth:`listen` bound."""
+        """Answer ``/metrics`` from one daemon thread, on the socket :meth:`listen` bound."""
         if self._server is not None:
-            self._serving = True
             threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
 
     def stop(self) -> None:
         if self._server is not None:
-            if self._serving:
-                self._server.shutdown()  # waits for serve_forever: only when it runs
-            self._server.server_close()
+            self._server.shutdown()  # waits for serve_forever, when it runs
+            self._server.close()
             self._server = None
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        """No access log on stderr."""
 
 
 def _age_or_inf(age: float | None) -> float:

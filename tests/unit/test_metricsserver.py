@@ -1,0 +1,119 @@
+"""The metrics HTTP server in process: one thread whatever the clients, bounded, timed out."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, make_wsgi_app
+
+from smtpauth_milter.daemon.metricsserver import MetricsServer, bind
+
+
+@pytest.fixture
+def server() -> Iterator[MetricsServer]:
+    registry = CollectorRegistry()
+    Counter("probe", "A counter to find in the scrape.", registry=registry).inc()
+    served = MetricsServer(bind("127.0.0.1", 0), make_wsgi_app(registry), max_clients=8)
+    thread = threading.Thread(target=served.serve_forever, daemon=True)
+    thread.start()
+    yield served
+    served.shutdown()
+    served.close()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def _port(server: MetricsServer) -> int:
+    port: int = server.listener.getsockname()[1]
+    return port
+
+
+def _scrape(port: int, headers: dict[str, str] | None = None) -> tuple[int, bytes, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers or {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, response.read(), response.headers.get("Content-Encoding", "")
+
+
+def _closed_by_peer(sock: socket.socket, timeout: float) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+        return reply
+
+
+def test_500_idle_clients_take_no_thread_and_a_scrape_still_answers(
+    server: MetricsServer,
+) -> None:
+    port = _port(server)
+    threads = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(500)]
+    try:
+        assert threading.active_count() == threads
+        status, body, _ = _scrape(port)
+        assert status == 200 and b"probe_total 1.0" in body
+        # at most max_clients (8) stayed open: the oldest idle ones were closed
+        still_open = [sock for sock in idle[-20:] if not _closed_by_peer(sock, 0.01)]
+        assert len(still_open) <= 8
+        assert threading.active_count() == threads
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_client_that_never_finishes_its_request_is_closed_at_the_deadline() -> None:
+    registry = CollectorRegistry()
+    served = MetricsServer(bind("127.0.0.1", 0), make_wsgi_app(registry), deadline=0.3)
+    thread = threading.Thread(target=served.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", _port(served)), timeout=5) as slow:
+            slow.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the blank line
+            started = time.monotonic()
+            assert _closed_by_peer(slow, 3.0)  # TICK (0.5 s) + deadline at most
+            assert 0.25 < time.monotonic() - started < 2.5
+    finally:
+        served.shutdown()
+        served.close()
+        thread.join(5)
+
+
+def test_prometheus_negotiation_is_kept(server: MetricsServer) -> None:
+    status, body, encoding = _scrape(_port(server), {"Accept-Encoding": "gzip"})
+    assert status == 200 and encoding == "gzip"
+    assert b"probe_total 1.0" in gzip.decompress(body)
+    reply = _raw(_port(server), b"GET /metrics?name[]=other HTTP/1.0\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and b"probe_total" not in reply
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"nonsense\r\n\r\n", b"400"),
+        (b"POST /metrics HTTP/1.1\r\n\r\n", b"405"),
+        (b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 9000, b"431"),
+    ],
+)
+def test_bad_requests_get_an_error_status(
+    server: MetricsServer, request_bytes: bytes, status: bytes
+) -> None:
+    reply = _raw(_port(server), request_bytes)
+    assert reply.startswith(b"HTTP/1.1 " + status + b" ")
+    assert b"Connection: close\r\n" in reply
