@@ -85,6 +85,7 @@ class MetricsServer:
         self._stopped = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._selector: selectors.BaseSelector | None = None
+        self._paused_until: float | None = None  # accepting paused: out of descriptors
 
     def serve_forever(self) -> None:
         self._selector = selector = selectors.DefaultSelector()
@@ -118,17 +119,25 @@ class MetricsServer:
     # --- one turn of the loop --------------------------------------------------
 
     def _step(self, selector: selectors.BaseSelector) -> None:
-        for key, _ in selector.select(TICK):
-            if key.fileobj is self.listener:
-                self._accept(selector)
-            elif isinstance(key.data, _Client) and key.data.sock.fileno() != -1:
-                self._serve(key.data)  # not closed by an eviction earlier in this turn
+        ready = selector.select(TICK)
+        # Clients first: a request that has arrived is read before new connections
+        # could evict its sender.
+        for key, _ in ready:
+            if isinstance(key.data, _Client) and key.data.sock.fileno() != -1:
+                self._serve(key.data)  # (-1: closed earlier in this turn)
+        if any(key.fileobj is self.listener for key, _ in ready):
+            self._accept(selector)
         now = self._clock()
         for client in [c for c in self._clients.values() if c.deadline <= now]:
             self._close(client)
+        if self._paused_until is not None and now >= self._paused_until:
+            self._paused_until = None
+            selector.register(self.listener, selectors.EVENT_READ)
 
     def _accept(self, selector: selectors.BaseSelector) -> None:
-        while True:
+        """Accept what is waiting, at most ``max_clients`` per turn (a flood of
+        connections must not keep the loop from the clients it has)."""
+        for _ in range(self._max_clients):
             try:
                 sock, _ = self.listener.accept()
             except BlockingIOError:
@@ -136,6 +145,10 @@ class MetricsServer:
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE) and self._evict():
                     continue  # a descriptor is free again
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    # none of ours to free: stop asking until the next tick, not spin
+                    selector.unregister(self.listener)
+                    self._paused_until = self._clock() + TICK
                 return  # e.g. ECONNABORTED: the next select tells
             if len(self._clients) >= self._max_clients and not self._evict():
                 sock.close()  # every slot is sending a reply: this one must wait its turn

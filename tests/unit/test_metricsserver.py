@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import socket
 import threading
@@ -117,3 +118,35 @@ def test_bad_requests_get_an_error_status(
     reply = _raw(_port(server), request_bytes)
     assert reply.startswith(b"HTTP/1.1 " + status + b" ")
     assert b"Connection: close\r\n" in reply
+
+
+class _OutOfDescriptors(socket.socket):
+    """A listener whose accept fails as when the process has no descriptor left."""
+
+    accepts = 0
+
+    def accept(self) -> tuple[socket.socket, object]:
+        type(self).accepts += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+def test_out_of_descriptors_pauses_accepting_instead_of_spinning() -> None:
+    listener = _OutOfDescriptors(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    served = MetricsServer(listener, make_wsgi_app(CollectorRegistry()))
+    thread = threading.Thread(target=served.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=5):  # stays pending
+            deadline = time.monotonic() + 5
+            while _OutOfDescriptors.accepts == 0:
+                assert time.monotonic() < deadline, "never tried to accept"
+                time.sleep(0.01)
+            time.sleep(1.2)  # the pause is what is measured: a busy loop tries thousands
+            assert 1 <= _OutOfDescriptors.accepts <= 4  # about once per 0.5 s tick
+    finally:
+        served.shutdown()
+        served.close()
+        thread.join(5)
