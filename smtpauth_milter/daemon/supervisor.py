@@ -16,7 +16,8 @@ connection: it only forks, waits and forwards signals.
 - child exits with a code: the parent exits with it (0 after a stop; non-zero
   is an error restarting would only repeat);
 - SIGHUP: forwarded to the child as SIGUSR1 (libmilter never takes USR1 for stop);
-- SIGTERM/SIGINT: close the listening socket, forward SIGTERM, wait, exit 0.
+- SIGTERM/SIGINT: close the listening socket, forward SIGTERM, wait, exit 0
+  (at once when no child runs: a stop during a back-off).
 """
 
 from __future__ import annotations
