@@ -97,6 +97,7 @@ class MetricsServer:
                     self._step(selector)
                 except Exception as exc:  # never a traceback on stderr, never a dead thread
                     log.error("%s", logfmt.Fields({"event": "metrics-error", "error": repr(exc)}))
+                    self._stopping.wait(TICK)  # a fault that repeats: one line a tick, no spin
         finally:
             for client in list(self._clients.values()):
                 self._close(client)
@@ -178,7 +179,7 @@ class MetricsServer:
             client.inbox += data
             head, found, _ = client.inbox.partition(b"\r\n\r\n")
             if found:
-                client.outbox = self._answer(head)
+                client.outbox = self._answer_or_500(head)
             elif len(client.inbox) > MAX_REQUEST:
                 client.outbox = _reply("431 Request Header Fields Too Large", [], b"")
             else:
@@ -196,6 +197,13 @@ class MetricsServer:
             self._close(client)
         elif self._selector is not None:
             self._selector.modify(client.sock, selectors.EVENT_WRITE, client)
+
+    def _answer_or_500(self, head: bytes) -> bytes:
+        try:
+            return self._answer(head)
+        except Exception as exc:  # a collector that fails: one line, no traceback
+            log.error("%s", logfmt.Fields({"event": "metrics-error", "error": repr(exc)}))
+            return _reply("500 Internal Server Error", [], b"")
 
     def _answer(self, head: bytes) -> bytes:
         lines = head.decode("latin-1").split("\r\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import logging
 import socket
 import threading
 import time
@@ -146,6 +147,35 @@ def test_out_of_descriptors_pauses_accepting_instead_of_spinning() -> None:
                 time.sleep(0.01)
             time.sleep(1.2)  # the pause is what is measured: a busy loop tries thousands
             assert 1 <= _OutOfDescriptors.accepts <= 4  # about once per 0.5 s tick
+    finally:
+        served.shutdown()
+        served.close()
+        thread.join(5)
+
+
+def test_an_app_that_fails_is_one_log_line_and_the_server_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = []
+
+    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        calls.append(environ["PATH_INFO"])
+        if len(calls) == 1:
+            raise RuntimeError("collector\nbroke")
+        return make_wsgi_app(CollectorRegistry())(environ, start_response)  # type: ignore[no-any-return]
+
+    served = MetricsServer(bind("127.0.0.1", 0), app)
+    thread = threading.Thread(target=served.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="smtpauth_milter"):
+            reply = _raw(_port(served), b"GET /metrics HTTP/1.1\r\n\r\n")
+            assert reply.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+            status, _, _ = _scrape(_port(served))
+        assert status == 200
+        lines = [r.getMessage() for r in caplog.records]
+        assert lines == ["event=metrics-error error=\"RuntimeError('collector\\\\nbroke')\""]
+        assert all(r.exc_info is None for r in caplog.records)
     finally:
         served.shutdown()
         served.close()
