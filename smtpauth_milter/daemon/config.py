@@ -245,7 +245,9 @@ def _seconds(value: Any, key: str, where: str) -> float:
 
 
 def check_listen(spec: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPV6]:PORT`` or ``:PORT`` (every interface) -> (host, port)."""
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``:PORT`` (loopback only) -> (host, port).
+
+    Every interface is asked for explicitly: ``0.0.0.0:PORT`` or ``[::]:PORT``."""
     host, sep, port = spec.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"bad metrics address {spec!r}: use HOST:PORT, e.g. 127.0.0.1:9466")
@@ -253,7 +255,7 @@ def check_listen(spec: str) -> tuple[str, int]:
         host = host[1:-1]
     elif ":" in host:
         raise ConfigError(f"bad metrics address {spec!r}: write an IPv6 host as [ADDR]:PORT")
-    return host or "0.0.0.0", int(port)  # noqa: S104 -- ":PORT" asks for every interface
+    return host or "127.0.0.1", int(port)
 
 
 def _bool(value: Any, key: str) -> bool:

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 
 from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import ConfigError
-from smtpauth_milter.daemon.logwriter import LineHandler, Sink, StreamSink, SyslogSink
+from smtpauth_milter.daemon.logsinks import Sink, StreamSink, SyslogSink
+from smtpauth_milter.daemon.logwriter import LineHandler
 
 MILTER_NAME = "smtpauth-milter"
 

@@ -9,7 +9,7 @@ its frozen parts are queued and the writer renders them in its batch, so a
 libmilter thread holds the GIL as briefly as it can.  While the writer runs
 (:meth:`LineHandler.writing`, the serving part of ``run``), lines go into a
 queue and one thread writes whatever has gathered, in one ``write()`` to a
-stream or one datagram per line to syslog.
+stream or one datagram per line to syslog (the sinks, daemon/logsinks.py).
 Outside of it (start-up, a supervising parent, tests) a record is written at
 once, under the handler's lock, like any stdlib handler.
 
@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import logging.handlers
 import os
 import queue
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, TextIO, cast
+from typing import Any, Protocol, cast
 
 from smtpauth_milter.core import logfmt
+from smtpauth_milter.daemon.logsinks import Line, Sink
 
 # Seconds the writer waits after the first line, for more to share its wake-up and
 # write.  Through Postfix, 50 ms instead of 5 cut what ours costs beyond the no-op
@@ -58,69 +58,6 @@ class FieldsFormatter(Protocol):
         fields: Mapping[str, str | None],
         process: int | None = None,
     ) -> str: ...
-
-
-class Sink(Protocol):
-    """Where finished lines go: ``frame`` in the caller's thread, ``write`` in the writer."""
-
-    def frame(self, text: str, levelno: int) -> str | bytes: ...
-
-    def write(self, items: Sequence[str | bytes]) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class StreamSink:
-    """Lines to a text stream (stderr, or a file for the benchmarks): one write per batch."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def frame(self, text: str, levelno: int) -> str:
-        return text + "\n"
-
-    def write(self, items: Sequence[str | bytes]) -> None:
-        self.stream.write("".join(str(item) for item in items))
-        self.stream.flush()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.stream.flush()
-
-
-class SyslogSink:
-    """One datagram per line to the local syslog socket, as ``SysLogHandler`` sends it."""
-
-    def __init__(self, handler: logging.handlers.SysLogHandler) -> None:
-        # It owns the socket and its reconnect logic (attributes typeshed does not list).
-        self._handler: Any = handler
-        self._prefix: dict[int, str] = {}  # "<priority>" per level number
-
-    def frame(self, text: str, levelno: int) -> bytes:
-        prefix = self._prefix.get(levelno)
-        if prefix is None:
-            handler = self._handler
-            priority = handler.mapPriority(logging.getLevelName(levelno))
-            code = handler.encodePriority(handler.facility, priority)
-            prefix = self._prefix[levelno] = f"<{code}>"
-        return (prefix + text + "\0").encode("utf-8")
-
-    def write(self, items: Sequence[str | bytes]) -> None:
-        handler = self._handler
-        for item in items:
-            data = item if isinstance(item, bytes) else item.encode("utf-8")
-            try:
-                handler.socket.send(data)
-            except OSError:  # syslogd restarted: reconnect once, as SysLogHandler does
-                handler.socket.close()
-                handler._connect_unixsocket(handler.address)
-                handler.socket.send(data)
-
-    def close(self) -> None:
-        self._handler.close()
-
-
-Line = str | bytes  # what a sink frames and writes
 
 
 FieldsOf = Callable[..., Mapping[str, str | None]]

@@ -9,10 +9,8 @@ is computed when Prometheus scrapes.
 from __future__ import annotations
 
 import math
-import socket
 import threading
 from collections.abc import Callable
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,12 +20,13 @@ from prometheus_client import (
     ProcessCollector,
     make_wsgi_app,
 )
-from prometheus_client.exposition import ThreadingWSGIServer
 
 from smtpauth_milter.core.errors import ConfigError
 from smtpauth_milter.core.policy import Action, Rule, Verdict
 from smtpauth_milter.core.spf import SpfResult
 from smtpauth_milter.daemon.config import check_listen
+from smtpauth_milter.daemon.metricsserver import MetricsServer, bind
+from smtpauth_milter.daemon.supervisor import MAX_RESTARTS, WINDOW
 
 PREFIX = "smtpauth_milter"
 # A decision takes microseconds; the upper buckets catch GIL contention and GC pauses.
@@ -115,9 +114,20 @@ class Metrics:
             "Milter processes the supervisor restarted after a crash (run --auto-restart).",
             registry=self.registry,
         )
+        self.delayed_restarts = Counter(
+            f"{PREFIX}_restarts_delayed",
+            f"Restarts the supervisor delayed: more than {MAX_RESTARTS} came within "
+            f"{WINDOW:.0f} seconds.",
+            registry=self.registry,
+        )
+        self.restart_delay = Gauge(
+            f"{PREFIX}_restart_delay_seconds",
+            "Seconds the supervisor waited before starting this milter process "
+            "(0 unless it was backing off).",
+            registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)
-        self._server: ThreadingWSGIServer | None = None
-        self._serving = False
+        self._server: MetricsServer | None = None
 
     def decided(self, verdict: Verdict, seconds: float) -> None:
         self._decisions[verdict.action, verdict.rule].inc()
@@ -134,6 +144,13 @@ class Metrics:
         if timed_out:
             self.spf_timeouts.inc()
 
+    def restarted(self, delay: float) -> None:
+        """The supervisor's observer, called before it forks the new milter process."""
+        self.restarts.inc()
+        self.restart_delay.set(delay)
+        if delay:
+            self.delayed_restarts.inc()
+
     def refreshed(self, ok: bool) -> None:
         (self.refreshes if ok else self.refresh_failures).inc()
 
@@ -145,31 +162,21 @@ class Metrics:
         """
         host, port = check_listen(spec)
         try:
-            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-            server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
-            self._server = make_server(
-                host, port, make_wsgi_app(self.registry), server_class, _QuietHandler
-            )
+            listener = bind(host, port)
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {spec}: {exc.strerror or exc}") from exc
+        self._server = MetricsServer(listener, make_wsgi_app(self.registry))
 
     def serve(self) -> None:
-        """Answer ``/metrics`` from a daemon thread, on the socket :meth:`listen` bound."""
+        """Answer ``/metrics`` from one daemon thread, on the socket :meth:`listen` bound."""
         if self._server is not None:
-            self._serving = True
             threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
 
     def stop(self) -> None:
         if self._server is not None:
-            if self._serving:
-                self._server.shutdown()  # waits for serve_forever: only when it runs
-            self._server.server_close()
+            self._server.shutdown()  # waits for serve_forever, when it runs
+            self._server.close()
             self._server = None
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        """No access log on stderr."""
 
 
 def _age_or_inf(age: float | None) -> float:

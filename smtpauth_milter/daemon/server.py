@@ -267,7 +267,7 @@ def _run(config: RunConfig, reread: Callable[[], RunConfig] | None) -> int:
         supervisor = Supervisor(
             _child(config, store, metrics, reread, listen_fd),
             listen_fd,
-            on_restart=metrics.restarts.inc if metrics is not None else None,
+            on_restart=metrics.restarted if metrics is not None else None,
         )
         return supervisor.run()
     finally:

@@ -6,17 +6,19 @@ strings do not come in name/value pairs and dies with SIGSEGV.  No MTA sends
 such a packet; any peer that can write to the milter socket can, which is why
 the socket is 0660 for the MTA's group (or loopback only).  What matters here:
 no message goes through while it happens, the supervisor (``run``'s default
-auto-restart) has a new milter answering within a second, and it gives up
-(exit 1, for systemd to take over) when crashes come too fast.
+auto-restart) has a new milter answering within a second, and when crashes
+come too fast it backs off (up to a second between restarts) but never leaves
+the socket dead.
 """
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import socket
+import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port
 from smtpauth_milter.admin.milterproto.wire import SMFIC_MACRO, SMFIC_MAIL, SMFIC_RCPT
 from tests.harness.milter import MilterProcess, ours
-from tests.support.libmilter_crash import crash_milter
+from tests.support.libmilter_crash import crash_milter, send_crash_packets
 from tests.support.milterclient import MilterClient
 
 RESTART_LIMIT = 1.0  # seconds from a crash until a session is decided again
@@ -121,20 +123,67 @@ def test_the_supervisor_restarts_a_crashed_milter_within_a_second(
         assert milter.stop() == 0
 
 
-def test_the_supervisor_gives_up_after_too_many_crashes(store_url: str, tmp_path: Path) -> None:
-    milter = ours(store_url, tmp_path / "milter.log", graceful_stop=False)
+def test_past_the_restart_budget_the_supervisor_backs_off_and_keeps_serving(
+    store_url: str, tmp_path: Path
+) -> None:
+    """10 restarts within 60 s are immediate; the next ones wait 0.05 s, doubling up
+    to 1 s: logged, in the metrics, and the socket keeps answering (it used to exit 1)."""
+    port = free_tcp_port()
+    milter = ours(store_url, tmp_path / "milter.log", "--metrics", f"127.0.0.1:{port}")
     with milter.start(ready="loaded"):
-        for _ in range(11):  # 10 restarts within 60 s are allowed, the 11th crash is one too many
-            if not milter.alive:
-                break
+        parent = milter.pid
+        for crash in range(1, 17):
             crash_milter(milter.socket)
-            if milter.alive:
-                with contextlib.suppress(OSError, ConnectionError):
-                    _verdict(milter, None)  # wait for the new child
-        assert milter.wait_exit(10) == 1
-        assert "giving up: more than 10 restarts in 60s" in milter.log_text()
-        with pytest.raises(ConnectionRefusedError):
-            _verdict(milter, None)
+            assert _verdict(milter, None) == ("replycode", 530), f"after crash {crash}"
+        assert milter.alive and milter.pid == parent
+        reason = 'reason="more than 10 restarts in 60s: backing off"'
+        for delay in ("0.050", "0.100", "0.200", "0.400", "0.800", "1.000"):
+            milter.wait_for_log(f"action=restart delay={delay} {reason}", timeout=2)
+        assert milter.log_text().count("action=restart") == 16
+        assert _metric(port, "smtpauth_milter_restarts_total") == 16
+        assert _metric(port, "smtpauth_milter_restarts_delayed_total") == 6
+        assert _metric(port, "smtpauth_milter_restart_delay_seconds") == 1.0
+        assert "giving up" not in milter.log_text()
+        assert milter.stop() == 0
+
+
+# The real supervisor with its back-off scaled down 100 times (the budget, the
+# doubling and everything else as shipped): 200 crashes at up to 1 s apart would
+# take minutes.
+FAST_BACKOFF = [
+    sys.executable,
+    "-c",
+    "import sys; import smtpauth_milter.daemon.supervisor as s;"
+    " s.FIRST_DELAY, s.MAX_DELAY = 0.0005, 0.01;"
+    " from smtpauth_milter.admin.cli import main; main(sys.argv[1:])",
+]
+
+
+def test_200_malformed_packets_in_a_row_never_leave_the_socket_dead(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Each crash is followed by a session: it gets its verdict (the new child serves
+    the connection that waited in the socket's queue), never a continue; at the end
+    the same supervisor still answers, having restarted the milter 200 times."""
+    milter = ours(store_url, tmp_path / "milter.log", command=FAST_BACKOFF)
+    started = time.monotonic()
+    with milter.start(ready="loaded"):
+        parent = milter.pid
+        outcomes: Counter[tuple[str, int | None]] = Counter()
+        crashes = 0
+        while crashes < 200:
+            if send_crash_packets(milter.socket):
+                crashes += 1
+            login = "alice@example.com" if crashes % 2 else None
+            outcomes[_verdict(milter, login)] += 1
+        assert set(outcomes) <= {("replycode", 530), ("continue", None)}, outcomes
+        assert outcomes[("replycode", 530)] >= 100 and outcomes[("continue", None)] >= 100
+        assert milter.alive and milter.pid == parent
+        milter.wait_for_log("signal=SIGSEGV action=restart", count=200)
+        assert milter.log_text().count("backing off") == 190
+        assert _verdict(milter, None) == ("replycode", 530)
+        assert _verdict(milter, "alice@example.com") == ("continue", None)
+    assert time.monotonic() - started < 60
 
 
 def test_without_auto_restart_a_crash_stops_the_milter(unsupervised: MilterProcess) -> None:
@@ -187,3 +236,18 @@ def test_kill_9_refuses_connections_and_a_restart_decides_again(
     with restarted.start(ready="loaded"):
         assert _verdict(restarted, None) == ("replycode", 530)
         assert _verdict(restarted, "alice@example.com") == ("continue", None)
+
+
+def test_the_systemd_unit_start_limit_cannot_end_the_restarts() -> None:
+    """Restart=always with systemd's default start limit (5 starts in 10 s) would stop
+    restarting a unit that keeps failing: StartLimitIntervalSec=0 in [Unit] turns it off."""
+    unit = Path(__file__).resolve().parents[2] / "contrib" / "systemd" / "smtpauth-milter.service"
+    section, keys = "", set()
+    for line in unit.read_text().splitlines():
+        if line.startswith("["):
+            section = line
+        elif "=" in line and not line.startswith("#"):
+            keys.add((section, line.replace(" ", "")))
+    assert ("[Unit]", "StartLimitIntervalSec=0") in keys
+    assert ("[Service]", "Restart=always") in keys
+    assert not any(key.startswith("StartLimitBurst") for _, key in keys)

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from smtpauth_milter.daemon.logwriter import LineHandler, StreamSink
+from smtpauth_milter.daemon.logsinks import StreamSink
+from smtpauth_milter.daemon.logwriter import LineHandler
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from smtpauth_milter.daemon.logsetup import OneLineFormatter
-from smtpauth_milter.daemon.logwriter import LineHandler, StreamSink
+from smtpauth_milter.daemon.logsinks import StreamSink
+from smtpauth_milter.daemon.logwriter import LineHandler
 
 DEADLINE = 10.0  # generous: the writer needs the GIL on a busy shared machine
 

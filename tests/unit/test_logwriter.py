@@ -19,7 +19,8 @@ from smtpauth_milter.daemon.logsetup import (
     setup_logging,
     writer_while_serving,
 )
-from smtpauth_milter.daemon.logwriter import LineHandler, StreamSink, SyslogSink
+from smtpauth_milter.daemon.logsinks import StreamSink, SyslogSink
+from smtpauth_milter.daemon.logwriter import LineHandler
 
 from .logsupport import DEADLINE, file_handler, lines, wait_for_lines
 

@@ -59,7 +59,8 @@ from smtpauth_milter.daemon.config import RunConfig, choose_store
     "--metrics",
     metavar="HOST:PORT",
     envvar="SMTPAUTH_MILTER_METRICS",
-    help="Serve Prometheus metrics at http://HOST:PORT/metrics (':PORT': every interface).",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (':PORT': 127.0.0.1; "
+    "'0.0.0.0:PORT': every interface).",
 )
 @click.option(
     "--log-format",
