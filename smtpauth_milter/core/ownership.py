@@ -20,7 +20,6 @@ The maps' own answer is looked up outside the decision
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from smtpauth_milter.core.addresses import (
     Address,
@@ -30,11 +29,9 @@ from smtpauth_milter.core.addresses import (
     parse_path,
     strip_batv,
 )
+from smtpauth_milter.core.request import Request
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import ANYONE, Snapshot
-
-if TYPE_CHECKING:
-    from smtpauth_milter.core.policy import Request
 
 
 class Ownership(StrEnum):

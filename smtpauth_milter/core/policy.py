@@ -23,10 +23,10 @@ from smtpauth_milter.core.addresses import (
     parse_path,
     strip_batv,
 )
-from smtpauth_milter.core.networks import IPAddress
 from smtpauth_milter.core.ownermaps import MapAnswer, MapOutcome
 from smtpauth_milter.core.ownership import Ownership, ownership_form
 from smtpauth_milter.core.replies import Reply
+from smtpauth_milter.core.request import Request as Request  # re-exported: callers import it here
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.spf import SpfResult
@@ -64,24 +64,6 @@ class Rule(StrEnum):
     HEADER_FROM_OWNED = "header-from-owned"
     HEADER_SENDER_OWNED = "header-sender-owned"
     HEADER_FROM_MISMATCH = "header-from-mismatch"
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """What the MTA told us about one message: client, login and raw MAIL FROM.
-
-    ``spf`` is the SPF result for client and sender once it was looked up
-    (see :func:`needs_spf`); None while it was not.
-    """
-
-    client: IPAddress | None
-    login: str | None
-    sender: str
-    spf: SpfResult | None = None
-
-    @property
-    def authenticated(self) -> bool:
-        return bool(self.login and self.login.strip())
 
 
 @dataclass(frozen=True, slots=True)
