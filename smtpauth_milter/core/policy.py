@@ -24,7 +24,7 @@ from smtpauth_milter.core.addresses import (
     strip_batv,
 )
 from smtpauth_milter.core.ownermaps import MapAnswer, MapOutcome
-from smtpauth_milter.core.ownership import Ownership, ownership_form
+from smtpauth_milter.core.ownership import Ownership, ownership_form, owns, sub_address_form
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.request import Request as Request  # re-exported: callers import it here
 from smtpauth_milter.core.settings import Settings
@@ -139,6 +139,26 @@ def _by_maps(
     return _refuse(Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain)
 
 
+def _by_owner(
+    snapshot: Snapshot, settings: Settings, login: str, sender: Address, owners: MapAnswer | None
+) -> Verdict:
+    """require-sender-match: the full address by the built-in forms, then by the maps;
+    only when neither names it, the sender's sub-address (docs/policy.md#sub-addresses)."""
+    glob, domain = snapshot.global_settings, sender.domain
+    form = ownership_form(snapshot, settings, login, sender)
+    maps = bool(glob.sender_login_maps)
+    unnamed = not maps or (  # the maps answered, and not for the full address
+        owners is not None and owners.outcome is not MapOutcome.FAILED and not owners.names(sender)
+    )
+    if form is None and unnamed:
+        form = sub_address_form(snapshot, settings, login, sender)
+    if form is not None:
+        return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain, owned_by=form)
+    if maps:
+        return _by_maps(settings, glob, login, domain, owners)
+    return _refuse(Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain)
+
+
 def decide(
     snapshot: Snapshot, request: Request, rcpt: str, owners: MapAnswer | None = None
 ) -> Verdict:
@@ -163,14 +183,7 @@ def decide(
         assert request.login is not None
         if not settings.require_sender_match:
             return Verdict(Action.CONTINUE, Rule.AUTHENTICATED, domain=domain)
-        form = ownership_form(snapshot, settings, request.login, sender)
-        if form is not None:
-            return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain, owned_by=form)
-        if glob.sender_login_maps:
-            return _by_maps(settings, glob, request.login, domain, owners)
-        return _refuse(
-            Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain
-        )
+        return _by_owner(snapshot, settings, request.login, sender, owners)
     role = _is_role_sender(sender.local, settings.role_senders, glob.recipient_delimiter)
     if settings.require_auth_role and role:
         return _login_or_spf(snapshot, request, settings, Rule.ROLE_AUTH_REQUIRED, domain)
@@ -249,7 +262,7 @@ def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> Ow
     settings = snapshot.settings_for(address.domain)
     if settings is None:  # bare-login-match is a local domain's setting, never a remote one's
         settings = dataclasses.replace(snapshot.global_settings, bare_login_match=False)
-    return ownership_form(snapshot, settings, login, address)
+    return owns(snapshot, settings, login, address)
 
 
 def _single(values: Sequence[str]) -> Address | None:
