@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from smtpauth_milter.admin.explain import explain
 from smtpauth_milter.core.addresses import Address
@@ -20,6 +22,7 @@ from smtpauth_milter.core.ownermaps import NOT_FOUND, MapAnswer, failed, found
 from smtpauth_milter.core.ownership import Ownership, map_lookup_sender
 from smtpauth_milter.core.policy import Action, Request, Rule, Verdict, decide, decide_header
 from smtpauth_milter.core.snapshot import Snapshot, grant_login, grant_target
+from smtpauth_milter.core.subaddress import split_local
 from smtpauth_milter.lookups.spf import SpfChecks
 
 COM, NET = "example.com", "example.net"  # example.net: an alias domain of example.com
@@ -247,3 +250,24 @@ def test_check_answers_a_mismatch_for_the_reported_pairs() -> None:
             ), (login, sender, report.lines())
     finally:
         spf.stop()
+
+
+# --- the rule as a property: no grants, no maps -------------------------------------
+
+LOCAL = st.from_regex(r"[a-c](?:[a-c.+-]{0,5}[a-c])?", fullmatch=True)
+DELIMITERS = st.sampled_from(["+", "-", "+-", "-.", ""])
+
+
+@settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(login=LOCAL, sender=LOCAL, delimiter=DELIMITERS, upper=st.booleans())
+def test_a_login_owns_its_address_and_its_postfix_sub_addresses_only(
+    login: str, sender: str, delimiter: str, upper: bool
+) -> None:
+    """Owned exactly when the sender is the login, or the login is what Postfix cuts
+    the sender to: never the other way round, never at a later delimiter."""
+    shown = sender.upper() if upper else sender
+    got = verdict(snapshot(delimiter), f"{login}@example.com", f"{shown}@example.com")
+    owner = login == sender or login == split_local(sender, delimiter)
+    assert got == (owned("login") if owner else MISMATCH)
