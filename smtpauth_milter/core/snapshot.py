@@ -7,6 +7,7 @@ an alias domain's effective settings are resolved here, once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -57,15 +58,27 @@ def _normalised_target(target: str) -> str:
     return normalise(parse_address(target), "")
 
 
+# A login already in canonical form (lower-case dot-atom @ LDH labels): no parse needed.
+_PLAIN_LOGIN = re.compile(
+    r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*"
+)
+
+
 def _owned_addresses(grants: Mapping[str, frozenset[str]]) -> frozenset[str]:
     """Every exact address someone owns by name: each exact grant target, and each
     login that is an address (a login that holds a grant is known to exist)."""
     found = {t for targets in grants.values() for t in targets if t != ANYONE and t[0] != "@"}
     for login in grants:
+        if "@" not in login:
+            continue  # a bare login (``carol``)
+        if _PLAIN_LOGIN.fullmatch(login):
+            found.add(login)
+            continue
         try:
             found.add(normalise(parse_address(login), ""))
         except AddressError:
-            continue  # a bare login (``carol``) or one that is no address
+            continue  # a login that is no address
     return frozenset(found)
 
 

@@ -271,3 +271,23 @@ def test_a_login_owns_its_address_and_its_postfix_sub_addresses_only(
     got = verdict(snapshot(delimiter), f"{login}@example.com", f"{shown}@example.com")
     owner = login == sender or login == split_local(sender, delimiter)
     assert got == (owned("login") if owner else MISMATCH)
+
+
+def test_owned_addresses_are_the_exact_targets_and_the_address_logins() -> None:
+    snap = snapshot(
+        grants=[
+            ("Bob-Smith@Example.COM", "@example.org"),
+            ("carol", "Sales-Team@example.com"),
+            ("jörg@bücher.example", "x@example.com"),
+            ("o'neil@example.com", '"john doe"@example.com'),
+            ("relay", "*"),
+        ]
+    )
+    assert snap.owned_addresses == {
+        "bob-smith@example.com",
+        "sales-team@example.com",
+        "jörg@xn--bcher-kva.example",
+        "x@example.com",
+        "o'neil@example.com",
+        '"john doe"@example.com',
+    }
