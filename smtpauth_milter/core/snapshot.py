@@ -96,15 +96,15 @@ class Snapshot:
     grants: Mapping[str, frozenset[str]]
     serial: int = 0
     trusted: bool = True
+    # Exact addresses (normalised, never cut) that a grant or a login names: a sender's
+    # sub-address is never cut to find its owner when its full address is one of them.
+    owned_addresses: frozenset[str] = frozenset()
     global_values: Mapping[str, str] = field(default_factory=dict)
     # require-header-from-match is in effect for some local domain (its own
     # value or the global one): the milter then asks the MTA for the headers.
     header_checks: bool = False
     # alias domain -> its target domain (one level: a target is never an alias)
     aliases: Mapping[str, str] = field(default_factory=dict)
-    # Exact addresses (normalised, never cut) that a grant or a login names: a sender's
-    # sub-address is never cut to find its owner when its full address is one of them.
-    owned_addresses: frozenset[str] = frozenset()
 
     @classmethod
     def build(
