@@ -23,7 +23,7 @@ from smtpauth_milter.admin.doctor.checks import (
 )
 from smtpauth_milter.admin.doctor.domains import check_domains
 from smtpauth_milter.admin.doctor.facts import file_facts, mta_user, parent_facts, store_facts
-from smtpauth_milter.admin.doctor.forwarding import ALIAS_PARAMS, check_forwarding, exempt_domains
+from smtpauth_milter.admin.doctor.forwarding import ALIAS_PARAMS, check_forwarding
 from smtpauth_milter.admin.doctor.grants import check_send_as_anyone
 from smtpauth_milter.admin.doctor.maps import check_maps, different_config_dirs, map_facts
 from smtpauth_milter.admin.doctor.running import running_store_finding
@@ -35,7 +35,7 @@ from smtpauth_milter.admin.postfix import (
     postmap_has,
 )
 from smtpauth_milter.core.errors import SmtpauthError
-from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.store.engine import Store
 
 
@@ -52,8 +52,7 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
     if no_domains is not None:
         findings.append(no_domains)
     findings.extend(check_send_as_anyone(store.anyone))
-    snapshot = _snapshot(db) if domains is not None else None
-    settings = snapshot.global_settings if snapshot is not None else None
+    settings = _settings(db) if domains is not None else None
     milter_dir = settings.postfix_config_dir if settings is not None else ""
     if config_dir and milter_dir and config_dir.rstrip("/") != milter_dir:
         findings.append(different_config_dirs(config_dir, milter_dir))
@@ -83,9 +82,8 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
         postfix_maps = params.get("smtpd_sender_login_maps", "") if params else ""
         facts = map_facts(settings, domains)
         findings.extend(check_maps(facts, settings.sender_login_maps, postfix_maps))
-    if snapshot is not None and params is not None:
-        forwarding = check_forwarding(exempt_domains(snapshot), params)
-        findings.extend([forwarding] if forwarding is not None else [])
+    forwarding = check_forwarding(store.exempt, params) if params is not None else None
+    findings.extend([forwarding] if forwarding is not None else [])
     try:
         result: Negotiated | str = probe.negotiate(socket_spec)
     except probe.ProbeError as exc:
@@ -96,11 +94,11 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
     return findings
 
 
-def _snapshot(db: str) -> Snapshot | None:
-    """The snapshot the milter decides with; None when the store cannot say."""
+def _settings(db: str) -> Settings | None:
+    """The global settings the milter decides with; None when the store cannot say."""
     store = Store(db)
     try:
-        return store.load_snapshot()
+        return store.load_snapshot().global_settings
     except SmtpauthError:
         return None
     finally:
