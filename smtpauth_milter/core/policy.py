@@ -25,6 +25,7 @@ from smtpauth_milter.core.addresses import (
 )
 from smtpauth_milter.core.ownermaps import MapAnswer, MapOutcome
 from smtpauth_milter.core.ownership import Ownership, ownership_form, owns, sub_address_form
+from smtpauth_milter.core.recipients import recipient_is_local
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.core.request import Request as Request  # re-exported: callers import it here
 from smtpauth_milter.core.settings import Settings
@@ -86,24 +87,6 @@ def _refuse(rule: Rule, reply: Reply, dry_run: bool, domain: str | None) -> Verd
     else:
         action = Action.WOULD_REJECT if dry_run else Action.REJECT
     return Verdict(action, rule, reply, domain)
-
-
-# A local part holding one of these may be routed elsewhere by the MTA:
-# ``victim%gmail.com@example.com`` (Postfix allow_percent_hack, Sendmail's %
-# hack), ``gmail.com!victim@example.com`` (swap_bangpath, UUCP) and
-# ``"victim@gmail.com"@example.com`` (resolve_dequoted_address).
-_ROUTING_CHARACTERS = frozenset("%!@")
-
-
-def _recipient_is_local(snapshot: Snapshot, rcpt: str) -> bool:
-    """The MTA delivers to this recipient here: a local domain and no routing in the local part."""
-    try:
-        address = parse_path(rcpt)
-    except AddressError:
-        return False
-    if address is None or not _ROUTING_CHARACTERS.isdisjoint(address.local):
-        return False
-    return snapshot.settings_for(address.domain) is not None
 
 
 def _is_role_sender(local: str, roles: frozenset[str], delimiter: str) -> bool:
@@ -188,7 +171,7 @@ def decide(
     if settings.require_auth_role and role:
         return _login_or_spf(snapshot, request, settings, Rule.ROLE_AUTH_REQUIRED, domain)
     if settings.require_auth_local:
-        if settings.exempt_local_recipients and _recipient_is_local(snapshot, rcpt):
+        if settings.exempt_local_recipients and recipient_is_local(snapshot, rcpt):
             return Verdict(Action.CONTINUE, Rule.LOCAL_RECIPIENT, domain=domain)
         return _login_or_spf(snapshot, request, settings, Rule.AUTH_REQUIRED, domain)
     return Verdict(Action.CONTINUE, Rule.AUTH_NOT_REQUIRED, domain=domain)
