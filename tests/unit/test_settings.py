@@ -476,8 +476,9 @@ def test_bad_grant_target(target: str) -> None:
     ],
 )
 def test_grant_targets_load_like_senders_normalise(target: str) -> None:
-    """A stored grant must match exactly the sender form the policy compares with."""
+    """A stored grant must match exactly the sender form the policy compares with:
+    normalised, and never cut at a delimiter (docs/policy.md#sub-addresses)."""
     snapshot = Snapshot.build(
         {}, {"example.com": {}}, NetworkSet.of([]), [("u", grant_target(target))]
     )
-    assert snapshot.grants["u"] == frozenset({normalise(parse_address(target), "+")})
+    assert snapshot.grants["u"] == frozenset({normalise(parse_address(target), "")})

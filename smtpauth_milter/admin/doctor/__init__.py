@@ -23,6 +23,7 @@ from smtpauth_milter.admin.doctor.checks import (
 )
 from smtpauth_milter.admin.doctor.domains import check_domains
 from smtpauth_milter.admin.doctor.facts import file_facts, mta_user, parent_facts, store_facts
+from smtpauth_milter.admin.doctor.forwarding import ALIAS_PARAMS, check_forwarding
 from smtpauth_milter.admin.doctor.grants import check_send_as_anyone
 from smtpauth_milter.admin.doctor.maps import check_maps, different_config_dirs, map_facts
 from smtpauth_milter.admin.doctor.running import running_store_finding
@@ -57,7 +58,7 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
         findings.append(different_config_dirs(config_dir, milter_dir))
     try:
         directory = config_dir or milter_dir or default_config_dir()
-        params = postconf(directory, POSTFIX_PARAMS)
+        params = postconf(directory, (*POSTFIX_PARAMS, *ALIAS_PARAMS))
     except SmtpauthError as exc:
         findings.append(
             error(f"cannot read Postfix's configuration: {exc}", "pass --postfix-config DIR")
@@ -81,6 +82,8 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
         postfix_maps = params.get("smtpd_sender_login_maps", "") if params else ""
         facts = map_facts(settings, domains)
         findings.extend(check_maps(facts, settings.sender_login_maps, postfix_maps))
+    forwarding = check_forwarding(store.exempt, params) if params is not None else None
+    findings.extend([forwarding] if forwarding is not None else [])
     try:
         result: Negotiated | str = probe.negotiate(socket_spec)
     except probe.ProbeError as exc:
