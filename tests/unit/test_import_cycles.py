@@ -18,10 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "smtpauth_milter"
 ROOT = "smtpauth_milter"
 
 # Circles known and being removed: the lead deletes an entry when its fix lands.
-ALLOWED: list[frozenset[str]] = [
-    # lookups/spf.py <-> lookups/spfdns.py: being removed on another branch (issue 21, item 10).
-    frozenset({"smtpauth_milter.lookups.spf", "smtpauth_milter.lookups.spfdns"}),
-]
+ALLOWED: list[frozenset[str]] = []
 
 
 def _modules(package: Path = PACKAGE) -> dict[str, Path]:
