@@ -5,6 +5,8 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from smtpauth_milter.core.errors import ConfigError
@@ -38,6 +40,21 @@ class Identity:
         except KeyError:
             raise ConfigError(f"--group {group or entry.pw_gid}: no such group") from None
         return cls(user, group_entry.gr_name, entry.pw_uid, group_entry.gr_gid)
+
+    @contextmanager
+    def acting(self) -> Iterator[None]:
+        """Act as USER:GROUP (effective ids, supplementary groups) for a while, then be
+        root again: what is created meanwhile is made with their rights and is theirs."""
+        groups, egid = os.getgroups(), os.getegid()
+        os.setgroups(os.getgrouplist(self.user, self.gid))
+        os.setegid(self.gid)
+        os.seteuid(self.uid)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+            os.setegid(egid)
+            os.setgroups(groups)
 
     def drop(self) -> None:
         """setgroups/setgid/setuid for the whole process; fails loudly if root remains."""

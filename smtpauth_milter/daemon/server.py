@@ -8,6 +8,7 @@ metrics, libmilter) and the database connections, so the parent never has any.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -25,11 +26,11 @@ from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging, writer_w
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.privileges import Identity
 from smtpauth_milter.daemon.reload import Reloader
+from smtpauth_milter.daemon.sockfile import SocketFile, root_only
 from smtpauth_milter.daemon.supervisor import (
     Supervisor,
     listener_address,
     listening_sockets,
-    remove_unix_socket,
     wake_listener,
 )
 from smtpauth_milter.lookups.ownership import OwnershipMaps
@@ -113,32 +114,38 @@ def _register(socket_spec: str, timeout: int) -> None:
     )
 
 
-def _open_socket(config: RunConfig, socket_path: Path | None, identity: Identity | None) -> int:
-    """Listen (as root if we are), then hand a unix socket to USER:GROUP, mode 0660.
+def _open_socket(
+    config: RunConfig, socket_path: Path | None, identity: Identity | None
+) -> tuple[int, SocketFile | None]:
+    """Listen (as root if we are); a unix socket comes out USER:GROUP, mode 0660,
+    without root changing anything at its path (see daemon/sockfile.py).
 
-    Returns the listening file descriptor (libmilter keeps it to itself).
+    Returns the listening file descriptor (libmilter keeps it to itself) and the
+    socket file bound, if any.
     """
     before = listening_sockets()
+    binder = identity if socket_path and not root_only(socket_path.parent) else None
     old_umask = os.umask(SOCKET_UMASK) if socket_path else None
     try:
-        _register(config.socket, timeout=60)
-        Milter.milter.opensocket(True)
+        with binder.acting() if binder is not None else contextlib.nullcontext():
+            _register(config.socket, timeout=60)
+            Milter.milter.opensocket(True)
     except Milter.milter.error as exc:
+        made = f" (made as {binder.user}: its directory is not root's alone)" if binder else ""
         raise ConfigError(
-            f"cannot listen on {config.socket}: {exc} (address in use, or the socket's "
-            "directory is missing or not writable)"
+            f"cannot listen on {config.socket}{made}: {exc} (address in use, something not a "
+            "socket at its path, or the socket's directory is missing or not writable)"
         ) from exc
     finally:
         if old_umask is not None:
             os.umask(old_umask)
-    if socket_path is not None:
-        if identity is not None:
-            os.chown(socket_path, identity.uid, identity.gid)
-        socket_path.chmod(0o660)
+    bound = SocketFile.bound(socket_path) if socket_path is not None else None
+    if bound is not None and identity is not None and binder is None:
+        bound.hand_to(identity)  # bound by root where only root can change anything
     opened = listening_sockets() - before
     if len(opened) != 1:
         raise SmtpauthError(f"cannot find the socket libmilter opened for {config.socket}")
-    return opened.pop()
+    return opened.pop(), bound
 
 
 def _metrics(config: RunConfig) -> Metrics | None:
@@ -241,10 +248,11 @@ def _run(config: RunConfig, reread: Callable[[], RunConfig] | None) -> int:
     store = Store(config.db, serving=True)
     metrics = _metrics(config)
     socket_path = unix_socket_path(config.socket)
+    bound: SocketFile | None = None
     try:
         if metrics is not None and config.metrics is not None:
             metrics.listen(config.metrics)  # as root, before dropping privileges
-        listen_fd = _open_socket(config, socket_path, identity)
+        listen_fd, bound = _open_socket(config, socket_path, identity)
         if identity is not None:
             identity.drop()
             identity.check_store(store)
@@ -274,5 +282,6 @@ def _run(config: RunConfig, reread: Callable[[], RunConfig] | None) -> int:
         if metrics is not None:
             metrics.stop()
         store.dispose()
-        remove_unix_socket(socket_path)
+        if bound is not None:
+            bound.remove()
         log.info("%s", logfmt.Fields({"event": "stop"}))

@@ -94,6 +94,32 @@ def test_run_user_group_drops_privileges_and_owns_the_socket(shared_dir: Path) -
 
 
 @needs_root
+def test_a_socket_in_a_directory_the_user_can_write_is_made_as_the_user(
+    shared_dir: Path,
+) -> None:
+    """Root binds only where root alone can change names; elsewhere the socket is
+    bound with the user's ids, so root never chowns what another user can swap."""
+    group = _group_for_test()
+    nobody = pwd.getpwnam("nobody")
+    run_dir = shared_dir / "run"
+    run_dir.mkdir(mode=0o750)
+    os.chown(run_dir, nobody.pw_uid, group.gr_gid)
+    sock = run_dir / "milter.sock"
+    url = f"sqlite:///{shared_dir / 'store.sqlite'}"  # none yet: it starts and tempfails
+    milter = ours(
+        url, shared_dir / "milter.log", "--user", "nobody", "--group", group.gr_name,
+        socket=f"unix:{sock}",
+    )  # fmt: skip
+    with milter.start(ready="listening"):
+        info = sock.lstat()
+        assert stat.S_ISSOCK(info.st_mode)
+        assert stat.S_IMODE(info.st_mode) == 0o660
+        assert (info.st_uid, info.st_gid) == (nobody.pw_uid, group.gr_gid)
+        assert milter.stop() == 0
+    assert not sock.exists(), "removed at stop: the same socket, by its owner"
+
+
+@needs_root
 def test_a_store_the_user_cannot_read_is_one_clear_line(shared_dir: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'private' / 'store.sqlite'}"  # root-only 0750/0640
     assert run_cli(["--db", url, "db", "init"]) == 0
