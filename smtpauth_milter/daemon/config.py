@@ -178,6 +178,7 @@ class RunConfig:
     metrics: str | None = None
     log_format: str = "logfmt"
     auto_restart: bool = True
+    allow_root: bool = False  # --allow-root: --user may name root
 
     @classmethod
     def resolve(
@@ -217,6 +218,7 @@ class RunConfig:
             auto_restart=_bool(
                 pick(flags.get("auto_restart"), file, "auto-restart", True), "auto-restart"
             ),
+            allow_root=bool(flags.get("allow_root")),
         )
         check_socket(config.socket)
         if config.log_level not in LOG_LEVELS:

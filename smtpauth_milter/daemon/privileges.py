@@ -24,7 +24,10 @@ class Identity:
     gid: int
 
     @classmethod
-    def resolve(cls, user: str | None, group: str | None) -> Identity | None:
+    def resolve(
+        cls, user: str | None, group: str | None, allow_root: bool = False
+    ) -> Identity | None:
+        """USER and GROUP as ids; a user with uid 0 only with ``allow_root`` (--allow-root)."""
         if user is None:
             return None
         if os.geteuid() != 0:
@@ -35,6 +38,11 @@ class Identity:
             entry = pwd.getpwnam(user)
         except KeyError:
             raise ConfigError(f"--user {user}: no such user") from None
+        if entry.pw_uid == 0 and not allow_root:
+            raise ConfigError(
+                f"--user {user}: that is root, the milter would keep every privilege; "
+                "name an unprivileged user, or add --allow-root if you mean it"
+            )
         try:
             group_entry = grp.getgrgid(entry.pw_gid) if group is None else grp.getgrnam(group)
         except KeyError:

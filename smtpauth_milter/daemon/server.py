@@ -230,6 +230,22 @@ def _child(
     return main
 
 
+def _warn_root(identity: Identity | None) -> None:
+    """Serving as root: every local user who reaches the socket talks to a root process."""
+    log.warning(
+        "%s",
+        logfmt.Fields(
+            {
+                "event": "running-as-root",
+                "state": "the milter keeps every root privilege",
+                "fix": "run --user NAME (e.g. --user smtpauth-milter --group postfix)"
+                if identity is None
+                else "run --user with an unprivileged user, without --allow-root",
+            }
+        ),
+    )
+
+
 def run(config: RunConfig, reread: Callable[[], RunConfig] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; tempfail while the store is unreadable. Returns the exit code."""
     # libmilter's signal thread sigwait()s HUP/TERM/INT: block them (and the
@@ -243,7 +259,7 @@ def run(config: RunConfig, reread: Callable[[], RunConfig] | None = None) -> int
 
 
 def _run(config: RunConfig, reread: Callable[[], RunConfig] | None) -> int:
-    identity = Identity.resolve(config.user, config.group)
+    identity = Identity.resolve(config.user, config.group, config.allow_root)
     setup_logging(config.log_level, config.syslog, config.log_format)
     store = Store(config.db, serving=True)
     metrics = _metrics(config)
@@ -269,6 +285,8 @@ def _run(config: RunConfig, reread: Callable[[], RunConfig] | None) -> int:
                 }
             ),
         )
+        if os.geteuid() == 0:
+            _warn_root(identity)
         reread = reread or (lambda: config)
         if not config.auto_restart:
             return _serve(config, store, metrics, reread, listen_fd)
