@@ -124,7 +124,14 @@ def _open_socket(
     socket file bound, if any.
     """
     before = listening_sockets()
-    binder = identity if socket_path and not root_only(socket_path.parent) else None
+    # bound as USER where others than root can change names (a missing directory:
+    # root binds, and fails saying so)
+    shared = (
+        socket_path is not None
+        and socket_path.parent.is_dir()
+        and not root_only(socket_path.parent)
+    )
+    binder = identity if shared else None
     old_umask = os.umask(SOCKET_UMASK) if socket_path else None
     try:
         with binder.acting() if binder is not None else contextlib.nullcontext():
