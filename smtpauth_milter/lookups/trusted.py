@@ -1,8 +1,9 @@
 """Read a file that steers this process, the way :mod:`core.filetrust` allows.
 
-The file is opened first (without blocking: a FIFO answers at once) and its
-owner, mode and type are taken from the open descriptor, so what is checked is
-what is read; at most ``limit`` bytes are read.
+The path is resolved once to an ``O_PATH`` descriptor, which opens nothing (no
+device is opened, no FIFO waited on); its owner, mode and type are checked on
+that descriptor, and only a regular file it names is then opened, through
+``/proc/self/fd``, so what is checked is what is read; at most ``limit`` bytes.
 """
 
 from __future__ import annotations
@@ -47,15 +48,38 @@ def read_trusted(
     :func:`trusted_owners`) and writable by nobody else."""
     if strict is None:
         strict = os.geteuid() == 0
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    handle = os.open(path, os.O_PATH | os.O_CLOEXEC)  # names the file, opens nothing
     try:
-        st = os.fstat(fd)
+        st = os.fstat(handle)
         allowed = (trusted_owners() if owners is None else owners) if strict else None
         why = refusal(path, st.st_mode, st.st_uid, allowed)
         if why is not None:
             raise FileRefused(why)
         if st.st_size > limit:
             raise FileRefused(f"{path} is larger than {limit} bytes")
+        return _read(_reopen(handle, path), path, limit), st
+    finally:
+        os.close(handle)
+
+
+def _reopen(handle: int, path: str) -> int:
+    """The regular file ``handle`` names, opened for reading: the very one checked, so a
+    device (a watchdog that arms when opened) swapped in meanwhile is never opened."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        return os.open(f"/proc/self/fd/{handle}", flags)
+    except FileNotFoundError:  # no /proc: open the path, then make sure it is the same file
+        fd = os.open(path, flags)
+        st, checked = os.fstat(fd), os.fstat(handle)
+        if (st.st_dev, st.st_ino) != (checked.st_dev, checked.st_ino):
+            os.close(fd)
+            raise FileRefused(f"{path} changed while it was read") from None
+        return fd
+
+
+def _read(fd: int, path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes (FileRefused beyond); closes ``fd``."""
+    try:
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
@@ -64,8 +88,8 @@ def read_trusted(
                 break
             chunks.append(chunk)
             size += len(chunk)
-        if size > limit:
-            raise FileRefused(f"{path} is larger than {limit} bytes")
-        return b"".join(chunks), st
     finally:
         os.close(fd)
+    if size > limit:
+        raise FileRefused(f"{path} is larger than {limit} bytes")
+    return b"".join(chunks)

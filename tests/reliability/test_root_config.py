@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import threading
 import time
 from pathlib import Path
 
@@ -97,3 +98,25 @@ def test_a_sql_map_file_owned_by_a_user_is_refused_by_root(tmp_path: Path) -> No
     os.chown(path, NOBODY, -1)
     with pytest.raises(MapError, match=f"owned by uid {NOBODY}"):
         read_config(str(path))
+
+
+def test_a_file_that_is_not_regular_is_never_even_opened(tmp_path: Path) -> None:
+    """Opening a device can act (a watchdog arms when opened): only the regular file
+    that was checked is opened. Seen with a FIFO: a writer waiting in open() would
+    be let through by any open for reading."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: os.close(os.open(fifo, os.O_WRONLY)), daemon=True)
+    writer.start()
+    wchan = Path(f"/proc/self/task/{writer.native_id}/wchan")
+    deadline = time.monotonic() + 10
+    while wchan.read_text() != "wait_for_partner":  # the writer waits in open()
+        assert time.monotonic() < deadline, wchan.read_text()
+        time.sleep(0.01)
+    with pytest.raises(trusted.FileRefused, match="is not a regular file"):
+        trusted.read_trusted(str(fifo))
+    writer.join(0.5)
+    still_waiting = writer.is_alive()
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # let the writer go
+    writer.join(5)
+    assert still_waiting, "the FIFO was opened"
