@@ -16,6 +16,7 @@ import pytest
 
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.daemon.config import clean_env
+from smtpauth_milter.daemon.sockfile import root_only
 from tests.harness.milter import console_script, ours
 from tests.reliability.test_least_privilege import _group_for_test, needs_root
 from tests.support.milterclient import session
@@ -140,3 +141,26 @@ def test_a_start_that_cannot_listen_removes_nothing(what: str, tmp_path: Path) -
     assert path.is_symlink() is (what == "symlink")
     assert important.read_text() == "keep me\n"
     assert store.read_bytes() == before
+
+
+@needs_root
+def test_which_directories_only_root_can_change() -> None:
+    base = Path(tempfile.mkdtemp(prefix="smtpauth-rootonly-"))  # in /tmp: sticky, root's
+    try:
+        base.chmod(0o755)
+        assert root_only(base)
+        (base / "open").mkdir(mode=0o777)
+        (base / "open").chmod(0o777)  # anyone may rename what is in it
+        assert not root_only(base / "open")
+        (base / "open" / "inner").mkdir(mode=0o755)
+        assert not root_only(base / "open" / "inner"), "an ancestor others can write"
+        (base / "users").mkdir(mode=0o750)
+        os.chown(base / "users", pwd.getpwnam("nobody").pw_uid, 0)
+        assert not root_only(base / "users")
+        (base / "link").symlink_to(base / "users")
+        assert not root_only(base / "link"), "judged where the link leads, too"
+        (base / "sticky").mkdir()
+        (base / "sticky").chmod(0o1777)
+        assert root_only(base / "sticky")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
