@@ -145,3 +145,15 @@ def test_reading_another_process_has_a_deadline() -> None:
     with pytest.raises(Unknown, match=r"took more than 0\.2 s"):
         _within(0.2, lambda: time.sleep(5))
     assert time.monotonic() - start < 2
+
+
+def test_what_another_process_names_cannot_forge_a_line() -> None:
+    spec = "inet:8894@127.0.0.1"
+    forged = "config file /tmp/x\nok: the milter reads this store\x1b[2K\u202e"
+    line = check_same_store(spec, "sqlite:////var/lib/x.sqlite", forged).line()
+    assert "\n" not in line and "\x1b" not in line and "\u202e" not in line
+    assert "/tmp/x\\nok: the milter" in line
+    store = "sqlite:////home/a/s.sqlite\n\x9b31m"
+    alice = Milter(4242, store, "/", 0, "root", None)
+    line = check_same_store(spec, "sqlite:////var/lib/x.sqlite", alice).line()
+    assert "\n" not in line and "\x9b" not in line

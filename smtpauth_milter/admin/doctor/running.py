@@ -165,11 +165,17 @@ def identity(url: str, cwd: str) -> tuple[str, ...]:
     return (parsed.get_backend_name(), host, str(parsed.port or ""), parsed.database or "")
 
 
+def _shown(text: str) -> str:
+    """Text another process chose (its store URL, a path in its environment), escaped:
+    no control or non-ASCII character reaches doctor's output raw (no forged line)."""
+    return text if text.isascii() and text.isprintable() else text.encode("unicode_escape").decode()
+
+
 def check_same_store(socket_spec: str, ours: str, found: Milter | str) -> Finding:
     """ours: the store this command was given; found: the milter, or why it is unknown."""
     if isinstance(found, str):
         return warning(
-            f"cannot tell which store the milter on {socket_spec} reads: {found}",
+            f"cannot tell which store the milter on {socket_spec} reads: {_shown(found)}",
             "run doctor as root, or compare the milter's --db / --config with this command's",
         )
     where = f"the milter on {socket_spec} (pid {found.pid}, user {found.user})"
@@ -177,13 +183,13 @@ def check_same_store(socket_spec: str, ours: str, found: Milter | str) -> Findin
         return ok(f"{where} reads this store")
     if not found.vouched:
         return error(
-            f"{where} reads the store {display_url(found.store)}, not {display_url(ours)}; "
+            f"{where} reads the store {_shown(display_url(found.store))}, not {display_url(ours)}; "
             f"it was not started by root (it runs as {found.user}, not as a --user it names)",
             f"make sure pid {found.pid} is your milter before trusting its store: a local "
             "user's process may have taken the milter's address",
         )
     return error(
-        f"{where} reads the store {display_url(found.store)}, not {display_url(ours)}: "
+        f"{where} reads the store {_shown(display_url(found.store))}, not {display_url(ours)}: "
         "changes made here do not reach it",
         "give this command the milter's store: the same --db, --config or "
         "SMTPAUTH_MILTER_DB / SMTPAUTH_MILTER_CONFIG as the milter (both read "
