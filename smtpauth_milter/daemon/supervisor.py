@@ -192,3 +192,11 @@ class Supervisor:
             if self._on_restart is not None:
                 self._on_restart()
             self._spawn()
+
+
+def remove_unix_socket(path: Path | None) -> None:
+    """Remove the socket file at exit (libmilter leaves it behind when run as root)."""
+    if path is not None:
+        # as USER we may not be allowed to; the next start removes it as root
+        with contextlib.suppress(OSError):
+            path.unlink()
