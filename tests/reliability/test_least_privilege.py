@@ -304,7 +304,8 @@ def test_quickstart_as_root_serves_as_an_unprivileged_system_user(shared_dir: Pa
         [script, "--socket", SOCKET], shared_dir / "milter.log", env=clean_env(**env)
     )
     try:
-        with milter.start(ready="loaded"):  # it read the store as the new user
+        # db init, a look-up of the store path and useradd come first: more than a start
+        with milter.start(timeout=60, ready="loaded"):  # it read the store as the new user
             entry = pwd.getpwnam(QUICKSTART_USER)
             assert 0 < entry.pw_uid < 1000 and entry.pw_shell == "/usr/sbin/nologin"
             status = _proc_status(milter.pid)
