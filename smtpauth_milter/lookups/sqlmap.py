@@ -38,6 +38,7 @@ from sqlalchemy.pool import NullPool
 from smtpauth_milter.core.ownermaps import MapSpec
 from smtpauth_milter.lookups.keys import Probe
 from smtpauth_milter.lookups.postfix import MapError
+from smtpauth_milter.lookups.trusted import FileRefused, read_trusted
 from smtpauth_milter.store.engine import first_line
 from smtpauth_milter.store.urls import display_url
 
@@ -60,8 +61,9 @@ class SqlConfig:
 def read_config(path: str) -> SqlConfig:
     """Read and check a sql: map file; MapError with one line (and no password) otherwise."""
     try:
-        st = Path(path).stat()
-        raw = Path(path).read_bytes()
+        raw, st = read_trusted(path)  # run as root: root's file (or the chosen owner's)
+    except FileRefused as exc:
+        raise MapError(str(exc)) from None
     except OSError as exc:
         raise MapError(f"cannot read {path}: {exc.strerror or exc}") from None
     if stat.S_IMODE(st.st_mode) & ~ALLOWED_MODE_BITS:

@@ -26,7 +26,7 @@ from smtpauth_milter.admin.doctor.facts import file_facts, mta_user, parent_fact
 from smtpauth_milter.admin.doctor.forwarding import ALIAS_PARAMS, check_forwarding
 from smtpauth_milter.admin.doctor.grants import check_send_as_anyone
 from smtpauth_milter.admin.doctor.maps import check_maps, different_config_dirs, map_facts
-from smtpauth_milter.admin.doctor.running import running_store_finding
+from smtpauth_milter.admin.doctor.running import running_findings
 from smtpauth_milter.admin.milterproto.codec import Negotiated
 from smtpauth_milter.admin.postfix import (
     default_config_dir,
@@ -90,7 +90,7 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
         result = str(exc)
     findings.append(check_negotiation(socket_spec, result))
     if not isinstance(result, str):  # something answers: is it reading our store?
-        findings.append(running_store_finding(socket_spec, db))
+        findings.extend(running_findings(socket_spec, db))
     return findings
 
 
