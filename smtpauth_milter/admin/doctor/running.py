@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError
 
 from smtpauth_milter.admin.doctor.checks import Finding, error, ok, warning
 from smtpauth_milter.admin.doctor.listeners import PROC, Unknown, holder, listening_inode
+from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.daemon.config import choose_store
 from smtpauth_milter.lookups.trusted import read_trusted, trusted_owners
@@ -166,9 +167,9 @@ def identity(url: str, cwd: str) -> tuple[str, ...]:
 
 
 def _shown(text: str) -> str:
-    """Text another process chose (its store URL, a path in its environment), escaped:
-    no control or non-ASCII character reaches doctor's output raw (no forged line)."""
-    return text if text.isascii() and text.isprintable() else text.encode("unicode_escape").decode()
+    """Text another process chose (its store URL, a path in its environment), escaped as
+    every other output is: no control or bidi character reaches doctor's output raw."""
+    return logfmt.printable(text)
 
 
 def check_same_store(socket_spec: str, ours: str, found: Milter | str) -> Finding:
