@@ -38,7 +38,7 @@ from sqlalchemy.pool import NullPool
 from smtpauth_milter.core.ownermaps import MapSpec
 from smtpauth_milter.lookups.keys import Probe
 from smtpauth_milter.lookups.postfix import MapError
-from smtpauth_milter.store.engine import first_line
+from smtpauth_milter.store.failures import first_line
 from smtpauth_milter.store.urls import display_url
 
 PARAMETERS = frozenset({"sender", "user", "domain"})
