@@ -218,3 +218,62 @@ def test_post_runs_on_a_worker_and_never_blocks_even_when_the_queue_is_full() ->
     finally:
         release.set()
         runner.stop()
+
+
+def test_a_worker_stuck_past_its_deadline_is_replaced_so_the_pool_never_shrinks() -> None:
+    """Both workers hang in lookups whose callers gave up: a third lookup still gets a
+    worker at once (on main it queued behind the hung ones and timed out)."""
+    release = threading.Event()
+    runner = LookupRunner("stuck", workers=2, queue_size=4)
+    try:
+        for key in ("a", "b"):
+            with pytest.raises(LookupFailed):
+                runner.run(key, release.wait, deadline=0.2)
+        started = time.monotonic()
+        assert runner.run("c", lambda: 7, deadline=5) == 7
+        assert time.monotonic() - started < 1.0
+        assert runner.workers() == 2  # two new ones; the stuck ones are abandoned
+        release.set()  # the abandoned threads end with their lookups
+        _wait_until(
+            lambda: sum(t.name.startswith("stuck-lookup") for t in threading.enumerate()) == 2
+        )
+    finally:
+        release.set()
+        runner.stop()
+
+
+def test_a_lookup_that_failed_or_overran_is_never_joined() -> None:
+    release = threading.Event()
+    runner = LookupRunner("join", workers=2, queue_size=4)
+    try:
+        with pytest.raises(LookupFailed) as caught:
+            runner.run("k", release.wait, deadline=0.2)
+        assert caught.value.reason == "timeout"
+        # the same key again: a lookup of its own, not the stuck one
+        assert runner.run("k", lambda: "fresh", deadline=5) == "fresh"
+        assert "k" not in runner._in_flight
+    finally:
+        release.set()
+        runner.stop()
+
+
+def test_a_lookup_still_queued_when_its_caller_gave_up_is_not_run() -> None:
+    release = threading.Event()
+    ran: list[str] = []
+    runner = LookupRunner("queued", workers=1, queue_size=4)
+    try:
+        with pytest.raises(LookupFailed):
+            runner.run("a", release.wait, deadline=0.2)  # abandoned: a new worker starts
+        hold = threading.Event()
+        blocker = threading.Thread(target=lambda: _swallow(runner, "b", hold.wait))
+        blocker.start()
+        _wait_until(lambda: "b" in runner._in_flight and runner._jobs.empty())
+        with pytest.raises(LookupFailed):
+            runner.run("c", lambda: ran.append("c"), deadline=0.1)  # queued behind b
+        hold.set()
+        blocker.join(5)
+        assert runner.run("d", lambda: "d", deadline=5) == "d"
+        assert ran == []
+    finally:
+        release.set()
+        runner.stop()
