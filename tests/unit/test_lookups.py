@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -274,6 +275,34 @@ def test_a_lookup_still_queued_when_its_caller_gave_up_is_not_run() -> None:
         blocker.join(5)
         assert runner.run("d", lambda: "d", deadline=5) == "d"
         assert ran == []
+    finally:
+        release.set()
+        runner.stop()
+
+
+def test_cached_lookups_of_two_configurations_never_share_a_lookup_under_way() -> None:
+    """The general form of issue 21 item 2 (maps and SPF alike): the same source name and
+    key, a new configuration (a new CachedLookup) while the old one's lookup is stuck:
+    the new one asks its own fetch (on main it joined the old lookup and got its answer)."""
+    release = threading.Event()
+    runner = LookupRunner("spf", workers=2, queue_size=4)
+
+    def old_fetch(key: str) -> tuple[str, float]:
+        release.wait(5)
+        return "old resolver's answer", 60.0
+
+    def lookup(fetch: Callable[[str], tuple[str, float]]) -> CachedLookup[str, str]:
+        return CachedLookup("spf", fetch, runner=runner, cache=TtlCache(10), deadline=5)
+
+    old, new = lookup(old_fetch), lookup(lambda key: ("new resolver's answer", 60.0))
+    try:
+        stuck = threading.Thread(target=old.get, args=("192.0.2.1 a@example.com",))
+        stuck.start()
+        _wait_until(lambda: bool(runner._in_flight))
+        assert new.get("192.0.2.1 a@example.com") == "new resolver's answer"
+        release.set()
+        stuck.join(5)
+        assert new.get("192.0.2.1 a@example.com") == "new resolver's answer"  # its own cache
     finally:
         release.set()
         runner.stop()
