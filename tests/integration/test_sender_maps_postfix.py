@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,3 +222,35 @@ def test_sql_map_whose_backend_froze_answers_on_a_fresh_connection(
             os.kill(frozen, signal.SIGCONT)
         pg_server.drop_database(name)
     assert not milter.log.find(r"event=internal-error|Traceback")
+
+
+def test_a_sql_map_url_the_driver_refuses_is_a_tempfail_with_its_reason_in_the_log(
+    mta_sandbox: Sandbox, milter: OurMilter, tmp_path: Path
+) -> None:
+    """The map worked when it was set, then its file got a URL option the driver refuses
+    (``?timeout=abc``): on main the milter tempfailed with no log line saying why."""
+    db = tmp_path / "aliases.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE alias (address text, goto text)")
+        conn.execute("INSERT INTO alias VALUES ('sales@example.com', 'alice@example.com')")
+    conn.close()
+    config = tmp_path / "aliases.toml"
+    query = 'query = "SELECT goto FROM alias WHERE address = :sender"\n'
+    config.write_text(f'url = "sqlite:///{db}"\n{query}')
+    config.chmod(0o600)
+    milter.sync(
+        [
+            ("settings", "set", "sender-login-maps", f"sql:{config}"),
+            ("settings", "set", "sender-login-maps-ttl", "0"),
+        ]
+    )
+    assert send(mta_sandbox, milter, "alice@example.com", "sales@example.com")[0][:3] == "250"
+    since = milter.log.mark()
+    config.write_text(f'url = "sqlite:///{db}?timeout=abc"\n{query}')
+    for _ in range(2):
+        reply, line = send(mta_sandbox, milter, "alice@example.com", "sales@example.com")
+        assert reply == TEMPFAIL and field_of(line, "rule") == "sender-map-failed"
+    [warning] = milter.log.find(r"event=map-unreadable", since)  # once a minute
+    assert f"map=sql:{config}" in warning
+    assert "could not convert string to float: 'abc'" in warning
+    assert not milter.log.find(r"event=internal-error|Traceback", since)
