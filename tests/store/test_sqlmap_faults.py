@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,7 @@ from smtpauth_milter.core.addresses import Address
 from smtpauth_milter.core.ownermaps import MapAnswer, MapOutcome
 from smtpauth_milter.lookups.ownership import Ownership, OwnershipMaps
 from smtpauth_milter.lookups.runner import LookupRunner
-from tests.conftest import CliRunner
+from tests.conftest import CliRunner, copy_sqlite_store
 from tests.harness.pgserver import PgServer
 from tests.store.test_sqlmap import ALIAS_QUERY, mail_db, map_file, settings_with
 
@@ -242,3 +244,41 @@ def test_the_milters_maps_log_why_a_map_cannot_answer_when_loaded_and_when_asked
         assert "could not convert string to float: 'abc'" in line
     finally:
         maps.stop()
+
+
+def test_settings_set_asks_a_slow_map_before_it_takes_the_stores_write_lock(
+    sqlite_url: str, sqlite_store_template: Path, tmp_path: Path
+) -> None:
+    """A map that takes its whole timeout to fail (its database locked) is asked before
+    the write transaction begins: other writers are never kept waiting for it (before,
+    the probe ran inside the transaction and held SQLite's write lock for seconds)."""
+    copy_sqlite_store(sqlite_store_template, sqlite_url)
+    store = sqlite_url.removeprefix("sqlite:///")
+    slow = map_file(tmp_path, aliases_sqlite(tmp_path), ALIAS_QUERY)  # timeout = 3
+    command = Path(sys.executable).with_name("smtpauth-milter")
+    locker = sqlite3.connect(tmp_path / "aliases.sqlite", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # every read of the map waits, then fails
+    try:
+        setting = subprocess.Popen(
+            [command, "--db", sqlite_url, "settings", "set", "sender-login-maps", f"sql:{slow}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        kept_waiting = 0
+        deadline = time.monotonic() + 30
+        while setting.poll() is None:
+            assert time.monotonic() < deadline, "settings set did not end"
+            writer = sqlite3.connect(store, timeout=0.5, isolation_level=None)
+            try:
+                writer.execute("BEGIN IMMEDIATE")
+                writer.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                kept_waiting += 1
+            finally:
+                writer.close()
+            time.sleep(0.05)
+        _out, err = setting.communicate()
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert setting.returncode == 2 and err.startswith(f"smtpauth-milter: error: bad map sql:{slow}")
+    assert kept_waiting == 0
