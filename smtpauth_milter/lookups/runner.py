@@ -143,10 +143,12 @@ class LookupRunner:
             if job is None:
                 return
             key, fn, future = job
-            if not future.set_running_or_notify_cancel():
-                continue  # its caller gave up while it waited in the queue
-            with self._lock:
+            with self._lock:  # before it runs: a caller giving up finds whose job it is
                 self._running[future] = me
+            if not future.set_running_or_notify_cancel():
+                with self._lock:  # its caller gave up while it waited in the queue
+                    del self._running[future]
+                continue
             _settle(future, fn, functools.partial(self._done, key, future))
             with self._lock:
                 del self._running[future]
