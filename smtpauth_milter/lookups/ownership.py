@@ -185,7 +185,7 @@ class Ownership:
 
     def probe(self) -> None:
         """Ask each sql: map one key, logging (rate-limited) why one cannot answer: run on a
-        lookup worker when these maps are loaded."""
+        lookup worker when these maps are first used."""
         for source in self.sources:
             if not isinstance(source, SqlMap):
                 continue
@@ -250,7 +250,8 @@ class OwnershipMaps:
         observe: LookupObserver | None = None,
         probe: bool = True,
     ) -> None:
-        """``probe``: ask each new sql: map one key as soon as it is loaded (the milter)."""
+        """``probe``: ask each new sql: map one key, on a worker, when it is first used
+        (the milter; ``check`` asks the maps itself)."""
         self._runner = runner or LookupRunner(SOURCE)
         self._probe = probe
         self._clock = clock
