@@ -123,7 +123,7 @@ class Store:
             return schema.Migrations.load(self._migrations_location)
 
     def _alembic(self, connection: Connection) -> Config:
-        from alembic.config import Config  # only to migrate: see _store_failures
+        from alembic.config import Config  # only to migrate: see store_failures (store/failures.py)
 
         config = Config(stdout=io.StringIO())
         config.set_main_option("script_location", self.migrations.location)
