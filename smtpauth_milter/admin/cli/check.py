@@ -60,7 +60,7 @@ def check(
     if not rcpts and headers is None:
         raise click.UsageError("give --rcpt, --header-from or --no-header-from")
     snapshot = obj.store().load_snapshot()
-    spf, maps = SpfChecks(), OwnershipMaps()
+    spf, maps = SpfChecks(), OwnershipMaps(probe=False)
     try:
         report = explain(snapshot, client, login, sender, rcpts, spf, headers, maps)
     finally:
