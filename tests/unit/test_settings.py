@@ -22,12 +22,24 @@ BOOL_KEYS = [
     "spf-exempt",
     "spf-exempt-role",
 ]
+LOGIN_LIMIT_DEFAULTS = {
+    "login-max-messages": "200/1h",
+    "login-max-recipients": "1000/1h",
+    "login-max-client-ips": "20/1h",
+    "login-max-mismatches": "20/1h",
+    "login-limit-action": "tempfail",
+    "login-limit-reply": "452 4.7.1 Too much mail from this login, try again later",
+    "login-frozen-reply": "550 5.7.1 Sending is suspended for this login: "
+    "contact your mail administrator",
+    "login-freeze-duration": "off",
+}
 DOMAIN_KEYS = [
     *BOOL_KEYS,
     "role-senders",
     "auth-required-reply",
     "sender-mismatch-reply",
     "header-from-mismatch-reply",
+    *LOGIN_LIMIT_DEFAULTS,
 ]
 GLOBAL_ONLY_KEYS = [
     "bad-sender-reply",
@@ -63,6 +75,7 @@ DOCUMENTED_DEFAULTS = {
     "spf-exempt-role": "off",
     "dns-resolver": "",
     "spf-timeout": "3",
+    **LOGIN_LIMIT_DEFAULTS,
 }
 
 

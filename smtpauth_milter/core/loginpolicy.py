@@ -1,0 +1,84 @@
+"""Where per-login limits meet the policy's verdict. Pure.
+
+Which decisions are counted (an authenticated login, settings in force, not a
+trusted network), the limits that apply to a login (its domain's settings,
+else the global ones), and the verdict the MTA gets when a limit refuses.
+See docs/policy.md#stolen-logins.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from smtpauth_milter.core.limits import (
+    Event,
+    LimitKind,
+    LimitVerdict,
+    LoginLimits,
+    Outcome,
+    login_domain,
+)
+from smtpauth_milter.core.policy import Action, Request, Rule, Verdict
+from smtpauth_milter.core.settings import Settings
+from smtpauth_milter.core.snapshot import Snapshot
+
+# Decisions that say nothing about what the login did: nothing is counted.
+_NOT_COUNTED = frozenset({Rule.NO_SETTINGS, Rule.TRUSTED_NETWORK})
+MISMATCH_RULES = frozenset({Rule.SENDER_MISMATCH, Rule.HEADER_FROM_MISMATCH})
+_RULES = {
+    LimitKind.MESSAGES: Rule.LOGIN_MAX_MESSAGES,
+    LimitKind.RECIPIENTS: Rule.LOGIN_MAX_RECIPIENTS,
+    LimitKind.CLIENT_IPS: Rule.LOGIN_MAX_CLIENT_IPS,
+    LimitKind.MISMATCHES: Rule.LOGIN_MAX_MISMATCHES,
+}
+_ACTIONS = {
+    Outcome.TEMPFAIL: Action.TEMPFAIL,
+    Outcome.FREEZE: Action.REJECT,
+    Outcome.FROZEN: Action.REJECT,
+    Outcome.WOULD_TEMPFAIL: Action.WOULD_TEMPFAIL,
+    Outcome.WOULD_FREEZE: Action.WOULD_REJECT,
+}
+
+
+def login_key(login: str) -> str:
+    """The key a login is counted, frozen and exempted under: trimmed, case-folded."""
+    return login.strip().lower()
+
+
+def counted_login(request: Request, verdict: Verdict) -> str | None:
+    """The login this decision counts for; None when it counts for nobody."""
+    if not request.authenticated or verdict.rule in _NOT_COUNTED:
+        return None
+    assert request.login is not None
+    return login_key(request.login)
+
+
+def limits_for(snapshot: Snapshot, login: str) -> LoginLimits:
+    """The limits of ``login``: its domain's (a local one), else the global settings."""
+    domain = login_domain(login)
+    settings = snapshot.settings_for(domain) if domain is not None else None
+    return _limits(settings or snapshot.global_settings)
+
+
+@functools.lru_cache(maxsize=1024)
+def _limits(settings: Settings) -> LoginLimits:
+    """Made once per settings object, not once per recipient."""
+    return LoginLimits.of(settings)
+
+
+def event_of(verdict: Verdict, first_of_message: bool) -> Event:
+    """What a policy verdict adds to the login's counts (dry run: it goes through)."""
+    return Event(
+        accepted=not verdict.refuses,
+        first_of_message=first_of_message,
+        mismatch=verdict.rule in MISMATCH_RULES,
+    )
+
+
+def combined(verdict: Verdict, limit: LimitVerdict) -> Verdict:
+    """The verdict the MTA gets: the policy's, unless a limit refuses or would refuse."""
+    action = _ACTIONS.get(limit.outcome)
+    if action is None or (verdict.refuses and not limit.outcome.refuses):
+        return verdict  # a would-... never turns the policy's own refusal into an accept
+    rule = Rule.LOGIN_FROZEN if limit.limit is None else _RULES[limit.limit]
+    return Verdict(action, rule, limit.reply, verdict.domain)
