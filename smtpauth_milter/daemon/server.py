@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import ConfigError, SmtpauthError
 from smtpauth_milter.daemon import signals
 from smtpauth_milter.daemon.config import RunConfig, unix_socket_path
+from smtpauth_milter.daemon.logins import LoginLimiter
+from smtpauth_milter.daemon.loginsync import LoginSync
 from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging, writer_while_serving
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.privileges import Identity
@@ -189,16 +192,24 @@ def _serve(
         metrics.serve()
     spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
     maps = OwnershipMaps(observe=metrics.looked_up if metrics is not None else None)
-    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps)
+    limiter = LoginLimiter(f"milter@{socket.gethostname()}")
+    state = Store(config.state, serving=True) if config.state else store
+    sync = LoginSync(limiter, state, store, cache)
+    if metrics is not None:
+        metrics.frozen_logins = limiter.frozen_count
+    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps, limiter)
     try:
         cache.start(reloader.config.refresh)
+        sync.start()
         with writer_while_serving():  # one log writer thread while libmilter's threads log
             signals.serve(reloader, stop)
     finally:
+        sync.stop()
         cache.stop()
         spf.stop()
         maps.stop()
         store.dispose()
+        state.dispose()
     return 0
 
 
