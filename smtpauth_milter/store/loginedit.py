@@ -146,3 +146,13 @@ def counts(session: Session, login: str, windows: Mapping[str, int], now: float)
 
 def frozen_logins(session: Session, now: float) -> dict[str, FrozenState]:
     return {login: s for login, s in read_frozen(session).items() if s.active(now)}
+
+
+def frozen_rows(session: Session, now: float) -> list[LoginFrozen]:
+    """The logins frozen now, oldest freeze first."""
+    rows = session.scalars(select(LoginFrozen).order_by(LoginFrozen.frozen_at, LoginFrozen.login))
+    return [
+        row
+        for row in rows
+        if FrozenState(row.until.timestamp() if row.until else None, row.unfrozen_by).active(now)
+    ]

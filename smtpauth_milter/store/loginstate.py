@@ -214,10 +214,8 @@ def read_frozen(session: Session) -> dict[str, FrozenState]:
     }
 
 
-def exchange(session: Session, batch: Batch, now: float) -> Readback:
-    """Write one milter's batch and read back the site-wide state, in one transaction."""
-    _write(session, batch)
-    expire(session, now)
+def read(session: Session, now: float) -> Readback:
+    """Every milter's counts in their windows, and the freezes, as the store has them."""
     second = int(now)
     totals = {
         (login, kind, width): int(n)
@@ -229,6 +227,13 @@ def exchange(session: Session, batch: Batch, now: float) -> Readback:
     return Readback(
         totals, {key: frozenset(value) for key, value in clients.items()}, read_frozen(session)
     )
+
+
+def exchange(session: Session, batch: Batch, now: float) -> Readback:
+    """Write one milter's batch and read back the site-wide state, in one transaction."""
+    _write(session, batch)
+    expire(session, now)
+    return read(session, now)
 
 
 def prune(session: Session, now: float) -> int:

@@ -7,6 +7,7 @@ import json
 import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
+from smtpauth_milter.admin.cli.login import with_login_limits
 from smtpauth_milter.admin.explain import Headers, explain
 from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.spf import SpfChecks
@@ -67,6 +68,8 @@ def check(
     finally:
         spf.stop()
         maps.stop()
+    if login:
+        report = with_login_limits(obj, snapshot, report)
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
     else:
