@@ -1,5 +1,5 @@
 """`smtpauth-milter login ...` and `check --login` on SQLite and PostgreSQL
-(docs/cli.md#login)."""
+(docs/cli.md#login-per-login-limits-frozen-and-exempt-logins)."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ def _windows(limits: LoginLimits) -> dict[str, int]:
 
 @click.group()
 def login() -> None:
-    """Per-login limits: frozen, exempt and busy logins (docs/policy.md#stolen-logins)."""
+    """Per-login limits (stolen logins): frozen, exempt and busy logins."""
 
 
 @login.command("freeze")
