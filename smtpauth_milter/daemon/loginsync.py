@@ -60,7 +60,7 @@ class LoginSync:
             if not self._checked:
                 self._state.check_schema()
                 self._checked = True
-            with loginstate.writing(self._state) as session:
+            with self._state.read_deadline(), loginstate.writing(self._state) as session:
                 readback = loginstate.exchange(session, batch, now)
                 if now - self._pruned >= PRUNE_EVERY:
                     loginstate.prune(session, now)
@@ -124,4 +124,5 @@ class LoginSync:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-            self.cycle()
+            if not self._thread.is_alive():  # else it is stuck in the store: do not wait too
+                self.cycle()

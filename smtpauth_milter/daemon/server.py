@@ -193,7 +193,9 @@ def _serve(
     spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
     maps = OwnershipMaps(observe=metrics.looked_up if metrics is not None else None)
     limiter = LoginLimiter(f"milter@{socket.gethostname()}")
-    state = Store(config.state, serving=True) if config.state else store
+    # A store object of its own (even for the same URL): its own connections and its own
+    # deadline for the login-sync thread, beside the refresh thread's.
+    state = Store(config.state or config.db, serving=True)
     sync = LoginSync(limiter, state, store, cache)
     if metrics is not None:
         metrics.frozen_logins = limiter.frozen_count
