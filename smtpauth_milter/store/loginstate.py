@@ -24,6 +24,8 @@ from smtpauth_milter.core.window import BUCKETS
 from smtpauth_milter.store.engine import WRITE, Store
 from smtpauth_milter.store.models import LoginClient, LoginCount, LoginFrozen
 
+# The only tables a milter writes (docs/operations.md#the-milters-state-least-privilege).
+STATE_TABLES = (LoginCount.__tablename__, LoginClient.__tablename__, LoginFrozen.__tablename__)
 EXPIRY = "expiry"  # unfrozen_by of a freeze whose login-freeze-duration ran out
 KEEP_UNFROZEN = timedelta(days=1)  # an unfrozen row is kept this long, then pruned
 
@@ -69,6 +71,18 @@ class Readback:
     totals: Mapping[tuple[str, str, int], int]  # (login, kind, width) -> events in window
     clients: Mapping[tuple[str, int], frozenset[str]]  # (login, width) -> client keys
     frozen: Mapping[str, FrozenState]
+
+
+def grants(role: str, database: str) -> list[str]:
+    """The PostgreSQL statements that let ``role`` read every table and write only the
+    milter's state (what operations.md tells an admin to run; the install will run them)."""
+    quoted = '"' + role.replace('"', '""') + '"'
+    return [
+        f'GRANT CONNECT ON DATABASE "{database.replace(chr(34), chr(34) * 2)}" TO {quoted}',
+        f"GRANT USAGE ON SCHEMA public TO {quoted}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {quoted}",
+        f"GRANT INSERT, UPDATE, DELETE ON {', '.join(STATE_TABLES)} TO {quoted}",
+    ]
 
 
 @contextlib.contextmanager
