@@ -102,3 +102,27 @@ def test_a_separate_state_store(
     monkeypatch.delenv("SMTPAUTH_MILTER_STATE")
     assert "carol" not in cli("login", "list").out
     assert "login-freeze" in cli("history").out
+
+
+def test_export_and_import_carry_exemptions_into_the_history(
+    cli: CliRunner, cli_store: str, tmp_path: Path
+) -> None:
+    cli("login", "exempt", "lists@example.com", "--comment", "mailing list")
+    exported = cli("export")
+    assert exported.json()["exempt_logins"] == {"lists@example.com": "mailing list"}
+    dump = tmp_path / "store.json"
+    dump.write_text(exported.out, encoding="utf-8")
+    cli("login", "unexempt", "lists@example.com")
+    cli("login", "exempt", "app@example.com")
+    assert cli("import", str(dump)).code == 0
+    assert "lists@example.com  exempt  mailing list" in cli("login", "list").out
+    assert "app@example.com" not in cli("login", "list").out
+    entries = cli("history", "--json").json()["entries"]
+    imported = [(e["action"], e["subject"]) for e in entries if e["command"].startswith("import")]
+    assert ("login-unexempt", "app@example.com") in imported
+    assert ("login-exempt", "lists@example.com") in imported
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "smtpauth-milter/1", "exempt_logins": {"two words": ""}}')
+    result = cli("import", str(bad))
+    assert result.code == 2 and "bad login" in result.err
+    assert "lists@example.com  exempt" in cli("login", "list").out, "nothing changed"
