@@ -8,8 +8,6 @@ See docs/policy.md#stolen-logins.
 
 from __future__ import annotations
 
-import functools
-
 from smtpauth_milter.core.limits import (
     Event,
     LimitKind,
@@ -60,10 +58,22 @@ def limits_for(snapshot: Snapshot, login: str) -> LoginLimits:
     return _limits(settings or snapshot.global_settings)
 
 
-@functools.lru_cache(maxsize=1024)
+_MADE: dict[int, tuple[Settings, LoginLimits]] = {}
+_MAX_MADE = 4096
+
+
 def _limits(settings: Settings) -> LoginLimits:
-    """Made once per settings object, not once per recipient."""
-    return LoginLimits.of(settings)
+    """Made once per settings object (by identity: hashing ~30 fields would cost more than
+    making them), not once per recipient.  The entry holds the object, so its id is not
+    reused while it is there; bounded."""
+    made = _MADE.get(id(settings))
+    if made is not None and made[0] is settings:
+        return made[1]
+    if len(_MADE) >= _MAX_MADE:
+        _MADE.clear()
+    limits = LoginLimits.of(settings)
+    _MADE[id(settings)] = (settings, limits)
+    return limits
 
 
 def event_of(verdict: Verdict, first_of_message: bool) -> Event:

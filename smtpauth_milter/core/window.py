@@ -15,6 +15,7 @@ falls out of the window early) until the clock has passed them by a window.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from smtpauth_milter.core.networks import IPAddress
@@ -41,8 +42,10 @@ def first_bucket(now: float, window: int) -> int:
     return bucket(now, width(window)) - buckets(window)
 
 
+@functools.lru_cache(maxsize=4096)
 def client_key(address: IPAddress) -> str:
-    """What counts as one client address: IPv4 as is, IPv6 by its /64."""
+    """What counts as one client address: IPv4 as is, IPv6 by its /64 (cached: the same
+    clients come again and again)."""
     if address.version == 6:
         return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
     return str(address)
@@ -51,25 +54,27 @@ def client_key(address: IPAddress) -> str:
 class WindowCount:
     """Events per bucket for one window; not thread-safe (the caller holds a lock)."""
 
-    __slots__ = ("_buckets", "window")
+    __slots__ = ("_buckets", "span", "step", "window")
 
     def __init__(self, window: int) -> None:
         self.window = window
+        self.step = width(window)  # computed once: these run once per recipient
+        self.span = buckets(window)
         self._buckets: dict[int, int] = {}
 
     def add(self, now: float, n: int = 1) -> int:
         """Count ``n`` events at ``now``; returns their bucket."""
-        key = bucket(now, width(self.window))
+        key = int(now // self.step)
         self._buckets[key] = self._buckets.get(key, 0) + n
         return key
 
     def total(self, now: float) -> int:
-        first = first_bucket(now, self.window)
-        return sum(n for key, n in self._buckets.items() if key >= first)
+        first = int(now // self.step) - self.span
+        return sum([n for key, n in self._buckets.items() if key >= first])
 
     def prune(self, now: float) -> bool:
         """Forget buckets out of the window; True when nothing is left."""
-        first = first_bucket(now, self.window)
+        first = int(now // self.step) - self.span
         for key in [key for key in self._buckets if key < first]:
             del self._buckets[key]
         return not self._buckets
@@ -78,24 +83,26 @@ class WindowCount:
 class WindowSet:
     """Distinct keys (client addresses) seen in a window, each with its newest bucket."""
 
-    __slots__ = ("_seen", "window")
+    __slots__ = ("_seen", "span", "step", "window")
 
     def __init__(self, window: int) -> None:
         self.window = window
+        self.step = width(window)
+        self.span = buckets(window)
         self._seen: dict[str, int] = {}
 
     def add(self, now: float, key: str) -> int:
-        at = bucket(now, width(self.window))
+        at = int(now // self.step)
         if self._seen.get(key, at - 1) < at:
             self._seen[key] = at
         return at
 
     def keys(self, now: float) -> set[str]:
-        first = first_bucket(now, self.window)
+        first = int(now // self.step) - self.span
         return {key for key, at in self._seen.items() if at >= first}
 
     def prune(self, now: float) -> bool:
-        first = first_bucket(now, self.window)
+        first = int(now // self.step) - self.span
         for key in [key for key, at in self._seen.items() if at < first]:
             del self._seen[key]
         return not self._seen

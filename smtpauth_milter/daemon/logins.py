@@ -43,7 +43,7 @@ from smtpauth_milter.core.loginpolicy import (
 )
 from smtpauth_milter.core.policy import Request, Verdict
 from smtpauth_milter.core.snapshot import Snapshot
-from smtpauth_milter.core.window import WindowCount, WindowSet, client_key, width
+from smtpauth_milter.core.window import WindowCount, WindowSet, client_key
 from smtpauth_milter.store.loginstate import Batch, Freeze, FrozenState, Readback
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ class LoginLimiter:
             return 0
         own = counter.total(now)
         site = self._site.get((login, kind))
-        if site is None or site[0] != width(counter.window) or not self._fresh(now):
+        if site is None or site[0] != counter.step or not self._fresh(now):
             return own
         return max(own, site[1] + self._pending.get((login, kind), 0))
 
@@ -168,7 +168,7 @@ class LoginLimiter:
         if entry.clients is not None:
             clients = entry.clients.keys(now)
             site = self._site_clients.get(login)
-            if site is not None and site[0] == width(entry.clients.window) and self._fresh(now):
+            if site is not None and site[0] == entry.clients.step and self._fresh(now):
                 clients |= site[1]
         return Counts(
             messages=self._count(
@@ -189,7 +189,7 @@ class LoginLimiter:
         if counter is None:
             return  # that limit is off: nothing to count
         at = counter.add(now)
-        key = (login, STORED_KIND[kind], width(counter.window), at)
+        key = (login, STORED_KIND[kind], counter.step, at)
         self._batch.counts[key] = self._batch.counts.get(key, 0) + 1
         self._pending[login, kind] = self._pending.get((login, kind), 0) + 1
 
@@ -206,7 +206,7 @@ class LoginLimiter:
                 self._add(login, LimitKind.MESSAGES, entry, now)
         if client is not None and entry.clients is not None:
             at = entry.clients.add(now, client)
-            self._batch.clients.add((login, width(entry.clients.window), at, client))
+            self._batch.clients.add((login, entry.clients.step, at, client))
 
     def _freeze(self, login: str, judged: LimitVerdict, limits: LoginLimits, now: float) -> None:
         until = now + limits.freeze_for if limits.freeze_for else None
