@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 
+from smtpauth_milter.admin.doctor.limits import check_login_limits
 from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.core.limits import (
     Counts,
@@ -258,3 +259,27 @@ def test_a_limit_never_turns_a_refusal_into_an_accept() -> None:
         judge(_limits(), Counts(messages=3), Event(True, True)),
     )
     assert (over.action, over.rule) == (Action.TEMPFAIL, Rule.LOGIN_MAX_MESSAGES)
+
+
+def test_doctor_warns_where_limits_are_off_while_logins_must_own_their_senders() -> None:
+    snapshot = Snapshot.build(
+        {"require-sender-match": "on", "login-max-mismatches": "off"},
+        {
+            "example.com": {"login-max-messages": "off", "login-max-recipients": "off"},
+            "example.org": {},
+            "example.net": {"require-sender-match": "off", "login-max-messages": "off"},
+        },
+        NetworkSet.of(()),
+        [],
+    )
+    lines = [finding.line() for finding in check_login_limits(snapshot)]
+    assert lines == [
+        "warning: login-max-mismatches is off globally while require-sender-match is on: "
+        "a stolen password could send without limit — fix: smtpauth-milter settings unset "
+        "login-max-mismatches (the default: 20/1h)",
+        "warning: login-max-messages, login-max-recipients, login-max-mismatches are off for "
+        "example.com while require-sender-match is on: a stolen password could send without "
+        "limit — fix: smtpauth-milter settings unset --domain example.com login-max-messages "
+        "(the default: 200/1h)",
+    ]
+    assert check_login_limits(_snapshot()) == []
