@@ -77,7 +77,6 @@ class LoginLimiter:
         self._read_at: float | None = None
         self._frozen: dict[str, FrozenState] = {}  # active freezes, as the store has them
         self._frozen_here: dict[str, Freeze] = {}  # frozen by this milter, not yet read back
-        self._exempt: frozenset[str] = frozenset()
 
     # --- the hot path: libmilter threads ------------------------------------------
 
@@ -96,7 +95,8 @@ class LoginLimiter:
             return verdict
         limits = limits_for(snapshot, login)
         client = client_key(request.client) if request.client is not None else None
-        judged = self._judge(login, limits, event_of(verdict, first_of_message), client)
+        event = event_of(verdict, first_of_message)
+        judged = self._judge(login, limits, event, client, login in snapshot.exempt_logins)
         if judged.outcome is not Outcome.PASS:
             self._tell(login, judged, request, metrics, queue)
         return combined(verdict, judged)
@@ -111,19 +111,20 @@ class LoginLimiter:
         if login is None:
             return verdict
         limits = limits_for(snapshot, login)
-        judged = self._judge(login, limits, Event(False, mismatch=True), None)
+        exempt = login in snapshot.exempt_logins
+        judged = self._judge(login, limits, Event(False, mismatch=True), None, exempt)
         if judged.outcome is not Outcome.PASS:
             self._tell(login, judged, request, metrics, None)
         return combined(verdict, judged)
 
     def _judge(
-        self, login: str, limits: LoginLimits, event: Event, client: str | None
+        self, login: str, limits: LoginLimits, event: Event, client: str | None, exempt: bool
     ) -> LimitVerdict:
         now = self._clock()
         with self._lock:
             if self._is_frozen(login, now):
-                return frozen_verdict(limits)
-            if login in self._exempt:
+                return frozen_verdict(limits)  # an exempt login too: a freeze is explicit
+            if exempt:
                 return LimitVerdict(Outcome.NOT_COUNTED)
             entry = self._entry(login, limits)
             judged = judge(limits, self._counts(login, entry, client, now), event)
@@ -286,9 +287,6 @@ class LoginLimiter:
             )
             for login in unfrozen
         ]
-
-    def set_exempt(self, logins: frozenset[str]) -> None:
-        self._exempt = logins
 
     def prune(self, now: float) -> None:
         """Forget logins with nothing left in any window: memory stays bounded."""

@@ -17,8 +17,7 @@ from collections.abc import Callable
 
 from smtpauth_milter.core import logfmt
 from smtpauth_milter.daemon.logins import LoginLimiter
-from smtpauth_milter.daemon.refresh import SnapshotCache
-from smtpauth_milter.store import loginedit, loginstate
+from smtpauth_milter.store import loginstate
 from smtpauth_milter.store.engine import Store
 
 log = logging.getLogger("smtpauth_milter")
@@ -30,20 +29,12 @@ WARN_EVERY = 60.0
 
 class LoginSync:
     def __init__(
-        self,
-        limiter: LoginLimiter,
-        state: Store,
-        settings: Store,
-        cache: SnapshotCache,
-        clock: Callable[[], float] = time.time,
+        self, limiter: LoginLimiter, state: Store, clock: Callable[[], float] = time.time
     ) -> None:
         self._limiter = limiter
-        self._state = state  # where the counts and freezes are (may be ``settings``)
-        self._settings = settings  # where the exemptions are
-        self._cache = cache
+        self._state = state  # where the counts and freezes are
         self._clock = clock
         self._checked = False
-        self._exempt_serial: int | None = None
         self._pruned = 0.0
         self._failing_since: float | None = None
         self._warned = 0.0
@@ -53,7 +44,6 @@ class LoginSync:
 
     def cycle(self) -> bool:
         """One exchange; True when the store took the batch."""
-        self._read_exemptions()
         now = self._clock()
         batch = self._limiter.take()
         try:
@@ -75,19 +65,6 @@ class LoginSync:
             self._limiter.prune(now)
         self._note_recovery(now)
         return True
-
-    def _read_exemptions(self) -> None:
-        """Exemptions are settings: read again when the settings store's serial moved."""
-        snapshot = self._cache.current()
-        if not snapshot.trusted or snapshot.serial == self._exempt_serial:
-            return
-        try:
-            with self._settings.read() as session:
-                exempt = frozenset(loginedit.exempt_logins(session))
-        except Exception:  # the refresh thread reports the outage; keep the last ones
-            return
-        self._limiter.set_exempt(exempt)
-        self._exempt_serial = snapshot.serial
 
     def _note_failure(self, now: float, exc: Exception) -> None:
         first = self._failing_since is None

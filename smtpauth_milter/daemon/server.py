@@ -196,7 +196,7 @@ def _serve(
     # A store object of its own (even for the same URL): its own connections and its own
     # deadline for the login-sync thread, beside the refresh thread's.
     state = Store(config.state or config.db, serving=True)
-    sync = LoginSync(limiter, state, store, cache)
+    sync = LoginSync(limiter, state)
     if metrics is not None:
         metrics.frozen_logins = limiter.frozen_count
     Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps, limiter)

@@ -127,3 +127,24 @@ def test_eleven_senders_not_owned_freeze_the_login(mta_sandbox: Sandbox, milter:
     assert reply(send(mta_sandbox, "carol", "carol@example.com")) == FROZEN_REPLY
     assert "carol  frozen  login-max-mismatches 11" in wait_frozen(milter, "carol")
     milter.store.run("login", "unfreeze", "carol")
+
+
+def test_an_exempt_login_and_a_trusted_network_are_never_held(
+    mta_sandbox: Sandbox, milter: OurMilter
+) -> None:
+    mta_sandbox.postfix.use_milter(milter.socket)
+    milter.sync(
+        [
+            ("settings", "set", "login-max-messages", "1/1h"),
+            ("settings", "set", "login-limit-action", "freeze"),
+            ("login", "exempt", "alice@example.com", "--comment", "an application"),
+        ]
+    )
+    since = milter.log.mark()
+    for _ in range(3):
+        assert reply(send(mta_sandbox, "alice@example.com")) == "250"
+    milter.sync([("network", "add", "127.0.0.1/32")], reset=False)  # the sandbox's client
+    for _ in range(3):
+        assert reply(send(mta_sandbox, "bob@example.com")) == "250"
+    milter.log.wait_for(r"rule=trusted-network client=127.0.0.1 login=bob@example.com ", since)
+    assert "frozen" not in milter.store.run("login", "list")

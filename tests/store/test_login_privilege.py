@@ -51,7 +51,7 @@ def test_the_state_role_writes_counts_and_freezes_and_cannot_change_a_setting(
         cache = SnapshotCache(state, max_stale=300)
         assert cache.refresh(), "the state role reads the settings"
         limiter = LoginLimiter("milter@test")
-        sync = LoginSync(limiter, state, state, cache)
+        sync = LoginSync(limiter, state)
         request = Request(ipaddress.ip_address("203.0.113.9"), "a@example.com", "<a@example.com>")
         for _ in range(2):
             verdict = decide(cache.current(), request, "<x@remote.test>")

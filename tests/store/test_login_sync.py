@@ -46,7 +46,7 @@ class Milter:
         self.limiter = LoginLimiter(f"milter@{name}", clock)
         self.cache = SnapshotCache(store, max_stale=300)
         self.cache.refresh()
-        self.sync = LoginSync(self.limiter, store, store, self.cache, clock)
+        self.sync = LoginSync(self.limiter, store, clock)
 
     def send(self, login: str = "alice@example.com") -> Verdict:
         snapshot = self.cache.current()
@@ -80,9 +80,8 @@ def test_exemptions_reach_the_milter_with_the_next_snapshot(store: Store) -> Non
     clock = Clock()
     mx = Milter(store, clock, "mx")
     with store.write() as session:
-        loginedit.exempt(session, "alice@example.com", "relay")
+        loginedit.exempt(session, "Alice@example.com", "relay")
     mx.cache.refresh()
-    assert mx.sync.cycle()
     for _ in range(10):
         assert mx.send().action is Action.CONTINUE
     assert mx.limiter.take().counts == {}
@@ -118,3 +117,24 @@ def test_an_outage_keeps_counting_and_keeps_freezes(tmp_path: Path, sqlite_url: 
         )
     assert totals.counts == {"login-max-messages": 3}, "the tempfailed fourth is not counted"
     store.dispose()
+
+
+def test_the_overshoot_stays_within_the_documented_bound(store: Store) -> None:
+    """docs/policy.md#one-count-for-the-whole-site: H milters, each exchanging once a second
+    (out of step), a login sending r messages a second through each: past the limit at most
+    (H - 1) x 2 s x r more are accepted."""
+    with store.write() as session:
+        editing.set_setting(session, "login-max-messages", "50/1h")
+        editing.set_setting(session, "login-limit-action", "tempfail")
+    clock = Clock()
+    hosts, rate, limit = 3, 2, 50
+    milters = [Milter(store, clock, f"mx{n}") for n in range(hosts)]
+    accepted = 0
+    for tick in range(600):  # 60 s in steps of 0.1 s
+        clock.now = T0 + tick / 10
+        for n, mx in enumerate(milters):
+            if tick % 10 == (n * 3) % 10:  # each milter's exchange, a third of a second apart
+                assert mx.sync.cycle()
+            if tick % (10 // rate) == n % (10 // rate):  # r messages a second, each milter
+                accepted += mx.send().action is Action.CONTINUE
+    assert limit <= accepted <= limit + (hosts - 1) * 2 * rate, accepted

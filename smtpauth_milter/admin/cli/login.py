@@ -57,7 +57,6 @@ def with_login_limits(obj: Context, snapshot: Snapshot, report: Report) -> Repor
     from the site-wide counts and freezes in the state store (nothing is counted)."""
     now = time.time()
     limiter = LoginLimiter("check", lambda: now)
-    limiter.set_exempt(frozenset(obj.read(loginedit.exempt_logins)))
     with state_store(obj).read() as state:
         limiter.absorb(loginstate.read(state, now), loginstate.Batch(), now)
     verdicts, counted = [], False
