@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("smtpauth_milter")
 
 STALE_AFTER = 10.0  # seconds: an older site-wide count is not used (the store is out)
+# Unwritten increments kept through an outage, at most: beyond it they are dropped
+# (this milter's own windows still hold them; only the other milters miss them).
+MAX_KEPT = 200_000
 STORED_KIND = {kind: kind.removeprefix("login-max-") for kind in LimitKind}
 _KIND_OF = {stored: kind for kind, stored in STORED_KIND.items()}
 
@@ -251,6 +254,9 @@ class LoginLimiter:
     def give_back(self, batch: Batch, now: float) -> None:
         """The exchange failed: keep the batch for the next one (buckets still in a window)."""
         with self._lock:
+            if len(self._batch.counts) + len(batch.counts) > MAX_KEPT:
+                batch.counts.clear()
+                batch.clients.clear()
             for (login, kind, step, at), n in batch.counts.items():
                 if (at + 61) * step > now:
                     key = (login, kind, step, at)

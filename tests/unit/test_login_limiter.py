@@ -249,3 +249,17 @@ def test_the_milter_counts_a_message_once_and_tempfails_the_one_over(
     ctx._envfrom("<alice@example.com>")
     assert ctx._envrcpt("<a@remote.test>") == Milter.TEMPFAIL
     assert ctx._reply == ("452", "4.7.1", "Too much mail from this login, try again later")
+
+
+def test_unwritten_counts_kept_through_an_outage_are_bounded(
+    limiter: LoginLimiter, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("smtpauth_milter.daemon.logins.MAX_KEPT", 10)
+    snap = snapshot(login_max_messages="1/1h")
+    for n in range(8):
+        send(limiter, snap, login=f"u{n}@example.com", sender=f"<u{n}@example.com>")
+    limiter.give_back(limiter.take(), clock.now)  # 16 counts: more than 10 kept
+    assert limiter.take().counts == {}
+    assert send(limiter, snap, login="u0@example.com", sender="<u0@example.com>")[0].action is (
+        Action.TEMPFAIL
+    ), "this milter still counts them in its own windows"
