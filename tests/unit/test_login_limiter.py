@@ -263,3 +263,16 @@ def test_unwritten_counts_kept_through_an_outage_are_bounded(
     assert send(limiter, snap, login="u0@example.com", sender="<u0@example.com>")[0].action is (
         Action.TEMPFAIL
     ), "this milter still counts them in its own windows"
+
+
+def test_a_header_from_the_login_does_not_own_counts_as_a_mismatch(limiter: LoginLimiter) -> None:
+    snap = snapshot(
+        require_header_from_match="on", login_max_mismatches="1/1h", login_limit_action="freeze"
+    )
+    request = Request(ipaddress.ip_address("203.0.113.9"), "alice@example.com", "<a@example.com>")
+    refused = Verdict(Action.REJECT, Rule.HEADER_FROM_MISMATCH, domain="example.com")
+    assert limiter.apply_header(snap, request, refused, None) is refused
+    frozen = limiter.apply_header(snap, request, refused, None)
+    assert (frozen.action, frozen.rule) == (Action.REJECT, Rule.LOGIN_MAX_MISMATCHES)
+    owned = Verdict(Action.CONTINUE, Rule.HEADER_FROM_OWNED)
+    assert limiter.apply_header(snap, request, owned, None) is owned, "checked at RCPT, not here"
