@@ -57,6 +57,7 @@ STALE_AFTER = 10.0  # seconds: an older site-wide count is not used (the store i
 MAX_KEPT = 200_000
 STORED_KIND = {kind: kind.removeprefix("login-max-") for kind in LimitKind}
 _KIND_OF = {stored: kind for kind, stored in STORED_KIND.items()}
+_QUIET = frozenset({Outcome.PASS, Outcome.NOT_COUNTED})  # nothing to log or count
 
 
 @dataclass
@@ -100,7 +101,7 @@ class LoginLimiter:
         client = client_key(request.client) if request.client is not None else None
         event = event_of(verdict, first_of_message)
         judged = self._judge(login, limits, event, client, login in snapshot.exempt_logins)
-        if judged.outcome is not Outcome.PASS:
+        if judged.outcome not in _QUIET:
             self._tell(login, judged, request, metrics, queue)
         return combined(verdict, judged)
 
@@ -116,7 +117,7 @@ class LoginLimiter:
         limits = limits_for(snapshot, login)
         exempt = login in snapshot.exempt_logins
         judged = self._judge(login, limits, Event(False, mismatch=True), None, exempt)
-        if judged.outcome is not Outcome.PASS:
+        if judged.outcome not in _QUIET:
             self._tell(login, judged, request, metrics, None)
         return combined(verdict, judged)
 

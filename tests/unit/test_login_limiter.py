@@ -15,6 +15,7 @@ from smtpauth_milter.core.networks import NetworkSet, parse_cidr
 from smtpauth_milter.core.policy import Action, Request, Rule, Verdict, decide
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.daemon.logins import LoginLimiter
+from smtpauth_milter.daemon.metrics import Metrics
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.spf import SpfChecks
@@ -276,3 +277,22 @@ def test_a_header_from_the_login_does_not_own_counts_as_a_mismatch(limiter: Logi
     assert (frozen.action, frozen.rule) == (Action.REJECT, Rule.LOGIN_MAX_MISMATCHES)
     owned = Verdict(Action.CONTINUE, Rule.HEADER_FROM_OWNED)
     assert limiter.apply_header(snap, request, owned, None) is owned, "checked at RCPT, not here"
+
+
+def test_metrics_count_what_a_limit_did_and_nothing_else(limiter: LoginLimiter) -> None:
+    metrics = Metrics()
+    snap = dataclasses.replace(
+        snapshot(login_max_messages="1/1h"), exempt_logins=frozenset({"lists@example.com"})
+    )
+    request = Request(ipaddress.ip_address("203.0.113.9"), "alice@example.com", "<alice@x.test>")
+    lists = Request(request.client, "lists@example.com", "<lists@x.test>")
+    ok = Verdict(Action.CONTINUE, Rule.NON_LOCAL_SENDER)
+    for _ in range(3):
+        limiter.apply(snap, request, ok, True, metrics)
+        limiter.apply(snap, lists, ok, True, metrics)
+    value = metrics.registry.get_sample_value
+    labels = {"limit": "login-max-messages", "action": "tempfail"}
+    assert value("smtpauth_milter_login_limit_total", labels) == 2
+    assert value("smtpauth_milter_frozen_logins") == 0
+    samples = [s for m in metrics.registry.collect() for s in m.samples]
+    assert {s.labels.get("action") for s in samples if "login_limit" in s.name} == {"tempfail"}
