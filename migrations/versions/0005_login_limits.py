@@ -18,8 +18,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 # Older versions would ignore frozen logins and the login-max-* limits (shipped
 # on): they would accept mail this version refuses. Only versions that know
-# them may decide on this store: 0.2.0 (this development version; raise to
-# "0.2.0" with the release).
+# them may decide on this store: the release that ships this migration (this
+# development version; set it to that release's version when it is cut).
 readable_by: str = "0.2.0.dev0"
 
 
