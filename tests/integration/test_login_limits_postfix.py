@@ -4,12 +4,14 @@
 Each test uses its own login (the counts and freezes live in the store, beside
 the settings the module resets between tests): alice past login-max-messages
 is tempfailed; bob past it with action freeze is frozen, refused on a new
-connection, and sends again within 2 s of `login unfreeze`; carol trying an
-eleventh sender she does not own with login-max-mismatches 10/10m is frozen.
+connection and from a new client address, and sends again within 2 s of `login unfreeze`; carol trying an
+eleventh sender she does not own with login-max-mismatches 10/10m is frozen;
+an exempt login and a trusted network are never held.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -17,7 +19,8 @@ import pytest
 
 from tests.harness.logfile import LogFile
 from tests.harness.mta import Sandbox
-from tests.harness.mta.swaks import SwaksResult
+from tests.harness.mta.common import LOOPBACK
+from tests.harness.mta.swaks import SwaksResult, parse_swaks
 from tests.harness.waiting import wait_until
 
 from .milter_fixture import OurMilter, StoreCli
@@ -62,6 +65,19 @@ def wait_frozen(milter: OurMilter, login: str, timeout: float = 3.0) -> str:
     return wait_until(listed, timeout, f"{login} frozen in the store")
 
 
+def send_from(sandbox: Sandbox, user: str, source: str) -> SwaksResult:
+    """One session from another client address (any 127/8 address is this host's)."""
+    argv = [
+        "swaks", "--server", f"{LOOPBACK}:{sandbox.port}", "--local-interface", source,
+        "--helo", "client.sandbox.test", "--from", user, "--to", RCPT,
+        "--quit-after", "RCPT", "--timeout", "15",
+        "--auth", "PLAIN", "--auth-user", user, "--auth-password", sandbox.users[user],
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    transcript = done.stdout + done.stderr
+    return SwaksResult(transcript, done.returncode, parse_swaks(transcript))
+
+
 def reply(result: SwaksResult) -> str:
     got = result.rcpt(RCPT)
     return "250" if got.code == 250 else f"{got.code} {got.text}"
@@ -103,6 +119,9 @@ def test_freeze_refuses_a_new_connection_and_unfreeze_lets_it_send_within_2_s(
     refused = send(mta_sandbox, "bob@example.com", "bob@example.net")  # a new connection
     assert reply(refused) == FROZEN_REPLY, refused.transcript
     milter.log.wait_for(r"action=reject rule=login-frozen client=\S+ login=bob@example.com ", since)
+    elsewhere = send_from(mta_sandbox, "bob@example.com", "127.0.0.5")  # a new client address
+    assert reply(elsewhere) == FROZEN_REPLY, elsewhere.transcript
+    milter.log.wait_for(r"rule=login-frozen client=127.0.0.5 login=bob@example.com ", since)
     assert "bob@example.com  frozen  login-max-messages 3" in wait_frozen(milter, "bob@example.com")
     milter.store.run("login", "unfreeze", "bob@example.com")
     unfrozen_at = time.monotonic()
