@@ -4,9 +4,10 @@
 Each test uses its own login (the counts and freezes live in the store, beside
 the settings the module resets between tests): alice past login-max-messages
 is tempfailed; bob past it with action freeze is frozen, refused on a new
-connection and from a new client address, and sends again within 2 s of `login unfreeze`; carol trying an
-eleventh sender she does not own with login-max-mismatches 10/10m is frozen;
-an exempt login and a trusted network are never held.
+connection and from a new client address, and sends again within 2 s of
+`login unfreeze`; carol trying an eleventh sender she does not own with
+login-max-mismatches 10/10m is frozen; an exempt login and a trusted network
+are never held.
 """
 
 from __future__ import annotations
