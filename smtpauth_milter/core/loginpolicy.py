@@ -38,9 +38,12 @@ _ACTIONS = {
 }
 
 
+MAX_LOGIN = 320  # the store's column: a longer login is counted by its first 320 characters
+
+
 def login_key(login: str) -> str:
     """The key a login is counted, frozen and exempted under: trimmed, case-folded."""
-    return login.strip().lower()
+    return login.strip().lower()[:MAX_LOGIN]
 
 
 def counted_login(request: Request, verdict: Verdict) -> str | None:

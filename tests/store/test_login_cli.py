@@ -126,3 +126,12 @@ def test_export_and_import_carry_exemptions_into_the_history(
     result = cli("import", str(bad))
     assert result.code == 2 and "bad login" in result.err
     assert "lists@example.com  exempt" in cli("login", "list").out, "nothing changed"
+
+
+def test_a_login_the_milter_counted_is_listed_escaped(cli: CliRunner, cli_store: str) -> None:
+    """SASL logins come from the MTA: control and bidi characters never reach the terminal."""
+    hostile = "evil\u202egpj.exe\x1b[31m@example.com"
+    _count(cli_store, hostile, 5)
+    listed = cli("login", "list").out
+    assert "\u202e" not in listed and "\x1b" not in listed
+    assert "evil\\u202egpj.exe\\x1b[31m@example.com  near  login-max-messages 5 of 5/1h" in listed

@@ -67,6 +67,13 @@ def with_login_limits(obj: Context, snapshot: Snapshot, report: Report) -> Repor
     return dataclasses.replace(report, verdicts=tuple(verdicts))
 
 
+def _shown(text: object) -> str:
+    """A login or reason as printed: a login the milter counted came from the MTA and may
+    hold control or bidi characters; they are escaped, never written to the terminal."""
+    shown = str(text)
+    return shown if shown.isprintable() else shown.encode("unicode_escape").decode("ascii")
+
+
 def _utc(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
 
@@ -181,11 +188,12 @@ def login_list(obj: Context, as_json: bool) -> None:
         return
     for row in frozen:
         click.echo(
-            f"{row['login']}  frozen  {row['limit']} {row['count']}  since {row['since']}  "
-            f"until {row['until']}  by {row['by']}  {row['reason']}".rstrip()
+            f"{_shown(row['login'])}  frozen  {row['limit']} {row['count']}  since "
+            f"{row['since']}  until {row['until']}  by {_shown(row['by'])}  "
+            f"{_shown(row['reason'])}".rstrip()
         )
     for row in near:
-        click.echo(f"{row['login']}  near  {row['limit']} {row['count']} of {row['max']}")
+        click.echo(f"{_shown(row['login'])}  near  {row['limit']} {row['count']} of {row['max']}")
     for name, comment in sorted(exempt.items()):
         click.echo(f"{name}  exempt  {comment}".rstrip())
 
@@ -206,7 +214,7 @@ def login_show(obj: Context, login_name: str) -> None:
     if frozen is not None:
         state_text = (
             f"frozen ({frozen.cause}, since {_utc(frozen.frozen_at)}, until "
-            f"{_utc(frozen.until)}, by {frozen.frozen_by})"
+            f"{_utc(frozen.until)}, by {_shown(frozen.frozen_by)})"
         )
     else:
         state_text = "exempt" if key in exempt else "counted"
