@@ -7,11 +7,13 @@ docs/policy.md#stolen-logins.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from smtpauth_milter.core.addresses import AddressError, parse_address
 from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.core.replies import Reply
 
@@ -132,6 +134,40 @@ def canonical_limit_reply(text: str) -> str:
             "again when its window allows); a permanent refusal is login-limit-action freeze"
         )
     return str(reply)
+
+
+def canonical_notify_address(text: str) -> str:
+    """Empty (no notification) or one plain address."""
+    stripped = text.strip()
+    if not stripped:
+        return ""
+    try:
+        return str(parse_address(stripped))
+    except AddressError as exc:
+        raise SettingError(f"bad notify-address {text!r}: {exc}") from exc
+
+
+def parse_relay(text: str) -> tuple[str, int]:
+    """``IP:PORT`` or ``[IPV6]:PORT`` (port 25 when left out) -> (host, port)."""
+    stripped = text.strip()
+    host, port = stripped, "25"
+    if stripped.startswith("["):
+        host, _, rest = stripped[1:].partition("]")
+        port = rest.removeprefix(":") if rest else "25"
+    elif stripped.count(":") == 1:
+        host, _, port = stripped.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingError(f"bad notify-relay {text!r}: IP:PORT or [IPV6]:PORT, e.g. 127.0.0.1:25")
+    return str(address), int(port)
+
+
+def canonical_relay(text: str) -> str:
+    host, port = parse_relay(text)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def login_domain(login: str) -> str | None:

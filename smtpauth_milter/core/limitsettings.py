@@ -10,6 +10,8 @@ from smtpauth_milter.core.limits import (
     canonical_duration,
     canonical_limit,
     canonical_limit_reply,
+    canonical_notify_address,
+    canonical_relay,
 )
 from smtpauth_milter.core.settingdef import Scope, SettingDef
 from smtpauth_milter.core.values import canonical_reply
@@ -70,5 +72,19 @@ LOGIN_LIMIT_SETTINGS = (
         "off",
         canonical_duration,
         "How long a freeze lasts (90m, 1d); off: until `login unfreeze`.",
+    ),
+    SettingDef(
+        "notify-address",
+        Scope.GLOBAL,
+        "",
+        canonical_notify_address,
+        "Where a milter mails one plain-text report per login it freezes; empty: none.",
+    ),
+    SettingDef(
+        "notify-relay",
+        Scope.GLOBAL,
+        "127.0.0.1:25",
+        canonical_relay,
+        "The SMTP server (IP:PORT) those reports are sent through, e.g. the local MTA.",
     ),
 )

@@ -278,6 +278,8 @@ class Settings:
     login_limit_reply: Reply
     login_frozen_reply: Reply
     login_freeze_duration: Duration
+    notify_address: str
+    notify_relay: str
 
     @classmethod
     def resolve(
@@ -326,6 +328,8 @@ class Settings:
             login_limit_reply=Reply.parse(value("login-limit-reply")),
             login_frozen_reply=Reply.parse(value("login-frozen-reply")),
             login_freeze_duration=Duration.parse(value("login-freeze-duration")),
+            notify_address=value("notify-address"),
+            notify_relay=value("notify-relay"),
         )
 
     def as_values(self) -> dict[str, str]:

@@ -7,11 +7,7 @@ holds one lock for a few dictionary operations.  What it counted waits in a
 thread (daemon/loginsync.py), which writes it to the store and hands back
 what every milter sharing the store counted (:meth:`absorb`).
 
-A login's count is the larger of what this milter saw in the window and the
-site-wide count read back at the last exchange plus what this milter counted
-since.  While the store cannot be reached the site-wide count goes stale and
-only this milter's own count is used: counting goes on, nothing is refused
-because of the outage, and frozen logins stay frozen.
+How the counts combine, and what an outage does: docs/policy.md#one-count-for-the-whole-site.
 """
 
 from __future__ import annotations
@@ -19,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -44,6 +41,7 @@ from smtpauth_milter.core.loginpolicy import (
 from smtpauth_milter.core.policy import Request, Verdict
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.window import WindowCount, WindowSet, client_key
+from smtpauth_milter.daemon.notify import FreezeReport, Notifier
 from smtpauth_milter.store.loginstate import Batch, Freeze, FrozenState, Readback
 
 if TYPE_CHECKING:
@@ -52,12 +50,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("smtpauth_milter")
 
 STALE_AFTER = 10.0  # seconds: an older site-wide count is not used (the store is out)
-# Unwritten increments kept through an outage, at most: beyond it they are dropped
-# (this milter's own windows still hold them; only the other milters miss them).
-MAX_KEPT = 200_000
+MAX_KEPT = 200_000  # unwritten increments kept through an outage (docs/policy.md)
 STORED_KIND = {kind: kind.removeprefix("login-max-") for kind in LimitKind}
 _KIND_OF = {stored: kind for kind, stored in STORED_KIND.items()}
 _QUIET = frozenset({Outcome.PASS, Outcome.NOT_COUNTED})  # nothing to log or count
+RECENT = 10  # the last (MAIL FROM, RCPT TO) of a login a freeze report shows
 
 
 @dataclass
@@ -66,11 +63,18 @@ class _Login:
 
     counts: dict[LimitKind, WindowCount] = field(default_factory=dict)
     clients: WindowSet | None = None
+    recent: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=RECENT))
 
 
 class LoginLimiter:
-    def __init__(self, host: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        host: str,
+        clock: Callable[[], float] = time.time,
+        notifier: Notifier | None = None,
+    ) -> None:
         self._host = host  # who froze a login: "milter@HOST"
+        self._notifier = notifier  # mails a report per freeze, from its own thread
         self._clock = clock
         self._lock = threading.Lock()
         self._logins: dict[str, _Login] = {}
@@ -92,6 +96,7 @@ class LoginLimiter:
         first_of_message: bool,
         metrics: Metrics | None = None,
         queue: str | None = None,
+        rcpt: str = "",
     ) -> Verdict:
         """The verdict for one recipient with the login's limits applied, counted."""
         login = counted_login(request, verdict)
@@ -100,9 +105,10 @@ class LoginLimiter:
         limits = limits_for(snapshot, login)
         client = client_key(request.client) if request.client is not None else None
         event = event_of(verdict, first_of_message)
-        judged = self._judge(login, limits, event, client, login in snapshot.exempt_logins)
+        exempt = login in snapshot.exempt_logins
+        judged = self._judge(login, limits, event, client, exempt, (request.sender, rcpt))
         if judged.outcome not in _QUIET:
-            self._tell(login, judged, request, metrics, queue)
+            self._tell(login, judged, request, snapshot, metrics, queue)
         return combined(verdict, judged)
 
     def apply_header(
@@ -116,13 +122,19 @@ class LoginLimiter:
             return verdict
         limits = limits_for(snapshot, login)
         exempt = login in snapshot.exempt_logins
-        judged = self._judge(login, limits, Event(False, mismatch=True), None, exempt)
+        judged = self._judge(login, limits, Event(False, mismatch=True), None, exempt, None)
         if judged.outcome not in _QUIET:
-            self._tell(login, judged, request, metrics, None)
+            self._tell(login, judged, request, snapshot, metrics, None)
         return combined(verdict, judged)
 
     def _judge(
-        self, login: str, limits: LoginLimits, event: Event, client: str | None, exempt: bool
+        self,
+        login: str,
+        limits: LoginLimits,
+        event: Event,
+        client: str | None,
+        exempt: bool,
+        envelope: tuple[str, str] | None,
     ) -> LimitVerdict:
         now = self._clock()
         with self._lock:
@@ -131,6 +143,8 @@ class LoginLimiter:
             if exempt:
                 return LimitVerdict(Outcome.NOT_COUNTED)
             entry = self._entry(login, limits)
+            if envelope is not None:
+                entry.recent.append(envelope)
             judged = judge(limits, self._counts(login, entry, client, now), event)
             if judged.outcome is Outcome.FREEZE:
                 self._freeze(login, judged, limits, now)
@@ -225,9 +239,11 @@ class LoginLimiter:
         login: str,
         judged: LimitVerdict,
         request: Request,
+        snapshot: Snapshot,
         metrics: Metrics | None,
         queue: str | None,
     ) -> None:
+        """Metrics; and for a freeze its log line and report."""
         if metrics is not None:
             limit = judged.limit.value if judged.limit is not None else "login-frozen"
             metrics.login_limited(limit, judged.outcome.value)
@@ -242,6 +258,25 @@ class LoginLimiter:
                 "queue": queue,
             }
             log.warning("%s", logfmt.Fields(fields))
+            self._report(login, judged, snapshot)
+
+    def _report(self, login: str, judged: LimitVerdict, snapshot: Snapshot) -> None:
+        """A freeze: one report to notify-address, sent by the notifier's thread."""
+        glob = snapshot.global_settings
+        if self._notifier is None or not glob.notify_address:
+            return
+        now = self._clock()
+        with self._lock:
+            entry = self._logins.get(login)
+            clients = entry.clients.keys(now) if entry and entry.clients else set()
+            recent = tuple(entry.recent) if entry else ()
+        assert judged.limit is not None
+        self._notifier.report(
+            FreezeReport(
+                login, judged.limit.value, judged.count, now, self._host,
+                glob.notify_address, glob.notify_relay, tuple(sorted(clients)), recent,
+            )
+        )  # fmt: skip
 
     # --- the login-sync thread -------------------------------------------------------
 
@@ -309,5 +344,5 @@ class LoginLimiter:
         with self._lock:
             return len(self._frozen.keys() | self._frozen_here.keys())
 
-    def active_logins(self) -> int:
+    def active_logins(self) -> int:  # for tests and the 100,000-login bench
         return len(self._logins)

@@ -182,7 +182,7 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         self._request = request  # with its SPF result, once looked up: once per message
         if self._limiter is not None:
             verdict = self._limiter.apply(
-                snapshot, request, verdict, not self._counted, metrics, self._queue
+                snapshot, request, verdict, not self._counted, metrics, self._queue, rcpt
             )
             self._counted = self._counted or not verdict.refuses
         if metrics is not None:

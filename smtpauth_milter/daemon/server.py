@@ -26,6 +26,7 @@ from smtpauth_milter.daemon.logins import LoginLimiter
 from smtpauth_milter.daemon.loginsync import LoginSync
 from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging, writer_while_serving
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
+from smtpauth_milter.daemon.notify import Notifier
 from smtpauth_milter.daemon.privileges import Identity
 from smtpauth_milter.daemon.reload import Reloader
 from smtpauth_milter.daemon.supervisor import (
@@ -192,7 +193,8 @@ def _serve(
         metrics.serve()
     spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
     maps = OwnershipMaps(observe=metrics.looked_up if metrics is not None else None)
-    limiter = LoginLimiter(f"milter@{socket.gethostname()}")
+    notifier = Notifier()
+    limiter = LoginLimiter(f"milter@{socket.gethostname()}", notifier=notifier)
     # A store object of its own (even for the same URL): its own connections and its own
     # deadline for the login-sync thread, beside the refresh thread's.
     state = Store(config.state or config.db, serving=True)
@@ -203,9 +205,11 @@ def _serve(
     try:
         cache.start(reloader.config.refresh)
         sync.start()
+        notifier.start()
         with writer_while_serving():  # one log writer thread while libmilter's threads log
             signals.serve(reloader, stop)
     finally:
+        notifier.stop()
         sync.stop()
         cache.stop()
         spf.stop()

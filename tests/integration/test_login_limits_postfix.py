@@ -168,3 +168,28 @@ def test_an_exempt_login_and_a_trusted_network_are_never_held(
         assert reply(send(mta_sandbox, "bob@example.com")) == "250"
     milter.log.wait_for(r"rule=trusted-network client=127.0.0.1 login=bob@example.com ", since)
     assert "frozen" not in milter.store.run("login", "list")
+
+
+def test_a_freeze_is_mailed_to_notify_address_through_postfix_once(
+    mta_sandbox: Sandbox, milter: OurMilter
+) -> None:
+    mta_sandbox.postfix.use_milter(milter.socket)
+    milter.sync(
+        [
+            ("settings", "set", "login-max-recipients", "1/1h"),
+            ("settings", "set", "login-limit-action", "freeze"),
+            ("settings", "set", "notify-address", "postmaster@example.net"),
+            ("settings", "set", "notify-relay", f"{LOOPBACK}:{mta_sandbox.port}"),
+        ]
+    )
+    maillog = mta_sandbox.postfix.maillog
+    since, log_since = maillog.mark(), milter.log.mark()
+    # bob may have a recipient counted by an earlier test on this worker: 1 or 2 sends
+    replies = [reply(send(mta_sandbox, "bob@example.com")) for _ in range(2)]
+    assert replies[-1] == FROZEN_REPLY and set(replies) <= {"250", FROZEN_REPLY}, replies
+    milter.log.wait_for(r"event=login-notified login=bob@example.com to=postmaster@example.net ",
+                        log_since)  # fmt: skip
+    maillog.wait_for(r"to=<postmaster@example\.net>.*status=sent", since)
+    assert reply(send(mta_sandbox, "bob@example.com")) == FROZEN_REPLY
+    assert len(milter.log.find(r"event=login-notified ", log_since)) == 1, "one per freeze"
+    milter.store.run("login", "unfreeze", "bob@example.com")

@@ -32,6 +32,8 @@ LOGIN_LIMIT_DEFAULTS = {
     "login-frozen-reply": "550 5.7.1 Sending is suspended for this login: "
     "contact your mail administrator",
     "login-freeze-duration": "off",
+    "notify-address": "",
+    "notify-relay": "127.0.0.1:25",
 }
 DOMAIN_KEYS = [
     *BOOL_KEYS,
@@ -39,7 +41,7 @@ DOMAIN_KEYS = [
     "auth-required-reply",
     "sender-mismatch-reply",
     "header-from-mismatch-reply",
-    *LOGIN_LIMIT_DEFAULTS,
+    *(key for key in LOGIN_LIMIT_DEFAULTS if not key.startswith("notify-")),
 ]
 GLOBAL_ONLY_KEYS = [
     "bad-sender-reply",
@@ -49,6 +51,8 @@ GLOBAL_ONLY_KEYS = [
     "spf-timeout",
     "sender-login-maps-timeout",
     "postfix-config-dir",
+    "notify-address",
+    "notify-relay",
 ]
 
 DOCUMENTED_DEFAULTS = {
