@@ -40,25 +40,31 @@ class FreezeReport:
     recent: tuple[tuple[str, str], ...]  # (MAIL FROM, RCPT TO), newest last
 
 
+def _plain(text: str) -> str:
+    """What the MTA sent (a login, an envelope address) as one safe line of text."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def message(report: FreezeReport) -> EmailMessage:
+    login = _plain(report.login)
     mail = EmailMessage()
     mail["From"] = report.to
     mail["To"] = report.to
-    mail["Subject"] = f"smtpauth-milter froze login {report.login!r}"
+    mail["Subject"] = f"smtpauth-milter froze login {login}"
     mail["Date"] = format_datetime(datetime.fromtimestamp(report.at, UTC))
     mail["Message-ID"] = make_msgid("smtpauth-milter")
     lines = [
-        f"The login {report.login!r} was frozen by {report.host}: it went over",
+        f"The login {login} was frozen by {_plain(report.host)}: it went over",
         f"{report.limit} with {report.count}.",
         "",
         "All its mail is refused until an admin runs:",
-        f"    smtpauth-milter login unfreeze {report.login}",
+        f"    smtpauth-milter login unfreeze {login}",
         "",
         "Client addresses seen in the limit's window:",
         *(f"    {client}" for client in report.clients or ("-",)),
         "",
         "Its last messages (MAIL FROM -> RCPT TO):",
-        *(f"    {sender} -> {rcpt}" for sender, rcpt in report.recent or (("-", "-"),)),
+        *(f"    {_plain(f)} -> {_plain(t)}" for f, t in report.recent or (("-", "-"),)),
         "",
         "A stolen password is the likely cause: change it before unfreezing.",
     ]

@@ -90,3 +90,16 @@ def test_the_hot_path_only_queues_one_report_per_freeze(
     assert queued.recent[-1] == ("<a@example.com>", "<x@remote.test>")
     assert notifier._queue.empty(), "one per freeze; the second freeze found the queue full"
     assert "event=login-notify-dropped login=b@example.com" in caplog.text
+
+
+def test_what_the_mta_sent_cannot_add_lines_or_headers_to_the_report() -> None:
+    hostile = dataclasses.replace(
+        REPORT,
+        login="evil\r\nBcc: victim@example.net",
+        recent=(("<a@x.test>\nInjected: line", "<b@x.test>\u202e"),),
+    )
+    mail = message(hostile)
+    assert mail["Bcc"] is None and "\r" not in mail["Subject"]
+    text = mail.get_content()
+    assert "\nInjected" not in text and "\u202e" not in text
+    assert "evil\\r\\nBcc: victim@example.net" in text
