@@ -192,4 +192,5 @@ def test_a_freeze_is_mailed_to_notify_address_through_postfix_once(
     maillog.wait_for(r"to=<postmaster@example\.net>.*status=sent", since)
     assert reply(send(mta_sandbox, "bob@example.com")) == FROZEN_REPLY
     assert len(milter.log.find(r"event=login-notified ", log_since)) == 1, "one per freeze"
+    wait_frozen(milter, "bob@example.com")  # written by the milter's next exchange
     milter.store.run("login", "unfreeze", "bob@example.com")
