@@ -65,6 +65,12 @@ class Rule(StrEnum):
     HEADER_FROM_OWNED = "header-from-owned"
     HEADER_SENDER_OWNED = "header-sender-owned"
     HEADER_FROM_MISMATCH = "header-from-mismatch"
+    # per-login limits (core/loginpolicy.py): the limit crossed, or the login is frozen
+    LOGIN_MAX_MESSAGES = "login-max-messages"
+    LOGIN_MAX_RECIPIENTS = "login-max-recipients"
+    LOGIN_MAX_CLIENT_IPS = "login-max-client-ips"
+    LOGIN_MAX_MISMATCHES = "login-max-mismatches"
+    LOGIN_FROZEN = "login-frozen"
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,8 @@ class Snapshot:
     header_checks: bool = False
     # alias domain -> its target domain (one level: a target is never an alias)
     aliases: Mapping[str, str] = field(default_factory=dict)
+    # logins no per-login limit counts (core/loginpolicy.py), as login_key() folds them
+    exempt_logins: frozenset[str] = frozenset()
 
     @classmethod
     def build(

@@ -33,6 +33,7 @@ FILE_TYPES: dict[str, tuple[type, ...]] = {
     "metrics": (str,),
     "log-format": (str,),
     "auto-restart": (bool,),
+    "state": (str,),
 }
 FILE_KEYS = frozenset(FILE_TYPES)
 _TYPE_NAMES = {str: "a string", int: "a number", bool: "true or false"}
@@ -48,6 +49,7 @@ DEFAULT_CONFIG_FILE = "/etc/smtpauth-milter/smtpauth-milter.toml"
 # Where to look for the default config file instead (tests, packagers).
 CONFIG_DEFAULT_ENV = "SMTPAUTH_MILTER_CONFIG_DEFAULT"
 DB_ENV = "SMTPAUTH_MILTER_DB"
+STATE_ENV = "SMTPAUTH_MILTER_STATE"
 CONFIG_ENV = "SMTPAUTH_MILTER_CONFIG"
 
 
@@ -179,6 +181,9 @@ class RunConfig:
     log_format: str = "logfmt"
     auto_restart: bool = True
     allow_root: bool = False  # --allow-root: --user may name root
+    # Where the milter writes login counts and freezes; None: the store itself
+    # (docs/operations.md#the-milters-state-least-privilege).
+    state: str | None = None
 
     @classmethod
     def resolve(
@@ -219,6 +224,7 @@ class RunConfig:
                 pick(flags.get("auto_restart"), file, "auto-restart", True), "auto-restart"
             ),
             allow_root=bool(flags.get("allow_root")),
+            state=state_url(flags.get("state"), file),
         )
         check_socket(config.socket)
         if config.log_level not in LOG_LEVELS:
@@ -252,6 +258,11 @@ def _seconds(value: Any, key: str, where: str) -> float:
             f"{key} must be a finite, positive number of seconds, not {value!r} (from {where})"
         )
     return float(value)
+
+
+def state_url(flag: str | None, file: Mapping[str, Any]) -> str | None:
+    """The state store's URL: ``--state`` / SMTPAUTH_MILTER_STATE > config key ``state``."""
+    return _optional_str(pick(flag or None, file, "state", None), "state") or None
 
 
 def check_listen(spec: str) -> tuple[str, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +23,11 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import ConfigError, SmtpauthError
 from smtpauth_milter.daemon import signals
 from smtpauth_milter.daemon.config import RunConfig, unix_socket_path
+from smtpauth_milter.daemon.logins import LoginLimiter
+from smtpauth_milter.daemon.loginsync import LoginSync
 from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging, writer_while_serving
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
+from smtpauth_milter.daemon.notify import Notifier
 from smtpauth_milter.daemon.privileges import Identity, check_store_readable
 from smtpauth_milter.daemon.reload import Reloader
 from smtpauth_milter.daemon.sockfile import SocketFile, root_only
@@ -203,16 +207,29 @@ def _serve(
         metrics.serve()
     spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
     maps = OwnershipMaps(observe=metrics.looked_up if metrics is not None else None)
-    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps)
+    notifier = Notifier()
+    limiter = LoginLimiter(f"milter@{socket.gethostname()}", notifier=notifier)
+    # A store object of its own (even for the same URL): its own connections and its own
+    # deadline for the login-sync thread, beside the refresh thread's.
+    state = Store(config.state or config.db, serving=True)
+    sync = LoginSync(limiter, state)
+    if metrics is not None:
+        metrics.frozen_logins = limiter.frozen_count
+    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps, limiter)
     try:
         cache.start(reloader.config.refresh)
+        sync.start()
+        notifier.start()
         with writer_while_serving():  # one log writer thread while libmilter's threads log
             signals.serve(reloader, stop)
     finally:
+        notifier.stop()
+        sync.stop()
         cache.stop()
         spf.stop()
         maps.stop()
         store.dispose()
+        state.dispose()
     return 0
 
 

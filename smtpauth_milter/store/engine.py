@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from smtpauth_milter.store.models import (
     Domain,
     DomainSetting,
     GlobalSetting,
+    LoginExempt,
     SendAsGrant,
     StoreState,
     TrustedNetwork,
@@ -274,7 +276,9 @@ class Store:
             )
             grants = list(session.execute(select(SendAsGrant.login, SendAsGrant.target)))
             aliases = domain_aliases(session)
-        return Snapshot.build(global_values, domains, networks, grants, serial, aliases)
+            exempt = frozenset(session.scalars(select(LoginExempt.login)))
+        snapshot = Snapshot.build(global_values, domains, networks, grants, serial, aliases)
+        return dataclasses.replace(snapshot, exempt_logins=exempt)
 
     @contextlib.contextmanager
     def write(self, doing: str = "write to") -> Iterator[Session]:

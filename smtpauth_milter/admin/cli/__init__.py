@@ -19,6 +19,7 @@ from smtpauth_milter.admin.cli import (
     doctor,
     domain,
     history,
+    login,
     network,
     run,
     sender,
@@ -74,6 +75,7 @@ cli.add_command(doctor.doctor)
 cli.add_command(transfer.export_cmd)
 cli.add_command(transfer.import_cmd)
 cli.add_command(history.history_cmd)
+cli.add_command(login.login)
 
 
 def run_cli(args: Sequence[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
+from smtpauth_milter.admin.cli.login import with_login_limits
 from smtpauth_milter.admin.explain import Headers, explain
 from smtpauth_milter.core import logfmt
 from smtpauth_milter.lookups.ownership import OwnershipMaps
@@ -66,6 +67,8 @@ def check(
     finally:
         spf.stop()
         maps.stop()
+    if login:
+        report = with_login_limits(obj, snapshot, report)
     if as_json:
         click.echo(logfmt.json_text(report.as_json()))
     else:

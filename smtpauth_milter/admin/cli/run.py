@@ -80,6 +80,13 @@ from smtpauth_milter.daemon.config import RunConfig, choose_store
     help="Keep a supervising parent process that restarts the milter within a second "
     "when it crashes (config key auto-restart).  [default: on]",
 )
+@click.option(
+    "--state",
+    metavar="URL",
+    envvar="SMTPAUTH_MILTER_STATE",
+    help="Store URL where the milter writes login counts and freezes, the only tables it "
+    "writes (config key state).  [default: the store itself]",
+)
 @pass_context
 def run(obj: Context, /, **flags: Any) -> int:
     """Run the milter in the foreground.

@@ -25,6 +25,7 @@ from smtpauth_milter.admin.doctor.domains import check_domains
 from smtpauth_milter.admin.doctor.facts import file_facts, mta_user, parent_facts, store_facts
 from smtpauth_milter.admin.doctor.forwarding import ALIAS_PARAMS, check_forwarding
 from smtpauth_milter.admin.doctor.grants import check_send_as_anyone
+from smtpauth_milter.admin.doctor.limits import login_limit_findings
 from smtpauth_milter.admin.doctor.maps import check_maps, different_config_dirs, map_facts
 from smtpauth_milter.admin.doctor.running import running_findings
 from smtpauth_milter.admin.milterproto.codec import Negotiated
@@ -53,6 +54,8 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
         findings.append(no_domains)
     findings.extend(check_send_as_anyone(store.anyone))
     settings = _settings(db) if domains is not None else None
+    if settings is not None:
+        findings.extend(login_limit_findings(db))
     milter_dir = settings.postfix_config_dir if settings is not None else ""
     if config_dir and milter_dir and config_dir.rstrip("/") != milter_dir:
         findings.append(different_config_dirs(config_dir, milter_dir))
