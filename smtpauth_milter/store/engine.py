@@ -152,8 +152,11 @@ class Store:
         table-rebuild procedure demands: a batch migration drops and recreates
         a table, and dropping ``domain`` with foreign keys on would cascade into
         ``domain_setting``.  Every reference is checked before the commit.
+        It is a write transaction from its BEGIN (IMMEDIATE on SQLite): a migration
+        reads before it writes, and a read lock upgraded while a milter writes its
+        login counts would fail at once ("database is locked") instead of waiting.
         """
-        with self.engine.connect() as conn:
+        with self.engine.execution_options(**{WRITE: True}).connect() as conn:
             driver = conn.connection.driver_connection
             if self.is_sqlite and driver is not None:  # before BEGIN: SQLite ignores it inside
                 driver.execute("PRAGMA foreign_keys=OFF")
