@@ -177,11 +177,15 @@ def _serve(
     reload_first: bool = False,
 ) -> int:
     """The milter process: refresh thread, metrics thread, libmilter; until TERM/INT."""
+    observe = metrics.looked_up if metrics is not None else None
+    maps = OwnershipMaps(observe=observe)
     cache = SnapshotCache(
         store,
         config.max_stale,
         on_refresh=metrics.refreshed if metrics is not None else None,
         deadline=store.read_deadline,
+        # new sender-login-maps are probed at start and when a snapshot brings them
+        on_snapshot=lambda snapshot: maps.prepare(snapshot.global_settings),
     )
     reloader = Reloader(config, reread, cache)
 
@@ -205,8 +209,7 @@ def _serve(
     if metrics is not None:
         metrics.snapshot_age = cache.age
         metrics.serve()
-    spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
-    maps = OwnershipMaps(observe=metrics.looked_up if metrics is not None else None)
+    spf = SpfChecks(observe=observe)
     notifier = Notifier()
     limiter = LoginLimiter(f"milter@{socket.gethostname()}", notifier=notifier)
     # A store object of its own (even for the same URL): its own connections and its own

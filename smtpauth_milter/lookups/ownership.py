@@ -184,8 +184,9 @@ class Ownership:
             return failed(str(exc))
 
     def probe(self) -> None:
-        """Ask each sql: map one key, logging (rate-limited) why one cannot answer: run on a
-        lookup worker when these maps are first used."""
+        """Ask each sql: map one key, logging (rate-limited) why one cannot answer, and that
+        one which had failed answers again: run on a lookup worker when the milter starts
+        using these maps (at start, or when a snapshot brings them).  Changes no answer."""
         for source in self.sources:
             if not isinstance(source, SqlMap):
                 continue
@@ -194,6 +195,8 @@ class Ownership:
                 probe(alone, self.timeout)
             except MapFailure as exc:
                 self._warner.trouble(exc.map_name, str(exc))
+            else:
+                self._warner.fine([source.name])
             finally:
                 alone.dispose()
 
@@ -250,8 +253,8 @@ class OwnershipMaps:
         observe: LookupObserver | None = None,
         probe: bool = True,
     ) -> None:
-        """``probe``: ask each new sql: map one key, on a worker, when it is first used
-        (the milter; ``check`` asks the maps itself)."""
+        """``probe``: ask each new sql: map one key, on a worker, when it is first used or
+        prepared (the milter; ``check`` asks the maps itself)."""
         self._runner = runner or LookupRunner(SOURCE)
         self._probe = probe
         self._clock = clock
@@ -283,6 +286,12 @@ class OwnershipMaps:
         if ownership is not None and self._probe:
             self._runner.post(ownership.probe)
         return ownership
+
+    def prepare(self, settings: Settings) -> None:
+        """Start using the maps of ``settings`` before a message needs them (the milter's
+        refresh thread, for every new snapshot): new maps are probed on a worker, replaced
+        ones closed there.  Never waits for a map."""
+        self.for_settings(settings)
 
     def stop(self) -> None:
         self._runner.stop()

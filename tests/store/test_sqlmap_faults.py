@@ -246,6 +246,35 @@ def test_the_milters_maps_log_why_a_map_cannot_answer_when_loaded_and_when_asked
         maps.stop()
 
 
+def test_prepared_maps_are_probed_at_once_and_a_mended_map_is_logged_as_recovered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the milter's refresh thread does with each new snapshot: the maps are probed
+    on a worker, no lookup asked; when a later configuration's probe answers, the map that
+    was logged unreadable is logged recovered (on main it stayed "unreadable" in the log
+    until a message happened to need it)."""
+    database = tmp_path / "aliases.sqlite"
+    path = broken_map(tmp_path, f"sqlite:///{database}")  # no alias table yet
+    maps = OwnershipMaps()
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records]
+
+    try:
+        with caplog.at_level("WARNING", "smtpauth_milter"):
+            maps.prepare(settings_with(sender_login_maps=f"sql:{path}"))
+            wait_until(lambda: bool(lines()), 10, "a log line from the probe")
+            [line] = lines()
+            assert line.startswith(f"event=map-unreadable map=sql:{path} error=")
+            assert "no such table: alias" in line
+            aliases_sqlite(tmp_path)  # the table is there now
+            maps.prepare(settings_with(sender_login_maps=f"sql:{path}", sender_login_maps_ttl="5"))
+            wait_until(lambda: len(lines()) == 2, 10, "a second log line")
+        assert lines()[1].startswith(f"event=map-recovered map=sql:{path} after=")
+    finally:
+        maps.stop()
+
+
 def test_settings_set_asks_a_slow_map_before_it_takes_the_stores_write_lock(
     sqlite_url: str, sqlite_store_template: Path, tmp_path: Path
 ) -> None:
