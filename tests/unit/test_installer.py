@@ -138,3 +138,17 @@ def test_the_shipped_config_unit_and_layout_agree_on_the_state_directory() -> No
     paths = [path.lstrip("-") for path in writable.split("=", 1)[1].split()]
     assert paths == [str(layout.socket_dir), str(layout.state_dir)]
     assert not [line for line in unit.splitlines() if line.startswith("StateDirectory")]
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [('state = ""', "state must be a database URL"), ("state = 5", "state must be a database URL"),
+     ('state = "sqlite:///state/state.sqlite"', "relative path state/state.sqlite")],
+)  # fmt: skip
+def test_a_bad_state_is_one_error_before_any_change(tmp_path: Path, line: str, error: str) -> None:
+    layout = _layout_with_config(
+        tmp_path, f'db = "sqlite:///{tmp_path}/lib/store.sqlite"\n{line}\n'
+    )
+    with pytest.raises(InstallError, match=error):
+        steps.state(steps.Report(), layout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["etc"]

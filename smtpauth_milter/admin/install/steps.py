@@ -160,19 +160,22 @@ def state(report: Report, layout: Layout) -> bool:
     """The milter's own SQLite store for its counts and freezes (config key ``state``), its
     only writes: owned by its user, in a directory of its own that the settings store does
     not share.  After the settings store, as ``db upgrade`` of both is documented."""
-    url = _config(layout).get("state")
-    settings = store_path(layout)
-    if not isinstance(url, str) or not url:
+    settings, config = store_path(layout), _config(layout)
+    url = config.get("state")
+    if url is None:
         if settings is not None:
             print(f"note: {layout.config} sets no `state`: the milter cannot write its "
                   f'login counts; add state = "{SQLITE_PREFIX}{layout.state_dir}/state.sqlite" '
                   "and run this again (docs/operations.md)")  # fmt: skip
         return False
+    if not isinstance(url, str) or not url:
+        raise InstallError(f"{layout.config}: state must be a database URL")
     path = _sqlite(url)
     if path is None:
-        report.same("state store: PostgreSQL, migrated with the settings store")
+        report.same("state store: not a SQLite file, migrated with the settings store")
         return False
-    path = path.absolute()
+    if not path.is_absolute():
+        raise InstallError(f"{layout.config}: state names a relative path {path}: make it absolute")
     if settings is not None and path.parent in settings.absolute().parents:
         raise InstallError(
             f"state {path} shares a directory with the settings store {settings}: the milter "
