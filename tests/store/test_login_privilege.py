@@ -19,6 +19,7 @@ from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.store import editing, loginedit
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.loginstate import grants
+from tests.conftest import run_captured
 from tests.harness.pgserver import PgServer
 
 pytestmark = pytest.mark.postgres
@@ -26,13 +27,16 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
 @pytest.fixture
-def state_url(pg_server: PgServer, pg_store_url: str) -> Iterator[str]:
+def state_url(
+    pg_server: PgServer, pg_store_url: str, capsys: pytest.CaptureFixture[str]
+) -> Iterator[str]:
+    """A role given its rights as docs/operations.md says: `db grant-state ROLE`."""
     dbname = pg_store_url.rpartition("/")[2]
     role, password = f"{dbname}_state", "state-pw"
     pg_server.create_user(role, password)
-    with pg_server.connect(dbname) as conn:
-        for statement in grants(role, dbname):
-            conn.execute(sql.SQL(statement))  # type: ignore[arg-type]
+    granted = run_captured(capsys, ["--db", pg_store_url, "db", "grant-state", role])
+    assert granted.code == 0, granted.err
+    assert granted.out.splitlines() == [f"{line};" for line in grants(role, dbname)]
     yield pg_server.url(dbname, user=role, password=password)
     with pg_server.connect(dbname) as conn:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
@@ -77,3 +81,12 @@ def test_the_documented_grants_are_the_tested_ones() -> None:
     text = DOCS.read_text()
     for statement in grants("milter_state", "smtpauth"):
         assert re.sub(r'"', "", statement) + ";" in text, statement
+
+
+def test_grant_state_to_a_missing_role_is_one_line_and_changes_nothing(
+    pg_store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_captured(capsys, ["--db", pg_store_url, "db", "grant-state", "no_such_role"])
+    assert (result.code, result.out) == (2, "")
+    assert len(result.err.splitlines()) == 1, result.err
+    assert 'role "no_such_role" does not exist' in result.err
