@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.spf import SpfChecks
 from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.urls import display_url
 
 log = logging.getLogger("smtpauth_milter")
 STOP_WAKES = 50  # connections at most to make libmilter see a stop (then its 5 s timeout does)
@@ -306,6 +307,8 @@ def _run(config: RunConfig, reread: Callable[[], RunConfig] | None) -> int:
                     "event": "start",
                     "socket": config.socket,
                     "store": store.display,
+                    # where login counts and freezes are written: another store, or this one
+                    "state": display_url(config.state) if config.state else "store",
                     "user": identity.user if identity else None,
                     "metrics": config.metrics,
                     "auto_restart": "on" if config.auto_restart else "off",

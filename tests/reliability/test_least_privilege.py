@@ -316,5 +316,9 @@ def test_quickstart_as_root_serves_as_an_unprivileged_system_user(shared_dir: Pa
             assert milter.stop() == 0
         assert (store.stat().st_uid, store.stat().st_gid) == (0, entry.pw_gid)
         assert stat.S_IMODE(store.stat().st_mode) == 0o640  # the user reads, never writes
+        # the milter's own writes (login counts) go to a state store the user owns
+        state = store.parent / "state" / "state.sqlite"
+        assert (state.stat().st_uid, state.parent.stat().st_uid) == (entry.pw_uid,) * 2
+        assert f"state=sqlite:///{state} " in milter.log.path.read_text()  # the start line
     finally:
         subprocess.run(["userdel", QUICKSTART_USER], check=False, capture_output=True)
