@@ -14,6 +14,7 @@ import click
 
 from smtpauth_milter import __version__
 from smtpauth_milter.admin.cli import (
+    admins,
     check,
     db,
     doctor,
@@ -74,6 +75,7 @@ cli.add_command(doctor.doctor)
 cli.add_command(transfer.export_cmd)
 cli.add_command(transfer.import_cmd)
 cli.add_command(history.history_cmd)
+cli.add_command(admins.admin)
 
 
 def run_cli(args: Sequence[str] | None = None) -> int:
