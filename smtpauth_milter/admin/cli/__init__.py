@@ -16,6 +16,7 @@ from smtpauth_milter import __version__
 from smtpauth_milter.admin.cli import (
     admins,
     check,
+    console,
     db,
     doctor,
     domain,
@@ -76,6 +77,7 @@ cli.add_command(transfer.export_cmd)
 cli.add_command(transfer.import_cmd)
 cli.add_command(history.history_cmd)
 cli.add_command(admins.admin)
+cli.add_command(console.console)
 
 
 def run_cli(args: Sequence[str] | None = None) -> int:

@@ -1,0 +1,78 @@
+"""The console's ASGI application: its routes, pages and security headers."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from importlib import resources
+
+from itsdangerous import URLSafeTimedSerializer
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from smtpauth_milter.admin.console import login, networks, smtpauth
+from smtpauth_milter.admin.console.sessions import RateLimit, SessionTable
+from smtpauth_milter.admin.console.web import Console, SecurityHeaders
+from smtpauth_milter.store.engine import Store
+
+IDLE_TIMEOUT = 30 * 60.0
+NAME_LIMIT, CLIENT_LIMIT, LIMIT_WINDOW = 10, 30, 15 * 60.0
+CSS = resources.files("smtpauth_milter.admin.console").joinpath("static/console.css")
+
+
+def _templates() -> Environment:
+    return Environment(
+        loader=PackageLoader("smtpauth_milter.admin.console", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+async def _home(_request: Request) -> Response:
+    return RedirectResponse("/smtp-auth", status_code=303)
+
+
+async def _css(_request: Request) -> Response:
+    return Response(CSS.read_text(encoding="utf-8"), media_type="text/css")
+
+
+def make_console(
+    store: Store,
+    *,
+    secure: bool = False,
+    idle_timeout: float = IDLE_TIMEOUT,
+    clock: Callable[[], float] = time.monotonic,
+) -> Console:
+    """A console on ``store``; its cookies are signed with a key of this process only."""
+    return Console(
+        store=store,
+        sessions=SessionTable(idle_timeout, clock),
+        by_name=RateLimit(NAME_LIMIT, LIMIT_WINDOW, clock),
+        by_client=RateLimit(CLIENT_LIMIT, LIMIT_WINDOW, clock),
+        secure=secure,
+        signer=URLSafeTimedSerializer(secrets.token_bytes(32)),
+        templates=_templates(),
+    )
+
+
+def create_app(console: Console) -> Starlette:
+    routes = [
+        Route("/", _home),
+        Route("/static/console.css", _css),
+        Route("/login", login.login_form, methods=["GET"]),
+        Route("/login", login.login, methods=["POST"]),
+        Route("/logout", login.logout, methods=["POST"]),
+        Route("/smtp-auth", smtpauth.smtp_auth, methods=["GET"]),
+        Route("/smtp-auth", smtpauth.smtp_auth_save, methods=["POST"]),
+        Route("/networks", networks.networks, methods=["GET"]),
+        Route("/networks", networks.networks_change, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app.state.console = console
+    return app

@@ -1,0 +1,77 @@
+"""A domain admin sees and changes only their domains, whatever request they craft:
+403, and the store and the history unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from smtpauth_milter.store import audit, editing
+from tests.console.conftest import Site, login
+
+OTHER_DOMAIN = [
+    {"domain": "example.com"},
+    {"domain": "EXAMPLE.COM."},
+    {"domain": "example.net"},  # an alias of example.com
+    {"domain": ""},  # the entire server: global values
+    {"domain": "example.org\nexample.com"},
+]
+
+
+def _state(site: Site) -> tuple[object, ...]:
+    with site.store.read() as session:
+        return (
+            [
+                (r.key, r.value, r.source)
+                for d in editing.list_domains(session)
+                for r in editing.show_settings(session, d)
+            ],
+            editing.global_values(session),
+            editing.list_networks(session),
+            [(e.action, e.subject, e.new) for e in audit.history(session)],
+        )
+
+
+@pytest.mark.parametrize("target", OTHER_DOMAIN)
+def test_another_domain_or_the_server_is_403_and_changes_nothing(
+    site: Site, target: dict[str, str]
+) -> None:
+    client = site.client()
+    csrf = login(client, "alice")
+    before = _state(site)
+    query = client.get("/smtp-auth", params=target)
+    assert query.status_code == 403
+    for extra in ({"require-auth-local": "on"}, {"unset": "dry-run"}):
+        answer = client.post("/smtp-auth", data={"csrf": csrf, **target, **extra})
+        assert answer.status_code == 403
+    assert _state(site) == before
+
+
+def test_trusted_networks_are_403_for_a_domain_admin(site: Site) -> None:
+    client = site.client()
+    csrf = login(client, "alice")
+    before = _state(site)
+    assert client.get("/networks").status_code == 403
+    for data in (
+        {"cidr": "0.0.0.0/0", "comment": "all"},
+        {"remove": "192.0.2.0/24"},
+        {"cidr": "0.0.0.0/0", "domain": "example.org"},
+    ):
+        assert client.post("/networks", data={"csrf": csrf, **data}).status_code == 403
+    assert _state(site) == before
+    assert "Trusted networks" not in client.get("/smtp-auth?domain=example.org").text
+
+
+def test_a_domain_admin_changes_their_own_domain_and_sees_only_it(site: Site) -> None:
+    client = site.client()
+    csrf = login(client, "alice")
+    page = client.get("/smtp-auth?domain=example.org").text
+    assert "Entire server" not in page and "example.com" not in page
+    answer = client.post(
+        "/smtp-auth", data={"csrf": csrf, "domain": "example.org", "require-sender-match": "on"}
+    )
+    assert answer.status_code == 303
+    with site.store.read() as session:
+        shown = {r.key: r.source.value for r in editing.show_settings(session, "example.org")}
+        last = audit.history(session)[-1]
+    assert shown["require-sender-match"] == "domain"
+    assert (last.user, last.domain, last.new) == ("console:alice", "example.org", "on")
