@@ -14,6 +14,7 @@ from smtpauth_milter.admin.console.passwords import hash_password
 from smtpauth_milter.admin.console.web import Console
 from smtpauth_milter.store import accounts, editing
 from smtpauth_milter.store.engine import Store
+from tests.integration.conftest import mta_sandbox  # noqa: F401 (the browser test's Postfix)
 
 PASSWORDS = {"root": "server admin password", "alice": "alice's own password"}
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')

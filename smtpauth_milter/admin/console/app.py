@@ -12,7 +12,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from smtpauth_milter.admin.console import login, networks, smtpauth
@@ -32,10 +32,6 @@ def _templates() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-
-
-async def _home(_request: Request) -> Response:
-    return RedirectResponse("/smtp-auth", status_code=303)
 
 
 async def _css(_request: Request) -> Response:
@@ -63,7 +59,7 @@ def make_console(
 
 def create_app(console: Console) -> Starlette:
     routes = [
-        Route("/", _home),
+        Route("/", smtpauth.home),
         Route("/static/console.css", _css),
         Route("/login", login.login_form, methods=["GET"]),
         Route("/login", login.login, methods=["POST"]),

@@ -99,6 +99,13 @@ def _show(ctx: Ctx, status: int = 200, error: str | None = None) -> Response:
     )
 
 
+@page(Need.LOGGED_IN)
+def home(ctx: Ctx) -> Response:
+    """The SMTP Authentication page: the server's values, or a domain admin's first domain."""
+    first = "" if ctx.who.server else min(ctx.who.domains, default="")
+    return RedirectResponse(f"/smtp-auth?{urlencode({'domain': first})}", status_code=303)
+
+
 @page(Need.SCOPED)
 def smtp_auth(ctx: Ctx) -> Response:
     return _show(ctx)
