@@ -75,3 +75,25 @@ def test_a_domain_admin_changes_their_own_domain_and_sees_only_it(site: Site) ->
         last = audit.history(session)[-1]
     assert shown["require-sender-match"] == "domain"
     assert (last.user, last.domain, last.new) == ("console:alice", "example.org", "on")
+
+
+def test_history_shows_a_domain_admin_only_their_domains_entries(site: Site) -> None:
+    with site.store.write() as session:
+        audit.begin(session, audit.Actor.now("settings set"))
+        editing.set_setting(session, "dry-run", "on", "example.com")
+        editing.set_setting(
+            session, "auth-required-reply", '530 5.7.0 <b>x</b> "q" ü', "example.org"
+        )
+    client = site.client()
+    login(client, "alice")
+    assert client.get("/history").status_code == 403
+    assert client.get("/history?domain=example.com").status_code == 403
+    mine = client.get("/history?domain=example.org&since=1h")
+    assert mine.status_code == 200
+    assert "dry-run" not in mine.text and "&lt;b&gt;x&lt;/b&gt; &#34;q&#34; ü" in mine.text
+    assert 'href="/history?domain=example.org"' in mine.text
+    root = site.client()
+    login(root, "root")
+    everything = root.get("/history").text
+    assert "dry-run" in everything and "auth-required-reply" in everything
+    assert root.get("/history?since=yesterday").status_code == 400

@@ -36,6 +36,7 @@ LOGIN_TOKEN_AGE = 3600  # seconds a login form may stay open
 PAGES: list[tuple[str, str, bool]] = [
     ("/smtp-auth", "SMTP Authentication", False),
     ("/networks", "Trusted networks", True),
+    ("/history", "History", False),
 ]
 
 
