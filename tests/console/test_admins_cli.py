@@ -117,3 +117,10 @@ def test_without_the_console_extra_one_line_and_exit_2(
             f"smtpauth-milter: error: `smtpauth-milter {args[0]}` needs the console extra "
             "(missing: argon2-cffi): pip install 'smtpauth-milter[console]'\n"
         )
+
+
+@pytest.mark.parametrize("listen", ["8895", "127.0.0.1:0", "127.0.0.1:99999", ":8895", "host:port"])
+def test_console_with_a_bad_listen_address_is_one_line_exit_2(cli: CliRunner, listen: str) -> None:
+    result = cli("console", "--listen", listen)
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "is not HOST:PORT" in result.err, result.err

@@ -97,3 +97,47 @@ def test_history_shows_a_domain_admin_only_their_domains_entries(site: Site) -> 
     everything = root.get("/history").text
     assert "dry-run" in everything and "auth-required-reply" in everything
     assert root.get("/history?since=yesterday").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "target", ["@example.com", "x@example.com", "*", "x@example.net", "not an address", ""]
+)
+def test_a_domain_admin_cannot_grant_or_revoke_outside_their_domains(
+    site: Site, target: str
+) -> None:
+    with site.store.write() as session:
+        editing.allow(session, "relay", "*")
+        editing.allow(session, "helpdesk", "@example.com")
+    client = site.client()
+    csrf = login(client, "alice")
+    before = _state(site), _grants(site)
+    for extra in ({}, {"revoke": "1"}):
+        data = {"csrf": csrf, "login": "helpdesk", "target": target, "domain": "example.org"}
+        assert client.post("/send-as", data={**data, **extra}).status_code == 403
+    for grant_login, grant in (("relay", "*"), ("helpdesk", "@example.com")):
+        data = {"csrf": csrf, "login": grant_login, "target": grant, "revoke": "1"}
+        assert client.post("/send-as", data=data).status_code == 403
+    assert (_state(site), _grants(site)) == before
+
+
+def _grants(site: Site) -> list[tuple[str, str]]:
+    with site.store.read() as session:
+        return editing.list_grants(session)
+
+
+def test_a_domain_admin_grants_in_their_domain_and_sees_only_those(site: Site) -> None:
+    with site.store.write() as session:
+        editing.allow(session, "relay", "*")
+        editing.allow(session, "helpdesk", "@example.com")
+    client = site.client()
+    csrf = login(client, "alice")
+    data = {"csrf": csrf, "login": "Helpdesk", "target": "Sales@EXAMPLE.org"}
+    assert client.post("/send-as", data=data).status_code == 303
+    assert ("helpdesk", "sales@example.org") in _grants(site)
+    page = client.get("/send-as").text
+    assert "<code>sales@example.org</code>" in page
+    assert "<code>@example.com</code>" not in page and "<td>relay</td>" not in page
+    root = site.client()
+    login(root, "root")
+    everything = root.get("/send-as").text
+    assert '<tr class="anyone"><td>relay</td>' in everything and "@example.com" in everything

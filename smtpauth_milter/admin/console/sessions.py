@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_SESSIONS = 10_000  # beyond it the least recently used session goes
+MAX_KEYS = 100_000  # names and addresses with recent failures kept; beyond, stale ones go
 
 
 @dataclass
@@ -77,6 +78,9 @@ class RateLimit:
         return len(self._recent(key)) >= self.limit
 
     def failed(self, key: str) -> None:
+        if len(self._failures) >= MAX_KEYS:  # many names or addresses: forget the stale
+            for stale in list(self._failures):
+                self._recent(stale)
         times = self._recent(key)
         times.append(self.clock())
         self._failures[key] = times

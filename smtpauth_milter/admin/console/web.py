@@ -35,6 +35,7 @@ LOGIN_TOKEN_AGE = 3600  # seconds a login form may stay open
 # (the frozen logins of issue 20 and the dashboard slot in here).
 PAGES: list[tuple[str, str, bool]] = [
     ("/smtp-auth", "SMTP Authentication", False),
+    ("/send-as", "Send-as", False),
     ("/networks", "Trusted networks", True),
     ("/history", "History", False),
 ]
@@ -132,14 +133,24 @@ class Ctx:
 
 
 Handler = Callable[[Ctx], Response]
+# Which domain a request is about, from its fields (the form of a POST, else the query):
+# by default the For Domain field ``domain``; "" or None is the entire server.
+ScopeOf = Callable[[Mapping[str, str]], str | None]
+
+
+def for_domain(fields: Mapping[str, str]) -> str | None:
+    return fields.get("domain")
 
 
 def refuse(console: Console, status: int, message: str) -> HTMLResponse:
     return console.render("refused.html", status, message=message)
 
 
-def page(need: Need) -> Callable[[Handler], Callable[[Request], Any]]:
-    """Wrap a handler: session, CSRF token on POST, the declared permission, then the call."""
+def page(
+    need: Need, scope_of: ScopeOf = for_domain
+) -> Callable[[Handler], Callable[[Request], Any]]:
+    """Wrap a handler: session, CSRF token on POST, the declared permission (for the
+    domain ``scope_of`` finds in the request), then the call."""
 
     def wrap(handler: Handler) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -157,7 +168,8 @@ def page(need: Need) -> Callable[[Handler], Callable[[Request], Any]]:
                 sent = form.get("csrf", "")
                 if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
                     return refuse(console, 403, "This form has expired: load the page again.")
-            domain = scope(form.get("domain") if form else request.query_params.get("domain"))
+            fields = form if request.method == "POST" else dict(request.query_params)
+            domain = scope(scope_of(fields))
             if not who.may(need, domain):
                 return refuse(console, 403, "You may not see or change this.")
             ctx = Ctx(
