@@ -141,3 +141,34 @@ def test_a_domain_admin_grants_in_their_domain_and_sees_only_those(site: Site) -
     login(root, "root")
     everything = root.get("/send-as").text
     assert '<tr class="anyone"><td>relay</td>' in everything and "@example.com" in everything
+
+
+def test_domains_a_domain_admin_sees_theirs_and_changes_none(site: Site) -> None:
+    client = site.client()
+    csrf = login(client, "alice")
+    page = client.get("/domains").text
+    assert ">example.org</a>" in page and ">example.com</a>" not in page
+    before = _state(site)
+    for data in (
+        {"names": "evil.example"},
+        {"names": "x.example", "alias_of": "example.org"},
+        {"remove": "example.org"},
+        {"remove": "example.com", "domain": "example.org"},
+    ):
+        assert client.post("/domains", data={"csrf": csrf, **data}).status_code == 403
+    assert _state(site) == before
+
+
+def test_domains_a_server_admin_adds_aliases_and_removes(site: Site) -> None:
+    client = site.client()
+    csrf = login(client, "root")
+    data = {"csrf": csrf, "names": "example.info Bücher.example", "alias_of": "example.org"}
+    assert client.post("/domains", data=data).status_code == 303
+    with site.store.read() as session:
+        assert editing.domain_aliases(session)["xn--bcher-kva.example"] == "example.org"
+    refused = client.post("/domains", data={"csrf": csrf, "remove": "example.org"})
+    assert refused.status_code == 400 and "alias domains point at it" in refused.text
+    assert client.post("/domains", data={"csrf": csrf, "remove": "example.info"}).status_code == 303
+    with site.store.read() as session:
+        assert "example.info" not in editing.list_domains(session)
+        assert audit.history(session)[-1].user == "console:root"

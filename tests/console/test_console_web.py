@@ -9,6 +9,7 @@ from smtpauth_milter.admin.console import passwords
 from smtpauth_milter.admin.console.login import FAILED, LIMITED
 from smtpauth_milter.admin.console.web import COOKIE, SECURITY_HEADERS
 from smtpauth_milter.store import accounts, audit, editing
+from tests.conftest import CliRunner
 from tests.console.conftest import _TOKEN, PASSWORDS, Site, login
 
 
@@ -220,3 +221,22 @@ def test_bad_values_are_refused_with_one_message_and_nothing_changed(site: Site)
     )
     assert answer.status_code == 400 and 'class="error"' in answer.text
     assert _overrides(site, "example.org") == {} and _trail(site) == before
+
+
+def test_explain_answers_as_check_does(site: Site, cli: CliRunner) -> None:
+    with site.store.write() as session:
+        editing.set_setting(session, "require-auth-local", "on")
+    client = site.client()
+    login(client, "root")
+    query = {"client": "203.0.113.9", "from": "alice@example.com", "rcpts": "x@remote.test"}
+    page = client.get("/explain", params={**query, "login": "", "header_from": ""})
+    assert page.status_code == 200
+    expected = cli(
+        "check", "--client", "203.0.113.9", "--from", "alice@example.com", "--rcpt", "x@remote.test"
+    ).out
+    assert expected.strip() and str(escape(expected.strip())) in page.text
+    bad = client.get("/explain", params={**query, "client": "not-an-ip"})
+    assert bad.status_code == 400 and "not an IP address" in bad.text
+    alice = site.client()
+    login(alice, "alice")
+    assert alice.get("/explain", params=query).status_code == 403

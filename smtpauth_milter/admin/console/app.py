@@ -15,7 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from smtpauth_milter.admin.console import historypage, login, networks, sendas, smtpauth
+from smtpauth_milter.admin.console import (
+    domains,
+    explainpage,
+    historypage,
+    login,
+    networks,
+    sendas,
+    smtpauth,
+)
 from smtpauth_milter.admin.console.sessions import RateLimit, SessionTable
 from smtpauth_milter.admin.console.web import Console, SecurityHeaders
 from smtpauth_milter.store.engine import Store
@@ -66,9 +74,12 @@ def create_app(console: Console) -> Starlette:
         Route("/logout", login.logout, methods=["POST"]),
         Route("/smtp-auth", smtpauth.smtp_auth, methods=["GET"]),
         Route("/smtp-auth", smtpauth.smtp_auth_save, methods=["POST"]),
+        Route("/domains", domains.domains, methods=["GET"]),
+        Route("/domains", domains.domains_change, methods=["POST"]),
         Route("/send-as", sendas.send_as, methods=["GET"]),
         Route("/send-as", sendas.send_as_change, methods=["POST"]),
         Route("/history", historypage.history, methods=["GET"]),
+        Route("/explain", explainpage.explain_page, methods=["GET"]),
         Route("/networks", networks.networks, methods=["GET"]),
         Route("/networks", networks.networks_change, methods=["POST"]),
     ]

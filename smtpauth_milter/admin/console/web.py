@@ -35,9 +35,11 @@ LOGIN_TOKEN_AGE = 3600  # seconds a login form may stay open
 # (the frozen logins of issue 20 and the dashboard slot in here).
 PAGES: list[tuple[str, str, bool]] = [
     ("/smtp-auth", "SMTP Authentication", False),
+    ("/domains", "Domains", False),
     ("/send-as", "Send-as", False),
     ("/networks", "Trusted networks", True),
     ("/history", "History", False),
+    ("/explain", "Explain", True),
 ]
 
 
