@@ -31,6 +31,9 @@ SETUP = (
     ["settings", "set", "--domain", "example.net", "dry-run", "on"],
     ["network", "add", "192.0.2.0/24", "--comment", "web servers"],
     ["network", "add", "2001:db8::/32", "--comment", "office"],
+    ["sender", "allow", "helpdesk", "@example.org"],
+    ["sender", "allow", "alice", "sales@example.com"],
+    ["sender", "allow", "relay-web", "*"],
     ["admin", "add", "root"],
     ["admin", "add", "alice", "--domain", "example.org"],
 )
@@ -66,8 +69,12 @@ def main(out: Path) -> None:
             shots = {
                 "smtp-auth-server.png": "/smtp-auth",
                 "smtp-auth-domain.png": "/smtp-auth?domain=example.net",
+                "domains.png": "/domains",
+                "send-as.png": "/send-as",
                 "networks.png": "/networks",
                 "history.png": "/history",
+                "explain.png": "/explain?client=203.0.113.9&login=&from=alice%40example.com"
+                "&rcpts=x%40remote.test%2C+bob%40example.org&header_from=",
             }
             for name, path in shots.items():
                 page.goto(base + path)
