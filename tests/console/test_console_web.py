@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from markupsafe import escape
 from starlette.testclient import TestClient
 
 from smtpauth_milter.admin.console import passwords
 from smtpauth_milter.admin.console.login import FAILED, LIMITED
 from smtpauth_milter.admin.console.web import COOKIE, SECURITY_HEADERS
+from smtpauth_milter.core.errors import StoreError
 from smtpauth_milter.store import accounts, audit, editing
 from tests.conftest import CliRunner
 from tests.console.conftest import _TOKEN, PASSWORDS, Site, login
@@ -240,3 +242,23 @@ def test_explain_answers_as_check_does(site: Site, cli: CliRunner) -> None:
     alice = site.client()
     login(alice, "alice")
     assert alice.get("/explain", params=query).status_code == 403
+
+
+def test_a_store_in_trouble_is_one_line_503_and_nothing_changed(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = site.client()
+    csrf = login(client, "root")
+
+    def down(*_args: object) -> None:
+        raise StoreError("cannot reach the store postgresql://***@db/x")
+
+    monkeypatch.setattr(site.store, "write", down)
+    answer = client.post(
+        "/smtp-auth", data={"csrf": csrf, "domain": "example.org", "dry-run": "on"}
+    )
+    assert answer.status_code == 503
+    assert "The settings store is unavailable: cannot reach the store" in answer.text
+    assert answer.headers["content-security-policy"] == SECURITY_HEADERS["content-security-policy"]
+    monkeypatch.undo()
+    assert _overrides(site, "example.org") == {}

@@ -26,6 +26,8 @@ from smtpauth_milter.admin.console import (
 )
 from smtpauth_milter.admin.console.sessions import RateLimit, SessionTable
 from smtpauth_milter.admin.console.web import Console, SecurityHeaders
+from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.errors import StoreError
 from smtpauth_milter.store.engine import Store
 
 IDLE_TIMEOUT = 30 * 60.0
@@ -65,6 +67,13 @@ def make_console(
     )
 
 
+async def _store_trouble(request: Request, exc: Exception) -> Response:
+    """The store failing (down, at another schema): one line, 503, nothing changed."""
+    console: Console = request.app.state.console
+    message = f"The settings store is unavailable: {exc}"
+    return console.render("refused.html", 503, message=logfmt.printable(message))
+
+
 def create_app(console: Console) -> Starlette:
     routes = [
         Route("/", smtpauth.home),
@@ -83,6 +92,10 @@ def create_app(console: Console) -> Starlette:
         Route("/networks", networks.networks, methods=["GET"]),
         Route("/networks", networks.networks_change, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={StoreError: _store_trouble},
+    )
     app.state.console = console
     return app
