@@ -24,6 +24,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -56,7 +57,14 @@ STORE = STORE_DIR / "store.sqlite"
 UNIT = Path("/etc/systemd/system/smtpauth-milter.service")
 SOCKET = Path("/var/spool/postfix/smtpauth-milter/milter.sock")
 LOWER = "0.1.99"
-NEWEST_MIGRATION = "0004_alias_domains.py"
+# The newest migration (the lower version lacks it) and the head it revises.
+NEWEST_MIGRATION = max(p.name for p in (docs.ROOT / "migrations" / "versions").glob("0*.py"))
+NEWEST_REVISION = NEWEST_MIGRATION[:4]
+BEFORE_NEWEST = re.search(
+    r'^down_revision: str \| None = "(\w+)"',
+    (docs.ROOT / "migrations" / "versions" / NEWEST_MIGRATION).read_text(),
+    re.MULTILINE,
+)[1]  # fmt: skip
 
 
 def sh(block: str, cwd: Path, timeout: float = 600) -> str:
@@ -182,10 +190,10 @@ def test_install_upgrade_serve_and_uninstall(tmp_path: Path) -> None:
         old = lower_version(clone_of_this_checkout(tmp_path / "old"))
         first = sh(docs.INSTALL_FROM_CLONE, old)
         assert f"installed smtpauth-milter {LOWER} in {PREFIX}" in first
-        assert "at schema 0003" in first
+        assert f"at schema {BEFORE_NEWEST}" in first
         upgrade = sh(docs.INSTALL_FROM_WHEEL, wheel.parent)
         installed = upgrade.index(f"installed smtpauth-milter {__version__} (was {LOWER})")
-        migrated = upgrade.index("is at schema 0004")
+        migrated = upgrade.index(f"is at schema {NEWEST_REVISION}")
         assert installed < migrated, "the venv is upgraded before the store (operations.md)"
         again = sh(docs.INSTALL_FROM_WHEEL, wheel.parent)
         assert not [line for line in again.splitlines() if line.startswith("changed:")], again
