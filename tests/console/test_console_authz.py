@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from smtpauth_milter.store import audit, editing
@@ -172,3 +174,24 @@ def test_domains_a_server_admin_adds_aliases_and_removes(site: Site) -> None:
     with site.store.read() as session:
         assert "example.info" not in editing.list_domains(session)
         assert audit.history(session)[-1].user == "console:root"
+
+
+def test_who_may_send_as_an_address_by_checks_own_forms(site: Site) -> None:
+    with site.store.write() as session:
+        editing.allow(session, "relay", "*")
+        editing.allow(session, "helpdesk", "@example.org")
+        editing.allow(session, "bob@example.com", "sales@example.org")
+        editing.allow(session, "carol@example.com", "info@example.com")
+    client = site.client()
+    login(client, "alice")
+    page = client.get("/send-as/who", params={"address": "Sales@Example.ORG"})
+    assert page.status_code == 200
+    rows = re.findall(r"<td>([^<]+)</td><td>([^<]+)</td>", page.text)
+    assert rows == [
+        ("bob@example.com", "grant"),
+        ("helpdesk", "grant-domain"),
+        ("relay", "send-as-anyone"),
+        ("sales@example.org", "login"),
+    ]
+    for other in ("info@example.com", "info@example.net", "not an address"):
+        assert client.get("/send-as/who", params={"address": other}).status_code == 403

@@ -87,6 +87,7 @@ def create_app(console: Console) -> Starlette:
         Route("/domains", domains.domains_change, methods=["POST"]),
         Route("/send-as", sendas.send_as, methods=["GET"]),
         Route("/send-as", sendas.send_as_change, methods=["POST"]),
+        Route("/send-as/who", sendas.who_may, methods=["GET"]),
         Route("/history", historypage.history, methods=["GET"]),
         Route("/explain", explainpage.explain_page, methods=["GET"]),
         Route("/networks", networks.networks, methods=["GET"]),

@@ -9,7 +9,9 @@ from starlette.responses import RedirectResponse, Response
 
 from smtpauth_milter.admin.console.permissions import Need
 from smtpauth_milter.admin.console.web import Ctx, page
+from smtpauth_milter.core.addresses import AddressError, parse_address
 from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.ownership import ownership_form
 from smtpauth_milter.core.snapshot import ANYONE, grant_target
 from smtpauth_milter.store import audit, editing
 
@@ -52,3 +54,38 @@ def send_as_change(ctx: Ctx) -> Response:
     except SettingError as exc:
         return _show(ctx, 400, str(exc))
     return RedirectResponse("/send-as", status_code=303)
+
+
+def address_scope(fields: Mapping[str, str]) -> str | None:
+    raw = fields.get("address", "")
+    try:
+        return parse_address(raw.strip()).domain
+    except AddressError:
+        return raw.rpartition("@")[2] or raw  # nobody's domain: only a server admin passes
+
+
+@page(Need.SCOPED, address_scope)
+def who_may(ctx: Ctx) -> Response:
+    """Who may send as an address, by the built-in forms: ``check``'s own ownership code
+    (core.ownership.ownership_form) asked for every login that has a grant."""
+    text = ctx.query.get("address", "").strip()
+    try:
+        address = parse_address(text)
+    except AddressError as exc:
+        return _show(ctx, 400, f"bad address {text!r}: {exc}")
+    snapshot = ctx.console.store.load_snapshot()
+    settings = snapshot.settings_for(address.domain)
+    owners: list[tuple[str, str]] = []
+    if settings is not None:
+        candidates = sorted({text.lower(), *snapshot.grants})
+        for login in candidates:
+            form = ownership_form(snapshot, settings, login, address)
+            if form is not None:
+                owners.append((login, form.value))
+    return ctx.render(
+        "whomay.html",
+        address=text,
+        local=settings is not None,
+        owners=owners,
+        maps=bool(snapshot.global_settings.sender_login_maps),
+    )
