@@ -262,3 +262,11 @@ def test_a_store_in_trouble_is_one_line_503_and_nothing_changed(
     assert answer.headers["content-security-policy"] == SECURITY_HEADERS["content-security-policy"]
     monkeypatch.undo()
     assert _overrides(site, "example.org") == {}
+
+
+def test_an_unknown_domain_is_one_line_400(site: Site) -> None:
+    client = site.client()
+    login(client, "root")
+    assert client.get("/history?domain=nowhere.example").status_code == 200  # removed ones too
+    answer = client.get("/smtp-auth?domain=nowhere.example")
+    assert answer.status_code == 400 and "unknown domain &#39;nowhere.example&#39;" in answer.text

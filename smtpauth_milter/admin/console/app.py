@@ -27,7 +27,7 @@ from smtpauth_milter.admin.console import (
 from smtpauth_milter.admin.console.sessions import RateLimit, SessionTable
 from smtpauth_milter.admin.console.web import Console, SecurityHeaders
 from smtpauth_milter.core import logfmt
-from smtpauth_milter.core.errors import StoreError
+from smtpauth_milter.core.errors import SettingError, StoreError
 from smtpauth_milter.store.engine import Store
 
 IDLE_TIMEOUT = 30 * 60.0
@@ -74,6 +74,12 @@ async def _store_trouble(request: Request, exc: Exception) -> Response:
     return console.render("refused.html", 503, message=logfmt.printable(message))
 
 
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    """A value the editing code refuses outside a form's own handling: one line, 400."""
+    console: Console = request.app.state.console
+    return console.render("refused.html", 400, message=logfmt.printable(str(exc)))
+
+
 def create_app(console: Console) -> Starlette:
     routes = [
         Route("/", smtpauth.home),
@@ -96,7 +102,7 @@ def create_app(console: Console) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[Middleware(SecurityHeaders)],
-        exception_handlers={StoreError: _store_trouble},
+        exception_handlers={StoreError: _store_trouble, SettingError: _bad_request},
     )
     app.state.console = console
     return app
