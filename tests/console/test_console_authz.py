@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from smtpauth_milter.store import audit, editing
 from tests.console.conftest import Site, login
+from tests.store.test_doctor import write_main_cf
 
 OTHER_DOMAIN = [
     {"domain": "example.com"},
@@ -195,3 +197,30 @@ def test_who_may_send_as_an_address_by_checks_own_forms(site: Site) -> None:
     ]
     for other in ("info@example.com", "info@example.net", "not an address"):
         assert client.get("/send-as/who", params={"address": other}).status_code == 403
+
+
+def test_domains_from_postfix_previewed_then_applied_by_a_server_admin_only(
+    site: Site, tmp_path: Path
+) -> None:
+    directory = write_main_cf(tmp_path / "postfix", "mydestination = example.org, new.example\n")
+    with site.store.write() as session:
+        editing.set_setting(session, "postfix-config-dir", directory)
+    alice = site.client()
+    csrf = login(alice, "alice")
+    assert alice.get("/domains/sync").status_code == 403
+    assert alice.post("/domains/sync", data={"csrf": csrf}).status_code == 403
+    client = site.client()
+    csrf = login(client, "root")
+    preview = client.get("/domains/sync")
+    assert "would add new.example (mydestination)" in preview.text
+    with site.store.read() as session:
+        assert "new.example" not in editing.list_domains(session)
+    assert client.post("/domains/sync", data={"csrf": csrf}).status_code == 303
+    with site.store.read() as session:
+        assert "new.example" in editing.list_domains(session)
+        last = audit.history(session)[-1]
+    assert (last.user, last.action, last.new) == (
+        "console:root",
+        "domain-sync",
+        "1 added, 0 removed",
+    )

@@ -91,6 +91,8 @@ def create_app(console: Console) -> Starlette:
         Route("/smtp-auth", smtpauth.smtp_auth_save, methods=["POST"]),
         Route("/domains", domains.domains, methods=["GET"]),
         Route("/domains", domains.domains_change, methods=["POST"]),
+        Route("/domains/sync", domains.sync_preview, methods=["GET"]),
+        Route("/domains/sync", domains.sync_apply, methods=["POST"]),
         Route("/send-as", sendas.send_as, methods=["GET"]),
         Route("/send-as", sendas.send_as_change, methods=["POST"]),
         Route("/send-as/who", sendas.who_may, methods=["GET"]),

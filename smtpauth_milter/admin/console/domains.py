@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from starlette.responses import RedirectResponse, Response
 
+from smtpauth_milter.admin import domainsync
 from smtpauth_milter.admin.console.permissions import Need
 from smtpauth_milter.admin.console.web import Ctx, page
-from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.errors import SettingError, SmtpauthError
 from smtpauth_milter.store import editing
 
 
@@ -43,5 +44,35 @@ def domains_change(ctx: Ctx) -> Response:
             with ctx.write(f"domain add {' '.join(names)}") as session:
                 editing.add_domains(session, names)
     except SettingError as exc:
+        return _show(ctx, 400, str(exc))
+    return RedirectResponse("/domains", status_code=303)
+
+
+def _plan(ctx: Ctx) -> tuple[str, domainsync.SyncPlan]:
+    return domainsync.from_postfix(ctx.console.store.load_snapshot())
+
+
+@page(Need.SERVER)
+def sync_preview(ctx: Ctx) -> Response:
+    """``domain sync --from-postfix --dry-run``: what applying would add."""
+    try:
+        directory, sync = _plan(ctx)
+    except SmtpauthError as exc:
+        return _show(ctx, 400, str(exc))
+    lines = domainsync.report(sync, remove=False, dry_run=True)
+    return ctx.render(
+        "domainsync.html", directory=directory, lines=lines, changes=sync.changes(False)
+    )
+
+
+@page(Need.SERVER)
+def sync_apply(ctx: Ctx) -> Response:
+    """``domain sync --from-postfix``: add the domains Postfix lists (never removes)."""
+    try:
+        directory, sync = _plan(ctx)
+        if sync.changes(False):
+            with ctx.write(f"domain sync --from-postfix (postfix:{directory})") as session:
+                domainsync.apply(session, sync, False, f"postfix:{directory}")
+    except SmtpauthError as exc:
         return _show(ctx, 400, str(exc))
     return RedirectResponse("/domains", status_code=303)
