@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 
 import pytest
 from argon2 import PasswordHasher
@@ -124,3 +125,16 @@ def test_console_with_a_bad_listen_address_is_one_line_exit_2(cli: CliRunner, li
     result = cli("console", "--listen", listen)
     assert result.code == 2
     assert result.err.count("\n") == 1 and "is not HOST:PORT" in result.err, result.err
+
+
+def test_console_on_a_taken_port_is_one_line_exit_2(cli: CliRunner) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("console", "--listen", f"127.0.0.1:{port}")
+    assert result.code == 2
+    assert result.err == (
+        f"smtpauth-milter: error: the console cannot listen on 127.0.0.1:{port}: "
+        "Address already in use\n"
+    )

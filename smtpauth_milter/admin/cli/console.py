@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
@@ -56,8 +58,21 @@ def console(obj: Context, listen: tuple[str, int], behind_https: bool, idle_time
     store = obj.store(exact=True)
     app = create_app(make_console(store, secure=behind_https, idle_timeout=idle_timeout * 60.0))
     host, port = listen
+    listening = _listen_on(host, port)
     click.echo(f"console listening on http://{host}:{port}/", err=True)
+    config = uvicorn.Config(app, log_level="info", access_log=False, proxy_headers=True)
+    uvicorn.Server(config).run(sockets=[listening])
+
+
+def _listen_on(host: str, port: int) -> socket.socket:
+    """The console's socket, bound here so that a taken port is one line and exit 2."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=True)
-    except SystemExit as exc:  # uvicorn exits 1 when it cannot listen
-        raise ConfigError(f"the console cannot listen on {host}:{port}") from exc
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(128)
+    except OSError as exc:
+        listening.close()
+        raise ConfigError(f"the console cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return listening
