@@ -3,7 +3,7 @@
 Self-contained (only its own tables), so that it can follow any revision.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-07
 """
 
@@ -13,11 +13,12 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-# New tables the milter never reads: its decisions are those of the revision before.
-readable_by: str = "0.2.0"
+# New tables the milter never reads: its decisions are those of the revision before
+# (0005, which needs 0.3.0.dev0).
+readable_by: str = "0.3.0.dev0"
 
 
 def upgrade() -> None:

@@ -43,6 +43,10 @@ FILES = """\
 The default store when run as root; created by db init, mode 0640. The install
 command makes it root:smtpauth-milter: the milter reads it, only root writes it.
 
+/var/lib/smtpauth-milter/state/state.sqlite
+The milter's counts and freezes (config key state), made by the install command:
+smtpauth-milter's own, mode 0640 in a 0750 directory, the one the unit may write.
+
 $XDG_DATA_HOME/smtpauth-milter/store.sqlite
 The default store of any other user (~/.local/share/smtpauth-milter/store.sqlite).
 

@@ -21,6 +21,8 @@ from email.headerregistry import HeaderRegistry
 
 import idna
 
+from smtpauth_milter.core.subaddress import split_local
+
 __all__ = [
     "Address",
     "AddressError",
@@ -33,6 +35,7 @@ __all__ = [
     "parse_header_list",
     "parse_path",
     "render_local",
+    "split_local",
     "strip_batv",
     "unicode_domain",
 ]
@@ -235,17 +238,15 @@ def render_local(local: str) -> str:
 
 
 def normalise_local(local: str, delimiter: str) -> str:
-    """Lower-case a local part and cut a sub-address at the first delimiter."""
+    """Lower-case a local part and cut a sub-address the way Postfix does (:func:`split_local`)."""
     folded = local.lower()
-    cut = min((folded.find(ch) for ch in delimiter if ch in folded), default=-1)
-    if cut > 0:
-        folded = folded[:cut]
-    return folded
+    return split_local(folded, delimiter) or folded
 
 
 @functools.lru_cache(maxsize=4096)
 def normalise(address: Address, delimiter: str) -> str:
-    """The canonical form used for every comparison: ``alice+x@Ex.com`` -> ``alice@ex.com``.
+    """The canonical form of an address: ``Alice+x@Ex.com`` -> ``alice+x@ex.com``; with
+    ``delimiter`` ``+`` its sub-address cut too: ``alice@ex.com``.
 
     Cached: the milter compares the same sender and login once per recipient.
     """

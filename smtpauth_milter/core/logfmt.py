@@ -12,7 +12,8 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 
-from smtpauth_milter.core.policy import Request, Verdict
+from smtpauth_milter.core.policy import Verdict
+from smtpauth_milter.core.request import Request
 
 _BARE = re.compile(r"[A-Za-z0-9_.:@<>+/\[\],-]+")
 _ASCII_SPECIAL = re.compile(r'[\x00-\x1f\x7f"\\]')

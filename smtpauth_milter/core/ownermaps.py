@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
-from smtpauth_milter.core.addresses import AddressError, domain_name
+from smtpauth_milter.core.addresses import Address, AddressError, domain_name
 from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.core.values import seconds
 
@@ -32,6 +32,7 @@ MAP_TYPES = POSTFIX_TYPES | {SQL_TYPE}
 DATABASE_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb"}
 _OWNER_SPLIT = re.compile(r"[,\s]+")
 _SPEC_SPLIT = re.compile(r"[,\s]+")
+_QUOTED_PAIR = re.compile(r"\\(.)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +181,21 @@ class MapAnswer:
     def owned_by(self, login: str) -> bool:
         login = login.strip()
         return self.outcome is MapOutcome.FOUND and any(same_login(login, o) for o in self.owners)
+
+    def names(self, sender: Address) -> bool:
+        """The answer is for ``sender``'s full address itself, not for its cut
+        sub-address, a bare local part or ``@domain``: the sender has owners of its
+        own, and is never judged as its sub-address (docs/policy.md#sub-addresses)."""
+        local, at, domain = (self.key or "").rpartition("@")
+        if self.outcome is not MapOutcome.FOUND or not at or not local:
+            return False
+        if len(local) > 1 and local[0] == local[-1] == '"':
+            local = _QUOTED_PAIR.sub(r"\1", local[1:-1])
+        try:
+            same_domain = domain_name(domain) == sender.domain
+        except AddressError:
+            return False
+        return same_domain and local.casefold() == sender.local.casefold()
 
 
 NOT_FOUND = MapAnswer(MapOutcome.NOT_FOUND)

@@ -23,10 +23,11 @@ from smtpauth_milter.core.addresses import (
     parse_path,
     strip_batv,
 )
-from smtpauth_milter.core.networks import IPAddress
 from smtpauth_milter.core.ownermaps import MapAnswer, MapOutcome
-from smtpauth_milter.core.ownership import Ownership, ownership_form
+from smtpauth_milter.core.ownership import Ownership, ownership_form, owns, sub_address_form
+from smtpauth_milter.core.recipients import recipient_is_local
 from smtpauth_milter.core.replies import Reply
+from smtpauth_milter.core.request import Request as Request  # re-exported: callers import it here
 from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.spf import SpfResult
@@ -64,24 +65,12 @@ class Rule(StrEnum):
     HEADER_FROM_OWNED = "header-from-owned"
     HEADER_SENDER_OWNED = "header-sender-owned"
     HEADER_FROM_MISMATCH = "header-from-mismatch"
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """What the MTA told us about one message: client, login and raw MAIL FROM.
-
-    ``spf`` is the SPF result for client and sender once it was looked up
-    (see :func:`needs_spf`); None while it was not.
-    """
-
-    client: IPAddress | None
-    login: str | None
-    sender: str
-    spf: SpfResult | None = None
-
-    @property
-    def authenticated(self) -> bool:
-        return bool(self.login and self.login.strip())
+    # per-login limits (core/loginpolicy.py): the limit crossed, or the login is frozen
+    LOGIN_MAX_MESSAGES = "login-max-messages"
+    LOGIN_MAX_RECIPIENTS = "login-max-recipients"
+    LOGIN_MAX_CLIENT_IPS = "login-max-client-ips"
+    LOGIN_MAX_MISMATCHES = "login-max-mismatches"
+    LOGIN_FROZEN = "login-frozen"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,24 +93,6 @@ def _refuse(rule: Rule, reply: Reply, dry_run: bool, domain: str | None) -> Verd
     else:
         action = Action.WOULD_REJECT if dry_run else Action.REJECT
     return Verdict(action, rule, reply, domain)
-
-
-# A local part holding one of these may be routed elsewhere by the MTA:
-# ``victim%gmail.com@example.com`` (Postfix allow_percent_hack, Sendmail's %
-# hack), ``gmail.com!victim@example.com`` (swap_bangpath, UUCP) and
-# ``"victim@gmail.com"@example.com`` (resolve_dequoted_address).
-_ROUTING_CHARACTERS = frozenset("%!@")
-
-
-def _recipient_is_local(snapshot: Snapshot, rcpt: str) -> bool:
-    """The MTA delivers to this recipient here: a local domain and no routing in the local part."""
-    try:
-        address = parse_path(rcpt)
-    except AddressError:
-        return False
-    if address is None or not _ROUTING_CHARACTERS.isdisjoint(address.local):
-        return False
-    return snapshot.settings_for(address.domain) is not None
 
 
 def _is_role_sender(local: str, roles: frozenset[str], delimiter: str) -> bool:
@@ -157,6 +128,26 @@ def _by_maps(
     return _refuse(Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain)
 
 
+def _by_owner(
+    snapshot: Snapshot, settings: Settings, login: str, sender: Address, owners: MapAnswer | None
+) -> Verdict:
+    """require-sender-match: the full address by the built-in forms, then by the maps;
+    only when neither names it, the sender's sub-address (docs/policy.md#sub-addresses)."""
+    glob, domain = snapshot.global_settings, sender.domain
+    form = ownership_form(snapshot, settings, login, sender)
+    maps = bool(glob.sender_login_maps)
+    unnamed = not maps or (  # the maps answered, and not for the full address
+        owners is not None and owners.outcome is not MapOutcome.FAILED and not owners.names(sender)
+    )
+    if form is None and unnamed:
+        form = sub_address_form(snapshot, settings, login, sender)
+    if form is not None:
+        return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain, owned_by=form)
+    if maps:
+        return _by_maps(settings, glob, login, domain, owners)
+    return _refuse(Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain)
+
+
 def decide(
     snapshot: Snapshot, request: Request, rcpt: str, owners: MapAnswer | None = None
 ) -> Verdict:
@@ -181,19 +172,12 @@ def decide(
         assert request.login is not None
         if not settings.require_sender_match:
             return Verdict(Action.CONTINUE, Rule.AUTHENTICATED, domain=domain)
-        form = ownership_form(snapshot, settings, request.login, sender)
-        if form is not None:
-            return Verdict(Action.CONTINUE, Rule.SENDER_OWNED, domain=domain, owned_by=form)
-        if glob.sender_login_maps:
-            return _by_maps(settings, glob, request.login, domain, owners)
-        return _refuse(
-            Rule.SENDER_MISMATCH, settings.sender_mismatch_reply, settings.dry_run, domain
-        )
+        return _by_owner(snapshot, settings, request.login, sender, owners)
     role = _is_role_sender(sender.local, settings.role_senders, glob.recipient_delimiter)
     if settings.require_auth_role and role:
         return _login_or_spf(snapshot, request, settings, Rule.ROLE_AUTH_REQUIRED, domain)
     if settings.require_auth_local:
-        if settings.exempt_local_recipients and _recipient_is_local(snapshot, rcpt):
+        if settings.exempt_local_recipients and recipient_is_local(snapshot, rcpt):
             return Verdict(Action.CONTINUE, Rule.LOCAL_RECIPIENT, domain=domain)
         return _login_or_spf(snapshot, request, settings, Rule.AUTH_REQUIRED, domain)
     return Verdict(Action.CONTINUE, Rule.AUTH_NOT_REQUIRED, domain=domain)
@@ -267,7 +251,7 @@ def _owns_header_address(snapshot: Snapshot, login: str, address: Address) -> Ow
     settings = snapshot.settings_for(address.domain)
     if settings is None:  # bare-login-match is a local domain's setting, never a remote one's
         settings = dataclasses.replace(snapshot.global_settings, bare_login_match=False)
-    return ownership_form(snapshot, settings, login, address)
+    return owns(snapshot, settings, login, address)
 
 
 def _single(values: Sequence[str]) -> Address | None:

@@ -7,12 +7,13 @@ else the global value, else the built-in default; :func:`effective` says which.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from types import MappingProxyType
 
 from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.limits import Duration, Limit, LimitAction
+from smtpauth_milter.core.limitsettings import LOGIN_LIMIT_SETTINGS
 from smtpauth_milter.core.ownermaps import (
     canonical_config_dir,
     canonical_domains,
@@ -21,6 +22,8 @@ from smtpauth_milter.core.ownermaps import (
     canonical_ttl,
 )
 from smtpauth_milter.core.replies import Reply
+from smtpauth_milter.core.settingdef import Scope, SettingDef
+from smtpauth_milter.core.settingdef import Source as Source
 from smtpauth_milter.core.spf import canonical_resolver, canonical_timeout
 from smtpauth_milter.core.values import (
     canonical_bool,
@@ -29,28 +32,6 @@ from smtpauth_milter.core.values import (
     canonical_reply,
     canonical_temporary_reply,
 )
-
-
-class Scope(StrEnum):
-    GLOBAL = "global"
-    DOMAIN = "domain"
-
-
-class Source(StrEnum):
-    DOMAIN = "domain"
-    TARGET = "target"  # an alias domain's value from its target's override
-    GLOBAL = "global"
-    DEFAULT = "default"
-
-
-@dataclass(frozen=True, slots=True)
-class SettingDef:
-    key: str
-    scope: Scope
-    default: str
-    canonical: Callable[[str], str]
-    meaning: str
-
 
 SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
     {
@@ -225,6 +206,7 @@ SETTINGS: Mapping[str, SettingDef] = MappingProxyType(
                 canonical_timeout,
                 "Seconds one SPF check may take in all; longer tempfails.",
             ),
+            *LOGIN_LIMIT_SETTINGS,
         )
     }
 )
@@ -288,6 +270,16 @@ class Settings:
     postfix_config_dir: str
     dns_resolver: str
     spf_timeout: float
+    login_max_messages: Limit
+    login_max_recipients: Limit
+    login_max_client_ips: Limit
+    login_max_mismatches: Limit
+    login_limit_action: LimitAction
+    login_limit_reply: Reply
+    login_frozen_reply: Reply
+    login_freeze_duration: Duration
+    notify_address: str
+    notify_relay: str
 
     @classmethod
     def resolve(
@@ -328,6 +320,16 @@ class Settings:
             postfix_config_dir=value("postfix-config-dir"),
             dns_resolver=value("dns-resolver"),
             spf_timeout=float(value("spf-timeout")),
+            login_max_messages=Limit.parse(value("login-max-messages")),
+            login_max_recipients=Limit.parse(value("login-max-recipients")),
+            login_max_client_ips=Limit.parse(value("login-max-client-ips")),
+            login_max_mismatches=Limit.parse(value("login-max-mismatches")),
+            login_limit_action=LimitAction(value("login-limit-action")),
+            login_limit_reply=Reply.parse(value("login-limit-reply")),
+            login_frozen_reply=Reply.parse(value("login-frozen-reply")),
+            login_freeze_duration=Duration.parse(value("login-freeze-duration")),
+            notify_address=value("notify-address"),
+            notify_relay=value("notify-relay"),
         )
 
     def as_values(self) -> dict[str, str]:

@@ -7,6 +7,7 @@ an alias domain's effective settings are resolved here, once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -15,9 +16,7 @@ from smtpauth_milter.core.addresses import (
     AddressError,
     domain_name,
     normalise,
-    normalise_local,
     parse_address,
-    render_local,
 )
 from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.core.networks import NetworkSet
@@ -36,7 +35,7 @@ def grant_login(login: str) -> str:
 
 
 def grant_target(target: str) -> str:
-    """An exact address (normalised, no sub-address), ``@domain`` or ``*`` (anyone)."""
+    """An exact address (normalised, never cut at a delimiter), ``@domain`` or ``*`` (anyone)."""
     text = target.strip()
     if text == ANYONE:
         return ANYONE
@@ -49,14 +48,38 @@ def grant_target(target: str) -> str:
     return normalise(address, "")
 
 
-def _normalised_target(target: str, delimiter: str) -> str:
-    """A stored grant target (already lower-case) with its sub-address cut."""
+def _normalised_target(target: str) -> str:
+    """A stored grant target as compared: lower-case, never cut at a delimiter (a grant
+    of ``sales-team@`` is that address, whatever ``recipient-delimiter`` says)."""
     if target.startswith("@") or target == ANYONE:
         return target
-    local, _, domain = target.rpartition("@")
     if target.isascii() and '"' not in target and " " not in target:
-        return f"{render_local(normalise_local(local, delimiter))}@{domain}"  # no re-parse
-    return normalise(parse_address(target), delimiter)
+        return target.lower()  # no re-parse: grant_target wrote it in canonical form
+    return normalise(parse_address(target), "")
+
+
+# A login already in canonical form (lower-case dot-atom @ LDH labels): no parse needed.
+_PLAIN_LOGIN = re.compile(
+    r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*"
+)
+
+
+def _owned_addresses(grants: Mapping[str, frozenset[str]]) -> frozenset[str]:
+    """Every exact address someone owns by name: each exact grant target, and each
+    login that is an address (a login that holds a grant is known to exist)."""
+    found = {t for targets in grants.values() for t in targets if t != ANYONE and t[0] != "@"}
+    for login in grants:
+        if "@" not in login:
+            continue  # a bare login (``carol``)
+        if _PLAIN_LOGIN.fullmatch(login):
+            found.add(login)
+            continue
+        try:
+            found.add(normalise(parse_address(login), ""))
+        except AddressError:
+            continue  # a login that is no address
+    return frozenset(found)
 
 
 @dataclass(frozen=True)
@@ -73,12 +96,17 @@ class Snapshot:
     grants: Mapping[str, frozenset[str]]
     serial: int = 0
     trusted: bool = True
+    # Exact addresses (normalised, never cut) that a grant or a login names: a sender's
+    # sub-address is never cut to find its owner when its full address is one of them.
+    owned_addresses: frozenset[str] = frozenset()
     global_values: Mapping[str, str] = field(default_factory=dict)
     # require-header-from-match is in effect for some local domain (its own
     # value or the global one): the milter then asks the MTA for the headers.
     header_checks: bool = False
     # alias domain -> its target domain (one level: a target is never an alias)
     aliases: Mapping[str, str] = field(default_factory=dict)
+    # logins no per-login limit counts (core/loginpolicy.py), as login_key() folds them
+    exempt_logins: frozenset[str] = frozenset()
 
     @classmethod
     def build(
@@ -110,18 +138,19 @@ class Snapshot:
                 else global_settings
             )
         by_login: dict[str, set[str]] = {}
-        delimiter = global_settings.recipient_delimiter
         for login, target in grants:
-            by_login.setdefault(login, set()).add(_normalised_target(target, delimiter))
+            by_login.setdefault(login, set()).add(_normalised_target(target))
+        granted = {k: frozenset(v) for k, v in by_login.items()}
         return cls(
             global_settings=global_settings,
             domains=MappingProxyType(domains),
             networks=networks,
-            grants=MappingProxyType({k: frozenset(v) for k, v in by_login.items()}),
+            grants=MappingProxyType(granted),
             serial=serial,
             global_values=MappingProxyType(dict(global_values)),
             header_checks=any(s.require_header_from_match for s in domains.values()),
             aliases=MappingProxyType(links),
+            owned_addresses=_owned_addresses(granted),
         )
 
     @classmethod

@@ -7,12 +7,13 @@ import os
 import pwd
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from smtpauth_milter.core.errors import ConfigError
+from smtpauth_milter.lookups.trusted import FileRefused, read_trusted
 
 DEFAULT_SOCKET = "inet:8894@127.0.0.1"
 DEFAULT_MAX_STALE = 300.0
@@ -32,6 +33,7 @@ FILE_TYPES: dict[str, tuple[type, ...]] = {
     "metrics": (str,),
     "log-format": (str,),
     "auto-restart": (bool,),
+    "state": (str,),
 }
 FILE_KEYS = frozenset(FILE_TYPES)
 _TYPE_NAMES = {str: "a string", int: "a number", bool: "true or false"}
@@ -47,6 +49,7 @@ DEFAULT_CONFIG_FILE = "/etc/smtpauth-milter/smtpauth-milter.toml"
 # Where to look for the default config file instead (tests, packagers).
 CONFIG_DEFAULT_ENV = "SMTPAUTH_MILTER_CONFIG_DEFAULT"
 DB_ENV = "SMTPAUTH_MILTER_DB"
+STATE_ENV = "SMTPAUTH_MILTER_STATE"
 CONFIG_ENV = "SMTPAUTH_MILTER_CONFIG"
 
 
@@ -83,7 +86,11 @@ class StoreChoice:
 
 
 def choose_store(
-    db: str | None, config: str | None, environ: Mapping[str, str], euid: int | None = None
+    db: str | None,
+    config: str | None,
+    environ: Mapping[str, str],
+    euid: int | None = None,
+    owners: Collection[int] | None = None,
 ) -> StoreChoice:
     """The store of a command: flag > environment > config file > default.
 
@@ -91,7 +98,7 @@ def choose_store(
     flags already) and for a running milter whose argv and environment doctor read.
     """
     path = config_file_path(config, environ)
-    file = read_file(path)
+    file = read_file(path, owners)
     chosen = db or environ.get(DB_ENV) or None
     return StoreChoice(str(pick(chosen, file, "db", default_db_url(euid, environ))), file, path)
 
@@ -123,13 +130,16 @@ def unix_socket_path(spec: str) -> Path | None:
     return Path(rest) if kind in ("unix", "local") else None
 
 
-def read_file(path: str | None) -> dict[str, Any]:
-    """The settings of a TOML config file; unknown keys are an error, not a surprise."""
+def read_file(path: str | None, owners: Collection[int] | None = None) -> dict[str, Any]:
+    """The settings of a TOML config file; unknown keys are an error, not a surprise.
+
+    Run as root, the file must be root's (or ``owners``'): see :mod:`lookups.trusted`."""
     if path is None:
         return {}
     try:
-        with Path(path).open("rb") as handle:
-            data = tomllib.load(handle)
+        data = tomllib.loads(read_trusted(path, owners=owners)[0].decode("utf-8"))
+    except FileRefused as exc:
+        raise ConfigError(f"config file {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -170,6 +180,10 @@ class RunConfig:
     metrics: str | None = None
     log_format: str = "logfmt"
     auto_restart: bool = True
+    allow_root: bool = False  # --allow-root: --user may name root
+    # Where the milter writes login counts and freezes; None: the store itself
+    # (docs/operations.md#the-milters-state-least-privilege).
+    state: str | None = None
 
     @classmethod
     def resolve(
@@ -209,6 +223,8 @@ class RunConfig:
             auto_restart=_bool(
                 pick(flags.get("auto_restart"), file, "auto-restart", True), "auto-restart"
             ),
+            allow_root=bool(flags.get("allow_root")),
+            state=state_url(flags.get("state"), file),
         )
         check_socket(config.socket)
         if config.log_level not in LOG_LEVELS:
@@ -242,6 +258,11 @@ def _seconds(value: Any, key: str, where: str) -> float:
             f"{key} must be a finite, positive number of seconds, not {value!r} (from {where})"
         )
     return float(value)
+
+
+def state_url(flag: str | None, file: Mapping[str, Any]) -> str | None:
+    """The state store's URL: ``--state`` / SMTPAUTH_MILTER_STATE > config key ``state``."""
+    return _optional_str(pick(flag or None, file, "state", None), "state") or None
 
 
 def check_listen(spec: str) -> tuple[str, int]:

@@ -126,12 +126,31 @@ class Metrics:
             "(0 unless it was backing off).",
             registry=self.registry,
         )
+        self._login_limits = Counter(
+            f"{PREFIX}_login_limit",
+            "Recipients a per-login limit acted on, by limit (login-frozen: the login was "
+            "frozen already) and action (tempfail, freeze, frozen, would-tempfail, would-freeze).",
+            ["limit", "action"],
+            registry=self.registry,
+        )
+        # Set by the server once the login limiter exists: called at scrape time only.
+        self.frozen_logins: Callable[[], float] = lambda: 0.0
+        frozen = Gauge(
+            f"{PREFIX}_frozen_logins",
+            "Logins frozen now (login-limit-action freeze, or `login freeze`).",
+            registry=self.registry,
+        )
+        frozen.set_function(lambda: self.frozen_logins())
         ProcessCollector(registry=self.registry)
         self._server: MetricsServer | None = None
 
     def decided(self, verdict: Verdict, seconds: float) -> None:
         self._decisions[verdict.action, verdict.rule].inc()
         self.latency.observe(seconds)
+
+    def login_limited(self, limit: str, action: str) -> None:
+        """Rare (a login over a limit or frozen): labels resolved here, not ahead."""
+        self._login_limits.labels(limit, action).inc()
 
     def looked_up(self, source: str, outcome: str, seconds: float) -> None:
         """The lookups layer's observer: every lookup, cache hits included."""

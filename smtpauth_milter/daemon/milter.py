@@ -37,6 +37,7 @@ from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.spf import SpfChecks
 
 if TYPE_CHECKING:
+    from smtpauth_milter.daemon.logins import LoginLimiter
     from smtpauth_milter.daemon.metrics import Metrics
 
 log = logging.getLogger("smtpauth_milter")
@@ -114,8 +115,11 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         spf: SpfChecks,
         metrics: Metrics | None = None,
         maps: OwnershipMaps | None = None,
+        limiter: LoginLimiter | None = None,
     ) -> None:
         self._cache = cache
+        self._limiter = limiter  # per-login limits: shared by every connection
+        self._counted = False  # this message has an accepted recipient: counted once
         self._spf = spf  # shared by every connection: one cache, one worker pool
         self._metrics = metrics
         self._maps = maps
@@ -156,6 +160,7 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         self._request = Request(self._client, self._macro("{auth_authen}"), mailfrom)
         self._headers = {}
         self._owners = None
+        self._counted = False
         return int(Milter.CONTINUE)
 
     @guarded
@@ -175,6 +180,11 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
             self._map_answer(snapshot, request),
         )
         self._request = request  # with its SPF result, once looked up: once per message
+        if self._limiter is not None:
+            verdict = self._limiter.apply(
+                snapshot, request, verdict, not self._counted, metrics, self._queue, rcpt
+            )
+            self._counted = self._counted or not verdict.refuses
         if metrics is not None:
             metrics.decided(verdict, time.perf_counter() - started)
         self._log(request, rcpt, verdict)
@@ -202,7 +212,10 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         froms, senders = self._headers.get("from", []), self._headers.get("sender", [])
         self._headers = {}
         started = time.perf_counter()
-        verdict = decide_header(self._cache.current(), request, froms, senders)
+        snapshot = self._cache.current()
+        verdict = decide_header(snapshot, request, froms, senders)
+        if self._limiter is not None:
+            verdict = self._limiter.apply_header(snapshot, request, verdict, self._metrics)
         if self._metrics is not None:
             self._metrics.decided(verdict, time.perf_counter() - started)
         self._log_header(request, froms, verdict)
@@ -214,6 +227,7 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         self._queue = None
         self._headers = {}
         self._owners = None
+        self._counted = False
         return int(Milter.CONTINUE)
 
     def close(self) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from smtpauth_milter.core.errors import ConfigError
@@ -22,7 +24,10 @@ class Identity:
     gid: int
 
     @classmethod
-    def resolve(cls, user: str | None, group: str | None) -> Identity | None:
+    def resolve(
+        cls, user: str | None, group: str | None, allow_root: bool = False
+    ) -> Identity | None:
+        """USER and GROUP as ids; a user with uid 0 only with ``allow_root`` (--allow-root)."""
         if user is None:
             return None
         if os.geteuid() != 0:
@@ -33,11 +38,31 @@ class Identity:
             entry = pwd.getpwnam(user)
         except KeyError:
             raise ConfigError(f"--user {user}: no such user") from None
+        if entry.pw_uid == 0 and not allow_root:
+            raise ConfigError(
+                f"--user {user}: that is root, the milter would keep every privilege; "
+                "name an unprivileged user, or add --allow-root if you mean it"
+            )
         try:
             group_entry = grp.getgrgid(entry.pw_gid) if group is None else grp.getgrnam(group)
         except KeyError:
             raise ConfigError(f"--group {group or entry.pw_gid}: no such group") from None
         return cls(user, group_entry.gr_name, entry.pw_uid, group_entry.gr_gid)
+
+    @contextmanager
+    def acting(self) -> Iterator[None]:
+        """Act as USER:GROUP (effective ids, supplementary groups) for a while, then be
+        root again: what is created meanwhile is made with their rights and is theirs."""
+        groups, egid = os.getgroups(), os.getegid()
+        os.setgroups(os.getgrouplist(self.user, self.gid))
+        os.setegid(self.gid)
+        os.seteuid(self.uid)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+            os.setegid(egid)
+            os.setgroups(groups)
 
     def drop(self) -> None:
         """setgroups/setgid/setuid for the whole process; fails loudly if root remains."""

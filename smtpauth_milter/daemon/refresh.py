@@ -11,6 +11,12 @@ revision not readable by this one) is not an outage to ride out: the settings
 may now mean what this version cannot see, so ``current()`` says "tempfail" at
 once, until the store is readable again.  Every schema change bumps the serial,
 so it is checked with the next poll.
+
+``on_snapshot`` is told every snapshot the refresh thread installs (at start and
+whenever the serial moved), after the poll and outside the store's deadline: the
+milter hands the new settings to its lookups there (so new ``sender-login-maps``
+are opened and probed on a lookup worker before any message needs them).  It
+must not block; an error in it is logged and never makes the store unreadable.
 """
 
 from __future__ import annotations
@@ -47,8 +53,10 @@ class SnapshotCache:
         clock: Callable[[], float] = time.monotonic,
         on_refresh: Callable[[bool], None] | None = None,
         deadline: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+        on_snapshot: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self._source = source
+        self._on_snapshot = on_snapshot
         self._deadline = deadline  # bounds one whole poll (the store's client-side deadline)
         self._on_refresh = on_refresh  # told the outcome of every poll (metrics)
         self._max_stale = max_stale
@@ -85,6 +93,7 @@ class SnapshotCache:
 
     def refresh(self) -> bool:
         """One poll: reload when the serial moved. Returns True when the store was read."""
+        installed: Snapshot | None = None
         try:
             with self._deadline():
                 if not self._prepared:
@@ -96,7 +105,8 @@ class SnapshotCache:
                     or self._refused is not None
                     or self._source.serial() != good.serial
                 ):
-                    self._install(self._source.load_snapshot())
+                    installed = self._source.load_snapshot()
+                    self._install(installed)
             self._good_at = self._clock()
             self._refused = None
         except SchemaError as exc:
@@ -111,7 +121,18 @@ class SnapshotCache:
         self._note_recovery()
         self._note_no_domains()
         self._report(True)
+        if installed is not None:
+            self._tell(installed)
         return True
+
+    def _tell(self, snapshot: Snapshot) -> None:
+        """Hand a new snapshot to ``on_snapshot``; its bug is logged, the poll still counts."""
+        if self._on_snapshot is None:
+            return
+        try:
+            self._on_snapshot(snapshot)
+        except Exception:
+            log.exception("%s", logfmt.Fields({"event": "internal-error", "where": "on-snapshot"}))
 
     def _note_no_domains(self) -> None:
         """A store without local domains checks nothing: say so at once, then every 10 minutes."""

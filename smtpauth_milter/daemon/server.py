@@ -8,8 +8,10 @@ metrics, libmilter) and the database connections, so the parent never has any.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,15 +23,18 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import ConfigError, SmtpauthError
 from smtpauth_milter.daemon import signals
 from smtpauth_milter.daemon.config import RunConfig, unix_socket_path
+from smtpauth_milter.daemon.logins import LoginLimiter
+from smtpauth_milter.daemon.loginsync import LoginSync
 from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging, writer_while_serving
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
+from smtpauth_milter.daemon.notify import Notifier
 from smtpauth_milter.daemon.privileges import Identity, check_store_readable
 from smtpauth_milter.daemon.reload import Reloader
+from smtpauth_milter.daemon.sockfile import SocketFile, root_only
 from smtpauth_milter.daemon.supervisor import (
     Supervisor,
     listener_address,
     listening_sockets,
-    remove_unix_socket,
     wake_listener,
 )
 from smtpauth_milter.lookups.ownership import OwnershipMaps
@@ -113,32 +118,45 @@ def _register(socket_spec: str, timeout: int) -> None:
     )
 
 
-def _open_socket(config: RunConfig, socket_path: Path | None, identity: Identity | None) -> int:
-    """Listen (as root if we are), then hand a unix socket to USER:GROUP, mode 0660.
+def _open_socket(
+    config: RunConfig, socket_path: Path | None, identity: Identity | None
+) -> tuple[int, SocketFile | None]:
+    """Listen (as root if we are); a unix socket comes out USER:GROUP, mode 0660,
+    without root changing anything at its path (see daemon/sockfile.py).
 
-    Returns the listening file descriptor (libmilter keeps it to itself).
+    Returns the listening file descriptor (libmilter keeps it to itself) and the
+    socket file bound, if any.
     """
     before = listening_sockets()
+    # bound as USER where others than root can change names (a missing directory:
+    # root binds, and fails saying so)
+    shared = (
+        socket_path is not None
+        and socket_path.parent.is_dir()
+        and not root_only(socket_path.parent)
+    )
+    binder = identity if shared else None
     old_umask = os.umask(SOCKET_UMASK) if socket_path else None
     try:
-        _register(config.socket, timeout=60)
-        Milter.milter.opensocket(True)
+        with binder.acting() if binder is not None else contextlib.nullcontext():
+            _register(config.socket, timeout=60)
+            Milter.milter.opensocket(True)
     except Milter.milter.error as exc:
+        made = f" (made as {binder.user}: its directory is not root's alone)" if binder else ""
         raise ConfigError(
-            f"cannot listen on {config.socket}: {exc} (address in use, or the socket's "
-            "directory is missing or not writable)"
+            f"cannot listen on {config.socket}{made}: {exc} (address in use, something not a "
+            "socket at its path, or the socket's directory is missing or not writable)"
         ) from exc
     finally:
         if old_umask is not None:
             os.umask(old_umask)
-    if socket_path is not None:
-        if identity is not None:
-            os.chown(socket_path, identity.uid, identity.gid)
-        socket_path.chmod(0o660)
+    bound = SocketFile.bound(socket_path) if socket_path is not None else None
+    if bound is not None and identity is not None and binder is None:
+        bound.hand_to(identity)  # bound by root where only root can change anything
     opened = listening_sockets() - before
     if len(opened) != 1:
         raise SmtpauthError(f"cannot find the socket libmilter opened for {config.socket}")
-    return opened.pop()
+    return opened.pop(), bound
 
 
 def _metrics(config: RunConfig) -> Metrics | None:
@@ -159,11 +177,15 @@ def _serve(
     reload_first: bool = False,
 ) -> int:
     """The milter process: refresh thread, metrics thread, libmilter; until TERM/INT."""
+    observe = metrics.looked_up if metrics is not None else None
+    maps = OwnershipMaps(observe=observe)
     cache = SnapshotCache(
         store,
         config.max_stale,
         on_refresh=metrics.refreshed if metrics is not None else None,
         deadline=store.read_deadline,
+        # new sender-login-maps are probed at start and when a snapshot brings them
+        on_snapshot=lambda snapshot: maps.prepare(snapshot.global_settings),
     )
     reloader = Reloader(config, reread, cache)
 
@@ -187,18 +209,30 @@ def _serve(
     if metrics is not None:
         metrics.snapshot_age = cache.age
         metrics.serve()
-    spf = SpfChecks(observe=metrics.looked_up if metrics is not None else None)
-    maps = OwnershipMaps(observe=metrics.looked_up if metrics is not None else None)
-    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps)
+    spf = SpfChecks(observe=observe)
+    notifier = Notifier()
+    limiter = LoginLimiter(f"milter@{socket.gethostname()}", notifier=notifier)
+    # A store object of its own (even for the same URL): its own connections and its own
+    # deadline for the login-sync thread, beside the refresh thread's.
+    state = Store(config.state or config.db, serving=True)
+    sync = LoginSync(limiter, state)
+    if metrics is not None:
+        metrics.frozen_logins = limiter.frozen_count
+    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps, limiter)
     try:
         cache.start(reloader.config.refresh)
+        sync.start()
+        notifier.start()
         with writer_while_serving():  # one log writer thread while libmilter's threads log
             signals.serve(reloader, stop)
     finally:
+        notifier.stop()
+        sync.stop()
         cache.stop()
         spf.stop()
         maps.stop()
         store.dispose()
+        state.dispose()
     return 0
 
 
@@ -223,6 +257,22 @@ def _child(
     return main
 
 
+def _warn_root(identity: Identity | None) -> None:
+    """Serving as root: every local user who reaches the socket talks to a root process."""
+    log.warning(
+        "%s",
+        logfmt.Fields(
+            {
+                "event": "running-as-root",
+                "state": "the milter keeps every root privilege",
+                "fix": "run --user NAME (e.g. --user smtpauth-milter --group postfix)"
+                if identity is None
+                else "run --user with an unprivileged user, without --allow-root",
+            }
+        ),
+    )
+
+
 def run(config: RunConfig, reread: Callable[[], RunConfig] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; tempfail while the store is unreadable. Returns the exit code."""
     # libmilter's signal thread sigwait()s HUP/TERM/INT: block them (and the
@@ -236,15 +286,16 @@ def run(config: RunConfig, reread: Callable[[], RunConfig] | None = None) -> int
 
 
 def _run(config: RunConfig, reread: Callable[[], RunConfig] | None) -> int:
-    identity = Identity.resolve(config.user, config.group)
+    identity = Identity.resolve(config.user, config.group, config.allow_root)
     setup_logging(config.log_level, config.syslog, config.log_format)
     store = Store(config.db, serving=True)
     metrics = _metrics(config)
     socket_path = unix_socket_path(config.socket)
+    bound: SocketFile | None = None
     try:
         if metrics is not None and config.metrics is not None:
             metrics.listen(config.metrics)  # as root, before dropping privileges
-        listen_fd = _open_socket(config, socket_path, identity)
+        listen_fd, bound = _open_socket(config, socket_path, identity)
         if identity is not None:
             identity.drop()
         check_store_readable(store)  # also when systemd started us as User=
@@ -261,6 +312,8 @@ def _run(config: RunConfig, reread: Callable[[], RunConfig] | None) -> int:
                 }
             ),
         )
+        if os.geteuid() == 0:
+            _warn_root(identity)
         reread = reread or (lambda: config)
         if not config.auto_restart:
             return _serve(config, store, metrics, reread, listen_fd)
@@ -274,5 +327,6 @@ def _run(config: RunConfig, reread: Callable[[], RunConfig] | None) -> int:
         if metrics is not None:
             metrics.stop()
         store.dispose()
-        remove_unix_socket(socket_path)
+        if bound is not None:
+            bound.remove()
         log.info("%s", logfmt.Fields({"event": "stop"}))

@@ -246,11 +246,3 @@ class Supervisor:
             self._restart_at = time.monotonic() + self._delay
         else:
             self._restart()
-
-
-def remove_unix_socket(path: Path | None) -> None:
-    """Remove the socket file at exit (libmilter leaves it behind when run as root)."""
-    if path is not None:
-        # as USER we may not be allowed to; the next start removes it as root
-        with contextlib.suppress(OSError):
-            path.unlink()

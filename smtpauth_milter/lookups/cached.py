@@ -27,6 +27,11 @@ class CachedLookup(Generic[K, V]):
     found") is an answer like any other and is cached the same way.  Failures
     are never cached: the next caller tries again, so a source that comes back
     is used at once.
+
+    Make one per configuration of the source (its maps, its resolver): callers
+    join a lookup already under way only through the same instance, so a lookup
+    started under a configuration that has since changed never answers (nor
+    fills the cache of) the new one, which starts from an empty cache.
     """
 
     def __init__(
@@ -47,6 +52,7 @@ class CachedLookup(Generic[K, V]):
         self._deadline = deadline
         self._observe = observe
         self._clock = clock
+        self._scope = object()  # this configuration's lookups, in the shared runner
 
     def get(self, key: K) -> V:
         """The answer for ``key``; :class:`LookupFailed` when there is none in time."""
@@ -57,7 +63,7 @@ class CachedLookup(Generic[K, V]):
         started = self._clock()
         try:
             value, ttl = self._runner.run(
-                (self.source, key), lambda: self._fetch(key), self._deadline
+                (self.source, self._scope, key), lambda: self._fetch(key), self._deadline
             )
         except LookupFailed as exc:
             self._tell(exc.reason, self._clock() - started)

@@ -15,9 +15,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from smtpauth_milter.core.addresses import Address, unicode_domain
+from smtpauth_milter.core.subaddress import split_local
 
-# Local parts never split at a delimiter (postmaster, mailer-daemon, $double_bounce_sender).
-UNSPLIT = frozenset({"postmaster", "mailer-daemon", "double-bounce"})
+__all__ = ["Probe", "domain_spellings", "lookup_keys", "quote_local", "split_local"]
+
 _NEEDS_QUOTES = re.compile(r'[ \x00-\x1f\x7f()<>@,;:\\"\[\]]')
 _UNUSABLE = re.compile(r"[\x00\r\n]")  # a postmap batch is one key per line
 
@@ -33,23 +34,6 @@ class Probe:
 def _fold(text: str) -> str:
     """smtpd case-folds the whole key (full Unicode folding, smtputf8_enable=yes)."""
     return text.casefold()
-
-
-def split_local(local: str, delimiters: str) -> str | None:
-    """The local part cut at the first delimiter character; None when Postfix does not cut."""
-    if not delimiters:
-        return None
-    lowered = local.lower()
-    if lowered in UNSPLIT:
-        return None
-    if "-" in delimiters and (
-        lowered.startswith("owner-") or (len(local) > 8 and lowered.endswith("-request"))
-    ):
-        return None
-    cut = next((i for i, ch in enumerate(local) if ch in delimiters), len(local))
-    if cut in (0, len(local)):
-        return None
-    return local[:cut]
 
 
 def quote_local(local: str) -> str:

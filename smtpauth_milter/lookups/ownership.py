@@ -10,8 +10,7 @@ answered key *i* leaves only keys before *i* to the maps after it.  One lookup
 memory read; a cold one runs on the lookup workers and is waited for at most
 ``sender-login-maps-timeout`` plus :data:`DEADLINE_MARGIN` seconds.  Trouble is
 never an exception here: it is a FAILED :class:`MapAnswer`, and the decision
-tempfails.  A map in trouble is logged once per ``warn_every`` seconds
-(``event=map-unreadable``) and once when it answers again (``event=map-recovered``).
+tempfails.  A map in trouble is logged at most once a minute (:mod:`.warner`).
 """
 
 from __future__ import annotations
@@ -41,13 +40,13 @@ from smtpauth_milter.lookups.cached import CachedLookup, LookupObserver
 from smtpauth_milter.lookups.keys import Probe, lookup_keys
 from smtpauth_milter.lookups.postfix import MapError, PostfixTable
 from smtpauth_milter.lookups.runner import DEADLINE_MARGIN, LookupFailed, LookupRunner
-from smtpauth_milter.lookups.sqlmap import SqlMap
+from smtpauth_milter.lookups.sqlmap import PROBE, SqlMap
+from smtpauth_milter.lookups.warner import Warner
 
 log = logging.getLogger("smtpauth_milter")
 
 SOURCE = "sender-login-maps"
 CACHE_ENTRIES = 10_000
-WARN_EVERY = 60.0
 
 
 class MapSource(Protocol):
@@ -62,6 +61,18 @@ def make_source(spec: MapSpec, settings: Settings) -> MapSource:
     if spec.type == SQL_TYPE:
         return SqlMap(spec, settings.sender_login_maps_timeout)
     return PostfixTable(spec, settings.postfix_config_dir)
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, MapError):
+        return str(exc)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def probe(source: MapSource, timeout: float) -> None:
+    """Ask ``source`` one key (:data:`~.sqlmap.PROBE`): MapFailure when it cannot answer."""
+    find_owners([source], [PROBE], timeout)
 
 
 class MapFailure(MapError):
@@ -91,10 +102,10 @@ def find_owners(
             if left <= 0:
                 raise MapError(f"no answer within {timeout:g} s (sender-login-maps-timeout)")
             hit = source.first(probes[:limit], left)
-        except MapError as exc:
+        except Exception as exc:  # a MapError, or a reader's own bug: a failure all the same
             if observe is not None:
                 observe(source.name, "error", clock() - started)
-            raise MapFailure(source.name, str(exc)) from None
+            raise MapFailure(source.name, _one_line(exc)) from None
         if observe is not None:
             observe(source.name, "found" if hit else "not-found", clock() - started)
         if hit is not None:
@@ -107,36 +118,6 @@ def find_owners(
             limit = next(i for i, p in enumerate(probes) if p.key == key)
             best = found(source.name, key, value)
     return best
-
-
-class Warner:
-    """One warning per map per interval while it is in trouble, one line when it recovers."""
-
-    def __init__(self, clock: Callable[[], float], every: float = WARN_EVERY) -> None:
-        self._clock = clock
-        self._every = every
-        self._failing: dict[str, tuple[float, float]] = {}  # map -> (since, last warning)
-        self._lock = threading.Lock()
-
-    def trouble(self, map_name: str, error: str) -> None:
-        now = self._clock()
-        with self._lock:
-            since, last = self._failing.get(map_name, (now, -self._every))
-            due = now - last >= self._every
-            self._failing[map_name] = (since, now if due else last)
-        if due:
-            fields = {"event": "map-unreadable", "map": map_name, "error": error}
-            log.warning("%s", logfmt.Fields(fields))
-
-    def fine(self, map_names: Sequence[str]) -> None:
-        if not self._failing:
-            return
-        now = self._clock()
-        with self._lock:
-            recovered = [(m, self._failing.pop(m)[0]) for m in map_names if m in self._failing]
-        for map_name, since in recovered:
-            fields = {"event": "map-recovered", "map": map_name, "after": f"{now - since:.1f}s"}
-            log.warning("%s", logfmt.Fields(fields))
 
 
 @dataclass(frozen=True)
@@ -202,6 +183,23 @@ class Ownership:
         except MapError as exc:
             return failed(str(exc))
 
+    def probe(self) -> None:
+        """Ask each sql: map one key, logging (rate-limited) why one cannot answer, and that
+        one which had failed answers again: run on a lookup worker when the milter starts
+        using these maps (at start, or when a snapshot brings them).  Changes no answer."""
+        for source in self.sources:
+            if not isinstance(source, SqlMap):
+                continue
+            alone = SqlMap(source.spec, source.timeout)  # a connection of its own, closed after
+            try:
+                probe(alone, self.timeout)
+            except MapFailure as exc:
+                self._warner.trouble(exc.map_name, str(exc))
+            else:
+                self._warner.fine([source.name])
+            finally:
+                alone.dispose()
+
     def close(self) -> None:
         """Let go of the maps' database connections (sql: maps); never raises."""
         for source in self.sources:
@@ -215,12 +213,20 @@ class Ownership:
                                                   "error": str(exc)}))  # fmt: skip
 
     def _fetch(self, probes: tuple[Probe, ...]) -> tuple[MapAnswer, float]:
+        answered: list[str] = [SOURCE]
+
+        def observe(source: str, outcome: str, seconds: float) -> None:
+            if outcome != "error":
+                answered.append(source)
+            if self._observe is not None:
+                self._observe(source, outcome, seconds)
+
         try:
-            answer = find_owners(self.sources, probes, self.timeout, self._observe, self._clock)
+            answer = find_owners(self.sources, probes, self.timeout, observe, self._clock)
         except MapFailure as exc:
             self._warner.trouble(exc.map_name, str(exc))
             raise
-        self._warner.fine([SOURCE, *(s.name for s in self.sources)])
+        self._warner.fine(answered)  # only the maps that were asked and answered
         return answer, self._ttl
 
 
@@ -245,8 +251,12 @@ class OwnershipMaps:
         runner: LookupRunner | None = None,
         clock: Callable[[], float] = time.monotonic,
         observe: LookupObserver | None = None,
+        probe: bool = True,
     ) -> None:
+        """``probe``: ask each new sql: map one key, on a worker, when it is first used or
+        prepared (the milter; ``check`` asks the maps itself)."""
         self._runner = runner or LookupRunner(SOURCE)
+        self._probe = probe
         self._clock = clock
         self._observe = observe
         self._warner = Warner(clock)
@@ -273,7 +283,15 @@ class OwnershipMaps:
             self._current = None if config is None or ownership is None else (config, ownership)
         if current is not None:
             self._runner.post(current[1].close)
+        if ownership is not None and self._probe:
+            self._runner.post(ownership.probe)
         return ownership
+
+    def prepare(self, settings: Settings) -> None:
+        """Start using the maps of ``settings`` before a message needs them (the milter's
+        refresh thread, for every new snapshot): new maps are probed on a worker, replaced
+        ones closed there.  Never waits for a map."""
+        self.for_settings(settings)
 
     def stop(self) -> None:
         self._runner.stop()

@@ -186,6 +186,13 @@ def record_import(
     for login, target in sorted(new_grants - old_grants):
         record(session, "grant-allow", login, new=target, domain=target_domain(target))
         changed += 1
+    old_exempt, new_exempt = before.get("exempt_logins", {}), after.get("exempt_logins", {})
+    for login in sorted(set(old_exempt) | set(new_exempt)):
+        old, new = old_exempt.get(login), new_exempt.get(login)
+        if old != new:
+            action = "login-unexempt" if new is None else "login-exempt"
+            record(session, action, login, old=old, new=new)
+            changed += 1
     record(session, "import", source, new=f"{changed} change{'s' * (changed != 1)}")
     return changed
 

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
-import os
-import sqlite3
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, create_engine, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from smtpauth_milter.core.errors import SchemaError, SmtpauthError, StoreError, StoreMissing
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr
@@ -25,14 +21,17 @@ from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.store import schema
 from smtpauth_milter.store.deadline import PG_CONNECT_ARGS, READ_DEADLINE, ReadDeadline
 from smtpauth_milter.store.editing import domain_aliases
+from smtpauth_milter.store.failures import first_line, store_failures
 from smtpauth_milter.store.models import (
     Domain,
     DomainSetting,
     GlobalSetting,
+    LoginExempt,
     SendAsGrant,
     StoreState,
     TrustedNetwork,
 )
+from smtpauth_milter.store.sqlite import WRITE, create_file, sqlite_engine
 from smtpauth_milter.store.urls import (
     display_url,
     is_missing,
@@ -56,68 +55,11 @@ def _script_location() -> str:
     raise StoreError("the schema migrations are missing from this installation")
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of a driver error (its original exception's message)."""
-    orig = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
-    return lines[0] if lines else type(orig).__name__
-
-
-def _create_sqlite_file(path: Path) -> None:
-    missing = [parent for parent in path.parents if not parent.exists()]
-    for parent in reversed(missing):  # each new directory 0750, whatever the umask
-        with contextlib.suppress(FileExistsError):
-            parent.mkdir(mode=0o750)
-            parent.chmod(0o750)
-    if not path.exists():
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640))
-
-
 @functools.cache
 def _shipped_migrations() -> schema.Migrations:
     """This version's own revisions: read once per process (~3 ms per read), however
     many stores a command or test opens."""
     return schema.Migrations.load(_script_location())
-
-
-WRITE = "smtpauth_write"
-
-
-def _store_failures() -> tuple[type[BaseException], ...]:
-    """What :meth:`Store.errors` turns into one line: driver and OS errors, and
-    alembic's once a migration has imported it (the milter never imports alembic:
-    see :meth:`schema.Migrations.load`)."""
-    alembic_errors = sys.modules.get("alembic.util.exc")
-    if alembic_errors is None:
-        return (SQLAlchemyError, OSError, ImportError)
-    return (SQLAlchemyError, OSError, ImportError, alembic_errors.CommandError)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-    # Let SQLAlchemy's transactions be real ones (pysqlite would not BEGIN
-    # before a SELECT, so the statements of one snapshot load could each see
-    # a different commit): see _sqlite_begin.
-    dbapi_connection.isolation_level = None
-
-
-def _sqlite_begin(connection: Connection) -> None:
-    """BEGIN for reads (one consistent view), BEGIN IMMEDIATE for writes (no lock upgrade race)."""
-    writing = connection.get_execution_options().get(WRITE, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
-
-
-def _open_existing(path: Path) -> Any:
-    """Open a SQLite file read-write without ever creating it (``mode=rw``).
-
-    A mistyped path or an unmounted volume must not become a new, empty store
-    that trusts every sender: SQLite's default would create the file.
-    """
-    uri = f"file:{quote(str(path), safe='/')}?mode=rw"
-    return sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
 
 
 class Store:
@@ -146,18 +88,7 @@ class Store:
 
     def _create_engine(self) -> Engine:
         if self.is_sqlite:
-            path = sqlite_path(self.url)
-            # No pool: every read opens the path again, so a store file that is
-            # replaced, moved or deleted is noticed instead of read from its old inode.
-            if path is None:
-                engine = create_engine(self.url, connect_args={"timeout": 10}, poolclass=NullPool)
-            else:
-                engine = create_engine(
-                    self.url, creator=lambda: _open_existing(path), poolclass=NullPool
-                )
-            event.listen(engine, "connect", _sqlite_pragmas)
-            event.listen(engine, "begin", _sqlite_begin)
-            return engine
+            return sqlite_engine(self.url)
         connect_args = PG_CONNECT_ARGS if self.url.get_backend_name() == "postgresql" else {}
         return create_engine(self.url, pool_pre_ping=True, connect_args=connect_args)
 
@@ -168,7 +99,7 @@ class Store:
             yield
         except SmtpauthError:
             raise
-        except _store_failures() as exc:
+        except store_failures() as exc:
             path = sqlite_path(self.url)
             if path is not None and is_missing(path):
                 raise StoreMissing(f"no store at {path} ({INIT_HINT})") from exc
@@ -194,7 +125,7 @@ class Store:
             return schema.Migrations.load(self._migrations_location)
 
     def _alembic(self, connection: Connection) -> Config:
-        from alembic.config import Config  # only to migrate: see _store_failures
+        from alembic.config import Config  # only to migrate: see store_failures (store/failures.py)
 
         config = Config(stdout=io.StringIO())
         config.set_main_option("script_location", self.migrations.location)
@@ -221,8 +152,11 @@ class Store:
         table-rebuild procedure demands: a batch migration drops and recreates
         a table, and dropping ``domain`` with foreign keys on would cascade into
         ``domain_setting``.  Every reference is checked before the commit.
+        It is a write transaction from its BEGIN (IMMEDIATE on SQLite): a migration
+        reads before it writes, and a read lock upgraded while a milter writes its
+        login counts would fail at once ("database is locked") instead of waiting.
         """
-        with self.engine.connect() as conn:
+        with self.engine.execution_options(**{WRITE: True}).connect() as conn:
             driver = conn.connection.driver_connection
             if self.is_sqlite and driver is not None:  # before BEGIN: SQLite ignores it inside
                 driver.execute("PRAGMA foreign_keys=OFF")
@@ -284,7 +218,7 @@ class Store:
         path = sqlite_path(self.url)
         if path is not None:
             with self.errors("create"):
-                _create_sqlite_file(path)
+                create_file(path)
         if self.current() is None and self._is_empty():
             self.upgrade()
             return True
@@ -345,7 +279,9 @@ class Store:
             )
             grants = list(session.execute(select(SendAsGrant.login, SendAsGrant.target)))
             aliases = domain_aliases(session)
-        return Snapshot.build(global_values, domains, networks, grants, serial, aliases)
+            exempt = frozenset(session.scalars(select(LoginExempt.login)))
+        snapshot = Snapshot.build(global_values, domains, networks, grants, serial, aliases)
+        return dataclasses.replace(snapshot, exempt_logins=exempt)
 
     @contextlib.contextmanager
     def write(self, doing: str = "write to") -> Iterator[Session]:

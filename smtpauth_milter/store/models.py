@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     Dialect,
     ForeignKey,
@@ -186,3 +187,64 @@ class ConsoleAdminDomain(Base):
     )
     domain: Mapped[str] = mapped_column(String(253), primary_key=True)
     admin: Mapped[ConsoleAdmin] = relationship(back_populates="domains")
+
+
+# --- stolen logins (docs/policy.md#stolen-logins) ------------------------------
+# login_count, login_client and login_frozen are the milter's state: the only
+# tables it writes (docs/operations.md#the-milters-state-least-privilege).
+# login_exempt is a setting: written by the CLI only.
+
+LoginText = Annotated[str, mapped_column(String(320), primary_key=True)]
+
+
+class LoginCount(Base):
+    """Events of one kind (messages, recipients, mismatches) of one login in one bucket
+    of ``width`` seconds (a window of 60 buckets: core/window.py), summed over milters."""
+
+    __tablename__ = "login_count"
+
+    login: Mapped[LoginText]
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class LoginClient(Base):
+    """A client address (IPv6: its /64) that one login used in one bucket."""
+
+    __tablename__ = "login_client"
+
+    login: Mapped[LoginText]
+    width: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class LoginFrozen(Base):
+    """A login frozen by a milter (``cause``: the limit) or an admin (``cause``: admin).
+
+    Unfreezing keeps the row with ``unfrozen_at``/``unfrozen_by`` set, so every
+    milter can log who unfroze it; a later freeze reuses the row.
+    """
+
+    __tablename__ = "login_frozen"
+
+    login: Mapped[LoginText]
+    frozen_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    cause: Mapped[str] = mapped_column(String(64), nullable=False)
+    count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    frozen_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    unfrozen_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    unfrozen_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class LoginExempt(Base):
+    """A login no limit counts (a relay, application or mailing-list login)."""
+
+    __tablename__ = "login_exempt"
+
+    login: Mapped[LoginText]
+    comment: Mapped[str] = mapped_column(Text, nullable=False, default="")

@@ -2,10 +2,11 @@
 
 Import replaces the store's content with the file's, so importing the same
 file twice changes nothing the second time, and export -> import round-trips.
-``aliases`` (alias domain -> target) is optional: exports older than alias
-domains import unchanged. :func:`parse` reads an export's text strictly: a
-duplicate key, a number too long to be a value, ``NaN``/``Infinity`` or nesting
-deeper than Python can parse is a :class:`SettingError`, never a traceback.
+``aliases`` (alias domain -> target) and ``exempt_logins`` (login -> comment)
+are optional: exports older than them import unchanged (with none).
+:func:`parse` reads an export's text strictly: a duplicate key, a number too
+long to be a value, ``NaN``/``Infinity`` or nesting deeper than Python can
+parse is a :class:`SettingError`, never a traceback.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from sqlalchemy.orm import Session
 
 from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import SettingError
-from smtpauth_milter.store import audit, editing
+from smtpauth_milter.store import audit, editing, loginedit
 from smtpauth_milter.store.models import (
     Domain,
     DomainSetting,
     GlobalSetting,
+    LoginExempt,
     SendAsGrant,
     TrustedNetwork,
 )
@@ -86,6 +88,7 @@ def export_store(session: Session) -> dict[str, Any]:
         "aliases": editing.domain_aliases(session),
         "networks": [{"cidr": c, "comment": m} for c, m in editing.list_networks(session)],
         "grants": [{"login": lg, "target": t} for lg, t in editing.list_grants(session)],
+        "exempt_logins": dict(sorted(loginedit.exempt_logins(session).items())),
     }
 
 
@@ -133,10 +136,11 @@ def import_store(session: Session, data: Any, source: str = "-") -> int:
 def _replace(session: Session, data: Any) -> None:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SettingError(f"import: not a smtpauth-milter export (expected format {FORMAT!r})")
-    unknown = set(data) - {"format", "settings", "domains", "aliases", "networks", "grants"}
+    known = {"format", "settings", "domains", "aliases", "networks", "grants", "exempt_logins"}
+    unknown = set(data) - known
     if unknown:
         raise SettingError(f"import: unknown top-level keys: {', '.join(sorted(unknown))}")
-    for model in (DomainSetting, Domain, GlobalSetting, TrustedNetwork, SendAsGrant):
+    for model in (DomainSetting, Domain, GlobalSetting, TrustedNetwork, SendAsGrant, LoginExempt):
         session.execute(delete(model))
     session.flush()
     for key, value in _require(data, "settings", dict).items():
@@ -161,6 +165,8 @@ def _replace(session: Session, data: Any) -> None:
         editing.add_network(session, *_strings(item, ("cidr", "comment"), "networks"))
     for item in _require(data, "grants", list):
         editing.allow(session, *_strings(item, ("login", "target"), "grants"))
+    for login, comment in _require(data, "exempt_logins", dict).items():
+        loginedit.exempt(session, login, _text(comment, login))
 
 
 def _text(value: Any, key: str) -> str:

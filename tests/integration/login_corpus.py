@@ -15,6 +15,13 @@ sub-addresses, case variants, aliases owned and not, alias domains, catch-all
 domains, bare local parts (no domain), the IDN domain in both its spellings
 (rows written either way, senders sent either way),
 inactive mailboxes, unknown local parts and remote domains.
+
+Postfix's ``recipient_delimiter`` (and our ``recipient-delimiter``) is ``+-``:
+logins and keys that hold a delimiter character or a dot (``bob-smith@`` beside
+``bob@``, ``jean-pierre@`` beside ``jean@``, ``mary.ann@`` beside ``mary@``, an
+alias ``sales-team@`` beside ``sales@``, a key ``news+jobs@``, ``owner-sales@``,
+a login ``bob+work@``) meet each other in :data:`DELIMITER_PAIRS`
+(docs/policy.md#sub-addresses).
 """
 
 from __future__ import annotations
@@ -43,6 +50,12 @@ FIRST_NAMES = (
     "victor", "walter", "xena", "yusuf", "zoe", "o.neil", "li_wei", "ann-marie",
 )  # fmt: skip
 ROLE_NAMES = ("sales", "info", "support", "billing", "jobs", "press", "team", "office")
+DELIMITERS = "+-"  # recipient_delimiter / recipient-delimiter
+# Mailboxes whose local parts hold a delimiter or a dot, beside the ones they start with.
+DELIMITER_MAILBOXES = tuple(
+    f"{name}@example.com"
+    for name in ("bob", "bob-smith", "jean", "jean-pierre", "mary", "mary.ann", "sam")
+)
 
 
 @dataclass(frozen=True)
@@ -138,10 +151,15 @@ def build_mail_system(seed: int = SEED) -> MailSystem:
     aliases["@shop.test"] = (rng.choice([u for u in active if u.endswith("@shop.test")]),)
     aliases["@example.net"] = ("dan",)
     bare_keys = {"carol": ("carol",), "dan": ("dan", "erin")}
+    # Delimiters in logins and keys (no random numbers drawn: the rest stays as it was).
+    mailboxes.update(dict.fromkeys(DELIMITER_MAILBOXES, True))
+    aliases["sales-team@example.com"] = ("sam@example.com",)
+    aliases["news+jobs@example.net"] = ("mary.ann@example.com",)
+    aliases["owner-sales@example.com"] = ("bob-smith@example.com",)
     mixed_case = next(u for u in active if u.endswith("@example.com"))
     tagged = next(u for u in reversed(active) if u.endswith("@example.com"))
     local, _, domain = tagged.rpartition("@")
-    extra = (mixed_case.title(), f"{local}+work@{domain}", *BARE_LOGINS)
+    extra = (mixed_case.title(), f"{local}+work@{domain}", *BARE_LOGINS, "bob+work@example.com")
     return MailSystem(mailboxes, aliases, dict(ALIAS_DOMAINS), bare_keys, extra)
 
 
@@ -211,8 +229,30 @@ def _candidates(rng: random.Random, system: MailSystem, login: str) -> Iterable[
             yield f"{rng.choice(FIRST_NAMES)}@{rng.choice((*REAL_DOMAINS, *REMOTE_DOMAINS))}"
 
 
+# Senders every login of DELIMITER_MAILBOXES (and the owners of the aliases above) tries.
+DELIMITER_SENDERS = (
+    "bob@example.com", "bob-smith@example.com", "Bob-Smith@Example.com", "bob+news@example.com",
+    "bob-news@example.com", "bob-smith+x@example.com", "bob-smith-x@example.com",
+    "jean@example.com", "jean-pierre@example.com", "jean+x@example.com", "jean-x@example.com",
+    "mary@example.com", "mary.ann@example.com", "mary.ann+x@example.com", "mary.ann-x@example.com",
+    "mary-ann@example.com", "sales@example.com", "sales-team@example.com",
+    "sales-team+x@example.com", "sales-team-x@example.com", "sales-x@example.com",
+    "sam@example.com", "sam-x@example.com", "news@example.net", "news+jobs@example.net",
+    "news-jobs@example.net", "news+jobs+x@example.net", "owner-sales@example.com",
+    "owner@example.com", "owner-sales+x@example.com", "bob+work@example.com",
+    "bob-smith@example.org", "bob+x@example.org",
+)  # fmt: skip
+DELIMITER_LOGINS = (*DELIMITER_MAILBOXES, "bob+work@example.com")
+
+
+def delimiter_pairs() -> list[Pair]:
+    """Every login with a delimiter or a dot (and its neighbours) against every such sender."""
+    return [Pair(login, sender) for login in DELIMITER_LOGINS for sender in DELIMITER_SENDERS]
+
+
 def build_corpus(system: MailSystem, seed: int = SEED) -> list[Pair]:
-    """About PAIRS_PER_LOGIN distinct senders for every login, at least MIN_PAIRS in all."""
+    """About PAIRS_PER_LOGIN distinct senders for every login, at least MIN_PAIRS in all,
+    and :func:`delimiter_pairs`."""
     rng = random.Random(seed + 1)
     pairs: list[Pair] = []
     for login in system.logins:
@@ -224,7 +264,8 @@ def build_corpus(system: MailSystem, seed: int = SEED) -> list[Pair]:
             if len(seen) >= PAIRS_PER_LOGIN:
                 break
     assert len(pairs) >= MIN_PAIRS, len(pairs)
-    return pairs
+    known = set(pairs)
+    return pairs + [pair for pair in delimiter_pairs() if pair not in known]
 
 
 PASSWORD = "corpus-secret"  # every login's password (Dovecot passwd-file, AUTH PLAIN)

@@ -16,18 +16,22 @@ from dataclasses import dataclass
 import idna
 
 from smtpauth_milter.core.addresses import (
+    Address,
     AddressError,
     domain_name,
     normalise,
     parse_address,
     parse_path,
 )
+from smtpauth_milter.core.subaddress import split_local
 
-from .login_corpus import MailSystem, Pair
+from .login_corpus import DELIMITERS, MailSystem, Pair
 from .login_maps_harness import ACCEPT, REFUSE
 
-DELIMITER = "+"
+DELIMITER = DELIMITERS
 Predict = Callable[[Pair], str | None]
+# Whether a sender's full address has owners of its own (so it is never cut).
+Named = Callable[[Address], bool]
 
 
 @dataclass(frozen=True)
@@ -64,16 +68,60 @@ def not_local(store_domains: Collection[str]) -> Difference:
     return Difference("not-local", "Only local senders", predict)
 
 
-def own_address() -> Difference:
-    """The login, read as an address, is the sender (case, sub-address, IDN form aside)."""
+def _parsed(text: str) -> Address | None:
+    try:
+        return parse_address(text)
+    except AddressError:
+        return None
+
+
+def _cut(sender: Address, named: Named) -> Address | None:
+    """The sender's own sub-address cut as Postfix cuts it, when the milter cuts it:
+    only when nothing names its full address (docs/policy.md#sub-addresses)."""
+    base = split_local(sender.local, DELIMITER)
+    return None if base is None or named(sender) else Address(base, sender.domain)
+
+
+def map_names(table: Mapping[str, Sequence[str]], utf8_keys: bool = True) -> Named:
+    """A map answers for the sender's full address itself (in either IDN spelling)."""
+    full = set()
+    for key in table:
+        parsed = _parsed(key) if utf8_keys or key.isascii() else None
+        if parsed is not None:
+            full.add((parsed.local.casefold(), parsed.domain))
+    return lambda sender: (sender.local.casefold(), sender.domain) in full
+
+
+def store_names(system: MailSystem) -> Named:
+    """A grant names the full address, or a login that holds a grant is it (also the
+    same local part in an alias domain's target): Snapshot.owned_addresses."""
+    named = set()
+    for address, goto in system.aliases.items():
+        for text in (address, *goto):
+            parsed = _parsed(text) if not text.startswith("@") else None
+            if parsed is not None:
+                named.add(normalise(parsed, ""))
+
+    def names(sender: Address) -> bool:
+        target = system.alias_domains.get(sender.domain)
+        in_target = [Address(sender.local, target)] if target is not None else []
+        return any(normalise(a, "") in named for a in (sender, *in_target))
+
+    return names
+
+
+def own_address(named: Named) -> Difference:
+    """The login, read as an address, is the sender (case and IDN form aside), or the
+    sender's own sub-address when nothing names the full address: the built-in form
+    answers, whatever the map says of the mailbox."""
 
     def predict(pair: Pair) -> str | None:
-        try:
-            login = normalise(parse_address(pair.login), DELIMITER)
-            sender = normalise(parse_address(pair.sender), DELIMITER)
-        except AddressError:
+        login, sender = _parsed(pair.login), _parsed(pair.sender)
+        if login is None or sender is None:
             return None
-        return ACCEPT if login == sender else None
+        cut = _cut(sender, named)
+        mine = {normalise(a, "") for a in (sender, cut) if a is not None}
+        return ACCEPT if normalise(login, "") in mine else None
 
     return Difference("own-address", "its own address", predict)
 
@@ -103,7 +151,7 @@ def other_spelling(table: Mapping[str, Sequence[str]], utf8_keys: bool = True) -
         if spellings is None:
             return None
         local = local.casefold()
-        cut = local.partition(DELIMITER)[0] if local.find(DELIMITER) > 0 else None
+        cut = split_local(local, DELIMITER)
         keys = [(f"{part}@{d}", d) for part in filter(None, (local, cut)) for d in spellings]
         keys += [(f"@{d}", d) for d in spellings]
         hit = next(((key, d) for key, d in keys if key in folded), None)
@@ -144,23 +192,47 @@ def store_catch_all(system: MailSystem) -> Difference:
 
 
 def store_alias_own_address(system: MailSystem) -> Difference:
-    """A login owns its own address in every alias domain of its domain, whatever a map
-    says of its mailbox (inactive) or of its sub-address: the built-in forms answer."""
+    """A login owns its own address (and its own sub-address, when nothing names the
+    full address) in every alias domain of its domain, whatever a map says of its
+    mailbox (inactive): the built-in forms answer."""
+    named = store_names(system)
 
     def predict(pair: Pair) -> str | None:
-        domain = _domain(pair.sender)
-        target = system.alias_domains.get(domain) if domain is not None else None
-        if target is None:
+        login, sender = _parsed(pair.login), _parsed(pair.sender)
+        target = system.alias_domains.get(sender.domain) if sender is not None else None
+        if login is None or sender is None or target is None:
             return None
-        try:
-            login = normalise(parse_address(pair.login), DELIMITER)
-            sender = normalise(parse_address(pair.sender), DELIMITER)
-        except AddressError:
-            return None
-        local = sender.rpartition("@")[0]
-        return ACCEPT if login == f"{local}@{target}" else None
+        cut = _cut(sender, named)
+        mine = {normalise(Address(a.local, target), "") for a in (sender, cut) if a is not None}
+        return ACCEPT if normalise(login, "") in mine else None
 
     return Difference("alias-own-address", "own address in every alias domain", predict)
+
+
+def store_sub_address(system: MailSystem) -> Difference:
+    """The store knows only the addresses its grants and logins name: a sender whose
+    full address none names is cut, and a grant of the cut address owns it, where
+    Postfix's map may answer for the full address (a mailbox ``bob-smith@``)."""
+    named = store_names(system)
+    owners_of: dict[str, set[str]] = {}
+    for address, goto in system.aliases.items():
+        parsed = _parsed(address) if not address.startswith("@") else None
+        if parsed is not None:
+            owners_of.setdefault(normalise(parsed, ""), set()).update(o.lower() for o in goto)
+
+    def predict(pair: Pair) -> str | None:
+        sender = _parsed(pair.sender)
+        cut = _cut(sender, named) if sender is not None else None
+        if cut is None:
+            return None
+        target = system.alias_domains.get(cut.domain)
+        keys = [normalise(cut, "")]
+        if target is not None:
+            keys.append(normalise(Address(cut.local, target), ""))
+        owners = set().union(*(owners_of.get(key, set()) for key in keys))
+        return ACCEPT if pair.login.strip().lower() in owners else None
+
+    return Difference("store-sub-address", "does not know every mailbox", predict)
 
 
 def store_idn(system: MailSystem) -> Difference:

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from tests.harness.mta import LOOPBACK, Sandbox, start_sandbox
 
-from .login_corpus import PASSWORD, RECIPIENT, MailSystem, Pair
+from .login_corpus import DELIMITERS, PASSWORD, RECIPIENT, MailSystem, Pair
 
 ACCEPT = "accept"
 REFUSE = "refuse"
@@ -42,7 +42,7 @@ SESSION_LIMITS = {
 COMMON = {
     **SESSION_LIMITS,
     "in_flow_delay": "0",
-    "recipient_delimiter": "+",
+    "recipient_delimiter": DELIMITERS,
     "smtputf8_enable": "yes",
 }
 DOVECOT_LOGINS_AS_WRITTEN = "auth_username_chars =\nauth_username_format = %u\n"

@@ -9,6 +9,8 @@ swaks got and the milter's decision line.
 from __future__ import annotations
 
 import os
+import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from tests.harness.logfile import LogFile
 from tests.harness.mta import Sandbox
 from tests.harness.pgserver import PgServer
 from tests.harness.waiting import wait_until
+from tests.store.test_sqlmap_faults import backends
 from tests.support.blackhole import BlackholeProxy
 
 from .milter_fixture import OurMilter, StoreCli, decision_for, field_of
@@ -174,3 +177,80 @@ def test_sql_map_on_postgresql_hung_server_tempfails_then_recovers(
     finally:
         proxy.close()
         pg_server.drop_database(name)
+
+
+def test_sql_map_whose_backend_froze_answers_on_a_fresh_connection(
+    mta_sandbox: Sandbox, milter: OurMilter, tmp_path: Path, pg_server: PgServer
+) -> None:
+    """SIGSTOP of the one PostgreSQL backend the milter's map pool holds: the kernel still
+    acknowledges, nothing answers.  On main the pool's pre-ping waited for ever and every
+    later message of that sender joined it and got 451; now each message is accepted
+    within sender-login-maps-timeout, on a fresh connection."""
+    name = pg_server.new_database_name("frozen")
+    pg_server.create_database(name)
+    with pg_server.connect(name) as conn:
+        conn.execute("CREATE TABLE alias (address text PRIMARY KEY, goto text NOT NULL)")
+        conn.execute("INSERT INTO alias VALUES ('sales@example.com', 'alice@example.com')")
+    config = tmp_path / "frozen.toml"
+    config.write_text(
+        f'url = "{pg_server.url(name)}"\nquery = "SELECT goto FROM alias WHERE address = :sender"\n'
+    )
+    config.chmod(0o600)
+    timeout = 2.0
+    milter.sync(
+        [
+            ("settings", "set", "sender-login-maps", f"sql:{config}"),
+            ("settings", "set", "sender-login-maps-timeout", f"{timeout:g}"),
+            ("settings", "set", "sender-login-maps-ttl", "0"),  # every message asks the map
+        ]
+    )
+    frozen = None
+    try:
+        assert send(mta_sandbox, milter, "alice@example.com", "sales@example.com")[0][:3] == "250"
+        # the map's pool holds one connection (the load-time probe's own is closed)
+        wait_until(lambda: len(backends(pg_server, name)) == 1, 10, "one map connection")
+        [frozen] = backends(pg_server, name)
+        os.kill(frozen, signal.SIGSTOP)
+        send(mta_sandbox, milter, "alice@example.com", "sales@example.com")  # finds out
+        for _ in range(5):  # more messages than the map has workers, one key
+            began = time.monotonic()
+            reply, line = send(mta_sandbox, milter, "alice@example.com", "sales@example.com")
+            assert reply.startswith("250"), line
+            assert time.monotonic() - began < timeout + 1.5  # the whole SMTP session
+    finally:
+        if frozen is not None:
+            os.kill(frozen, signal.SIGCONT)
+        pg_server.drop_database(name)
+    assert not milter.log.find(r"event=internal-error|Traceback")
+
+
+def test_a_sql_map_url_the_driver_refuses_is_a_tempfail_with_its_reason_in_the_log(
+    mta_sandbox: Sandbox, milter: OurMilter, tmp_path: Path
+) -> None:
+    """The map worked when it was set, then its file got a URL option the driver refuses
+    (``?timeout=abc``): on main the milter tempfailed with no log line saying why."""
+    db = tmp_path / "aliases.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE alias (address text, goto text)")
+        conn.execute("INSERT INTO alias VALUES ('sales@example.com', 'alice@example.com')")
+    conn.close()
+    config = tmp_path / "aliases.toml"
+    query = 'query = "SELECT goto FROM alias WHERE address = :sender"\n'
+    config.write_text(f'url = "sqlite:///{db}"\n{query}')
+    config.chmod(0o600)
+    milter.sync(
+        [
+            ("settings", "set", "sender-login-maps", f"sql:{config}"),
+            ("settings", "set", "sender-login-maps-ttl", "0"),
+        ]
+    )
+    assert send(mta_sandbox, milter, "alice@example.com", "sales@example.com")[0][:3] == "250"
+    since = milter.log.mark()
+    config.write_text(f'url = "sqlite:///{db}?timeout=abc"\n{query}')
+    for _ in range(2):
+        reply, line = send(mta_sandbox, milter, "alice@example.com", "sales@example.com")
+        assert reply == TEMPFAIL and field_of(line, "rule") == "sender-map-failed"
+    [warning] = milter.log.find(r"event=map-unreadable", since)  # once a minute
+    assert f"map=sql:{config}" in warning
+    assert "could not convert string to float: 'abc'" in warning
+    assert not milter.log.find(r"event=internal-error|Traceback", since)

@@ -1,9 +1,8 @@
-"""The SPF modules' shape: imports one way only (issue 21, item 10), small, and the rule
-that decides which records are cached per sender rather than per domain."""
+"""The rule that decides which SPF records are cached per sender rather than per domain.
+(Import circles and module sizes are checked for the whole package in tests/unit.)"""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -13,43 +12,6 @@ from smtpauth_milter.core.spf import split_sender, uses_local_part
 
 PACKAGE = Path(smtpauth_milter.__file__).parent
 MAX_LINES = 350
-
-
-def _imports(path: Path) -> set[str]:
-    """Every smtpauth_milter module ``path`` imports, wherever the import stands
-    (inside functions and ``if TYPE_CHECKING:`` too)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return {name for name in found if name.startswith("smtpauth_milter.")}
-
-
-def _lookups_modules() -> dict[str, Path]:
-    return {
-        f"smtpauth_milter.lookups.{path.stem}": path
-        for path in (PACKAGE / "lookups").glob("*.py")
-        if path.stem != "__init__"
-    }
-
-
-def test_no_two_lookups_modules_import_each_other() -> None:
-    modules = _lookups_modules()
-    graph = {name: _imports(path) & modules.keys() for name, path in modules.items()}
-    circles = sorted(
-        (a, b) for a, targets in graph.items() for b in targets if a < b and a in graph[b]
-    )
-    assert circles == []
-    assert "smtpauth_milter.lookups.spf" not in graph["smtpauth_milter.lookups.spfdns"]
-
-
-def test_the_spf_modules_are_small() -> None:
-    names = ["lookups/spf.py", "lookups/spfdns.py", "lookups/spfslots.py", "core/spf.py"]
-    sizes = {name: len((PACKAGE / name).read_text().splitlines()) for name in names}
-    assert all(size <= MAX_LINES for size in sizes.values()), sizes
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
-from tests.harness.milter import ours
+from smtpauth_milter.daemon.config import clean_env
+from tests.harness.milter import SOCKET, MilterProcess, console_script, ours
 from tests.harness.pgserver import CANARY_PASSWORD
 from tests.support.milterclient import session
 
@@ -94,6 +96,32 @@ def test_run_user_group_drops_privileges_and_owns_the_socket(shared_dir: Path) -
 
 
 @needs_root
+def test_a_socket_in_a_directory_the_user_can_write_is_made_as_the_user(
+    shared_dir: Path,
+) -> None:
+    """Root binds only where root alone can change names; elsewhere the socket is
+    bound with the user's ids, so root never chowns what another user can swap."""
+    group = _group_for_test()
+    nobody = pwd.getpwnam("nobody")
+    run_dir = shared_dir / "run"
+    run_dir.mkdir(mode=0o750)
+    os.chown(run_dir, nobody.pw_uid, group.gr_gid)
+    sock = run_dir / "milter.sock"
+    url = f"sqlite:///{shared_dir / 'store.sqlite'}"  # none yet: it starts and tempfails
+    milter = ours(
+        url, shared_dir / "milter.log", "--user", "nobody", "--group", group.gr_name,
+        socket=f"unix:{sock}",
+    )  # fmt: skip
+    with milter.start(ready="listening"):
+        info = sock.lstat()
+        assert stat.S_ISSOCK(info.st_mode)
+        assert stat.S_IMODE(info.st_mode) == 0o660
+        assert (info.st_uid, info.st_gid) == (nobody.pw_uid, group.gr_gid)
+        assert milter.stop() == 0
+    assert not sock.exists(), "removed at stop: the same socket, by its owner"
+
+
+@needs_root
 def test_a_store_the_user_cannot_read_is_one_clear_line(shared_dir: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'private' / 'store.sqlite'}"  # root-only 0750/0640
     assert run_cli(["--db", url, "db", "init"]) == 0
@@ -142,6 +170,18 @@ def test_a_missing_store_as_user_starts_tempfails_and_recovers(shared_dir: Path)
         assert result.rcpts[0].code == 530
 
 
+@needs_root
+@pytest.mark.parametrize("args", [[], ["--user", "root", "--allow-root"]])
+def test_a_milter_that_stays_root_says_so_at_start(args: list[str], tmp_path: Path) -> None:
+    milter = ours(f"sqlite:///{tmp_path / 'store.sqlite'}", tmp_path / "milter.log", *args)
+    with milter.start(ready="listening"):
+        milter.wait_for_log("event=running-as-root", timeout=20)
+        assert _proc_status(milter.pid)["Uid"][1] == "0"
+        lines = [x for x in milter.log_text().splitlines() if "event=running-as-root" in x]
+    assert len(lines) == 1 and " WARNING " in lines[0], lines
+    assert 'state="the milter keeps every root privilege"' in lines[0]
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -149,6 +189,7 @@ def test_a_missing_store_as_user_starts_tempfails_and_recovers(shared_dir: Path)
         (["--user", "nobody", "--group", "no-such-group-xyz"], "no such group"),
         (["--group", "postfix"], "--group needs --user"),
         (["--user", ""], "user must be a user or group name"),
+        (["--user", "root"], "--user root: that is root, the milter would keep every privilege"),
     ],
 )
 def test_bad_user_or_group_is_one_line_exit_2(
@@ -242,3 +283,38 @@ def test_the_database_password_never_reaches_the_cli_output(
     captured = capsys.readouterr()
     assert PASSWORD not in captured.out + captured.err
     _one_error_line(captured.err)
+
+
+QUICKSTART_USER = "smtpauth-qs-test"  # made by the test's quickstart, removed after
+
+
+@needs_root
+def test_quickstart_as_root_serves_as_an_unprivileged_system_user(shared_dir: Path) -> None:
+    """scripts/quickstart's serving half, as root, on a store in a temporary directory:
+    it creates the system user, lets it read the store, and the milter is not root."""
+    assert subprocess.run(["getent", "passwd", QUICKSTART_USER], check=False).returncode == 2
+    store = shared_dir / "store" / "store.sqlite"
+    env = {
+        "SMTPAUTH_MILTER_DB": f"sqlite:///{store}",
+        "SMTPAUTH_MILTER_USER": QUICKSTART_USER,
+        "SMTPAUTH_MILTER_BIN": console_script(),
+    }
+    script = str(Path(__file__).parents[2] / "scripts" / "quickstart-serve")
+    milter = MilterProcess(
+        [script, "--socket", SOCKET], shared_dir / "milter.log", env=clean_env(**env)
+    )
+    try:
+        # db init, a look-up of the store path and useradd come first: more than a start
+        with milter.start(timeout=60, ready="loaded"):  # it read the store as the new user
+            entry = pwd.getpwnam(QUICKSTART_USER)
+            assert 0 < entry.pw_uid < 1000 and entry.pw_shell == "/usr/sbin/nologin"
+            status = _proc_status(milter.pid)
+            assert status["Uid"] == [str(entry.pw_uid)] * 4
+            assert status["CapEff"] == ["0000000000000000"]
+            result = session(milter.socket, sender="a@remote.test", rcpts=["b@remote.test"])
+            assert [r.kind for r in result.rcpts] == ["continue"]
+            assert milter.stop() == 0
+        assert (store.stat().st_uid, store.stat().st_gid) == (0, entry.pw_gid)
+        assert stat.S_IMODE(store.stat().st_mode) == 0o640  # the user reads, never writes
+    finally:
+        subprocess.run(["userdel", QUICKSTART_USER], check=False, capture_output=True)

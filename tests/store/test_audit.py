@@ -209,6 +209,7 @@ def test_export_excludes_history_and_import_keeps_it_adding_its_own(
         "aliases",
         "networks",
         "grants",
+        "exempt_logins",
     }
     dump = tmp_path / "store.json"
     dump.write_text(exported.out, encoding="utf-8")

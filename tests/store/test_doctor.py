@@ -9,7 +9,9 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,11 @@ import pytest
 from smtpauth_milter import __version__
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.doctor import checks, facts
-from smtpauth_milter.admin.doctor.running import group_options, holder, running_store_finding
+from smtpauth_milter.admin.doctor.listeners import holder
+from smtpauth_milter.admin.doctor.running import (
+    group_options,
+    running_store_finding,
+)
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.urls import display_url
 from tests.harness.milter import MilterProcesses, ours
@@ -65,10 +71,24 @@ def run_doctor(
     return code, out.splitlines()
 
 
+@pytest.fixture
+def shared_store() -> Iterator[str]:
+    """A store user nobody can read (pytest's tmp_path is root's alone)."""
+    directory = Path(tempfile.mkdtemp(prefix="smtpauth-doctor-"))
+    directory.chmod(0o755)
+    url = f"sqlite:///{directory / 'store.sqlite'}"
+    assert run_cli(["--db", url, "db", "init"]) == 0
+    assert run_cli(["--db", url, "domain", "add", "example.com", "example.net"]) == 0
+    (directory / "store.sqlite").chmod(0o644)
+    yield url
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def test_a_good_installation_is_all_ok(
-    tmp_path: Path, store_url: str, milters: MilterProcesses, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, shared_store: str, milters: MilterProcesses, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    milter = milters.start(store_url)
+    store_url = shared_store
+    milter = milters.start(store_url, "--user", "nobody")  # a milter as root is a warning
     config = write_main_cf(tmp_path / "postfix", GOOD.format(port=milter.port))
     code, lines = run_doctor(capsys, store_url, config, milter.socket)
     assert code == 0, lines
@@ -263,15 +283,24 @@ def test_doctor_says_when_the_running_milter_reads_another_store(
     code, lines = run_doctor(capsys, other, config, milter.socket)
     assert code == 2
     assert lines[-1] == (
-        f"error: the milter on {milter.socket} (pid {milter.pid}) reads the store {store_url}, "
+        f"error: the milter on {milter.socket} (pid {milter.pid}, user root) reads the store {store_url}, "
         f"not {other}: changes made here do not reach it — fix: give this command the milter's "
         "store: the same --db, --config or SMTPAUTH_MILTER_DB / SMTPAUTH_MILTER_CONFIG as the "
         "milter (both read /etc/smtpauth-milter/smtpauth-milter.toml when neither is set)"
     )
     monkeypatch.chdir(tmp_path)  # the same file, spelt relative to this directory
     code, lines = run_doctor(capsys, "sqlite:///store.sqlite", config, milter.socket)
-    assert lines[-1] == f"ok: the milter on {milter.socket} (pid {milter.pid}) reads this store"
-    assert code == 0, lines
+    assert (
+        lines[-1]
+        == f"ok: the milter on {milter.socket} (pid {milter.pid}, user root) reads this store"
+    )
+    # ...and a milter that kept root is a warning (the tests' milters run without --user)
+    assert lines[-2] == (
+        f"warning: the milter on {milter.socket} (pid {milter.pid}) runs as root, with every "
+        "privilege — fix: run it with --user (e.g. --user smtpauth-milter --group postfix), "
+        "as the systemd unit in contrib/ does"
+    )
+    assert code == 1, lines
 
 
 def test_doctor_resolves_the_milters_store_from_its_default_config_file(
@@ -294,10 +323,12 @@ def test_doctor_resolves_the_milters_store_from_its_default_config_file(
     capsys.readouterr()
     run_cli(["doctor", "--postfix-config", config, "--socket", spec])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1] == f"ok: the milter on {spec} (pid {milter.pid}) reads this store"
+    assert lines[-1] == f"ok: the milter on {spec} (pid {milter.pid}, user root) reads this store"
     other = _seeded(f"sqlite:///{tmp_path / 'other.sqlite'}")
     _code, lines = run_doctor(capsys, other, config, spec)
-    assert lines[-1].startswith(f"error: the milter on {spec} (pid {milter.pid}) reads the store")
+    assert lines[-1].startswith(
+        f"error: the milter on {spec} (pid {milter.pid}, user root) reads the store"
+    )
 
 
 @pytest.mark.postgres
@@ -312,7 +343,7 @@ def test_the_running_milters_postgresql_store_is_shown_without_its_password(
     masked = display_url(pg_url)
     assert ":***@" in masked
     assert lines[-1].startswith(
-        f"error: the milter on {milter.socket} (pid {milter.pid}) reads the store {masked}, "
+        f"error: the milter on {milter.socket} (pid {milter.pid}, user root) reads the store {masked}, "
     )
 
 

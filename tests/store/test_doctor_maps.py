@@ -9,6 +9,7 @@ directory doctor reads is the milter's ``postfix-config-dir`` unless
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -79,10 +80,14 @@ def test_a_sql_map_whose_server_is_down_is_an_error_without_the_password(
     config = write_main_cf(tmp_path / "postfix", GOOD.format(port=9))
     url = pg_server.url("no_such_database", password="Do-not-print-me")
     toml = tmp_path / "aliases.toml"
-    toml.write_text(f'url = "{url}"\nquery = "SELECT goto FROM alias WHERE address = :sender"\n')
+    query = 'query = "SELECT goto FROM alias WHERE address = :sender"\n'
+    with sqlite3.connect(tmp_path / "aliases.sqlite") as working:  # while it is set
+        working.execute("CREATE TABLE alias (address text, goto text)")
+    toml.write_text(f'url = "sqlite:///{tmp_path / "aliases.sqlite"}"\n{query}')
     toml.chmod(0o600)
     cli(db, "settings", "set", "postfix-config-dir", config)
-    cli(db, "settings", "set", "sender-login-maps", f"sql:{toml}")
+    cli(db, "settings", "set", "sender-login-maps", f"sql:{toml}")  # probed: it answers
+    toml.write_text(f'url = "{url}"\n{query}')  # then its server goes away
     code, lines = run_doctor(capsys, db, config, SOCKET)
     assert code == 2
     [line] = map_lines(lines)

@@ -77,6 +77,33 @@ def test_reloads_only_when_the_serial_moves(source: FlakySource, cli: CliRunner)
     assert _verdict(cache) is Action.WOULD_REJECT
 
 
+def test_each_new_snapshot_is_told_once_and_a_failing_listener_is_no_outage(
+    source: FlakySource, cli: CliRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The milter hands new settings to its map lookups here (probed before any message
+    needs them): told at the first load and when the serial moves, never per poll; a
+    listener's bug is one logged line and the snapshot still decides."""
+    told: list[int] = []
+
+    def listener(snapshot: Snapshot) -> None:
+        told.append(snapshot.serial)
+        if len(told) == 2:
+            raise RuntimeError("a bug in the listener")
+
+    cache = SnapshotCache(source, max_stale=300, clock=Clock(), on_snapshot=listener)
+    assert cache.refresh() and cache.refresh()
+    assert told == [cache.current().serial]
+    cli("settings", "set", "dry-run", "on")
+    with caplog.at_level(logging.WARNING, logger="smtpauth_milter"):
+        assert cache.refresh()  # the listener raised: still a good poll
+        assert cache.refresh()
+    assert told == [told[0], cache.current().serial] and told[1] != told[0]
+    assert _verdict(cache) is Action.WOULD_REJECT
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line == "event=internal-error where=on-snapshot"
+    assert "store-unreadable" not in caplog.text
+
+
 def test_last_good_snapshot_until_max_stale_then_tempfail_then_recovery(
     source: FlakySource, caplog: pytest.LogCaptureFixture
 ) -> None:

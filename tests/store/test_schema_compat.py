@@ -9,6 +9,9 @@ PostgreSQL.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +25,8 @@ from smtpauth_milter.core.policy import Action, Request, decide
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.store import editing, schema
 from smtpauth_milter.store.engine import Store
-from tests.conftest import CliRunner
+from tests.conftest import CliRunner, copy_sqlite_store
+from tests.harness.waiting import wait_until
 from tests.upgrades import newer_migrations
 
 COMPATIBLE, INCOMPATIBLE = "t9001", "t9002"
@@ -215,3 +219,45 @@ def test_the_cli_refuses_an_incompatible_newer_schema_in_one_line(
         assert (
             result.err == f"smtpauth-milter: error: the store {ours.display} {INCOMPATIBLE_LINE}\n"
         )
+
+
+def test_db_upgrade_waits_for_a_milter_writing_its_login_counts_on_sqlite(
+    sqlite_url: str, sqlite_store_template: Path, tmp_path: Path
+) -> None:
+    """A milter writes its login counts in short write transactions; `db upgrade` and
+    `db downgrade` run meanwhile must wait for each and succeed, not fail with "database
+    is locked" (a migration that reads before it writes cannot wait for a lock upgrade)."""
+    copy_sqlite_store(sqlite_store_template, sqlite_url)
+    location = newer_migrations(tmp_path / "newer", [(COMPATIBLE, "0.1.0")])
+    newer = Store(sqlite_url, migrations=str(location))
+    head = Store(sqlite_url).head()
+    stop = threading.Event()
+    writes = 0
+
+    def milter_writing() -> None:
+        nonlocal writes
+        conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=10)
+        conn.isolation_level = None
+        while not stop.is_set():
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE store_state SET serial = serial")
+            time.sleep(0.005)
+            conn.execute("COMMIT")
+            writes += 1
+            time.sleep(0.02)  # a milter exchanges once a second; this is 50 times as often
+        conn.close()
+
+    writer = threading.Thread(target=milter_writing)
+    writer.start()
+    try:
+        wait_until(lambda: writes >= 3 or None, 10, "the writer to write")
+        for _ in range(5):
+            newer.upgrade(COMPATIBLE)
+            newer.downgrade(head)
+        newer.upgrade(COMPATIBLE)
+        after = writes
+        wait_until(lambda: writes > after or None, 10, "the milter to write again")
+    finally:
+        stop.set()
+        writer.join()
+        newer.dispose()

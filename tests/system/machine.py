@@ -36,6 +36,7 @@ class Unit:
     supplementary: tuple[str, ...]
     environment: dict[str, str]
     exec_start: list[str]
+    writable: tuple[str, ...] = ()  # ReadWritePaths=, without a leading "-"
 
     @classmethod
     def read(cls, path: Path) -> Unit:
@@ -56,8 +57,13 @@ class Unit:
         supplementary = tuple(
             name for value in values.get("SupplementaryGroups", []) for name in value.split()
         )
+        writable = tuple(
+            path.removeprefix("-")
+            for value in values.get("ReadWritePaths", [])
+            for path in value.split()
+        )
         (user,), (group,), (start,) = values["User"], values["Group"], values["ExecStart"]
-        return cls(user, group, supplementary, environment, shlex.split(start))
+        return cls(user, group, supplementary, environment, shlex.split(start), writable)
 
     def argv(self) -> list[str]:
         """setpriv with the groups systemd gives the service: initgroups(User, Group) plus
@@ -72,6 +78,11 @@ class Unit:
             "env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             *env, *self.exec_start,
         ]  # fmt: skip
+
+    def setpriv(self) -> list[str]:
+        """The user and groups of :meth:`argv` alone: put a command after it."""
+        argv = self.argv()
+        return argv[: argv.index("--") + 1]
 
 
 @contextmanager

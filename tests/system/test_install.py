@@ -16,16 +16,21 @@ the shell blocks of the install section (tests/system/install_docs.py):
    SupplementaryGroups=, Environment=, ExecStart=, through setpriv) and the system
    Postfix, configured with the lines the install command printed and Dovecot
    SASL, answers swaks through the unix socket in its chroot;
+   as that user the settings store cannot be written and the state store can
+   (issue 20's least privilege), and a login past a low limit gets 452 with its
+   count in the state store, none in the settings store;
 4. uninstall keeps the store and config; uninstall --purge removes everything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +39,7 @@ import pytest
 
 from smtpauth_milter import __version__
 from smtpauth_milter.daemon.config import clean_env
+from tests.harness.waiting import wait_until
 from tests.system import install_docs as docs
 from tests.system.machine import (
     Unit,
@@ -54,17 +60,14 @@ PREFIX = Path("/opt/smtpauth-milter")
 CONFIG_DIR = Path("/etc/smtpauth-milter")
 STORE_DIR = Path("/var/lib/smtpauth-milter")
 STORE = STORE_DIR / "store.sqlite"
+STATE_DIR = STORE_DIR / "state"
+STATE = STATE_DIR / "state.sqlite"
 UNIT = Path("/etc/systemd/system/smtpauth-milter.service")
 SOCKET = Path("/var/spool/postfix/smtpauth-milter/milter.sock")
 LOWER = "0.1.99"
-# The newest migration (the lower version lacks it) and the head it revises.
-NEWEST_MIGRATION = max(p.name for p in (docs.ROOT / "migrations" / "versions").glob("0*.py"))
-NEWEST_REVISION = NEWEST_MIGRATION[:4]
-BEFORE_NEWEST = re.search(
-    r'^down_revision: str \| None = "(\w+)"',
-    (docs.ROOT / "migrations" / "versions" / NEWEST_MIGRATION).read_text(),
-    re.MULTILINE,
-)[1]  # fmt: skip
+MIGRATIONS = sorted(p.name for p in (docs.ROOT / "migrations" / "versions").glob("0*.py"))
+NEWEST_MIGRATION = MIGRATIONS[-1]  # the lower version lacks it
+HEAD, LOWER_HEAD = (name.split("_", 1)[0] for name in (MIGRATIONS[-1], MIGRATIONS[-2]))
 
 
 def sh(block: str, cwd: Path, timeout: float = 600) -> str:
@@ -151,6 +154,8 @@ def check_installed_as_documented() -> None:
     for path, mode, owner_group in (
         (STORE_DIR, 0o750, ("root", USER)),
         (STORE, 0o640, ("root", USER)),
+        (STATE_DIR, 0o750, (USER, USER)),
+        (STATE, 0o640, (USER, USER)),
         (CONFIG_DIR, 0o750, ("root", USER)),
         (CONFIG_DIR / "smtpauth-milter.toml", 0o640, ("root", USER)),
         (SOCKET.parent, 0o750, (USER, "postfix")),
@@ -160,23 +165,38 @@ def check_installed_as_documented() -> None:
         ), path  # fmt: skip
     command = Path("/usr/local/bin/smtpauth-milter")
     assert command.resolve() == PREFIX / "bin" / "smtpauth-milter"
-    assert Unit.read(UNIT).exec_start[0] == str(command)
+    unit = Unit.read(UNIT)
+    assert unit.exec_start[0] == str(command)
+    assert set(unit.writable) == {str(SOCKET.parent), str(STATE_DIR)}, unit.writable
+    config = (CONFIG_DIR / "smtpauth-milter.toml").read_text()
+    assert f'\nstate = "sqlite:///{STATE}"\n' in config
     found = subprocess.run(["man", "-w", "smtpauth-milter"], capture_output=True, text=True)
     assert found.returncode == 0 and found.stdout.strip().endswith("smtpauth-milter.8"), found
 
 
-def check_the_milter_user_cannot_write_the_store(unit: Unit) -> None:
-    """Issue 24, item 5: as the unit's user and groups, the store opens for reading only."""
+def check_the_milter_user_writes_its_state_and_nothing_else(unit: Unit) -> None:
+    """Issue 24, item 5 and issue 20's least privilege: as the unit's user and groups, the
+    settings store opens for reading only, and neither it nor its directory takes a new
+    file; the state store takes a write (SQLite's journal in its directory included)."""
     probe = (
-        "import sys\n"
-        "open(sys.argv[1], 'rb').close()\n"
-        "try:\n    open(sys.argv[1], 'r+b')\nexcept PermissionError:\n    print('refused')\n"
+        "import sqlite3, sys\n"
+        "settings, state = sys.argv[1:3]\n"
+        "open(settings, 'rb').close()\n"
+        "for path, mode in ((settings, 'r+b'), (settings + '-journal', 'xb')):\n"
+        "    try:\n        open(path, mode)\n    except PermissionError:\n"
+        "        print('settings: refused', mode)\n"
+        "db = sqlite3.connect('file:' + state + '?mode=rw', uri=True, isolation_level=None)\n"
+        "db.execute('BEGIN IMMEDIATE')\n"
+        "db.execute('CREATE TABLE write_probe (x)')\n"
+        "db.execute('ROLLBACK')\n"
+        "print('state: written')\n"
     )
-    argv = unit.argv()
-    setpriv = argv[: argv.index("--") + 1]
-    done = subprocess.run([*setpriv, "/usr/bin/python3", "-c", probe, str(STORE)],
+    done = subprocess.run([*unit.setpriv(), "/usr/bin/python3", "-c", probe, str(STORE), str(STATE)],
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-    assert done.returncode == 0 and done.stdout.strip() == "refused", done
+    assert done.returncode == 0, done
+    assert done.stdout.splitlines() == [
+        "settings: refused r+b", "settings: refused xb", "state: written"
+    ], done  # fmt: skip
 
 
 def test_install_upgrade_serve_and_uninstall(tmp_path: Path) -> None:
@@ -190,17 +210,19 @@ def test_install_upgrade_serve_and_uninstall(tmp_path: Path) -> None:
         old = lower_version(clone_of_this_checkout(tmp_path / "old"))
         first = sh(docs.INSTALL_FROM_CLONE, old)
         assert f"installed smtpauth-milter {LOWER} in {PREFIX}" in first
-        assert f"at schema {BEFORE_NEWEST}" in first
+        assert f"sqlite:///{STORE} created, at schema {LOWER_HEAD}" in first, first
+        assert f"sqlite:///{STATE} created, at schema {LOWER_HEAD}" in first, first
         upgrade = sh(docs.INSTALL_FROM_WHEEL, wheel.parent)
         installed = upgrade.index(f"installed smtpauth-milter {__version__} (was {LOWER})")
-        migrated = upgrade.index(f"is at schema {NEWEST_REVISION}")
-        assert installed < migrated, "the venv is upgraded before the store (operations.md)"
+        migrated = upgrade.index(f"store sqlite:///{STORE} is at schema {HEAD}")
+        state_migrated = upgrade.index(f"store sqlite:///{STATE} is at schema {HEAD}")
+        assert installed < migrated < state_migrated, "the order operations.md gives"
         again = sh(docs.INSTALL_FROM_WHEEL, wheel.parent)
         assert not [line for line in again.splitlines() if line.startswith("changed:")], again
         assert f"nothing changed: smtpauth-milter {__version__} was already installed" in again
         check_installed_as_documented()
         unit = Unit.read(UNIT)
-        check_the_milter_user_cannot_write_the_store(unit)
+        check_the_milter_user_writes_its_state_and_nothing_else(unit)
         serve_through_the_system_postfix(tmp_path, unit, again)
         sh(docs.UNINSTALL, Path("/"))
         assert not PREFIX.exists() and not UNIT.exists() and STORE.exists()
@@ -215,7 +237,8 @@ def test_install_upgrade_serve_and_uninstall(tmp_path: Path) -> None:
 
 def serve_through_the_system_postfix(tmp: Path, unit: Unit, install_output: str) -> None:
     for args in (("domain", "add", "example.com"), ("settings", "set", "require-auth-local", "on"),
-                 ("settings", "set", "require-sender-match", "on")):  # fmt: skip
+                 ("settings", "set", "require-sender-match", "on"),
+                 ("settings", "set", "login-max-messages", "2/1h")):  # fmt: skip
         done = cli(*args)
         assert done.returncode == 0, done
     main_cf, master_cf = printed(install_output, "main.cf"), printed(install_output, "master.cf")
@@ -238,5 +261,28 @@ def serve_through_the_system_postfix(tmp: Path, unit: Unit, install_output: str)
         assert as_itself.rcpt("bob@example.net").code == 250, as_itself.transcript
         as_other = swaks(587, "carol@example.com", "alice@example.com", "secret")
         assert as_other.rcpt("bob@example.net").code == 553, as_other.transcript
+        second = swaks(587, "alice@example.com", "alice@example.com", "secret")
+        assert second.rcpt("bob@example.net").code == 250, second.transcript
+        over = swaks(587, "alice@example.com", "alice@example.com", "secret")
+        assert over.rcpt("bob@example.net").code == 452, over.transcript
+        wait_until(lambda: counted_messages("alice@example.com") >= 2, 30, "the count stored")
+    assert counted_messages("alice@example.com") == 2
+    assert rows(STORE, "login_count") == 0 < rows(STATE, "login_count")
     log = (tmp / "milter.log").read_text()
     assert "rule=auth-required" in log and "rule=sender-mismatch" in log, log
+    assert "rule=login-max-messages" in log, log
+    assert "login-state-unwritable" not in log, log
+
+
+def counted_messages(login: str) -> int:
+    """The login's message count as `login show` reads it from the state store."""
+    shown = cli("login", "show", login)
+    assert shown.returncode == 0, shown
+    found = re.search(r"^login-max-messages  (\d+) of 2/1h$", shown.stdout, re.MULTILINE)
+    assert found is not None, shown.stdout
+    return int(found.group(1))
+
+
+def rows(path: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])

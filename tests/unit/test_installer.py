@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,79 @@ def test_the_install_command_needs_nothing_but_the_standard_library() -> None:
         check=False, env={"PYTHONPATH": str(ROOT)}, cwd="/",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def _layout_with_config(tmp_path: Path, text: str) -> Layout:
+    layout = Layout(config_dir=tmp_path / "etc", store_dir=tmp_path / "lib")
+    layout.config_dir.mkdir()
+    layout.config.write_text(text)
+    return layout
+
+
+@pytest.mark.parametrize(
+    "state",
+    ["{lib}/state.sqlite", "{lib}/store.sqlite", "{tmp}/state.sqlite"],
+    ids=["beside", "the-store-itself", "above"],
+)
+def test_a_state_the_milter_would_own_the_settings_directory_with_is_refused(
+    tmp_path: Path, state: str
+) -> None:
+    lib = tmp_path / "lib"
+    path = state.format(lib=lib, tmp=tmp_path)
+    layout = _layout_with_config(
+        tmp_path, f'db = "sqlite:///{lib}/store.sqlite"\nstate = "sqlite:///{path}"\n'
+    )
+    with pytest.raises(InstallError, match="shares a directory with the settings store"):
+        steps.state(steps.Report(), layout)
+    assert not lib.exists() and not Path(path).exists()
+
+
+def test_a_config_without_state_gets_a_note_and_no_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = _layout_with_config(tmp_path, f'db = "sqlite:///{tmp_path}/lib/store.sqlite"\n')
+    report = steps.Report()
+    assert steps.state(report, layout) is False
+    assert report.changed == []
+    out = capsys.readouterr().out
+    assert out.startswith(f"note: {layout.config} sets no `state`")
+    assert f'state = "sqlite:///{tmp_path}/lib/state/state.sqlite"' in out
+
+
+def test_a_postgresql_state_is_left_to_the_settings_store_migration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "postgresql+psycopg://milter_state:pw@db/smtpauth"
+    layout = _layout_with_config(tmp_path, f'db = "{url}"\nstate = "{url}"\n')
+    report = steps.Report()
+    assert steps.state(report, layout) is False
+    assert report.changed == []
+    assert "pw" not in capsys.readouterr().out
+
+
+def test_the_shipped_config_unit_and_layout_agree_on_the_state_directory() -> None:
+    """The installed config's state is in the unit's ReadWritePaths= and in the layout's
+    state directory; the settings store's directory is not writable to the unit."""
+    config = tomllib.loads((ROOT / "contrib" / "smtpauth-milter.toml").read_text())
+    layout = Layout()
+    assert config["state"] == f"sqlite:///{layout.state_dir}/state.sqlite"
+    assert config["db"] == f"sqlite:///{layout.store_dir}/store.sqlite"
+    unit = (ROOT / "contrib" / "systemd" / "smtpauth-milter.service").read_text()
+    (writable,) = [line for line in unit.splitlines() if line.startswith("ReadWritePaths=")]
+    paths = [path.lstrip("-") for path in writable.split("=", 1)[1].split()]
+    assert paths == [str(layout.socket_dir), str(layout.state_dir)]
+    assert not [line for line in unit.splitlines() if line.startswith("StateDirectory")]
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [('state = ""', "state must be a database URL"), ("state = 5", "state must be a database URL"),
+     ('state = "sqlite:///state/state.sqlite"', "relative path state/state.sqlite")],
+)  # fmt: skip
+def test_a_bad_state_is_one_error_before_any_change(tmp_path: Path, line: str, error: str) -> None:
+    layout = _layout_with_config(
+        tmp_path, f'db = "sqlite:///{tmp_path}/lib/store.sqlite"\n{line}\n'
+    )
+    with pytest.raises(InstallError, match=error):
+        steps.state(steps.Report(), layout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["etc"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -215,6 +216,93 @@ def test_post_runs_on_a_worker_and_never_blocks_even_when_the_queue_is_full() ->
         assert ran == ["deferred post-lookup-0", "post-lookup-0"]
         assert runner.run("after", lambda: 7, deadline=5) == 7  # the worker lives on
         first.join(5)
+    finally:
+        release.set()
+        runner.stop()
+
+
+def test_a_worker_stuck_past_its_deadline_is_replaced_so_the_pool_never_shrinks() -> None:
+    """Both workers hang in lookups whose callers gave up: a third lookup still gets a
+    worker at once (on main it queued behind the hung ones and timed out)."""
+    release = threading.Event()
+    runner = LookupRunner("stuck", workers=2, queue_size=4)
+    try:
+        for key in ("a", "b"):
+            with pytest.raises(LookupFailed):
+                runner.run(key, release.wait, deadline=0.2)
+        started = time.monotonic()
+        assert runner.run("c", lambda: 7, deadline=5) == 7
+        assert time.monotonic() - started < 1.0
+        assert runner.workers() == 2  # two new ones; the stuck ones are abandoned
+        release.set()  # the abandoned threads end with their lookups
+        _wait_until(
+            lambda: sum(t.name.startswith("stuck-lookup") for t in threading.enumerate()) == 2
+        )
+    finally:
+        release.set()
+        runner.stop()
+
+
+def test_a_lookup_that_failed_or_overran_is_never_joined() -> None:
+    release = threading.Event()
+    runner = LookupRunner("join", workers=2, queue_size=4)
+    try:
+        with pytest.raises(LookupFailed) as caught:
+            runner.run("k", release.wait, deadline=0.2)
+        assert caught.value.reason == "timeout"
+        # the same key again: a lookup of its own, not the stuck one
+        assert runner.run("k", lambda: "fresh", deadline=5) == "fresh"
+        assert "k" not in runner._in_flight
+    finally:
+        release.set()
+        runner.stop()
+
+
+def test_a_lookup_still_queued_when_its_caller_gave_up_is_not_run() -> None:
+    release = threading.Event()
+    ran: list[str] = []
+    runner = LookupRunner("queued", workers=1, queue_size=4)
+    try:
+        with pytest.raises(LookupFailed):
+            runner.run("a", release.wait, deadline=0.2)  # abandoned: a new worker starts
+        hold = threading.Event()
+        blocker = threading.Thread(target=lambda: _swallow(runner, "b", hold.wait))
+        blocker.start()
+        _wait_until(lambda: "b" in runner._in_flight and runner._jobs.empty())
+        with pytest.raises(LookupFailed):
+            runner.run("c", lambda: ran.append("c"), deadline=0.1)  # queued behind b
+        hold.set()
+        blocker.join(5)
+        assert runner.run("d", lambda: "d", deadline=5) == "d"
+        assert ran == []
+    finally:
+        release.set()
+        runner.stop()
+
+
+def test_cached_lookups_of_two_configurations_never_share_a_lookup_under_way() -> None:
+    """The general form of issue 21 item 2 (maps and SPF alike): the same source name and
+    key, a new configuration (a new CachedLookup) while the old one's lookup is stuck:
+    the new one asks its own fetch (on main it joined the old lookup and got its answer)."""
+    release = threading.Event()
+    runner = LookupRunner("spf", workers=2, queue_size=4)
+
+    def old_fetch(key: str) -> tuple[str, float]:
+        release.wait(5)
+        return "old resolver's answer", 60.0
+
+    def lookup(fetch: Callable[[str], tuple[str, float]]) -> CachedLookup[str, str]:
+        return CachedLookup("spf", fetch, runner=runner, cache=TtlCache(10), deadline=5)
+
+    old, new = lookup(old_fetch), lookup(lambda key: ("new resolver's answer", 60.0))
+    try:
+        stuck = threading.Thread(target=old.get, args=("192.0.2.1 a@example.com",))
+        stuck.start()
+        _wait_until(lambda: bool(runner._in_flight))
+        assert new.get("192.0.2.1 a@example.com") == "new resolver's answer"
+        release.set()
+        stuck.join(5)
+        assert new.get("192.0.2.1 a@example.com") == "new resolver's answer"  # its own cache
     finally:
         release.set()
         runner.stop()

@@ -247,3 +247,47 @@ def test_a_map_that_answers_garbage_fails_instead_of_owning_nobody(
     answer = find_owners([source], probes("ok@example.com"), 5)  # the rest still answers
     assert answer.outcome is MapOutcome.FOUND
     assert answer.owners == ("alice", "bob")
+
+
+def test_a_map_failing_and_answering_by_turns_writes_one_pair_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Other lookups answering (through the same map or another) do not reset the map's
+    warning: on main every failure wrote map-unreadable and every answer map-recovered."""
+    clock = Clock()
+    flaky = Dict("flaky", {"sales@example.com": "alice"})
+    other = Dict("other", {"info@example.com": "bob"})
+    maps = ownership([flaky, other], clock, ttl=0)
+    with caplog.at_level(logging.WARNING, "smtpauth_milter"):
+        for _ in range(20):  # 20 failures and 20 answers within 40 s
+            flaky.fail = "postmap: fatal: open database"
+            assert maps.answer(SALES).outcome is MapOutcome.FAILED
+            flaky.fail = None
+            assert maps.answer(SALES).owned_by("alice")
+            clock.now += 2
+        flaky.fail = "postmap: fatal: open database"
+        clock.now += 20  # a minute after the first line
+        maps.answer(SALES)
+    lines = [r.getMessage() for r in caplog.records]
+    unreadable = [line for line in lines if "event=map-unreadable map=flaky" in line]
+    assert len(unreadable) == 2 and "failures=20" in unreadable[1]
+    assert sum("event=map-recovered map=flaky" in line for line in lines) == 1
+    assert not any("map=other" in line for line in lines)
+
+
+def test_a_map_reader_that_raises_anything_is_a_logged_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not only MapError: a driver refusing a URL option (ValueError) is a failed answer
+    with its reason in the log (on main: a tempfail with no log line)."""
+
+    class Broken(Dict):
+        def first(self, probes: Sequence[Probe], seconds: float) -> tuple[str, str] | None:
+            raise ValueError("could not convert string to float: 'abc'")
+
+    maps = ownership([Broken("sql:/etc/x.toml", {})], Clock())
+    with caplog.at_level(logging.WARNING, "smtpauth_milter"):
+        answer = maps.answer(SALES)
+    assert answer.outcome is MapOutcome.FAILED and "'abc'" in (answer.error or "")
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "event=map-unreadable map=sql:/etc/x.toml" in line and "to float: 'abc'" in line

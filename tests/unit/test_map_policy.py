@@ -28,7 +28,9 @@ def test_lookup_needed_only_when_it_could_change_the_verdict() -> None:
     s = snap()
     assert map_lookup_sender(s, ALICE) is not None
     assert map_lookup_sender(snap(maps=""), ALICE) is None  # no maps
-    assert map_lookup_sender(s, Request(None, "alice@example.com", "<alice+x@example.com>")) is None
+    assert map_lookup_sender(s, Request(None, "alice@example.com", "<alice@example.com>")) is None
+    # A sub-address is asked too: the maps may name its full address (docs/policy.md#sub-addresses)
+    assert map_lookup_sender(s, Request(None, "alice@example.com", "<alice+x@example.com>"))
     assert map_lookup_sender(s, Request(None, None, "<sales@example.com>")) is None
     assert map_lookup_sender(s, Request(None, "alice@example.com", "<>")) is None
     assert map_lookup_sender(s, Request(None, "alice@example.com", "<x@remote.test>")) is None

@@ -295,10 +295,11 @@ CASES = [
         global_values=MATCH,
     ),
     case(
-        "auth-login-sub-address",
+        "auth-login-is-never-cut",
         "<alice@example.com>",
-        C,
-        Rule.SENDER_OWNED,
+        R,
+        Rule.SENDER_MISMATCH,
+        MISMATCH,
         login="alice+x@example.com",
         global_values=MATCH,
     ),
@@ -486,19 +487,30 @@ CASES = [
         grants=[("bob", f"@{IDN_A}")],
     ),
     case(
-        "grant-target-sub-address-is-normalised",
+        "grant-target-is-never-cut",
         "<Alice@example.com>",
-        C,
-        Rule.SENDER_OWNED,
+        R,
+        Rule.SENDER_MISMATCH,
+        MISMATCH,
         login="bob",
         global_values=MATCH,
         grants=[("bob", "alice+news@example.com")],
     ),
     case(
-        "grant-target-custom-delimiter",
-        "<alice-x@example.com>",
+        "grant-target-with-a-delimiter-is-exact",
+        "<Alice-News@example.com>",
         C,
         Rule.SENDER_OWNED,
+        login="bob",
+        global_values={**MATCH, "recipient-delimiter": "-"},
+        grants=[("bob", "alice-news@example.com")],
+    ),
+    case(
+        "grant-target-custom-delimiter-covers-no-sibling",
+        "<alice-x@example.com>",
+        R,
+        Rule.SENDER_MISMATCH,
+        MISMATCH,
         login="bob",
         global_values={**MATCH, "recipient-delimiter": "-"},
         grants=[("bob", "alice-news@example.com")],
@@ -1067,8 +1079,11 @@ def test_every_rule_is_covered_by_the_table() -> None:
     covered = {p.values[0].rule for p in CASES} | {Rule.NO_SETTINGS}
     # sender-login-maps failing: covered by tests/unit/test_map_policy.py
     covered |= {Rule.SENDER_MAP_FAILED}
-    # end-of-headers rules: covered by tests/unit/test_header_from.py
-    assert covered == {rule for rule in Rule if "header" not in rule.value}
+    # end-of-headers rules: covered by tests/unit/test_header_from.py;
+    # per-login limits (login-*): by tests/unit/test_limits.py and test_login_limiter.py
+    assert covered == {
+        rule for rule in Rule if "header" not in rule.value and not rule.startswith("login-")
+    }
     actions = {p.values[0].action for p in CASES}
     assert actions >= {Action.CONTINUE, Action.REJECT, Action.TEMPFAIL, Action.WOULD_REJECT}
     assert Action.WOULD_TEMPFAIL in actions

@@ -22,12 +22,26 @@ BOOL_KEYS = [
     "spf-exempt",
     "spf-exempt-role",
 ]
+LOGIN_LIMIT_DEFAULTS = {
+    "login-max-messages": "200/1h",
+    "login-max-recipients": "1000/1h",
+    "login-max-client-ips": "20/1h",
+    "login-max-mismatches": "20/1h",
+    "login-limit-action": "tempfail",
+    "login-limit-reply": "452 4.7.1 Too much mail from this login, try again later",
+    "login-frozen-reply": "550 5.7.1 Sending is suspended for this login: "
+    "contact your mail administrator",
+    "login-freeze-duration": "off",
+    "notify-address": "",
+    "notify-relay": "127.0.0.1:25",
+}
 DOMAIN_KEYS = [
     *BOOL_KEYS,
     "role-senders",
     "auth-required-reply",
     "sender-mismatch-reply",
     "header-from-mismatch-reply",
+    *(key for key in LOGIN_LIMIT_DEFAULTS if not key.startswith("notify-")),
 ]
 GLOBAL_ONLY_KEYS = [
     "bad-sender-reply",
@@ -37,6 +51,8 @@ GLOBAL_ONLY_KEYS = [
     "spf-timeout",
     "sender-login-maps-timeout",
     "postfix-config-dir",
+    "notify-address",
+    "notify-relay",
 ]
 
 DOCUMENTED_DEFAULTS = {
@@ -63,6 +79,7 @@ DOCUMENTED_DEFAULTS = {
     "spf-exempt-role": "off",
     "dns-resolver": "",
     "spf-timeout": "3",
+    **LOGIN_LIMIT_DEFAULTS,
 }
 
 
@@ -476,8 +493,9 @@ def test_bad_grant_target(target: str) -> None:
     ],
 )
 def test_grant_targets_load_like_senders_normalise(target: str) -> None:
-    """A stored grant must match exactly the sender form the policy compares with."""
+    """A stored grant must match exactly the sender form the policy compares with:
+    normalised, and never cut at a delimiter (docs/policy.md#sub-addresses)."""
     snapshot = Snapshot.build(
         {}, {"example.com": {}}, NetworkSet.of([]), [("u", grant_target(target))]
     )
-    assert snapshot.grants["u"] == frozenset({normalise(parse_address(target), "+")})
+    assert snapshot.grants["u"] == frozenset({normalise(parse_address(target), "")})

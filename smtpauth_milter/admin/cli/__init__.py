@@ -21,6 +21,7 @@ from smtpauth_milter.admin.cli import (
     doctor,
     domain,
     history,
+    login,
     network,
     run,
     sender,
@@ -78,6 +79,7 @@ cli.add_command(transfer.import_cmd)
 cli.add_command(history.history_cmd)
 cli.add_command(admins.admin)
 cli.add_command(console.console)
+cli.add_command(login.login)
 
 
 def run_cli(args: Sequence[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
+from smtpauth_milter.admin.cli.login import with_login_limits
 from smtpauth_milter.admin.explain import Headers, explain
 from smtpauth_milter.core import logfmt
 from smtpauth_milter.lookups.ownership import OwnershipMaps
@@ -60,12 +61,14 @@ def check(
     if not rcpts and headers is None:
         raise click.UsageError("give --rcpt, --header-from or --no-header-from")
     snapshot = obj.store().load_snapshot()
-    spf, maps = SpfChecks(), OwnershipMaps()
+    spf, maps = SpfChecks(), OwnershipMaps(probe=False)
     try:
         report = explain(snapshot, client, login, sender, rcpts, spf, headers, maps)
     finally:
         spf.stop()
         maps.stop()
+    if login:
+        report = with_login_limits(obj, snapshot, report)
     if as_json:
         click.echo(logfmt.json_text(report.as_json()))
     else:

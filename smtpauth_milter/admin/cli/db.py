@@ -6,6 +6,9 @@ import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
 from smtpauth_milter.core.errors import SmtpauthError
+from smtpauth_milter.store import loginstate
+
+MAX_ROLE = 63  # PostgreSQL's NAMEDATALEN - 1
 
 
 @click.group()
@@ -67,3 +70,34 @@ def db_check(obj: Context) -> None:
     if drift:
         raise SmtpauthError(f"store schema differs from the models: {drift}")
     click.echo(f"store {store.display} is at schema {head} and matches the models")
+
+
+@db.command("grant-state")
+@click.argument("role")
+@click.option("--print", "print_only", is_flag=True, help="Print the statements; run nothing.")
+@pass_context
+def db_grant_state(obj: Context, role: str, print_only: bool) -> None:
+    """Let the PostgreSQL ROLE read the store and write only the milter's state.
+
+    Runs (and prints) the GRANTs that give ROLE SELECT on every table and INSERT, UPDATE,
+    DELETE on the login counts and freezes, nothing else; run it with a --db login that
+    owns the tables, after `db upgrade` (again after each upgrade: a new table is not
+    covered by an older GRANT). The role must exist (CREATE ROLE). --print only prints."""
+    if not role or len(role) > MAX_ROLE or not role.isprintable():
+        raise click.BadParameter(
+            f"a role is 1 to {MAX_ROLE} printable characters", param_hint="ROLE"
+        )
+    store = obj.store(prepare=False)
+    if store.url.get_backend_name() != "postgresql":
+        raise SmtpauthError(
+            f"{store.display} is not PostgreSQL: SQLite has no roles; give the milter a state "
+            "file of its own (docs/operations.md, 'The milter's state: least privilege')"
+        )
+    statements = loginstate.grants(role, store.url.database or "")
+    if not print_only:
+        store.check_schema(exact=True)
+        with store.errors("grant access on"), store.engine.begin() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+    for statement in statements:
+        click.echo(f"{statement};")

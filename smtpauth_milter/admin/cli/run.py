@@ -46,7 +46,13 @@ from smtpauth_milter.daemon.config import RunConfig, choose_store
     metavar="NAME",
     envvar="SMTPAUTH_MILTER_USER",
     help="Started as root: open the socket, then run as user NAME. The store must be "
-    "readable by NAME.",
+    "readable by NAME. Without it, root keeps serving (a warning is logged).",
+)
+@click.option(
+    "--allow-root",
+    is_flag=True,
+    default=None,
+    help="Let --user name root (uid 0); without it that is refused.",
 )
 @click.option(
     "--group",
@@ -73,6 +79,13 @@ from smtpauth_milter.daemon.config import RunConfig, choose_store
     default=None,
     help="Keep a supervising parent process that restarts the milter within a second "
     "when it crashes (config key auto-restart).  [default: on]",
+)
+@click.option(
+    "--state",
+    metavar="URL",
+    envvar="SMTPAUTH_MILTER_STATE",
+    help="Store URL where the milter writes login counts and freezes, the only tables it "
+    "writes (config key state).  [default: the store itself]",
 )
 @pass_context
 def run(obj: Context, /, **flags: Any) -> int:

@@ -6,6 +6,8 @@ import click
 
 from smtpauth_milter.admin.cli.context import Context, pass_context
 from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.settings import Settings
+from smtpauth_milter.lookups.mapfiles import MAPS, probe_sql_maps
 from smtpauth_milter.store import editing
 
 
@@ -37,6 +39,9 @@ def settings_show(obj: Context, domain_name: str | None, as_json: bool) -> None:
 @pass_context
 def settings_set(obj: Context, domain_name: str | None, key: str, value: str) -> None:
     """Set KEY to VALUE, globally or for one domain."""
+    if key == MAPS and domain_name is None:  # asked before the write lock is taken
+        timeout = Settings.resolve(obj.read(editing.global_values)).sender_login_maps_timeout
+        probe_sql_maps(value, timeout)
     with obj.write() as session:
         stored = editing.set_setting(session, key, value, domain_name)
     click.echo(f"{key} = {stored}" + (f" for {domain_name}" if domain_name else ""))

@@ -23,9 +23,11 @@ from smtpauth_milter.admin.doctor.checks import (
 )
 from smtpauth_milter.admin.doctor.domains import check_domains
 from smtpauth_milter.admin.doctor.facts import file_facts, mta_user, parent_facts, store_facts
+from smtpauth_milter.admin.doctor.forwarding import ALIAS_PARAMS, check_forwarding
 from smtpauth_milter.admin.doctor.grants import check_send_as_anyone
+from smtpauth_milter.admin.doctor.limits import login_limit_findings
 from smtpauth_milter.admin.doctor.maps import check_maps, different_config_dirs, map_facts
-from smtpauth_milter.admin.doctor.running import running_store_finding
+from smtpauth_milter.admin.doctor.running import running_findings
 from smtpauth_milter.admin.milterproto.codec import Negotiated
 from smtpauth_milter.admin.postfix import (
     default_config_dir,
@@ -52,12 +54,14 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
         findings.append(no_domains)
     findings.extend(check_send_as_anyone(store.anyone))
     settings = _settings(db) if domains is not None else None
+    if settings is not None:
+        findings.extend(login_limit_findings(db))
     milter_dir = settings.postfix_config_dir if settings is not None else ""
     if config_dir and milter_dir and config_dir.rstrip("/") != milter_dir:
         findings.append(different_config_dirs(config_dir, milter_dir))
     try:
         directory = config_dir or milter_dir or default_config_dir()
-        params = postconf(directory, POSTFIX_PARAMS)
+        params = postconf(directory, (*POSTFIX_PARAMS, *ALIAS_PARAMS))
     except SmtpauthError as exc:
         findings.append(
             error(f"cannot read Postfix's configuration: {exc}", "pass --postfix-config DIR")
@@ -81,13 +85,15 @@ def diagnose(db: str, socket_spec: str, config_dir: str | None) -> list[Finding]
         postfix_maps = params.get("smtpd_sender_login_maps", "") if params else ""
         facts = map_facts(settings, domains)
         findings.extend(check_maps(facts, settings.sender_login_maps, postfix_maps))
+    forwarding = check_forwarding(store.exempt, params) if params is not None else None
+    findings.extend([forwarding] if forwarding is not None else [])
     try:
         result: Negotiated | str = probe.negotiate(socket_spec)
     except probe.ProbeError as exc:
         result = str(exc)
     findings.append(check_negotiation(socket_spec, result))
     if not isinstance(result, str):  # something answers: is it reading our store?
-        findings.append(running_store_finding(socket_spec, db))
+        findings.extend(running_findings(socket_spec, db))
     return findings
 
 

@@ -280,6 +280,7 @@ class StoreFacts:
     schema_problem: str | None = None  # why this version may not read the store
     newer: bool = False  # at a revision a newer smtpauth-milter migrated to
     anyone: tuple[str, ...] = ()  # logins with a send-as-anyone grant
+    exempt: tuple[str, ...] = ()  # local domains with exempt-local-recipients on
 
 
 def check_store(facts: StoreFacts) -> Finding:

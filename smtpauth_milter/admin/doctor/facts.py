@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from smtpauth_milter.admin.doctor.checks import FileFacts, StoreFacts, UserFacts
+from smtpauth_milter.admin.doctor.forwarding import exempt_domains
 from smtpauth_milter.core.errors import SchemaError, SmtpauthError, StoreMissing
 from smtpauth_milter.core.snapshot import ANYONE
 from smtpauth_milter.store.engine import Store
@@ -38,7 +39,8 @@ def parent_facts(path: str) -> list[FileFacts]:
 def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
     """The store's state and its local domains (None when they cannot be read).
 
-    ``StoreFacts.anyone``: the logins with a send-as-anyone grant.
+    ``StoreFacts.anyone``: the logins with a send-as-anyone grant; ``exempt``: the
+    local domains with exempt-local-recipients on.
     """
     try:
         store = Store(db)
@@ -53,7 +55,8 @@ def store_facts(db: str) -> tuple[StoreFacts, list[str] | None]:
             return replace(facts, schema_problem=str(exc)), None
         snapshot = store.load_snapshot()
         anyone = tuple(sorted(k for k, targets in snapshot.grants.items() if ANYONE in targets))
-        return replace(facts, anyone=anyone), sorted(snapshot.domains)
+        exempt = tuple(exempt_domains(snapshot))
+        return replace(facts, anyone=anyone, exempt=exempt), sorted(snapshot.domains)
     except StoreMissing:  # opening never creates a SQLite file
         return StoreFacts(store.display, missing_file=True), None
     except SmtpauthError as exc:

@@ -1,38 +1,41 @@
 """Doctor: is the store this command edits the one the running milter reads?
 
-The milter on ``--socket`` is found the way ``ss -p`` finds it: the socket's
-inode in ``/proc/net/tcp``, ``tcp6`` or ``unix``, then the process holding
-that inode among its ``/proc/PID/fd``.  Its store is resolved from its
+The milter on ``--socket`` is found by :mod:`.listeners` (address and port, then
+the process holding the socket). Its store is resolved from its
 ``/proc/PID/cmdline``, ``environ`` and working directory with the very rules
-the CLI uses (:func:`choose_store`).  Reading another user's process needs
-root; when doctor cannot tell, it says why.  Nothing read here is printed
-but the store URL, with its passwords masked.
+the CLI uses (:func:`choose_store`). Reading another user's process needs
+root; when doctor cannot tell, it says why. All of that is another process's
+word: every file is read bounded (at most 1 MiB, regular files only, never
+waiting on a FIFO), a config file it names only when root's, the chosen
+owner's (see :mod:`lookups.trusted`) or that process's user's, all within
+:data:`READ_SECONDS`; whatever goes wrong is a warning, never a traceback; and
+each finding names the process's user. Nothing read here is printed but the
+store URL, with its passwords masked.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Mapping, Sequence
+import pwd
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from smtpauth_milter.admin.doctor.checks import Finding, error, ok, unix_path, warning
+from smtpauth_milter.admin.doctor.checks import Finding, error, ok, warning
+from smtpauth_milter.admin.doctor.listeners import PROC, Unknown, holder, listening_inode
+from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import SmtpauthError
 from smtpauth_milter.daemon.config import choose_store
+from smtpauth_milter.lookups.trusted import read_trusted, trusted_owners
 from smtpauth_milter.store.urls import display_url, sqlite_path
 
-PROC = Path("/proc")
-LISTEN = "0A"  # TCP state in /proc/net/tcp
-ACCEPTING = 0x10000  # __SO_ACCEPTCON in /proc/net/unix: a listening socket
 USER_ENV = "SMTPAUTH_MILTER_USER"
-
-
-class Unknown(Exception):
-    """Why doctor cannot tell which store the milter uses."""
+READ_SECONDS = 5.0  # for reading everything another process names
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,72 +43,16 @@ class Milter:
     pid: int
     store: str  # the URL it resolves to
     cwd: str
+    uid: int = 0  # the user it runs as
+    user: str = "root"  # that user's name (or the uid when it has none)
+    runs_as: str | None = None  # the user its --user (environment, config file) names
 
+    @property
+    def vouched(self) -> bool:
+        """Root's, or running as the user it was told to drop to: started by root.
 
-def listening_inode(socket_spec: str, proc: Path = PROC) -> int:
-    path = unix_path(socket_spec)
-    if path is not None:
-        wanted = os.path.normpath(path)
-        for fields in _table(proc / "net" / "unix"):
-            if len(fields) >= 8 and int(fields[3], 16) & ACCEPTING and fields[7] == wanted:
-                return int(fields[6])
-        raise Unknown(f"no process listens on {socket_spec}")
-    port = int(socket_spec.partition(":")[2].partition("@")[0])
-    for name in ("tcp", "tcp6"):
-        for fields in _table(proc / "net" / name):
-            local, state = fields[1], fields[3]
-            if state == LISTEN and int(local.rpartition(":")[2], 16) == port:
-                return int(fields[9])
-    raise Unknown(f"no process listens on {socket_spec}")
-
-
-def _table(path: Path) -> list[list[str]]:
-    try:
-        lines = path.read_text().splitlines()[1:]
-    except OSError as exc:
-        raise Unknown(f"cannot read {path}: {exc.strerror}") from exc
-    return [line.split() for line in lines]
-
-
-def holder(inode: int, proc: Path = PROC) -> int:
-    """The process holding the socket; Unknown when it cannot be seen (another user's).
-
-    Under AutoRestart the supervisor and its child both hold it: the one named is
-    the process that was started (whose parent does not hold it), whatever order
-    pids wrapped around in.
-    """
-    target = f"socket:[{inode}]"
-    hidden = False
-    holders: list[int] = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fds = list((entry / "fd").iterdir())
-        except PermissionError:
-            hidden = True
-            continue
-        except OSError:
-            continue  # the process ended meanwhile
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                if str(fd.readlink()) == target:
-                    holders.append(int(entry.name))
-                    break
-    if not holders:
-        why = "its process belongs to another user (run doctor as root)" if hidden else "it is gone"
-        raise Unknown(f"cannot see which process holds the socket: {why}")
-    return next((pid for pid in holders if _parent(pid, proc) not in holders), min(holders))
-
-
-def _parent(pid: int, proc: Path) -> int | None:
-    """The parent pid from /proc/PID/stat (after the command name, which may hold ')')."""
-    try:
-        stat = (proc / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+        Anything else is some user's process that took the milter's address."""
+        return self.uid == 0 or self.runs_as == self.user
 
 
 def group_options(argv: Sequence[str]) -> dict[str, str] | None:
@@ -123,37 +70,86 @@ def group_options(argv: Sequence[str]) -> dict[str, str] | None:
     return None
 
 
-def milter_store(argv: Sequence[str], environ: Mapping[str, str], cwd: str, uid: int) -> str:
-    """The store a ``smtpauth-milter run`` with this argv, environment and cwd uses."""
+def milter_store(
+    argv: Sequence[str], environ: Mapping[str, str], cwd: str, uid: int
+) -> tuple[str, str | None]:
+    """The store a ``smtpauth-milter run`` with this argv, environment and cwd uses,
+    and the user it is told to run as (None: none)."""
     options = group_options(argv)
     if options is None:
         raise Unknown("the process listening there is not `smtpauth-milter run`")
     config = options.get("config") or environ.get("SMTPAUTH_MILTER_CONFIG") or None
     if config is not None:
         config = str(Path(cwd) / config)
+    owners = trusted_owners({uid})  # root's, the chosen owner's or that process's user's
     try:
-        choice = choose_store(options.get("db"), config, environ, euid=uid)
-        started_as_root = "--user" in argv or environ.get(USER_ENV) or choice.file.get("user")
-        if started_as_root and uid != 0:  # it chose its default store before dropping to USER
-            choice = choose_store(options.get("db"), config, environ, euid=0)
+        choice = choose_store(options.get("db"), config, environ, euid=uid, owners=owners)
+        runs_as = _user_option(argv) or environ.get(USER_ENV) or choice.file.get("user")
+        if runs_as and uid != 0:  # it chose its default store before dropping to USER
+            choice = choose_store(options.get("db"), config, environ, euid=0, owners=owners)
     except (SmtpauthError, KeyError) as exc:
         raise Unknown(f"its configuration cannot be read here: {exc}") from exc
-    return choice.db
+    return choice.db, str(runs_as) if runs_as else None
+
+
+def _user_option(argv: Sequence[str]) -> str | None:
+    """The value of ``run``'s --user on this command line."""
+    for word, after in zip(argv, [*argv[1:], ""], strict=True):
+        if word == "--user":
+            return after
+        if word.startswith("--user="):
+            return word.partition("=")[2]
+    return None
+
+
+def _within(seconds: float, work: Callable[[], T]) -> T:
+    """``work()`` on a thread of its own; Unknown when it takes longer than ``seconds``."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="doctor-proc", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise Unknown(f"reading what that process names took more than {seconds:g} s")
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def _proc_text(path: Path) -> str:
+    return read_trusted(str(path), strict=False)[0].decode(errors="replace")
 
 
 def find_milter(socket_spec: str, proc: Path = PROC) -> Milter:
     pid = holder(listening_inode(socket_spec, proc), proc)
     base = proc / str(pid)
     try:
-        argv = (base / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        pairs = (base / "environ").read_bytes().decode(errors="replace").split("\0")
+        argv = _proc_text(base / "cmdline").split("\0")
+        pairs = _proc_text(base / "environ").split("\0")
         cwd = str((base / "cwd").readlink())
-        status = (base / "status").read_text()
+        status = _proc_text(base / "status")
     except OSError as exc:
         raise Unknown(f"cannot read /proc/{pid} ({exc.strerror}): run doctor as root") from exc
+    except SmtpauthError as exc:
+        raise Unknown(f"cannot read /proc/{pid}: {exc}") from exc
     environ = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
-    uid = next(int(line.split()[2]) for line in status.splitlines() if line.startswith("Uid:"))
-    return Milter(pid, milter_store(argv, environ, cwd, uid), cwd)
+    uids = [line.split() for line in status.splitlines() if line.startswith("Uid:")]
+    if not uids or len(uids[0]) < 3 or not uids[0][2].isdigit():
+        raise Unknown(f"cannot read the user of /proc/{pid}")
+    uid = int(uids[0][2])  # the effective uid
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    store, runs_as = milter_store(argv, environ, cwd, uid)
+    return Milter(pid, store, cwd, uid, user, runs_as)
 
 
 def identity(url: str, cwd: str) -> tuple[str, ...]:
@@ -170,18 +166,31 @@ def identity(url: str, cwd: str) -> tuple[str, ...]:
     return (parsed.get_backend_name(), host, str(parsed.port or ""), parsed.database or "")
 
 
+def _shown(text: str) -> str:
+    """Text another process chose (its store URL, a path in its environment), escaped as
+    every other output is: no control or bidi character reaches doctor's output raw."""
+    return logfmt.printable(text)
+
+
 def check_same_store(socket_spec: str, ours: str, found: Milter | str) -> Finding:
     """ours: the store this command was given; found: the milter, or why it is unknown."""
     if isinstance(found, str):
         return warning(
-            f"cannot tell which store the milter on {socket_spec} reads: {found}",
+            f"cannot tell which store the milter on {socket_spec} reads: {_shown(found)}",
             "run doctor as root, or compare the milter's --db / --config with this command's",
         )
-    where = f"the milter on {socket_spec} (pid {found.pid})"
+    where = f"the milter on {socket_spec} (pid {found.pid}, user {found.user})"
     if identity(found.store, found.cwd) == identity(ours, str(Path.cwd())):
         return ok(f"{where} reads this store")
+    if not found.vouched:
+        return error(
+            f"{where} reads the store {_shown(display_url(found.store))}, not {display_url(ours)}; "
+            f"it was not started by root (it runs as {found.user}, not as a --user it names)",
+            f"make sure pid {found.pid} is your milter before trusting its store: a local "
+            "user's process may have taken the milter's address",
+        )
     return error(
-        f"{where} reads the store {display_url(found.store)}, not {display_url(ours)}: "
+        f"{where} reads the store {_shown(display_url(found.store))}, not {display_url(ours)}: "
         "changes made here do not reach it",
         "give this command the milter's store: the same --db, --config or "
         "SMTPAUTH_MILTER_DB / SMTPAUTH_MILTER_CONFIG as the milter (both read "
@@ -189,9 +198,29 @@ def check_same_store(socket_spec: str, ours: str, found: Milter | str) -> Findin
     )
 
 
-def running_store_finding(socket_spec: str, ours: str) -> Finding:
+def check_root(socket_spec: str, found: Milter) -> Finding | None:
+    """A milter that kept root: a warning (the socket is every local user's way in)."""
+    if found.uid != 0:
+        return None
+    return warning(
+        f"the milter on {socket_spec} (pid {found.pid}) runs as root, with every privilege",
+        "run it with --user (e.g. --user smtpauth-milter --group postfix), as the systemd "
+        "unit in contrib/ does",
+    )
+
+
+def running_findings(socket_spec: str, ours: str) -> list[Finding]:
+    """Which store the process on the socket reads, and whether it kept root."""
     try:
-        found: Milter | str = find_milter(socket_spec)
+        found: Milter | str = _within(READ_SECONDS, lambda: find_milter(socket_spec))
     except Unknown as exc:
         found = str(exc)
-    return check_same_store(socket_spec, ours, found)
+    except Exception as exc:  # another process's data: never a traceback
+        found = f"reading that process failed ({type(exc).__name__})"
+    findings = [check_same_store(socket_spec, ours, found)]
+    as_root = None if isinstance(found, str) else check_root(socket_spec, found)
+    return [as_root, *findings] if as_root is not None else findings
+
+
+def running_store_finding(socket_spec: str, ours: str) -> Finding:
+    return running_findings(socket_spec, ours)[-1]

@@ -30,6 +30,12 @@ class Layout:
         return self.config_dir / f"{NAME}.toml"
 
     @property
+    def state_dir(self) -> Path:
+        """The milter's own directory for its counts and freezes: its user owns it, the one
+        place under /var/lib the unit lets it write (ReadWritePaths=)."""
+        return self.store_dir / "state"
+
+    @property
     def socket_dir(self) -> Path:
         return self.postfix_spool / NAME
 

@@ -114,33 +114,76 @@ def config(report: Report, layout: Layout) -> None:
     ownership(report, layout.config, "root", layout.user, 0o640)
 
 
+def _config(layout: Layout) -> dict[str, object]:
+    with layout.config.open("rb") as file:
+        return tomllib.load(file)
+
+
+def _sqlite(url: str) -> Path | None:
+    return Path(url[len(SQLITE_PREFIX) :]) if url.startswith(SQLITE_PREFIX) else None
+
+
 def store_path(layout: Layout) -> Path | None:
     """The SQLite file the config names (None: PostgreSQL)."""
-    with layout.config.open("rb") as file:
-        url = str(tomllib.load(file).get("db", f"{SQLITE_PREFIX}{layout.store_dir}/store.sqlite"))
-    return Path(url[len(SQLITE_PREFIX) :]) if url.startswith(SQLITE_PREFIX) else None
+    default = f"{SQLITE_PREFIX}{layout.store_dir}/store.sqlite"
+    return _sqlite(str(_config(layout).get("db", default)))
+
+
+def migrate(report: Report, layout: Layout, path: Path | None, url: str | None = None) -> bool:
+    """Create (``db init``) or upgrade (``db upgrade``, when ``db check`` says it is behind)
+    the store at ``url`` (None: the config's ``db``), as root; True when it changed."""
+    env = {"SMTPAUTH_MILTER_CONFIG": str(layout.config)}
+    command = [str(layout.command), *(["--db", url] if url else [])]
+    if path is not None and not path.exists():
+        report.change(run([*command, "db", "init"], env=env).stdout.strip())
+        return True
+    checked = run([*command, "db", "check"], env=env, check=False)
+    if checked.returncode == 0:
+        report.same(checked.stdout.strip())
+        return False
+    report.change(run([*command, "db", "upgrade"], env=env).stdout.strip())
+    return True
 
 
 def store(report: Report, layout: Layout) -> bool:
     """Create or upgrade the store (as root); the milter's user may only read it."""
     path = store_path(layout)
-    env = {"SMTPAUTH_MILTER_CONFIG": str(layout.config)}
-    command = str(layout.command)
-    changed = False
     if path is not None:
         directory(report, path.parent, "root", layout.user, 0o750)
-    if path is not None and not path.exists():
-        report.change(run([command, "db", "init"], env=env).stdout.strip())
-        changed = True
-    else:
-        checked = run([command, "db", "check"], env=env, check=False)
-        if checked.returncode == 0:
-            report.same(checked.stdout.strip())
-        else:
-            report.change(run([command, "db", "upgrade"], env=env).stdout.strip())
-            changed = True
+    changed = migrate(report, layout, path)
     if path is not None:
         ownership(report, path, "root", layout.user, 0o640)
+    return changed
+
+
+def state(report: Report, layout: Layout) -> bool:
+    """The milter's own SQLite store for its counts and freezes (config key ``state``), its
+    only writes: owned by its user, in a directory of its own that the settings store does
+    not share.  After the settings store, as ``db upgrade`` of both is documented."""
+    settings, config = store_path(layout), _config(layout)
+    url = config.get("state")
+    if url is None:
+        if settings is not None:
+            print(f"note: {layout.config} sets no `state`: the milter cannot write its "
+                  f'login counts; add state = "{SQLITE_PREFIX}{layout.state_dir}/state.sqlite" '
+                  "and run this again (docs/operations.md)")  # fmt: skip
+        return False
+    if not isinstance(url, str) or not url:
+        raise InstallError(f"{layout.config}: state must be a database URL")
+    path = _sqlite(url)
+    if path is None:
+        report.same("state store: not a SQLite file, migrated with the settings store")
+        return False
+    if not path.is_absolute():
+        raise InstallError(f"{layout.config}: state names a relative path {path}: make it absolute")
+    if settings is not None and path.parent in settings.absolute().parents:
+        raise InstallError(
+            f"state {path} shares a directory with the settings store {settings}: the milter "
+            "would own it; give the state a directory of its own (docs/operations.md)"
+        )
+    directory(report, path.parent, layout.user, layout.user, 0o750)
+    changed = migrate(report, layout, path, f"{SQLITE_PREFIX}{path}")
+    ownership(report, path, layout.user, layout.user, 0o640)
     return changed
 
 
@@ -178,6 +221,7 @@ def install(layout: Layout, source: Path, version: str, reinstall: bool = False)
     symlink(report, layout.man_link, layout.man_page)
     config(report, layout)
     migrated = store(report, layout)
+    migrated = state(report, layout) or migrated
     directory(report, layout.socket_dir, layout.user, layout.mta_group, 0o750)
     unit(report, layout)
     if upgraded or migrated:

@@ -1,0 +1,348 @@
+"""Per-login limits on the hot path: counts in memory, no database (docs/internals.md
+#no-sqlalchemy-on-callback-threads).
+
+libmilter's threads call :meth:`LoginLimiter.apply` once per recipient; it
+holds one lock for a few dictionary operations.  What it counted waits in a
+:class:`~smtpauth_milter.store.loginstate.Batch` for the ``login-sync``
+thread (daemon/loginsync.py), which writes it to the store and hands back
+what every milter sharing the store counted (:meth:`absorb`).
+
+How the counts combine, and what an outage does: docs/policy.md#one-count-for-the-whole-site.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from smtpauth_milter.core import logfmt
+from smtpauth_milter.core.limits import (
+    Counts,
+    Event,
+    LimitKind,
+    LimitVerdict,
+    LoginLimits,
+    Outcome,
+    frozen_verdict,
+    judge,
+)
+from smtpauth_milter.core.loginpolicy import (
+    MISMATCH_RULES,
+    combined,
+    counted_login,
+    event_of,
+    limits_for,
+)
+from smtpauth_milter.core.policy import Request, Verdict
+from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.core.window import WindowCount, WindowSet, client_key
+from smtpauth_milter.daemon.notify import FreezeReport, Notifier
+from smtpauth_milter.store.loginstate import Batch, Freeze, FrozenState, Readback
+
+if TYPE_CHECKING:
+    from smtpauth_milter.daemon.metrics import Metrics
+
+log = logging.getLogger("smtpauth_milter")
+
+STALE_AFTER = 10.0  # seconds: an older site-wide count is not used (the store is out)
+MAX_KEPT = 200_000  # unwritten increments kept through an outage (docs/policy.md)
+STORED_KIND = {kind: kind.removeprefix("login-max-") for kind in LimitKind}
+_KIND_OF = {stored: kind for kind, stored in STORED_KIND.items()}
+_QUIET = frozenset({Outcome.PASS, Outcome.NOT_COUNTED})  # nothing to log or count
+RECENT = 10  # the last (MAIL FROM, RCPT TO) of a login a freeze report shows
+
+
+@dataclass
+class _Login:
+    """One login's counts in this milter, one per limit that is on."""
+
+    counts: dict[LimitKind, WindowCount] = field(default_factory=dict)
+    clients: WindowSet | None = None
+    recent: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=RECENT))
+
+
+class LoginLimiter:
+    def __init__(
+        self,
+        host: str,
+        clock: Callable[[], float] = time.time,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self._host = host  # who froze a login: "milter@HOST"
+        self._notifier = notifier  # mails a report per freeze, from its own thread
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._logins: dict[str, _Login] = {}
+        self._batch = Batch()
+        self._pending: dict[tuple[str, LimitKind], int] = {}  # counted since the last exchange
+        self._site: dict[tuple[str, LimitKind], tuple[int, int]] = {}  # -> (width, count)
+        self._site_clients: dict[str, tuple[int, frozenset[str]]] = {}
+        self._read_at: float | None = None
+        self._frozen: dict[str, FrozenState] = {}  # active freezes, as the store has them
+        self._frozen_here: dict[str, Freeze] = {}  # frozen by this milter, not yet read back
+
+    # --- the hot path: libmilter threads ------------------------------------------
+
+    def apply(
+        self,
+        snapshot: Snapshot,
+        request: Request,
+        verdict: Verdict,
+        first_of_message: bool,
+        metrics: Metrics | None = None,
+        queue: str | None = None,
+        rcpt: str = "",
+    ) -> Verdict:
+        """The verdict for one recipient with the login's limits applied, counted."""
+        login = counted_login(request, verdict)
+        if login is None:
+            return verdict
+        limits = limits_for(snapshot, login)
+        client = client_key(request.client) if request.client is not None else None
+        event = event_of(verdict, first_of_message)
+        exempt = login in snapshot.exempt_logins
+        judged = self._judge(login, limits, event, client, exempt, (request.sender, rcpt))
+        if judged.outcome not in _QUIET:
+            self._tell(login, judged, request, snapshot, metrics, queue)
+        return combined(verdict, judged)
+
+    def apply_header(
+        self, snapshot: Snapshot, request: Request, verdict: Verdict, metrics: Metrics | None
+    ) -> Verdict:
+        """End of headers: a From: the login does not own counts as one mismatch."""
+        if verdict.rule not in MISMATCH_RULES:
+            return verdict
+        login = counted_login(request, verdict)
+        if login is None:
+            return verdict
+        limits = limits_for(snapshot, login)
+        exempt = login in snapshot.exempt_logins
+        judged = self._judge(login, limits, Event(False, mismatch=True), None, exempt, None)
+        if judged.outcome not in _QUIET:
+            self._tell(login, judged, request, snapshot, metrics, None)
+        return combined(verdict, judged)
+
+    def _judge(
+        self,
+        login: str,
+        limits: LoginLimits,
+        event: Event,
+        client: str | None,
+        exempt: bool,
+        envelope: tuple[str, str] | None,
+    ) -> LimitVerdict:
+        now = self._clock()
+        with self._lock:
+            if self._is_frozen(login, now):
+                return frozen_verdict(limits)  # an exempt login too: a freeze is explicit
+            if exempt:
+                return LimitVerdict(Outcome.NOT_COUNTED)
+            entry = self._entry(login, limits)
+            if envelope is not None:
+                entry.recent.append(envelope)
+            judged = judge(limits, self._counts(login, entry, client, now), event)
+            if judged.outcome is Outcome.FREEZE:
+                self._freeze(login, judged, limits, now)
+            self._record(login, entry, event, client, now, judged.outcome.refuses)
+        return judged
+
+    def _is_frozen(self, login: str, now: float) -> bool:
+        stored = self._frozen.get(login)
+        if stored is not None and stored.active(now):
+            return True
+        here = self._frozen_here.get(login)
+        return here is not None and (here.until is None or here.until > now)
+
+    def _entry(self, login: str, limits: LoginLimits) -> _Login:
+        entry = self._logins.get(login)
+        if entry is None:
+            entry = self._logins[login] = _Login()
+        for kind, limit in limits.limits:
+            if kind is LimitKind.CLIENT_IPS:
+                if entry.clients is None or entry.clients.window != limit.window:
+                    entry.clients = WindowSet(limit.window)
+            elif (found := entry.counts.get(kind)) is None or found.window != limit.window:
+                entry.counts[kind] = WindowCount(limit.window)
+        return entry
+
+    def _count(self, login: str, kind: LimitKind, counter: WindowCount | None, now: float) -> int:
+        if counter is None:
+            return 0
+        own = counter.total(now)
+        site = self._site.get((login, kind))
+        if site is None or site[0] != counter.step or not self._fresh(now):
+            return own
+        return max(own, site[1] + self._pending.get((login, kind), 0))
+
+    def _fresh(self, now: float) -> bool:
+        return self._read_at is not None and abs(now - self._read_at) <= STALE_AFTER
+
+    def _counts(self, login: str, entry: _Login, client: str | None, now: float) -> Counts:
+        clients: set[str] = set()
+        if entry.clients is not None:
+            clients = entry.clients.keys(now)
+            site = self._site_clients.get(login)
+            if site is not None and site[0] == entry.clients.step and self._fresh(now):
+                clients |= site[1]
+        return Counts(
+            messages=self._count(
+                login, LimitKind.MESSAGES, entry.counts.get(LimitKind.MESSAGES), now
+            ),
+            recipients=self._count(
+                login, LimitKind.RECIPIENTS, entry.counts.get(LimitKind.RECIPIENTS), now
+            ),
+            client_ips=len(clients),
+            mismatches=self._count(
+                login, LimitKind.MISMATCHES, entry.counts.get(LimitKind.MISMATCHES), now
+            ),
+            new_client=client is not None and client not in clients,
+        )
+
+    def _add(self, login: str, kind: LimitKind, entry: _Login, now: float) -> None:
+        counter = entry.counts.get(kind)
+        if counter is None:
+            return  # that limit is off: nothing to count
+        at = counter.add(now)
+        key = (login, STORED_KIND[kind], counter.step, at)
+        self._batch.counts[key] = self._batch.counts.get(key, 0) + 1
+        self._pending[login, kind] = self._pending.get((login, kind), 0) + 1
+
+    def _record(
+        self, login: str, entry: _Login, event: Event, client: str | None, now: float, refused: bool
+    ) -> None:
+        if event.mismatch:
+            self._add(login, LimitKind.MISMATCHES, entry, now)
+        if refused:
+            return  # refused by a limit: it did not happen
+        if event.accepted:
+            self._add(login, LimitKind.RECIPIENTS, entry, now)
+            if event.first_of_message:
+                self._add(login, LimitKind.MESSAGES, entry, now)
+        if client is not None and entry.clients is not None:
+            at = entry.clients.add(now, client)
+            self._batch.clients.add((login, entry.clients.step, at, client))
+
+    def _freeze(self, login: str, judged: LimitVerdict, limits: LoginLimits, now: float) -> None:
+        until = now + limits.freeze_for if limits.freeze_for else None
+        cause = judged.limit.value if judged.limit is not None else "login-frozen"
+        freeze = Freeze(login, cause, judged.count, now, until, self._host)
+        self._frozen_here[login] = freeze
+        self._batch.freezes[login] = freeze
+
+    def _tell(
+        self,
+        login: str,
+        judged: LimitVerdict,
+        request: Request,
+        snapshot: Snapshot,
+        metrics: Metrics | None,
+        queue: str | None,
+    ) -> None:
+        """Metrics; and for a freeze its log line and report."""
+        if metrics is not None:
+            limit = judged.limit.value if judged.limit is not None else "login-frozen"
+            metrics.login_limited(limit, judged.outcome.value)
+        if judged.outcome is Outcome.FREEZE:
+            assert judged.limit is not None
+            fields = {
+                "event": "login-frozen",
+                "login": login,
+                "limit": judged.limit.value,
+                "count": str(judged.count),
+                "client": str(request.client) if request.client is not None else None,
+                "queue": queue,
+            }
+            log.warning("%s", logfmt.Fields(fields))
+            self._report(login, judged, snapshot)
+
+    def _report(self, login: str, judged: LimitVerdict, snapshot: Snapshot) -> None:
+        """A freeze: one report to notify-address, sent by the notifier's thread."""
+        glob = snapshot.global_settings
+        if self._notifier is None or not glob.notify_address:
+            return
+        now = self._clock()
+        with self._lock:
+            entry = self._logins.get(login)
+            clients = entry.clients.keys(now) if entry and entry.clients else set()
+            recent = tuple(entry.recent) if entry else ()
+        assert judged.limit is not None
+        self._notifier.report(
+            FreezeReport(
+                login, judged.limit.value, judged.count, now, self._host,
+                glob.notify_address, glob.notify_relay, tuple(sorted(clients)), recent,
+            )
+        )  # fmt: skip
+
+    # --- the login-sync thread -------------------------------------------------------
+
+    def take(self) -> Batch:
+        """What was counted since the last exchange, for the store."""
+        with self._lock:
+            batch, self._batch = self._batch, Batch()
+            self._pending = {}
+            return batch
+
+    def give_back(self, batch: Batch, now: float) -> None:
+        """The exchange failed: keep the batch for the next one (buckets still in a window)."""
+        with self._lock:
+            if len(self._batch.counts) + len(batch.counts) > MAX_KEPT:
+                batch.counts.clear()
+                batch.clients.clear()
+            for (login, kind, step, at), n in batch.counts.items():
+                if (at + 61) * step > now:
+                    key = (login, kind, step, at)
+                    self._batch.counts[key] = self._batch.counts.get(key, 0) + n
+                    pending = (login, _KIND_OF[kind])
+                    self._pending[pending] = self._pending.get(pending, 0) + n
+            self._batch.clients |= {c for c in batch.clients if (c[2] + 61) * c[1] > now}
+            self._batch.freezes = batch.freezes | self._batch.freezes
+
+    def absorb(self, readback: Readback, batch: Batch, now: float) -> list[tuple[str, str]]:
+        """The store's state after this milter's batch; returns the logins unfrozen since
+        the last exchange, each with who unfroze it. Their counts here start afresh."""
+        site = {
+            (login, _KIND_OF[kind]): (step, n)
+            for (login, kind, step), n in readback.totals.items()
+            if kind in _KIND_OF
+        }
+        clients = {login: (step, keys) for (login, step), keys in readback.clients.items()}
+        active = {login: s for login, s in readback.frozen.items() if s.active(now)}
+        with self._lock:
+            unfrozen = [login for login in self._frozen if login not in active]
+            for login in unfrozen:
+                self._logins.pop(login, None)
+                self._frozen_here.pop(login, None)
+            for login in batch.freezes:  # written: the store's word is the one now
+                if self._frozen_here.get(login) is batch.freezes[login]:
+                    del self._frozen_here[login]
+            self._frozen, self._site, self._site_clients = active, site, clients
+            self._read_at = now
+        return [
+            (
+                login,
+                (readback.frozen[login].unfrozen_by or "-") if login in readback.frozen else "-",
+            )
+            for login in unfrozen
+        ]
+
+    def prune(self, now: float) -> None:
+        """Forget logins with nothing left in any window: memory stays bounded."""
+        with self._lock:
+            for login in list(self._logins):
+                entry = self._logins[login]
+                pruned = [counter.prune(now) for counter in entry.counts.values()]  # each one
+                empty = all(pruned)
+                if empty and (entry.clients is None or entry.clients.prune(now)):
+                    del self._logins[login]
+
+    def frozen_count(self) -> int:
+        with self._lock:
+            return len(self._frozen.keys() | self._frozen_here.keys())
+
+    def active_logins(self) -> int:  # for tests and the 100,000-login bench
+        return len(self._logins)

@@ -1,0 +1,266 @@
+"""The milter's own writes: per-login counts, client addresses and freezes, in batches.
+
+One background thread of each milter (daemon/loginsync.py) calls
+:func:`exchange` once per interval: it adds this milter's increments to the
+shared buckets and reads back what every milter sharing the store counted,
+in one transaction.  These are the only tables the milter writes
+(docs/operations.md#the-milters-state-least-privilege).  The CLI's side
+(freeze, unfreeze, exempt) is in store/loginedit.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from smtpauth_milter.core.window import BUCKETS
+from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.models import LoginClient, LoginCount, LoginFrozen
+from smtpauth_milter.store.sqlite import WRITE
+
+# The only tables a milter writes (docs/operations.md#the-milters-state-least-privilege).
+STATE_TABLES = (LoginCount.__tablename__, LoginClient.__tablename__, LoginFrozen.__tablename__)
+EXPIRY = "expiry"  # unfrozen_by of a freeze whose login-freeze-duration ran out
+KEEP_UNFROZEN = timedelta(days=1)  # an unfrozen row is kept this long, then pruned
+
+
+@dataclass(frozen=True)
+class Freeze:
+    login: str
+    cause: str  # the limit's setting name, or "admin"
+    count: int
+    at: float  # wall-clock seconds
+    until: float | None  # None: until unfrozen
+    by: str
+    reason: str = ""
+
+
+@dataclass
+class Batch:
+    """What one milter adds in one interval."""
+
+    counts: dict[tuple[str, str, int, int], int] = field(default_factory=dict)
+    clients: set[tuple[str, int, int, str]] = field(default_factory=set)
+    freezes: dict[str, Freeze] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.counts or self.clients or self.freezes)
+
+
+@dataclass(frozen=True)
+class FrozenState:
+    until: float | None
+    unfrozen_by: str | None  # None while frozen (and not expired)
+    cause: str = ""
+    count: int = 0
+
+    def active(self, now: float) -> bool:
+        return self.unfrozen_by is None and (self.until is None or self.until > now)
+
+
+@dataclass(frozen=True)
+class Readback:
+    """What every milter counted, as the store has it after this milter's batch."""
+
+    totals: Mapping[tuple[str, str, int], int]  # (login, kind, width) -> events in window
+    clients: Mapping[tuple[str, int], frozenset[str]]  # (login, width) -> client keys
+    frozen: Mapping[str, FrozenState]
+
+
+def grants(role: str, database: str) -> list[str]:
+    """The PostgreSQL statements that let ``role`` read every table and write only the
+    milter's state (what operations.md tells an admin to run; the install will run them)."""
+    quoted = '"' + role.replace('"', '""') + '"'
+    return [
+        f'GRANT CONNECT ON DATABASE "{database.replace(chr(34), chr(34) * 2)}" TO {quoted}',
+        f"GRANT USAGE ON SCHEMA public TO {quoted}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {quoted}",
+        f"GRANT INSERT, UPDATE, DELETE ON {', '.join(STATE_TABLES)} TO {quoted}",
+    ]
+
+
+@contextlib.contextmanager
+def writing(store: Store) -> Iterator[Session]:
+    """One write transaction on the login tables.  Unlike ``Store.write`` it does not bump
+    the serial: milters read these tables with every exchange, not by reloading the snapshot."""
+    engine = store.engine.execution_options(**{WRITE: True})
+    with store.errors("write the login state to"), Session(engine) as session, session.begin():
+        yield session
+
+
+def _moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _seconds(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def _insert(session: Session) -> Any:
+    """INSERT ... ON CONFLICT for the session's database (SQLite or PostgreSQL)."""
+    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
+
+
+def _in_window(width: Any, bucket: Any, now: int) -> Any:
+    """bucket >= bucket(now) - 60, as integer arithmetic both databases share (core/window.py)."""
+    return (bucket + BUCKETS + 1) * width > now
+
+
+def _write(session: Session, batch: Batch) -> None:
+    insert = _insert(session)
+    if batch.counts:
+        rows = [
+            {"login": login, "kind": kind, "width": width, "bucket": bucket, "n": n}
+            for (login, kind, width, bucket), n in batch.counts.items()
+        ]
+        stmt = insert(LoginCount)
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["login", "kind", "width", "bucket"],
+                set_={"n": LoginCount.n + stmt.excluded.n},
+            ),
+            rows,
+        )
+    if batch.clients:
+        rows = [
+            {"login": login, "width": width, "bucket": bucket, "client": client}
+            for login, width, bucket, client in batch.clients
+        ]
+        session.execute(insert(LoginClient).on_conflict_do_nothing(), rows)
+    for freeze in batch.freezes.values():
+        write_freeze(session, freeze)
+
+
+def write_freeze(session: Session, freeze: Freeze) -> None:
+    """Freeze a login; a login frozen already keeps its first freeze."""
+    values = {
+        "login": freeze.login,
+        "frozen_at": _moment(freeze.at),
+        "until": None if freeze.until is None else _moment(freeze.until),
+        "cause": freeze.cause[:64],
+        "count": freeze.count,
+        "reason": freeze.reason,
+        "frozen_by": freeze.by[:128],
+        "unfrozen_at": None,
+        "unfrozen_by": None,
+    }
+    stmt = _insert(session)(LoginFrozen).values(**values)
+    inactive = or_(
+        LoginFrozen.unfrozen_at.is_not(None),
+        and_(LoginFrozen.until.is_not(None), LoginFrozen.until <= _moment(freeze.at)),
+    )
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["login"],
+            set_={key: value for key, value in values.items() if key != "login"},
+            where=inactive,
+        )
+    )
+
+
+def forget_counts(session: Session, logins: Iterable[str]) -> None:
+    """A login unfrozen starts counting afresh (else it would be frozen again at once)."""
+    names = list(logins)
+    if names:
+        session.execute(delete(LoginCount).where(LoginCount.login.in_(names)))
+        session.execute(delete(LoginClient).where(LoginClient.login.in_(names)))
+
+
+def expire(session: Session, now: float) -> list[str]:
+    """Unfreeze the logins whose login-freeze-duration ran out; returns them."""
+    moment = _moment(now)
+    due = list(
+        session.scalars(
+            select(LoginFrozen.login).where(
+                LoginFrozen.unfrozen_at.is_(None),
+                LoginFrozen.until.is_not(None),
+                LoginFrozen.until <= moment,
+            )
+        )
+    )
+    if due:
+        session.execute(
+            update(LoginFrozen)
+            .where(LoginFrozen.login.in_(due), LoginFrozen.unfrozen_at.is_(None))
+            .values(unfrozen_at=moment, unfrozen_by=EXPIRY)
+        )
+        forget_counts(session, due)
+    return due
+
+
+def totals_query(now: int, login: str | None = None) -> Select[str, str, int, int]:
+    query = (
+        select(LoginCount.login, LoginCount.kind, LoginCount.width, func.sum(LoginCount.n))
+        .where(_in_window(LoginCount.width, LoginCount.bucket, now))
+        .group_by(LoginCount.login, LoginCount.kind, LoginCount.width)
+    )
+    return query if login is None else query.where(LoginCount.login == login)
+
+
+def clients_query(now: int, login: str | None = None) -> Select[str, int, str]:
+    query = (
+        select(LoginClient.login, LoginClient.width, LoginClient.client)
+        .where(_in_window(LoginClient.width, LoginClient.bucket, now))
+        .distinct()
+    )
+    return query if login is None else query.where(LoginClient.login == login)
+
+
+def read_frozen(session: Session) -> dict[str, FrozenState]:
+    rows = session.execute(
+        select(
+            LoginFrozen.login,
+            LoginFrozen.until,
+            LoginFrozen.unfrozen_by,
+            LoginFrozen.cause,
+            LoginFrozen.count,
+        )
+    )
+    return {
+        login: FrozenState(_seconds(until), unfrozen_by, cause, count)
+        for login, until, unfrozen_by, cause, count in rows
+    }
+
+
+def read(session: Session, now: float) -> Readback:
+    """Every milter's counts in their windows, and the freezes, as the store has them."""
+    second = int(now)
+    totals = {
+        (login, kind, width): int(n)
+        for login, kind, width, n in session.execute(totals_query(second))
+    }
+    clients: dict[tuple[str, int], set[str]] = {}
+    for login, width, client in session.execute(clients_query(second)):
+        clients.setdefault((login, width), set()).add(client)
+    return Readback(
+        totals, {key: frozenset(value) for key, value in clients.items()}, read_frozen(session)
+    )
+
+
+def exchange(session: Session, batch: Batch, now: float) -> Readback:
+    """Write one milter's batch and read back the site-wide state, in one transaction."""
+    _write(session, batch)
+    expire(session, now)
+    return read(session, now)
+
+
+def prune(session: Session, now: float) -> int:
+    """Delete buckets out of every window, and unfrozen rows older than a day."""
+    second = int(now)
+    removed = 0
+    for model in (LoginCount, LoginClient):
+        result = session.execute(
+            delete(model).where(~_in_window(model.width, model.bucket, second))
+        )
+        removed += getattr(result, "rowcount", 0) or 0
+    session.execute(
+        delete(LoginFrozen).where(LoginFrozen.unfrozen_at < _moment(now) - KEEP_UNFROZEN)
+    )
+    return removed
