@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from smtpauth_milter.admin import postfix
 from smtpauth_milter.admin.postfix import PostfixDomains
+from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.store import audit, editing
 
 
@@ -45,6 +47,17 @@ def plan(
             continue
         (unsure if None in hits else gone).append(name)
     return SyncPlan(add, tuple(gone), tuple(unsure), postfix)
+
+
+def from_postfix(snapshot: Snapshot, config_dir: str | None = None) -> tuple[str, SyncPlan]:
+    """The plan against the Postfix of ``config_dir``, else of the postfix-config-dir
+    setting, else Postfix's default (``domain sync`` and the console's Domains page)."""
+    milter_dir = snapshot.global_settings.postfix_config_dir
+    directory = config_dir or milter_dir or postfix.default_config_dir()
+    params = postfix.postconf(directory, postfix.LOCAL_DOMAIN_PARAMS)
+    found = postfix.postfix_domains(params, postfix.LOCAL_DOMAIN_PARAMS)
+    local = sorted(snapshot.domains)
+    return directory, plan(found, local, lambda k, t: postfix.postmap_has(directory, k, t))
 
 
 def apply(session: Session, sync: SyncPlan, remove: bool, source: str) -> tuple[int, int]:

@@ -157,6 +157,38 @@ class AuditEntry(Base):
     new: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class ConsoleAdmin(Base):
+    """An account of the web console: a server admin, or a domain admin of some domains.
+
+    ``password_hash`` is an Argon2id hash (PHC string); the store never sees a password.
+    """
+
+    __tablename__ = "console_admin"
+
+    id: Mapped[IntPk]
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)  # "server" or "domain"
+    domains: Mapped[list[ConsoleAdminDomain]] = relationship(
+        back_populates="admin",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="ConsoleAdminDomain.domain",
+    )
+
+
+class ConsoleAdminDomain(Base):
+    """A domain a domain admin manages (its ASCII name; it may be removed and added again)."""
+
+    __tablename__ = "console_admin_domain"
+
+    admin_id: Mapped[int] = mapped_column(
+        ForeignKey("console_admin.id", ondelete="CASCADE"), primary_key=True
+    )
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    admin: Mapped[ConsoleAdmin] = relationship(back_populates="domains")
+
+
 # --- stolen logins (docs/policy.md#stolen-logins) ------------------------------
 # login_count, login_client and login_frozen are the milter's state: the only
 # tables it writes (docs/operations.md#the-milters-state-least-privilege).

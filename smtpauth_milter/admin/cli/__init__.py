@@ -14,7 +14,9 @@ import click
 
 from smtpauth_milter import __version__
 from smtpauth_milter.admin.cli import (
+    admins,
     check,
+    console,
     db,
     doctor,
     domain,
@@ -75,6 +77,8 @@ cli.add_command(doctor.doctor)
 cli.add_command(transfer.export_cmd)
 cli.add_command(transfer.import_cmd)
 cli.add_command(history.history_cmd)
+cli.add_command(admins.admin)
+cli.add_command(console.console)
 cli.add_command(login.login)
 
 

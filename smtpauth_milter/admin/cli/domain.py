@@ -85,17 +85,11 @@ def domain_sync(
     it says it could not list it. A local domain Postfix does not list is only
     removed with --remove, and kept when a table it could not list may hold it.
     """
-    from smtpauth_milter.admin import domainsync, postfix
+    from smtpauth_milter.admin import domainsync
 
     if not from_postfix:
         raise click.UsageError("say where the domains come from: --from-postfix")
-    snapshot = obj.store().load_snapshot()
-    milter_dir = snapshot.global_settings.postfix_config_dir
-    directory = config_dir or milter_dir or postfix.default_config_dir()
-    params = postfix.postconf(directory, postfix.LOCAL_DOMAIN_PARAMS)
-    found = postfix.postfix_domains(params, postfix.LOCAL_DOMAIN_PARAMS)
-    local = sorted(snapshot.domains)
-    sync = domainsync.plan(found, local, lambda k, t: postfix.postmap_has(directory, k, t))
+    directory, sync = domainsync.from_postfix(obj.store().load_snapshot(), config_dir)
     if not dry_run and sync.changes(remove):
         with obj.write() as session:
             domainsync.apply(session, sync, remove, f"postfix:{directory}")
