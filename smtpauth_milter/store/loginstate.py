@@ -22,11 +22,19 @@ from sqlalchemy.orm import Session
 
 from smtpauth_milter.core.window import BUCKETS
 from smtpauth_milter.store.engine import Store
-from smtpauth_milter.store.models import LoginClient, LoginCount, LoginFrozen
+from smtpauth_milter.store.models import (
+    ConsoleAdmin,
+    ConsoleAdminDomain,
+    LoginClient,
+    LoginCount,
+    LoginFrozen,
+)
 from smtpauth_milter.store.sqlite import WRITE
 
 # The only tables a milter writes (docs/operations.md#the-milters-state-least-privilege).
 STATE_TABLES = (LoginCount.__tablename__, LoginClient.__tablename__, LoginFrozen.__tablename__)
+# What a milter never needs to read: the console's accounts and their password hashes.
+SECRET_TABLES = (ConsoleAdmin.__tablename__, ConsoleAdminDomain.__tablename__)
 EXPIRY = "expiry"  # unfrozen_by of a freeze whose login-freeze-duration ran out
 KEEP_UNFROZEN = timedelta(days=1)  # an unfrozen row is kept this long, then pruned
 
@@ -75,13 +83,14 @@ class Readback:
 
 
 def grants(role: str, database: str) -> list[str]:
-    """The PostgreSQL statements that let ``role`` read every table and write only the
-    milter's state (what operations.md tells an admin to run; the install will run them)."""
+    """The PostgreSQL statements that let ``role`` read every table but the console's
+    accounts and write only the milter's state (what operations.md tells an admin to run)."""
     quoted = '"' + role.replace('"', '""') + '"'
     return [
         f'GRANT CONNECT ON DATABASE "{database.replace(chr(34), chr(34) * 2)}" TO {quoted}',
         f"GRANT USAGE ON SCHEMA public TO {quoted}",
         f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {quoted}",
+        f"REVOKE ALL ON {', '.join(SECRET_TABLES)} FROM {quoted}",
         f"GRANT INSERT, UPDATE, DELETE ON {', '.join(STATE_TABLES)} TO {quoted}",
     ]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from psycopg import sql
+from sqlalchemy import text
 
 from smtpauth_milter.core.errors import StoreError
 from smtpauth_milter.core.policy import Action, Request, Rule, decide
@@ -71,6 +72,9 @@ def test_the_state_role_writes_counts_and_freezes_and_cannot_change_a_setting(
         ):
             with pytest.raises(StoreError, match="permission denied"), state.write() as session:
                 change(session)
+        # nor read the console's accounts (their password hashes)
+        with pytest.raises(StoreError, match="permission denied"), state.read() as session:
+            session.execute(text("SELECT password_hash FROM console_admin")).all()
         assert admin.load_snapshot().global_values["login-max-messages"] == "1/1h"
     finally:
         admin.dispose()
