@@ -80,6 +80,7 @@ class LoginLimiter:
         self._logins: dict[str, _Login] = {}
         self._batch = Batch()
         self._pending: dict[tuple[str, LimitKind], int] = {}  # counted since the last exchange
+        self._taken: dict[tuple[str, LimitKind], int] = {}  # on its way to the store: see take
         self._site: dict[tuple[str, LimitKind], tuple[int, int]] = {}  # -> (width, count)
         self._site_clients: dict[str, tuple[int, frozenset[str]]] = {}
         self._read_at: float | None = None
@@ -170,14 +171,16 @@ class LoginLimiter:
                 entry.counts[kind] = WindowCount(limit.window)
         return entry
 
-    def _count(self, login: str, kind: LimitKind, counter: WindowCount | None, now: float) -> int:
+    def _count(self, login: str, kind: LimitKind, entry: _Login, now: float) -> int:
+        counter = entry.counts.get(kind)
         if counter is None:
             return 0
         own = counter.total(now)
         site = self._site.get((login, kind))
         if site is None or site[0] != counter.step or not self._fresh(now):
             return own
-        return max(own, site[1] + self._pending.get((login, kind), 0))
+        unread = self._taken.get((login, kind), 0) + self._pending.get((login, kind), 0)
+        return max(own, site[1] + unread)
 
     def _fresh(self, now: float) -> bool:
         return self._read_at is not None and abs(now - self._read_at) <= STALE_AFTER
@@ -190,16 +193,10 @@ class LoginLimiter:
             if site is not None and site[0] == entry.clients.step and self._fresh(now):
                 clients |= site[1]
         return Counts(
-            messages=self._count(
-                login, LimitKind.MESSAGES, entry.counts.get(LimitKind.MESSAGES), now
-            ),
-            recipients=self._count(
-                login, LimitKind.RECIPIENTS, entry.counts.get(LimitKind.RECIPIENTS), now
-            ),
+            messages=self._count(login, LimitKind.MESSAGES, entry, now),
+            recipients=self._count(login, LimitKind.RECIPIENTS, entry, now),
             client_ips=len(clients),
-            mismatches=self._count(
-                login, LimitKind.MISMATCHES, entry.counts.get(LimitKind.MISMATCHES), now
-            ),
+            mismatches=self._count(login, LimitKind.MISMATCHES, entry, now),
             new_client=client is not None and client not in clients,
         )
 
@@ -281,15 +278,17 @@ class LoginLimiter:
     # --- the login-sync thread -------------------------------------------------------
 
     def take(self) -> Batch:
-        """What was counted since the last exchange, for the store."""
+        """What was counted since the last exchange, for the store. Until the store's
+        answer is absorbed (or the batch given back) it still counts as ``_taken``."""
         with self._lock:
             batch, self._batch = self._batch, Batch()
-            self._pending = {}
+            self._taken, self._pending = self._pending, {}
             return batch
 
     def give_back(self, batch: Batch, now: float) -> None:
         """The exchange failed: keep the batch for the next one (buckets still in a window)."""
         with self._lock:
+            self._taken = {}  # pending again, with the batch
             if len(self._batch.counts) + len(batch.counts) > MAX_KEPT:
                 batch.counts.clear()
                 batch.clients.clear()
@@ -321,7 +320,7 @@ class LoginLimiter:
                 if self._frozen_here.get(login) is batch.freezes[login]:
                     del self._frozen_here[login]
             self._frozen, self._site, self._site_clients = active, site, clients
-            self._read_at = now
+            self._read_at, self._taken = now, {}  # the site-wide count holds them now
         return [
             (
                 login,

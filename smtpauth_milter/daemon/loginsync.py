@@ -88,7 +88,11 @@ class LoginSync:
     # --- thread ---------------------------------------------------------------
 
     def start(self, interval: float = INTERVAL) -> None:
+        """One exchange now (the store's freezes are in force before the first session, as
+        the first snapshot is: a restarted milter forgets no freeze for a second), then
+        one per ``interval`` from the thread."""
         self._interval = interval
+        self.cycle()
         self._thread = threading.Thread(target=self._run, name="login-sync", daemon=True)
         self._thread.start()
 

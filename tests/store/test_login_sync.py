@@ -76,6 +76,21 @@ def test_two_milters_share_one_count_and_one_freeze(store: Store) -> None:
     assert mx2.send().action is Action.CONTINUE
 
 
+def test_a_started_milter_knows_the_stored_freezes_before_its_first_session(
+    store: Store,
+) -> None:
+    """A restart must not open a window (one exchange interval) for a frozen login."""
+    clock = Clock()
+    with store.write() as session:
+        loginedit.freeze(session, "alice@example.com", "test", "root", clock.now)
+    restarted = Milter(store, clock, "mx")
+    restarted.sync.start(interval=3600)  # the thread's next exchange is an hour away
+    try:
+        assert restarted.send().rule is Rule.LOGIN_FROZEN
+    finally:
+        restarted.sync.stop()
+
+
 def test_exemptions_reach_the_milter_with_the_next_snapshot(store: Store) -> None:
     clock = Clock()
     mx = Milter(store, clock, "mx")

@@ -194,6 +194,23 @@ def test_other_milters_counts_add_up_and_an_outage_falls_back_to_this_ones(
     assert limiter.take().counts == failed.counts, "kept for the next exchange"
 
 
+def test_counts_on_their_way_to_the_store_still_count(limiter: LoginLimiter, clock: Clock) -> None:
+    """While the login-sync thread writes a batch (between take and absorb) its counts are
+    neither pending nor in the site-wide count read back: they must count all the same."""
+    snap = snapshot(login_max_messages="5/1h")
+    others = Readback({("alice@example.com", "messages", 60): 2}, {}, {})  # another milter's
+    limiter.absorb(others, limiter.take(), clock.now)
+    for _ in range(2):
+        assert send(limiter, snap)[0].action is Action.CONTINUE
+    batch = limiter.take()  # the exchange begins: these two are on their way
+    assert send(limiter, snap)[0].action is Action.CONTINUE, "the fifth in the hour"
+    assert send(limiter, snap)[0].rule is Rule.LOGIN_MAX_MESSAGES, "the sixth, site-wide"
+    limiter.give_back(batch, clock.now)  # the exchange failed: pending again, counted once
+    assert send(limiter, snap)[0].rule is Rule.LOGIN_MAX_MESSAGES
+    kept = limiter.take().counts
+    assert kept[("alice@example.com", "messages", 60, int(T0) // 60)] == 3, "each one once"
+
+
 def test_frozen_logins_stay_frozen_through_an_outage(limiter: LoginLimiter, clock: Clock) -> None:
     snap = snapshot()
     limiter.absorb(
