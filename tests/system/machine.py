@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import grp
 import os
+import pwd
 import shlex
 import subprocess
 from collections.abc import Iterator
@@ -181,3 +182,34 @@ def swaks(port: int, sender: str, login: str | None = None, password: str = "") 
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     transcript = done.stdout + done.stderr
     return SwaksResult(transcript, done.returncode, parse_swaks(transcript))
+
+
+@contextmanager
+def trial_set_aside(store_dir: Path, user: str) -> Iterator[None]:
+    """What ``scripts/quickstart`` run as root leaves (its store in ``store_dir`` and
+    the system ``user``), moved out of the install's way and put back after: README's
+    two commands may run on one machine, the trial first."""
+    try:
+        entry: pwd.struct_passwd | None = pwd.getpwnam(user)
+    except KeyError:
+        entry = None
+    aside = store_dir.with_name(f"{store_dir.name}.trial-{os.getpid()}")
+    if store_dir.exists():
+        store_dir.rename(aside)
+    if entry is not None:
+        subprocess.run(["userdel", user], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        if aside.exists():
+            subprocess.run(["rm", "-rf", str(store_dir)], check=True)
+            aside.rename(store_dir)
+        if entry is not None and subprocess.run(["getent", "passwd", user],
+                                                capture_output=True).returncode == 2:  # fmt: skip
+            if subprocess.run(["getent", "group", str(entry.pw_gid)],
+                              capture_output=True).returncode == 2:  # fmt: skip
+                subprocess.run(["groupadd", "--system", "--gid", str(entry.pw_gid), user],
+                               check=True)  # fmt: skip
+            subprocess.run(["useradd", "--system", "--uid", str(entry.pw_uid), "--gid",
+                            str(entry.pw_gid), "--no-create-home", "--home-dir", entry.pw_dir,
+                            "--shell", entry.pw_shell, user], check=True)  # fmt: skip

@@ -48,6 +48,7 @@ from tests.system.machine import (
     started_as_unit,
     swaks,
     system_postfix,
+    trial_set_aside,
 )
 
 pytestmark = [
@@ -202,8 +203,13 @@ def check_the_milter_user_writes_its_state_and_nothing_else(unit: Unit) -> None:
 def test_install_upgrade_serve_and_uninstall(tmp_path: Path) -> None:
     problem = machine_problem()
     assert problem is None, problem
-    for leftover in (PREFIX, CONFIG_DIR, STORE_DIR, UNIT):
+    for leftover in (PREFIX, CONFIG_DIR, UNIT):
         assert not leftover.exists(), f"{leftover} exists: this test would replace an install"
+    with trial_set_aside(STORE_DIR, USER):  # scripts/quickstart's store and user, if any
+        install_upgrade_serve_and_uninstall(tmp_path)
+
+
+def install_upgrade_serve_and_uninstall(tmp_path: Path) -> None:
     wheel = built_wheel(tmp_path)
     check_wheel_in_an_empty_venv(wheel, tmp_path)
     try:
