@@ -88,6 +88,15 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
     server.close()
 
 
+@pytest.fixture(scope="module")
+def own_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    """A PostgreSQL server of the module's own, for tests that stop it (an outage)."""
+    server = PgServer(tmp_path_factory.mktemp("pg-own"))
+    server.start()
+    yield server
+    server.close()
+
+
 @pytest.fixture
 def pg_url(pg_server: PgServer) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test."""

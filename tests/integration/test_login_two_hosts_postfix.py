@@ -66,15 +66,6 @@ class Host:
 
 
 @pytest.fixture
-def own_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    """A PostgreSQL server of our own: this test stops it."""
-    server = PgServer(tmp_path_factory.mktemp("pg-two-hosts"))
-    server.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def second_sandbox(
     tmp_path_factory: pytest.TempPathFactory, mta_sandbox: Sandbox
 ) -> Iterator[Sandbox]:

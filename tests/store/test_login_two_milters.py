@@ -30,15 +30,6 @@ TOTAL_RATE = 10.0  # messages a second, split between the two milters
 ARGS = ("--max-stale", "3600", "--refresh", "0.2")  # the outage is ridden out, not timed
 
 
-@pytest.fixture(scope="module")
-def own_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    """A PostgreSQL server of our own: this test stops it."""
-    server = PgServer(tmp_path_factory.mktemp("pg-two-milters"))
-    server.start()
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def milters(tmp_path: Path) -> Iterator[MilterProcesses]:
     with MilterProcesses(tmp_path) as procs:
