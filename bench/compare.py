@@ -3,6 +3,7 @@
     python -m bench.compare                 # realistic store, 1/8/32 connections
     python -m bench.compare --large         # also 10,000 domains / 100,000 grants
     python -m bench.compare --leak          # RSS after 50,000 and 500,000 sessions
+    python -m bench.compare --limits-ab     # per-login limits on against off (bench/limits_ab.py)
 
 Both milters run for the whole comparison; runs alternate ours/no-op (the
 order flips every round) at each concurrency, and every figure is the median
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from tests.harness.milter import SOCKET, MilterProcess, ours
 
-from . import driver, procstat
+from . import driver, procstat, workload
 from .workload import LARGE, REALISTIC, Scenario, StoreSize, build_store, load_snapshot, scenarios
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,6 +190,7 @@ def compare(args: argparse.Namespace, size: StoreSize, workdir: Path) -> list[st
     snapshot = load_snapshot(db)
     key = f"{size.domains}/{size.grants}"
     SCENARIOS[key] = scenarios(snapshot, size)
+    budget = workload.login_budget(snapshot, SCENARIOS[key])  # ours: no login over a shipped limit
     print(f"# store {size.label} built in {time.monotonic() - t0:.1f}s", flush=True)
     procs = milters(workdir, db, args.socket, args.log_level)
     runs: list[Run] = []
@@ -198,15 +200,17 @@ def compare(args: argparse.Namespace, size: StoreSize, workdir: Path) -> list[st
             for proc in procs.values():
                 proc.start()
             for name, proc in procs.items():  # warm-up: fills the driver's encoded-session cache
-                measure(pool, name, proc, key, args.drivers, args.drivers, 1.0, 10**9)
+                warm = measure(pool, name, proc, key, args.drivers, args.drivers, 1.0, budget)
+                budget -= warm.sessions if name == "ours" else 0
             for c in args.connections:
                 for rnd in range(args.rounds):
                     order = NAMES if rnd % 2 == 0 else NAMES[::-1]
                     for name in order:
                         procs[name].log.truncate()
-                        run = measure(
-                            pool, name, procs[name], key, c, args.drivers, args.duration, 10**9
-                        )
+                        cap = budget if name == "ours" else 10**9
+                        run = measure(pool, name, procs[name], key, c, args.drivers,
+                                      args.duration, cap)  # fmt: skip
+                        budget -= run.sessions if name == "ours" else 0
                         runs.append(run)
                         print(
                             f"  c={c:<3} round {rnd} {name:4}: {run.rate:7.0f}/s"
@@ -233,7 +237,13 @@ def leak(args: argparse.Namespace, workdir: Path) -> list[str]:
     db = f"sqlite:///{workdir / 'store-leak.sqlite'}"
     build_store(db, REALISTIC)
     key = "leak"
-    SCENARIOS[key] = scenarios(load_snapshot(db), REALISTIC)
+    snapshot = load_snapshot(db)
+    count = max(
+        workload.SESSIONS, args.leak_sessions // 4
+    )  # enough logins to stay under the limits
+    SCENARIOS[key] = scenarios(snapshot, REALISTIC, count, logins=count // 5)
+    if workload.login_budget(snapshot, SCENARIOS[key]) < args.leak_sessions:
+        raise SystemExit(f"bench: {args.leak_sessions} sessions would cross a login limit")
     procs = milters(workdir, db, args.socket, args.log_level)
     total_wanted = args.leak_sessions
     lines = [
@@ -286,7 +296,7 @@ def machine() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--connections", type=int, nargs="+", help="default 1 8 32 (A/B: 8 32)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per milter")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per run")
     parser.add_argument("--drivers", type=int, default=2, help="driver processes per run")
@@ -302,13 +312,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--leak", action="store_true", help="only the 50k -> 500k RSS run")
     parser.add_argument("--leak-sessions", type=int, default=500_000)
     parser.add_argument("--leak-milters", nargs="+", default=["ours", "noop"], choices=NAMES)
+    parser.add_argument(
+        "--limits-ab", action="store_true", help="ours with limits on against off (8, 32 conns)"
+    )
     parser.add_argument("--json", metavar="FILE", help="append every run as JSON to FILE")
     args = parser.parse_args(argv)
+    args.connections = args.connections or ([8, 32] if args.limits_ab else [1, 8, 32])
     workdir = Path(tempfile.mkdtemp(prefix="smtpauth-bench-"))
     try:
         out = machine()
         if args.leak:
             out += leak(args, workdir)
+        elif args.limits_ab:
+            from . import limits_ab  # it imports this module
+
+            out += limits_ab.run(args, workdir)
         else:
             sizes = [LARGE] if args.only_large else [REALISTIC, *([LARGE] if args.large else [])]
             out.append(

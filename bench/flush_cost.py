@@ -1,0 +1,123 @@
+"""What the login-sync thread costs: one exchange per second, timed in process.
+
+    python -m bench.flush_cost [--rate 2000] [--seconds 40]
+
+The workload's sessions (bench/workload.py, 10,000 logins) go through a real
+:class:`~smtpauth_milter.daemon.logins.LoginLimiter` at ``--rate`` sessions
+per simulated second; after each second :meth:`LoginSync.cycle` writes the
+batch to a SQLite state store and reads every login's counts back, as the
+milter's thread does.  Reported: the thread's CPU per exchange (``thread_time``),
+its wall time, the rows it wrote (bucket upserts and client rows), and that CPU
+spread over the second's sessions.  ``bench.compare --limits-ab`` runs it with
+the rate it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from smtpauth_milter.core.networks import parse_ip
+from smtpauth_milter.core.policy import Request, Verdict, decide
+from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.daemon.logins import LoginLimiter
+from smtpauth_milter.daemon.loginsync import LoginSync
+from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.loginstate import Batch
+
+from .workload import REALISTIC, Scenario, build_store, load_snapshot, scenarios
+
+Decided = list[tuple[Request, list[tuple[str, Verdict]]]]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def measure(
+    snapshot: Snapshot, plays: list[Scenario], rate: float, seconds: int
+) -> list[tuple[float, float, int]]:
+    """(CPU s, wall s, rows written) of each exchange, one per simulated second."""
+    decided: Decided = []
+    for sc in plays:
+        request = Request(parse_ip(sc.client), sc.login, sc.sender)
+        decided.append((request, [(r, decide(snapshot, request, r)) for r in sc.rcpts]))
+    gc.collect()
+    gc.freeze()  # the bench's own objects (the decided sessions): not the milter's heap
+    clock = _Clock()
+    limiter = LoginLimiter("milter@bench", clock=clock)
+    written: list[int] = []
+    take = limiter.take
+
+    def counted_take() -> Batch:
+        batch = take()
+        written.append(len(batch.counts) + len(batch.clients))
+        return batch
+
+    limiter.take = counted_take  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory(prefix="smtpauth-flush-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'state.sqlite'}"
+        Store(url).create()
+        state = Store(url, serving=True)
+        sync = LoginSync(limiter, state, clock=clock)
+        out: list[tuple[float, float, int]] = []
+        n = 0
+        try:
+            for _ in range(seconds):
+                for _ in range(int(rate)):
+                    request, rcpts = decided[n % len(decided)]
+                    n += 1
+                    first = True
+                    for rcpt, verdict in rcpts:
+                        got = limiter.apply(snapshot, request, verdict, first, None, None, rcpt)
+                        first = first and got.refuses
+                clock.now += 1.0
+                cpu0, wall0 = time.thread_time(), time.perf_counter()
+                if not sync.cycle():
+                    raise RuntimeError("the exchange with the state store failed")
+                out.append((time.thread_time() - cpu0, time.perf_counter() - wall0, written[-1]))
+        finally:
+            state.dispose()
+            gc.unfreeze()
+    return out
+
+
+def report(snapshot: Snapshot, plays: list[Scenario], rate: float, seconds: int = 40) -> list[str]:
+    cycles = measure(snapshot, plays, rate, seconds)
+    steady = cycles[len(cycles) // 2 :]  # every login has counts in its windows by then
+    cpu = statistics.median(c for c, _w, _r in steady)
+    wall = statistics.median(w for _c, w, _r in steady)
+    rows = statistics.median(r for _c, _w, r in steady)
+    return [
+        f"login-sync exchange (SQLite, in process, {rate:.0f} sessions/s, {seconds} s; median"
+        f" of the last {len(steady)}): CPU {1000 * cpu:.1f} ms per exchange (max"
+        f" {1000 * max(c for c, _w, _r in steady):.1f}), wall {1000 * wall:.1f} ms,"
+        f" {rows:.0f} rows written per second; {1e6 * cpu / rate:.1f} µs CPU per session",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=2000.0, help="sessions per second")
+    parser.add_argument("--seconds", type=int, default=40, help="exchanges (simulated seconds)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="smtpauth-flush-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'store.sqlite'}"
+        build_store(url, REALISTIC)
+        snapshot = load_snapshot(url)
+    plays = scenarios(snapshot, REALISTIC)
+    print("\n".join(report(snapshot, plays, args.rate, args.seconds)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
