@@ -91,15 +91,17 @@ def measure(
     duration: float,
     sessions: int,
     check: bool | None = None,
+    start: int = 0,
 ) -> Run:
-    """One run; every verdict is checked for ``check`` (default: only for "ours")."""
+    """One run; every verdict is checked for ``check`` (default: only for "ours").
+    ``start``: the scenario to begin with (the sessions played before: no replays)."""
     check = name == "ours" if check is None else check
     drivers = max(1, min(drivers, connections))
     per = [connections // drivers + (1 if n < connections % drivers else 0) for n in range(drivers)]
     offsets = [sum(per[:n]) for n in range(drivers)]
     jobs = [
         (milter.socket, key, check, per[n], duration, -(-sessions // drivers),
-         offsets[n], connections)
+         start + offsets[n], connections)
         for n in range(drivers)
     ]  # fmt: skip
     procstat.reset_peak(milter.pid)
@@ -194,6 +196,7 @@ def compare(args: argparse.Namespace, size: StoreSize, workdir: Path) -> list[st
     print(f"# store {size.label} built in {time.monotonic() - t0:.1f}s", flush=True)
     procs = milters(workdir, db, args.socket, args.log_level)
     runs: list[Run] = []
+    played: dict[str, int] = {}  # sessions per milter: each run goes on through the list
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(args.drivers) as pool:
         try:
@@ -201,16 +204,16 @@ def compare(args: argparse.Namespace, size: StoreSize, workdir: Path) -> list[st
                 proc.start()
             for name, proc in procs.items():  # warm-up: fills the driver's encoded-session cache
                 warm = measure(pool, name, proc, key, args.drivers, args.drivers, 1.0, budget)
-                budget -= warm.sessions if name == "ours" else 0
+                played[name] = warm.sessions
             for c in args.connections:
                 for rnd in range(args.rounds):
                     order = NAMES if rnd % 2 == 0 else NAMES[::-1]
                     for name in order:
                         procs[name].log.truncate()
-                        cap = budget if name == "ours" else 10**9
+                        cap = budget - played[name] if name == "ours" else 10**9
                         run = measure(pool, name, procs[name], key, c, args.drivers,
-                                      args.duration, cap)  # fmt: skip
-                        budget -= run.sessions if name == "ours" else 0
+                                      args.duration, cap, start=played[name])  # fmt: skip
+                        played[name] += run.sessions
                         runs.append(run)
                         print(
                             f"  c={c:<3} round {rnd} {name:4}: {run.rate:7.0f}/s"
@@ -262,9 +265,10 @@ def leak(args: argparse.Namespace, workdir: Path) -> list[str]:
                 rest: list[Run] = []
                 while sum(r.sessions for r in rest) + first.sessions < total_wanted:
                     proc.log.truncate()
-                    left = total_wanted - first.sessions - sum(r.sessions for r in rest)
-                    sessions = min(left, LEAK_CHUNK)
-                    rest.append(measure(pool, name, proc, key, 8, args.drivers, 600, sessions))
+                    done = first.sessions + sum(r.sessions for r in rest)
+                    sessions = min(total_wanted - done, LEAK_CHUNK)
+                    rest.append(measure(pool, name, proc, key, 8, args.drivers, 600, sessions,
+                                        start=done))  # fmt: skip
                 rss_500k = rest[-1].rss_kib
                 total = first.sessions + sum(r.sessions for r in rest)
                 rate = total / (first.seconds + sum(r.seconds for r in rest))
