@@ -86,7 +86,7 @@ def test_the_soak_stays_under_the_limits(tmp_path: Path) -> None:
     snap = load_snapshot(url)
     sessions = 6000
     logins = -(-sessions // soak.PER_LOGIN)
-    rng = random.Random(3)  # noqa: S311
+    rng = random.Random(3)
     state = soak.State(require_auth_local=True, require_sender_match=True)
     plays = []
     for n in range(sessions):
