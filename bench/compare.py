@@ -207,8 +207,7 @@ def compare(args: argparse.Namespace, size: StoreSize, workdir: Path) -> list[st
                 played[name] = warm.sessions
             for c in args.connections:
                 for rnd in range(args.rounds):
-                    order = NAMES if rnd % 2 == 0 else NAMES[::-1]
-                    for name in order:
+                    for name in NAMES if rnd % 2 == 0 else NAMES[::-1]:
                         procs[name].log.truncate()
                         cap = budget - played[name] if name == "ours" else 10**9
                         run = measure(pool, name, procs[name], key, c, args.drivers,
@@ -220,7 +219,8 @@ def compare(args: argparse.Namespace, size: StoreSize, workdir: Path) -> list[st
                             f" p50 {run.p50_ms:6.2f} p99 {run.p99_ms:6.2f} ms"
                             f" cpu {run.cpu_ms:.3f} ms/session rss {run.rss_kib / 1024:.1f} MiB"
                             f" driver {run.driver_cpu_pct:.0f}%"
-                            f" wrong {run.mismatches} errors {run.errors} {run.examples[:1]}",
+                            f" wrong {run.mismatches} errors {run.errors} {run.examples[:1]}"
+                            f"{' LOGIN BUDGET REACHED' if cap <= run.sessions else ''}",
                             flush=True,
                         )
         finally:
