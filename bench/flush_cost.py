@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from smtpauth_milter.core.loginpolicy import login_key
@@ -32,9 +33,11 @@ from smtpauth_milter.daemon.logins import LoginLimiter
 from smtpauth_milter.daemon.loginsync import LoginSync
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.loginstate import Batch
+from tests.harness.pgserver import PgServer
 
 from .workload import REALISTIC, Scenario, build_store, load_snapshot, scenarios
 
+DBNAME = "flush"
 Decided = list[tuple[Request, list[tuple[str, Verdict]]]]
 
 
@@ -46,7 +49,7 @@ class _Clock:
         return self.now
 
 
-def fill(path: Path, plays: list[Scenario], now: float, minutes: int) -> int:
+def fill(target: Path | PgServer, plays: list[Scenario], now: float, minutes: int) -> int:
     """The last ``minutes`` of an hour in which every login sent a message each minute and
     tried a sender it does not own every 6th (one row per login, kind and 60 s bucket: the
     shipped 1h windows), as the state store holds them then.  Returns the rows added."""
@@ -64,17 +67,31 @@ def fill(path: Path, plays: list[Scenario], now: float, minutes: int) -> int:
     seen = [
         (login, width, last - k, clients[login]) for login in logins for k in range(1, minutes + 1)
     ]
-    with sqlite3.connect(path) as db:
-        db.executemany("INSERT INTO login_count VALUES (?, ?, ?, ?, ?)", counts)
-        db.executemany("INSERT INTO login_client VALUES (?, ?, ?, ?)", seen)
+    if isinstance(target, PgServer):
+        with target.connect(DBNAME) as pg, pg.cursor() as cursor:
+            for table, rows in (("login_count", counts), ("login_client", seen)):
+                with cursor.copy(f"COPY {table} FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            cursor.execute("ANALYZE")  # as autovacuum would have after that hour
+    else:
+        with sqlite3.connect(target) as db:
+            db.executemany("INSERT INTO login_count VALUES (?, ?, ?, ?, ?)", counts)
+            db.executemany("INSERT INTO login_client VALUES (?, ?, ?, ?)", seen)
     return len(counts) + len(seen)
 
 
 def measure(
-    snapshot: Snapshot, plays: list[Scenario], rate: float, seconds: int, minutes: int = 0
+    snapshot: Snapshot,
+    plays: list[Scenario],
+    rate: float,
+    seconds: int,
+    minutes: int = 0,
+    pg: bool = False,
 ) -> list[tuple[float, float, int]]:
     """(CPU s, wall s, rows written) of each exchange, one per simulated second; the state
-    store holds ``minutes`` of earlier traffic of every login first (:func:`fill`)."""
+    store holds ``minutes`` of earlier traffic of every login first (:func:`fill`).
+    ``pg``: on a private PostgreSQL (this process's CPU only, not the server's)."""
     decided: Decided = []
     for sc in plays:
         request = Request(parse_ip(sc.client), sc.login, sc.sender)
@@ -92,12 +109,16 @@ def measure(
         return batch
 
     limiter.take = counted_take  # type: ignore[method-assign]
-    with tempfile.TemporaryDirectory(prefix="smtpauth-flush-") as tmp:
-        path = Path(tmp) / "state.sqlite"
-        url = f"sqlite:///{path}"
+    with tempfile.TemporaryDirectory(prefix="smtpauth-flush-") as tmp, ExitStack() as stack:
+        target: Path | PgServer = Path(tmp) / "state.sqlite"
+        url = f"sqlite:///{target}"
+        if pg:
+            target = stack.enter_context(PgServer(Path(tmp) / "pg"))
+            target.create_database(DBNAME)
+            url = target.url(DBNAME)
         Store(url).create()
         if minutes:
-            fill(path, plays, clock.now, minutes)
+            fill(target, plays, clock.now, minutes)
         state = Store(url, serving=True)
         sync = LoginSync(limiter, state, clock=clock)
         out: list[tuple[float, float, int]] = []
@@ -123,15 +144,21 @@ def measure(
 
 
 def report(
-    snapshot: Snapshot, plays: list[Scenario], rate: float, seconds: int = 40, minutes: int = 0
+    snapshot: Snapshot,
+    plays: list[Scenario],
+    rate: float,
+    seconds: int = 40,
+    minutes: int = 0,
+    pg: bool = False,
 ) -> list[str]:
-    cycles = measure(snapshot, plays, rate, seconds, minutes)
+    cycles = measure(snapshot, plays, rate, seconds, minutes, pg)
     steady = cycles[len(cycles) // 2 :]  # every login has counts in its windows by then
     cpu = statistics.median(c for c, _w, _r in steady)
     wall = statistics.median(w for _c, w, _r in steady)
     rows = statistics.median(r for _c, _w, r in steady)
     return [
-        f"login-sync exchange (SQLite, in process, {rate:.0f} sessions/s, {seconds} s"
+        f"login-sync exchange ({'PostgreSQL' if pg else 'SQLite'}, in process,"
+        f" {rate:.0f} sessions/s, {seconds} s"
         f"{f' after {minutes} filled minutes' if minutes else ''}; median"
         f" of the last {len(steady)}): CPU {1000 * cpu:.1f} ms per exchange (max"
         f" {1000 * max(c for c, _w, _r in steady):.1f}), wall {1000 * wall:.1f} ms,"
@@ -143,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=2000.0, help="sessions per second")
     parser.add_argument("--seconds", type=int, default=40, help="exchanges (simulated seconds)")
+    parser.add_argument("--pg", action="store_true", help="a private PostgreSQL, not SQLite")
     parser.add_argument(
         "--fill-minutes", type=int, default=0, help="earlier minutes of every login's traffic"
     )
@@ -152,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         build_store(url, REALISTIC)
         snapshot = load_snapshot(url)
     plays = scenarios(snapshot, REALISTIC)
-    print("\n".join(report(snapshot, plays, args.rate, args.seconds, args.fill_minutes)))
+    print("\n".join(report(snapshot, plays, args.rate, args.seconds, args.fill_minutes, args.pg)))
     return 0
 
 
