@@ -3,6 +3,7 @@
     python -m bench.compare                 # realistic store, 1/8/32 connections
     python -m bench.compare --large         # also 10,000 domains / 100,000 grants
     python -m bench.compare --leak          # RSS after 50,000 and 500,000 sessions
+    python -m bench.compare --limits-ab     # per-login limits on against off (bench/limits_ab.py)
 
 Both milters run for the whole comparison; runs alternate ours/no-op (the
 order flips every round) at each concurrency, and every figure is the median
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from tests.harness.milter import SOCKET, MilterProcess, ours
 
-from . import driver, procstat
+from . import driver, procstat, workload
 from .workload import LARGE, REALISTIC, Scenario, StoreSize, build_store, load_snapshot, scenarios
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,15 +91,17 @@ def measure(
     duration: float,
     sessions: int,
     check: bool | None = None,
+    start: int = 0,
 ) -> Run:
-    """One run; every verdict is checked for ``check`` (default: only for "ours")."""
+    """One run; every verdict is checked for ``check`` (default: only for "ours").
+    ``start``: the scenario to begin with (the sessions played before: no replays)."""
     check = name == "ours" if check is None else check
     drivers = max(1, min(drivers, connections))
     per = [connections // drivers + (1 if n < connections % drivers else 0) for n in range(drivers)]
     offsets = [sum(per[:n]) for n in range(drivers)]
     jobs = [
         (milter.socket, key, check, per[n], duration, -(-sessions // drivers),
-         offsets[n], connections)
+         start + offsets[n], connections)
         for n in range(drivers)
     ]  # fmt: skip
     procstat.reset_peak(milter.pid)
@@ -189,31 +192,35 @@ def compare(args: argparse.Namespace, size: StoreSize, workdir: Path) -> list[st
     snapshot = load_snapshot(db)
     key = f"{size.domains}/{size.grants}"
     SCENARIOS[key] = scenarios(snapshot, size)
+    budget = workload.login_budget(snapshot, SCENARIOS[key])  # ours: no login over a shipped limit
     print(f"# store {size.label} built in {time.monotonic() - t0:.1f}s", flush=True)
     procs = milters(workdir, db, args.socket, args.log_level)
     runs: list[Run] = []
+    played: dict[str, int] = {}  # sessions per milter: each run goes on through the list
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(args.drivers) as pool:
         try:
             for proc in procs.values():
                 proc.start()
             for name, proc in procs.items():  # warm-up: fills the driver's encoded-session cache
-                measure(pool, name, proc, key, args.drivers, args.drivers, 1.0, 10**9)
+                warm = measure(pool, name, proc, key, args.drivers, args.drivers, 1.0, budget)
+                played[name] = warm.sessions
             for c in args.connections:
                 for rnd in range(args.rounds):
-                    order = NAMES if rnd % 2 == 0 else NAMES[::-1]
-                    for name in order:
+                    for name in NAMES if rnd % 2 == 0 else NAMES[::-1]:
                         procs[name].log.truncate()
-                        run = measure(
-                            pool, name, procs[name], key, c, args.drivers, args.duration, 10**9
-                        )
+                        cap = budget - played[name] if name == "ours" else 10**9
+                        run = measure(pool, name, procs[name], key, c, args.drivers,
+                                      args.duration, cap, start=played[name])  # fmt: skip
+                        played[name] += run.sessions
                         runs.append(run)
                         print(
                             f"  c={c:<3} round {rnd} {name:4}: {run.rate:7.0f}/s"
                             f" p50 {run.p50_ms:6.2f} p99 {run.p99_ms:6.2f} ms"
                             f" cpu {run.cpu_ms:.3f} ms/session rss {run.rss_kib / 1024:.1f} MiB"
                             f" driver {run.driver_cpu_pct:.0f}%"
-                            f" wrong {run.mismatches} errors {run.errors} {run.examples[:1]}",
+                            f" wrong {run.mismatches} errors {run.errors} {run.examples[:1]}"
+                            f"{' LOGIN BUDGET REACHED' if cap <= run.sessions else ''}",
                             flush=True,
                         )
         finally:
@@ -233,7 +240,13 @@ def leak(args: argparse.Namespace, workdir: Path) -> list[str]:
     db = f"sqlite:///{workdir / 'store-leak.sqlite'}"
     build_store(db, REALISTIC)
     key = "leak"
-    SCENARIOS[key] = scenarios(load_snapshot(db), REALISTIC)
+    snapshot = load_snapshot(db)
+    count = max(
+        workload.SESSIONS, args.leak_sessions // 4
+    )  # enough logins to stay under the limits
+    SCENARIOS[key] = scenarios(snapshot, REALISTIC, count, logins=count // 5)
+    if workload.login_budget(snapshot, SCENARIOS[key]) < args.leak_sessions:
+        raise SystemExit(f"bench: {args.leak_sessions} sessions would cross a login limit")
     procs = milters(workdir, db, args.socket, args.log_level)
     total_wanted = args.leak_sessions
     lines = [
@@ -252,9 +265,10 @@ def leak(args: argparse.Namespace, workdir: Path) -> list[str]:
                 rest: list[Run] = []
                 while sum(r.sessions for r in rest) + first.sessions < total_wanted:
                     proc.log.truncate()
-                    left = total_wanted - first.sessions - sum(r.sessions for r in rest)
-                    sessions = min(left, LEAK_CHUNK)
-                    rest.append(measure(pool, name, proc, key, 8, args.drivers, 600, sessions))
+                    done = first.sessions + sum(r.sessions for r in rest)
+                    sessions = min(total_wanted - done, LEAK_CHUNK)
+                    rest.append(measure(pool, name, proc, key, 8, args.drivers, 600, sessions,
+                                        start=done))  # fmt: skip
                 rss_500k = rest[-1].rss_kib
                 total = first.sessions + sum(r.sessions for r in rest)
                 rate = total / (first.seconds + sum(r.seconds for r in rest))
@@ -286,7 +300,7 @@ def machine() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--connections", type=int, nargs="+", help="default 1 8 32 (A/B: 8 32)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per milter")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per run")
     parser.add_argument("--drivers", type=int, default=2, help="driver processes per run")
@@ -302,13 +316,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--leak", action="store_true", help="only the 50k -> 500k RSS run")
     parser.add_argument("--leak-sessions", type=int, default=500_000)
     parser.add_argument("--leak-milters", nargs="+", default=["ours", "noop"], choices=NAMES)
+    parser.add_argument(
+        "--limits-ab", action="store_true", help="ours with limits on against off (8, 32 conns)"
+    )
     parser.add_argument("--json", metavar="FILE", help="append every run as JSON to FILE")
     args = parser.parse_args(argv)
+    args.connections = args.connections or ([8, 32] if args.limits_ab else [1, 8, 32])
     workdir = Path(tempfile.mkdtemp(prefix="smtpauth-bench-"))
     try:
         out = machine()
         if args.leak:
             out += leak(args, workdir)
+        elif args.limits_ab:
+            from . import limits_ab  # it imports this module
+
+            out += limits_ab.run(args, workdir)
         else:
             sizes = [LARGE] if args.only_large else [REALISTIC, *([LARGE] if args.large else [])]
             out.append(

@@ -9,10 +9,14 @@ snapshot the milter itself loads from that store.
 from __future__ import annotations
 
 import random
+import zlib
+from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy import insert
 
+from smtpauth_milter.core.limits import LimitKind
+from smtpauth_milter.core.loginpolicy import counted_login, event_of, limits_for
 from smtpauth_milter.core.networks import parse_ip
 from smtpauth_milter.core.policy import Action, Request, decide
 from smtpauth_milter.core.snapshot import Snapshot, grant_login, grant_target
@@ -22,6 +26,8 @@ from smtpauth_milter.store.models import SendAsGrant
 
 TRUSTED_PREFIX = "198.51.100."  # one of the trusted networks
 UNTRUSTED_PREFIX = "203.0.113."
+LOGINS = 10_000  # distinct logins in the workload (issue 20's bench)
+SESSIONS = 50_000  # scenarios: each of LOGINS sends as itself once per pass over them
 
 
 @dataclass(frozen=True)
@@ -115,16 +121,33 @@ def expected_reply(snapshot: Snapshot, request: Request, rcpt: str) -> str:
 
 
 def scenarios(
-    snapshot: Snapshot, size: StoreSize, count: int = 4000, seed: int = 1
+    snapshot: Snapshot,
+    size: StoreSize,
+    count: int = SESSIONS,
+    seed: int = 1,
+    logins: int = LOGINS,
 ) -> list[Scenario]:
-    """A deterministic mix: ~45% authenticated, ~8% trusted clients, local and remote senders."""
+    """A deterministic mix: ~45% authenticated, ~8% trusted clients, local and remote senders.
+
+    The authenticated sessions take their logins in turn from ``logins`` users
+    (and the grants' logins), so that each login sends little per pass over the
+    list, and each login connects from one client address of its own: the
+    shipped per-login limits allow :func:`login_budget` sessions before any of
+    them could refuse.
+    """
     rng = random.Random(seed)  # noqa: S311
     grants = sorted(snapshot.grants.items())
+    turns = _Turns(logins, len(grants))
     out: list[Scenario] = []
     for n in range(count):
         trusted = rng.random() < 0.08
-        client = (TRUSTED_PREFIX if trusted else UNTRUSTED_PREFIX) + str(rng.randrange(1, 255))
-        login, sender = _sender(rng, size, grants)
+        login, sender = _sender(rng, size, grants, turns)
+        if trusted:
+            client = TRUSTED_PREFIX + str(rng.randrange(1, 255))
+        elif login is not None:  # one address per login: never near login-max-client-ips
+            client = UNTRUSTED_PREFIX + str(1 + zlib.crc32(login.encode()) % 254)
+        else:
+            client = UNTRUSTED_PREFIX + str(rng.randrange(1, 255))
         rcpts = tuple(_rcpt(rng, size) for _ in range(rng.randint(1, 3)))
         request = Request(parse_ip(client), login, sender)
         expected = tuple(expected_reply(snapshot, request, r) for r in rcpts)
@@ -132,21 +155,47 @@ def scenarios(
     return out
 
 
+class _Turns:
+    """Whose turn it is: each kind of authenticated session walks its own list of logins."""
+
+    def __init__(self, logins: int, grants: int) -> None:
+        self.logins = logins
+        self.own = 0
+        self.other = logins // 2  # the mismatches start half way round: other logins
+        self.grant = 0
+        self.grants = grants
+
+    def next_own(self) -> int:
+        self.own = (self.own + 1) % self.logins
+        return self.own
+
+    def next_other(self) -> int:
+        self.other = (self.other + 1) % self.logins
+        return self.other
+
+    def next_grant(self) -> int:
+        self.grant = (self.grant + 1) % self.grants
+        return self.grant
+
+
 def _sender(
-    rng: random.Random, size: StoreSize, grants: list[tuple[str, frozenset[str]]]
+    rng: random.Random,
+    size: StoreSize,
+    grants: list[tuple[str, frozenset[str]]],
+    turns: _Turns,
 ) -> tuple[str | None, str]:
     roll = rng.random()
     local = f"user{rng.randrange(size.grants)}@{domain(rng.randrange(size.domains))}"
     if roll < 0.20:  # authenticated, sending as itself (maybe sub-addressed)
-        login = user_login(rng.randrange(size.grants), size)
+        login = user_login(turns.next_own(), size)
         name, _, dom = login.partition("@")
         return login, f"<{name}+tag@{dom}>" if rng.random() < 0.2 else f"<{login}>"
     if roll < 0.35:  # authenticated, using a send-as grant
-        login, targets = grants[rng.randrange(len(grants))]
+        login, targets = grants[turns.next_grant()]
         target = sorted(targets)[0]
         return login, f"<someone{target}>" if target.startswith("@") else f"<{target}>"
     if roll < 0.45:  # authenticated, not owning the sender
-        return user_login(rng.randrange(size.grants), size), f"<{local}>"
+        return user_login(turns.next_other(), size), f"<{local}>"
     if roll < 0.60:  # unauthenticated local sender (refused unless exempt + local rcpt)
         return None, f"<{local}>"
     if roll < 0.63:  # role sender
@@ -162,3 +211,45 @@ def _rcpt(rng: random.Random, size: StoreSize) -> str:
     if rng.random() < 0.3:
         return f"<rcpt{rng.randrange(10000)}@{domain(rng.randrange(size.domains))}>"
     return f"<rcpt{rng.randrange(10000)}@remote{rng.randrange(500)}.test>"
+
+
+def login_counts(snapshot: Snapshot, plays: list[Scenario]) -> dict[str, dict[LimitKind, int]]:
+    """What one pass over ``plays`` adds to each login's counts, as the milter counts them
+    (core/loginpolicy.py: counted_login, event_of); client IPs: distinct addresses."""
+    counts: dict[str, dict[LimitKind, int]] = defaultdict(lambda: dict.fromkeys(LimitKind, 0))
+    clients: dict[str, set[str]] = defaultdict(set)
+    for sc in plays:
+        request = Request(parse_ip(sc.client), sc.login, sc.sender)
+        first = True
+        for rcpt in sc.rcpts:
+            verdict = decide(snapshot, request, rcpt)
+            login = counted_login(request, verdict)
+            if login is None:
+                continue
+            event = event_of(verdict, first)
+            mine = counts[login]
+            mine[LimitKind.MISMATCHES] += event.mismatch
+            mine[LimitKind.RECIPIENTS] += event.accepted
+            mine[LimitKind.MESSAGES] += event.accepted and event.first_of_message
+            first = first and not event.accepted
+            clients[login].add(sc.client)
+    for login, seen in clients.items():
+        counts[login][LimitKind.CLIENT_IPS] = len(seen)
+    return dict(counts)
+
+
+def login_budget(snapshot: Snapshot, plays: list[Scenario]) -> int:
+    """Sessions one milter (one store) can play of ``plays``, in turn and over and over,
+    with no login crossing a limit in force (the store's, the shipped defaults unless
+    changed), whatever the windows: a pass that is under way counts as a whole one.
+    Client addresses do not grow with passes: too many is an error."""
+    passes = 10**9
+    for login, counts in login_counts(snapshot, plays).items():
+        for kind, limit in limits_for(snapshot, login).limits:
+            per_pass = counts[kind]
+            if kind is LimitKind.CLIENT_IPS:
+                if per_pass > limit.count:
+                    raise ValueError(f"{login} connects from {per_pass} addresses: over {limit}")
+            elif per_pass:
+                passes = min(passes, limit.count // per_pass)
+    return max(0, passes - 1) * len(plays)

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -81,8 +81,10 @@ class LoginLimiter:
         self._batch = Batch()
         self._pending: dict[tuple[str, LimitKind], int] = {}  # counted since the last exchange
         self._taken: dict[tuple[str, LimitKind], int] = {}  # on its way to the store: see take
-        self._site: dict[tuple[str, LimitKind], tuple[int, int]] = {}  # -> (width, count)
-        self._site_clients: dict[str, tuple[int, frozenset[str]]] = {}
+        # The store's readback as it came (no re-keying per exchange: 10,000 logins' worth
+        # each second): (login, stored kind, width) -> count; (login, width) -> clients.
+        self._site: Mapping[tuple[str, str, int], int] = {}
+        self._site_clients: Mapping[tuple[str, int], frozenset[str]] = {}
         self._read_at: float | None = None
         self._frozen: dict[str, FrozenState] = {}  # active freezes, as the store has them
         self._frozen_here: dict[str, Freeze] = {}  # frozen by this milter, not yet read back
@@ -176,11 +178,11 @@ class LoginLimiter:
         if counter is None:
             return 0
         own = counter.total(now)
-        site = self._site.get((login, kind))
-        if site is None or site[0] != counter.step or not self._fresh(now):
+        site = self._site.get((login, STORED_KIND[kind], counter.step))
+        if site is None or not self._fresh(now):
             return own
         unread = self._taken.get((login, kind), 0) + self._pending.get((login, kind), 0)
-        return max(own, site[1] + unread)
+        return max(own, site + unread)
 
     def _fresh(self, now: float) -> bool:
         return self._read_at is not None and abs(now - self._read_at) <= STALE_AFTER
@@ -189,9 +191,9 @@ class LoginLimiter:
         clients: set[str] = set()
         if entry.clients is not None:
             clients = entry.clients.keys(now)
-            site = self._site_clients.get(login)
-            if site is not None and site[0] == entry.clients.step and self._fresh(now):
-                clients |= site[1]
+            site = self._site_clients.get((login, entry.clients.step))
+            if site is not None and self._fresh(now):
+                clients |= site
         return Counts(
             messages=self._count(login, LimitKind.MESSAGES, entry, now),
             recipients=self._count(login, LimitKind.RECIPIENTS, entry, now),
@@ -304,12 +306,6 @@ class LoginLimiter:
     def absorb(self, readback: Readback, batch: Batch, now: float) -> list[tuple[str, str]]:
         """The store's state after this milter's batch; returns the logins unfrozen since
         the last exchange, each with who unfroze it. Their counts here start afresh."""
-        site = {
-            (login, _KIND_OF[kind]): (step, n)
-            for (login, kind, step), n in readback.totals.items()
-            if kind in _KIND_OF
-        }
-        clients = {login: (step, keys) for (login, step), keys in readback.clients.items()}
         active = {login: s for login, s in readback.frozen.items() if s.active(now)}
         with self._lock:
             unfrozen = [login for login in self._frozen if login not in active]
@@ -319,7 +315,7 @@ class LoginLimiter:
             for login in batch.freezes:  # written: the store's word is the one now
                 if self._frozen_here.get(login) is batch.freezes[login]:
                     del self._frozen_here[login]
-            self._frozen, self._site, self._site_clients = active, site, clients
+            self._frozen, self._site, self._site_clients = active, readback.totals, readback.clients
             self._read_at, self._taken = now, {}  # the site-wide count holds them now
         return [
             (

@@ -1,0 +1,153 @@
+"""Per-login limits on against off: the same workload, the same run (issue 20's bench).
+
+    python -m bench.compare --limits-ab [--rounds 5] [--duration 4] [--connections 8 32]
+
+Two of our milters on two stores that differ in one thing: ``on`` has the
+shipped defaults (every ``login-max-*`` on, action tempfail), ``off`` has every
+``login-max-*`` set to ``off``.  Runs alternate on/off (the order flips every
+round) at each concurrency, every verdict of both is checked, and the workload
+has 10,000 distinct logins (bench/workload.py), played at most
+:func:`~bench.workload.login_budget` sessions against ``on`` so that no login
+can cross a limit.  Besides CPU per session it reports the rows the ``on``
+milter's login-sync thread added to the state tables per second, and
+:mod:`bench.flush_cost` times that thread's exchange in process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sqlite3
+import statistics
+import time
+from pathlib import Path
+
+from smtpauth_milter.core.limits import LimitKind
+from smtpauth_milter.store import editing
+from smtpauth_milter.store.engine import Store
+from tests.harness.milter import MilterProcess, ours
+
+from . import compare, flush_cost
+from .workload import REALISTIC, build_store, load_snapshot, login_budget, scenarios
+
+NAMES = ("on", "off")
+TARGET = 1.10  # issue 20: CPU per session with every limit on within 10% of limits off
+FLUSH_WAIT = 1.2  # the login-sync thread writes once a second: the run's last batch too
+
+
+def state_rows(path: Path) -> int:
+    """Events in the milter's state tables: the counts' sum and the client rows (a count
+    row is one login, kind and minute: its updates would not show in a row count)."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+        counted = db.execute("SELECT coalesce(sum(n), 0) FROM login_count").fetchone()[0]
+        return int(counted) + int(db.execute("SELECT count(*) FROM login_client").fetchone()[0])
+
+
+def loadavg() -> str:
+    """The load on this shared machine, to judge a run by."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def limits_off(url: str) -> None:
+    store = Store(url)
+    with store.write() as session:
+        for kind in LimitKind:
+            editing.set_setting(session, kind.value, "off")
+    store.dispose()
+
+
+def run(args: argparse.Namespace, workdir: Path) -> list[str]:
+    paths = {name: workdir / f"limits-{name}.sqlite" for name in NAMES}
+    for path in paths.values():
+        build_store(f"sqlite:///{path}", REALISTIC)
+    limits_off(f"sqlite:///{paths['off']}")
+    snapshot = load_snapshot(f"sqlite:///{paths['on']}")
+    key = "limits-ab"
+    plays = compare.SCENARIOS[key] = scenarios(snapshot, REALISTIC)
+    budget = login_budget(snapshot, plays)
+    load = f"load average {loadavg()}"
+    logins = len({sc.login for sc in plays if sc.login})
+    print(f"# {len(plays)} scenarios, {logins} logins, budget {budget} sessions", flush=True)
+    procs: dict[str, MilterProcess] = {
+        name: ours(f"sqlite:///{path}", workdir / f"{name}.log", "--log-level", args.log_level)
+        for name, path in paths.items()
+    }
+    runs: list[compare.Run] = []
+    rows_per_s: list[float] = []
+    played = dict.fromkeys(NAMES, 0)  # each run goes on through the list: no replays
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(args.drivers) as pool:
+        try:
+            for proc in procs.values():
+                proc.start()
+            for name, proc in procs.items():  # warm-up: the driver's encoded sessions
+                warm = compare.measure(pool, name, proc, key, args.drivers, args.drivers, 1.0,
+                                       budget, check=True)  # fmt: skip
+                played[name] = warm.sessions
+            for c in args.connections:
+                for rnd in range(args.rounds):
+                    for name in NAMES if rnd % 2 == 0 else NAMES[::-1]:
+                        procs[name].log.truncate()
+                        rows0 = state_rows(paths["on"])
+                        one = compare.measure(pool, name, procs[name], key, c, args.drivers,
+                                              args.duration, budget - played[name], check=True,
+                                              start=played[name])  # fmt: skip
+                        runs.append(one)
+                        played[name] += one.sessions
+                        if name == "on":
+                            time.sleep(FLUSH_WAIT)
+                            rows_per_s.append((state_rows(paths["on"]) - rows0) / one.seconds)
+                        print(f"  c={c:<3} round {rnd} {name:3}: {one.rate:7.0f}/s"
+                              f" cpu {one.cpu_ms:.3f} ms/session p99 {one.p99_ms:6.2f} ms"
+                              f" wrong {one.mismatches} errors {one.errors} {one.examples[:1]}",
+                              flush=True)  # fmt: skip
+        finally:
+            for proc in procs.values():
+                proc.stop()
+    rate = statistics.median(r.rate for r in runs if r.milter == "on")
+    load += f" at the start, {loadavg()} at the end"
+    head = f"{args.rounds} alternating rounds of {args.duration:g}s per concurrency; {load}"
+    lines = [head, "", *report(runs, args.connections, rows_per_s)]
+    if max(played.values()) >= budget:
+        lines.append(f"NOTE: the 'on' runs stopped at the login budget ({budget} sessions)")
+    return [*lines, "", *flush_cost.report(snapshot, plays, rate)]
+
+
+def report(runs: list[compare.Run], connections: list[int], rows_per_s: list[float]) -> list[str]:
+    lines = [
+        "| conns | limits | sessions/s | p50 ms | p99 ms | milter CPU ms/session"
+        " | peak RSS MiB | verdicts checked, wrong |",
+        "|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    verdicts = []
+    for c in connections:
+        mine = {n: [r for r in runs if r.milter == n and r.connections == c] for n in NAMES}
+        for name in NAMES:
+            got = mine[name]
+            lines.append(
+                f"| {c} | {name} | {statistics.median(r.rate for r in got):.0f}"
+                f" | {statistics.median(r.p50_ms for r in got):.2f}"
+                f" | {statistics.median(r.p99_ms for r in got):.2f}"
+                f" | {statistics.median(r.cpu_ms for r in got):.3f}"
+                f" | {max(r.peak_rss_kib for r in got) / 1024:.1f}"
+                f" | {sum(r.sessions for r in got)}, {sum(r.mismatches + r.errors for r in got)} |"
+            )
+        cpu = compare._ratio_summary(mine["on"], mine["off"], "cpu_ms")
+        rate = compare._ratio_summary(mine["on"], mine["off"], "rate")
+        verdicts.append(
+            f"| {c} | {cpu[0]:.3f} ({cpu[1]:.2f}-{cpu[2]:.2f}) | {rate[0]:.3f}"
+            f" ({rate[1]:.2f}-{rate[2]:.2f}) | {'PASS' if cpu[0] <= TARGET else 'FAIL'} |"
+        )
+    return [
+        *lines,
+        "",
+        "on / off: ratio of medians (min-max of the per-round ratios)",
+        "",
+        f"| conns | CPU/session (<= {TARGET:.2f}) | sessions/s | |",
+        "|---:|---|---|---|",
+        *verdicts,
+        "",
+        f"events the 'on' milter's login-sync thread wrote to the state store: median"
+        f" {statistics.median(rows_per_s):.0f}/s (min {min(rows_per_s):.0f},"
+        f" max {max(rows_per_s):.0f}; counts added, and client rows)",
+    ]
