@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import sys
 import tempfile
+import time
 from contextlib import redirect_stdout
 from pathlib import Path
 from unittest import mock
@@ -18,6 +19,8 @@ from unittest import mock
 from playwright.sync_api import Page
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.loginstate import Batch, exchange, writing
 from tests.console.browser import chromium, console_process
 
 PASSWORD = "screenshot password"
@@ -36,7 +39,23 @@ SETUP = (
     ["sender", "allow", "relay-web", "*"],
     ["admin", "add", "root"],
     ["admin", "add", "alice", "--domain", "example.org"],
+    ["settings", "set", "--domain", "example.com", "login-max-messages", "50/1h"],
+    ["login", "freeze", "sales@example.com", "--reason", "phished password, ticket 4711"],
+    ["login", "freeze", "newsletter@example.org", "--reason", "sent from 40 addresses"],
 )
+# (login, kind, count) the milters counted this minute: near login-max-messages 50/1h
+NEAR = (("bob@example.com", "messages", 44), ("alice@example.com", "messages", 48))
+
+
+def _count(url: str) -> None:
+    now = time.time()
+    store = Store(url)
+    try:
+        counts = {(login, kind, 60, int(now) // 60): n for login, kind, n in NEAR}
+        with writing(store) as session:
+            exchange(session, Batch(counts=counts), now)
+    finally:
+        store.dispose()
 
 
 def _cli(url: str, args: list[str]) -> None:
@@ -60,6 +79,7 @@ def main(out: Path) -> None:
         url = f"sqlite:///{tmp}/store.sqlite"
         for args in SETUP:
             _cli(url, args)
+        _count(url)
         with console_process(url, Path(tmp) / "console.log") as console, chromium() as browser:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             base = console.url
@@ -72,6 +92,7 @@ def main(out: Path) -> None:
                 "domains.png": "/domains",
                 "send-as.png": "/send-as",
                 "networks.png": "/networks",
+                "logins.png": "/logins",
                 "history.png": "/history",
                 "explain.png": "/explain?client=203.0.113.9&login=&from=alice%40example.com"
                 "&rcpts=x%40remote.test%2C+bob%40example.org&header_from=",

@@ -20,6 +20,7 @@ from smtpauth_milter.admin.console import (
     explainpage,
     historypage,
     login,
+    loginspage,
     networks,
     sendas,
     smtpauth,
@@ -54,6 +55,7 @@ def make_console(
     secure: bool = False,
     idle_timeout: float = IDLE_TIMEOUT,
     clock: Callable[[], float] = time.monotonic,
+    state: Store | None = None,
 ) -> Console:
     """A console on ``store``; its cookies are signed with a key of this process only."""
     return Console(
@@ -64,6 +66,7 @@ def make_console(
         secure=secure,
         signer=URLSafeTimedSerializer(secrets.token_bytes(32)),
         templates=_templates(),
+        state=state,
     )
 
 
@@ -100,6 +103,8 @@ def create_app(console: Console) -> Starlette:
         Route("/explain", explainpage.explain_page, methods=["GET"]),
         Route("/networks", networks.networks, methods=["GET"]),
         Route("/networks", networks.networks_change, methods=["POST"]),
+        Route("/logins", loginspage.logins, methods=["GET"]),
+        Route("/logins", loginspage.logins_unfreeze, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
