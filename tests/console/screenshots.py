@@ -19,6 +19,7 @@ from unittest import mock
 from playwright.sync_api import Page
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.store import decisioncounts
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.loginstate import Batch, exchange, writing
 from tests.console.browser import chromium, console_process
@@ -45,6 +46,24 @@ SETUP = (
 )
 # (login, kind, count) the milters counted this minute: near login-max-messages 50/1h
 NEAR = (("bob@example.com", "messages", 44), ("alice@example.com", "messages", 48))
+# What the milters decided this hour, for the Dashboard: (rule, action, domain) -> n
+DECIDED = {
+    ("sender-owned", "continue", "example.com"): 1830,
+    ("authenticated", "continue", "example.org"): 942,
+    ("local-recipient", "continue", "example.com"): 611,
+    ("sender-mismatch", "reject", "example.com"): 57,
+    ("auth-required", "reject", "example.org"): 212,
+    ("login-max-messages", "tempfail", "example.com"): 38,
+    ("sender-mismatch", "would-reject", "example.net"): 19,
+    ("trusted-network", "continue", ""): 420,
+}
+REFUSED = {
+    ("login", "sales@example.com"): 61,
+    ("login", "bob@example.com"): 12,
+    ("client", "198.51.100.23"): 180,
+    ("client", "203.0.113.77"): 64,
+    ("client", "192.0.2.200"): 21,
+}
 
 
 def _count(url: str) -> None:
@@ -52,8 +71,14 @@ def _count(url: str) -> None:
     store = Store(url)
     try:
         counts = {(login, kind, 60, int(now) // 60): n for login, kind, n in NEAR}
+        hour = int(now) // 3600
+        decided = decisioncounts.Counts(
+            {(hour, *key): n for key, n in DECIDED.items()},
+            {(hour, kind, value, "example.com"): n for (kind, value), n in REFUSED.items()},
+        )
         with writing(store) as session:
             exchange(session, Batch(counts=counts), now)
+            decisioncounts.write(session, decided)
     finally:
         store.dispose()
 
@@ -87,6 +112,7 @@ def main(out: Path) -> None:
             page.screenshot(path=out / "login.png")
             _login(page, base, "root")
             shots = {
+                "dashboard.png": "/dashboard",
                 "smtp-auth-server.png": "/smtp-auth",
                 "smtp-auth-domain.png": "/smtp-auth?domain=example.net",
                 "domains.png": "/domains",

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from smtpauth_milter.admin.console import (
+    dashboard,
     domains,
     explainpage,
     historypage,
@@ -104,6 +105,7 @@ def create_app(console: Console) -> Starlette:
         Route("/networks", networks.networks, methods=["GET"]),
         Route("/networks", networks.networks_change, methods=["POST"]),
         Route("/logins", loginspage.logins, methods=["GET"]),
+        Route("/dashboard", dashboard.dashboard, methods=["GET"]),
         Route("/logins", loginspage.logins_unfreeze, methods=["POST"]),
     ]
     app = Starlette(

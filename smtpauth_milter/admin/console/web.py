@@ -31,9 +31,9 @@ from smtpauth_milter.store.engine import Store
 
 COOKIE = "smtpauth_console"
 LOGIN_TOKEN_AGE = 3600  # seconds a login form may stay open
-# The console's pages in the menu's order, and whether only a server admin sees them
-# (the dashboard slots in here).
+# The console's pages in the menu's order, and whether only a server admin sees them.
 PAGES: list[tuple[str, str, bool]] = [
+    ("/dashboard", "Dashboard", False),
     ("/smtp-auth", "SMTP Authentication", False),
     ("/domains", "Domains", False),
     ("/send-as", "Send-as", False),
