@@ -15,9 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from sqlalchemy.orm import Session
+
 from smtpauth_milter.core import logfmt
+from smtpauth_milter.daemon.decisions import DecisionCounts
 from smtpauth_milter.daemon.logins import LoginLimiter
-from smtpauth_milter.store import loginstate
+from smtpauth_milter.store import decisioncounts, loginstate
 from smtpauth_milter.store.engine import Store
 
 log = logging.getLogger("smtpauth_milter")
@@ -29,15 +32,21 @@ WARN_EVERY = 60.0
 
 class LoginSync:
     def __init__(
-        self, limiter: LoginLimiter, state: Store, clock: Callable[[], float] = time.time
+        self,
+        limiter: LoginLimiter,
+        state: Store,
+        clock: Callable[[], float] = time.time,
+        decisions: DecisionCounts | None = None,
     ) -> None:
         self._limiter = limiter
+        self._decisions = decisions  # the Dashboard's counts, flushed in the same transaction
         self._state = state  # where the counts and freezes are
         self._clock = clock
         self._checked = False
         self._pruned = 0.0
         self._failing_since: float | None = None
         self._warned = 0.0
+        self._decisions_warned = -WARN_EVERY
         self._interval = INTERVAL
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -46,17 +55,26 @@ class LoginSync:
         """One exchange; True when the store took the batch."""
         now = self._clock()
         batch = self._limiter.take()
+        counts = self._decisions.take() if self._decisions is not None else None
         try:
             if not self._checked:
                 self._state.check_schema()
                 self._checked = True
             with self._state.read_deadline(), loginstate.writing(self._state) as session:
                 readback = loginstate.exchange(session, batch, now)
+                taken = counts
+                if taken and not self._dashboard(
+                    session, now, lambda: decisioncounts.write(session, taken)
+                ):
+                    self._give_back(taken)  # kept for the next cycle
+                    counts = None
                 if now - self._pruned >= PRUNE_EVERY:
                     loginstate.prune(session, now)
+                    self._dashboard(session, now, lambda: decisioncounts.prune(session, now))
                     self._pruned = now
         except Exception as exc:  # an outage: keep counting in memory, never crash
             self._limiter.give_back(batch, now)
+            self._give_back(counts)
             self._note_failure(now, exc)
             return False
         for login, by in self._limiter.absorb(readback, batch, now):
@@ -64,6 +82,27 @@ class LoginSync:
         if now - self._pruned < self._interval:  # just pruned the store: the memory too
             self._limiter.prune(now)
         self._note_recovery(now)
+        return True
+
+    def _give_back(self, counts: decisioncounts.Counts | None) -> None:
+        if self._decisions is not None and counts:
+            self._decisions.give_back(counts)
+
+    def _dashboard(self, session: Session, now: float, work: Callable[[], object]) -> bool:
+        """The Dashboard's writes, in a savepoint: a store that refuses them (a state role
+        not yet granted the 0007 tables) never stops the login counts and freezes."""
+        try:
+            with session.begin_nested():
+                work()
+        except Exception as exc:
+            if now - self._decisions_warned >= WARN_EVERY:
+                self._decisions_warned = now
+                fields = {
+                    "event": "decision-counts-unwritable",
+                    "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                }
+                log.warning("%s", logfmt.Fields(fields))
+            return False
         return True
 
     def _note_failure(self, now: float, exc: Exception) -> None:

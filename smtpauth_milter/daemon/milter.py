@@ -37,6 +37,7 @@ from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.lookups.spf import SpfChecks
 
 if TYPE_CHECKING:
+    from smtpauth_milter.daemon.decisions import DecisionCounts
     from smtpauth_milter.daemon.logins import LoginLimiter
     from smtpauth_milter.daemon.metrics import Metrics
 
@@ -116,8 +117,10 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         metrics: Metrics | None = None,
         maps: OwnershipMaps | None = None,
         limiter: LoginLimiter | None = None,
+        decisions: DecisionCounts | None = None,
     ) -> None:
         self._cache = cache
+        self._decisions = decisions  # the Dashboard's counts: shared, in memory
         self._limiter = limiter  # per-login limits: shared by every connection
         self._counted = False  # this message has an accepted recipient: counted once
         self._spf = spf  # shared by every connection: one cache, one worker pool
@@ -188,6 +191,8 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         if metrics is not None:
             metrics.decided(verdict, time.perf_counter() - started)
         self._log(request, rcpt, verdict)
+        if self._decisions is not None:
+            self._decisions.count(verdict, request.login, self._client_text)
         return self._answer(verdict)
 
     @guarded
@@ -219,6 +224,8 @@ class SmtpAuthMilter(Milter.Base):  # type: ignore[misc]
         if self._metrics is not None:
             self._metrics.decided(verdict, time.perf_counter() - started)
         self._log_header(request, froms, verdict)
+        if self._decisions is not None:
+            self._decisions.count(verdict, request.login, self._client_text)
         return self._answer(verdict)
 
     @guarded

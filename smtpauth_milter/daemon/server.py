@@ -23,6 +23,7 @@ from smtpauth_milter.core import logfmt
 from smtpauth_milter.core.errors import ConfigError, SmtpauthError
 from smtpauth_milter.daemon import signals
 from smtpauth_milter.daemon.config import RunConfig, unix_socket_path
+from smtpauth_milter.daemon.decisions import DecisionCounts
 from smtpauth_milter.daemon.logins import LoginLimiter
 from smtpauth_milter.daemon.loginsync import LoginSync
 from smtpauth_milter.daemon.logsetup import MILTER_NAME, setup_logging, writer_while_serving
@@ -216,10 +217,11 @@ def _serve(
     # A store object of its own (even for the same URL): its own connections and its own
     # deadline for the login-sync thread, beside the refresh thread's.
     state = Store(config.state or config.db, serving=True)
-    sync = LoginSync(limiter, state)
+    decisions = DecisionCounts()  # the console's Dashboard: flushed by the login-sync thread
+    sync = LoginSync(limiter, state, decisions=decisions)
     if metrics is not None:
         metrics.frozen_logins = limiter.frozen_count
-    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps, limiter)
+    Milter.factory = lambda: SmtpAuthMilter(cache, spf, metrics, maps, limiter, decisions)
     try:
         cache.start(reloader.config.refresh)
         sync.start()

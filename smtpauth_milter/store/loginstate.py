@@ -25,14 +25,22 @@ from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.models import (
     ConsoleAdmin,
     ConsoleAdminDomain,
+    DecisionCount,
     LoginClient,
     LoginCount,
     LoginFrozen,
+    RefusedCount,
 )
 from smtpauth_milter.store.sqlite import WRITE
 
 # The only tables a milter writes (docs/operations.md#the-milters-state-least-privilege).
-STATE_TABLES = (LoginCount.__tablename__, LoginClient.__tablename__, LoginFrozen.__tablename__)
+STATE_TABLES = (
+    LoginCount.__tablename__,
+    LoginClient.__tablename__,
+    LoginFrozen.__tablename__,
+    DecisionCount.__tablename__,  # the Dashboard's counts: store/decisioncounts.py
+    RefusedCount.__tablename__,
+)
 # What a milter never needs to read: the console's accounts and their password hashes.
 SECRET_TABLES = (ConsoleAdmin.__tablename__, ConsoleAdminDomain.__tablename__)
 EXPIRY = "expiry"  # unfrozen_by of a freeze whose login-freeze-duration ran out
@@ -112,7 +120,7 @@ def _seconds(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
-def _insert(session: Session) -> Any:
+def insert_for(session: Session) -> Any:
     """INSERT ... ON CONFLICT for the session's database (SQLite or PostgreSQL)."""
     return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
 
@@ -123,7 +131,7 @@ def _in_window(width: Any, bucket: Any, now: int) -> Any:
 
 
 def _write(session: Session, batch: Batch) -> None:
-    insert = _insert(session)
+    insert = insert_for(session)
     if batch.counts:
         rows = [
             {"login": login, "kind": kind, "width": width, "bucket": bucket, "n": n}
@@ -160,7 +168,7 @@ def write_freeze(session: Session, freeze: Freeze) -> None:
         "unfrozen_at": None,
         "unfrozen_by": None,
     }
-    stmt = _insert(session)(LoginFrozen).values(**values)
+    stmt = insert_for(session)(LoginFrozen).values(**values)
     inactive = or_(
         LoginFrozen.unfrozen_at.is_not(None),
         and_(LoginFrozen.until.is_not(None), LoginFrozen.until <= _moment(freeze.at)),

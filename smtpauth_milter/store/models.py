@@ -248,3 +248,29 @@ class LoginExempt(Base):
 
     login: Mapped[LoginText]
     comment: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+
+class DecisionCount(Base):
+    """Recipient and header decisions of one rule and action, about one domain (the domain
+    whose settings decided; "" for none), in one hour, summed over milters (the console's
+    Dashboard)."""
+
+    __tablename__ = "decision_count"
+
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch seconds // 3600
+    rule: Mapped[str] = mapped_column(String(40), primary_key=True)
+    action: Mapped[str] = mapped_column(String(16), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class RefusedCount(Base):
+    """Refused decisions of one login or client address (``kind``) in one hour."""
+
+    __tablename__ = "refused_count"
+
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # "login" or "client"
+    value: Mapped[str] = mapped_column(String(320), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False)

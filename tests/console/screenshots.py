@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import sys
 import tempfile
+import time
 from contextlib import redirect_stdout
 from pathlib import Path
 from unittest import mock
@@ -18,6 +19,9 @@ from unittest import mock
 from playwright.sync_api import Page
 
 from smtpauth_milter.admin.cli import run_cli
+from smtpauth_milter.store import decisioncounts
+from smtpauth_milter.store.engine import Store
+from smtpauth_milter.store.loginstate import Batch, exchange, writing
 from tests.console.browser import chromium, console_process
 
 PASSWORD = "screenshot password"
@@ -36,7 +40,47 @@ SETUP = (
     ["sender", "allow", "relay-web", "*"],
     ["admin", "add", "root"],
     ["admin", "add", "alice", "--domain", "example.org"],
+    ["settings", "set", "--domain", "example.com", "login-max-messages", "50/1h"],
+    ["login", "freeze", "sales@example.com", "--reason", "phished password, ticket 4711"],
+    ["login", "freeze", "newsletter@example.org", "--reason", "sent from 40 addresses"],
 )
+# (login, kind, count) the milters counted this minute: near login-max-messages 50/1h
+NEAR = (("bob@example.com", "messages", 44), ("alice@example.com", "messages", 48))
+# What the milters decided this hour, for the Dashboard: (rule, action, domain) -> n
+DECIDED = {
+    ("sender-owned", "continue", "example.com"): 1830,
+    ("authenticated", "continue", "example.org"): 942,
+    ("local-recipient", "continue", "example.com"): 611,
+    ("sender-mismatch", "reject", "example.com"): 57,
+    ("auth-required", "reject", "example.org"): 212,
+    ("login-max-messages", "tempfail", "example.com"): 38,
+    ("sender-mismatch", "would-reject", "example.net"): 19,
+    ("trusted-network", "continue", ""): 420,
+}
+REFUSED = {
+    ("login", "sales@example.com"): 61,
+    ("login", "bob@example.com"): 12,
+    ("client", "198.51.100.23"): 180,
+    ("client", "203.0.113.77"): 64,
+    ("client", "192.0.2.200"): 21,
+}
+
+
+def _count(url: str) -> None:
+    now = time.time()
+    store = Store(url)
+    try:
+        counts = {(login, kind, 60, int(now) // 60): n for login, kind, n in NEAR}
+        hour = int(now) // 3600
+        decided = decisioncounts.Counts(
+            {(hour, *key): n for key, n in DECIDED.items()},
+            {(hour, kind, value, "example.com"): n for (kind, value), n in REFUSED.items()},
+        )
+        with writing(store) as session:
+            exchange(session, Batch(counts=counts), now)
+            decisioncounts.write(session, decided)
+    finally:
+        store.dispose()
 
 
 def _cli(url: str, args: list[str]) -> None:
@@ -60,6 +104,7 @@ def main(out: Path) -> None:
         url = f"sqlite:///{tmp}/store.sqlite"
         for args in SETUP:
             _cli(url, args)
+        _count(url)
         with console_process(url, Path(tmp) / "console.log") as console, chromium() as browser:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             base = console.url
@@ -67,11 +112,13 @@ def main(out: Path) -> None:
             page.screenshot(path=out / "login.png")
             _login(page, base, "root")
             shots = {
+                "dashboard.png": "/dashboard",
                 "smtp-auth-server.png": "/smtp-auth",
                 "smtp-auth-domain.png": "/smtp-auth?domain=example.net",
                 "domains.png": "/domains",
                 "send-as.png": "/send-as",
                 "networks.png": "/networks",
+                "logins.png": "/logins",
                 "history.png": "/history",
                 "explain.png": "/explain?client=203.0.113.9&login=&from=alice%40example.com"
                 "&rcpts=x%40remote.test%2C+bob%40example.org&header_from=",

@@ -25,8 +25,11 @@ TABLES = {
     *LOGIN_TABLES,
     "console_admin",
     "console_admin_domain",
+    "decision_count",
+    "refused_count",
 }
 CONSOLE = {"console_admin", "console_admin_domain"}  # migrations/versions/0006_console_admins.py
+DASHBOARD = {"decision_count", "refused_count"}  # migrations/versions/0007_decision_counts.py
 
 
 BEFORE_ALIASES = "0003"  # migrations/versions/0004_alias_domains.py comes next
@@ -86,7 +89,10 @@ def test_the_audit_trail_migration_goes_down_to_0001_and_back_keeping_the_settin
             editing.add_domains(session, ["example.com"])
         store.downgrade("0001")
         assert store.current() == "0001"
-        assert _tables(store) == TABLES - {"audit_entry", "schema_compat"} - LOGIN_TABLES - CONSOLE
+        assert (
+            _tables(store)
+            == TABLES - {"audit_entry", "schema_compat"} - LOGIN_TABLES - CONSOLE - DASHBOARD
+        )
         store.upgrade()
         assert store.current() == store.head()
         assert store.drift() is None

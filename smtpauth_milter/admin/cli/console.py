@@ -53,10 +53,19 @@ def console(obj: Context, listen: tuple[str, int], behind_https: bool, idle_time
     extra.require("console")
     import uvicorn
 
+    from smtpauth_milter.admin.cli.login import state_store
     from smtpauth_milter.admin.console.app import create_app, make_console
 
     store = obj.store(exact=True)
-    app = create_app(make_console(store, secure=behind_https, idle_timeout=idle_timeout * 60.0))
+    state = state_store(obj)
+    app = create_app(
+        make_console(
+            store,
+            secure=behind_https,
+            idle_timeout=idle_timeout * 60.0,
+            state=None if state is store else state,
+        )
+    )
     host, port = listen
     listening = _listen_on(host, port)
     click.echo(f"console listening on http://{host}:{port}/", err=True)

@@ -136,8 +136,9 @@ def login_unexempt(obj: Context, login_name: str) -> None:
         loginedit.unexempt(session, login_name)
 
 
-def _near(snapshot: Snapshot, readback: loginstate.Readback) -> list[dict[str, Any]]:
-    """Logins at NEAR of a limit or more, site-wide."""
+def near_limits(snapshot: Snapshot, readback: loginstate.Readback) -> list[dict[str, Any]]:
+    """Logins at NEAR of a limit or more, site-wide (`login list` and the console's Logins
+    page)."""
     found = []
     for (login, kind, step), n in sorted(readback.totals.items()):
         limits = dict(limits_for(snapshot, login).limits)
@@ -182,7 +183,7 @@ def login_list(obj: Context, as_json: bool) -> None:
             }
             for row in loginedit.frozen_rows(state, now)
         ]
-        near = _near(snapshot, loginstate.read(state, now))
+        near = near_limits(snapshot, loginstate.read(state, now))
     if as_json:
         click.echo(json.dumps({"frozen": frozen, "near": near, "exempt": exempt}, indent=2))
         return

@@ -16,10 +16,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from smtpauth_milter.admin.console import (
+    dashboard,
     domains,
     explainpage,
     historypage,
     login,
+    loginspage,
     networks,
     sendas,
     smtpauth,
@@ -54,6 +56,7 @@ def make_console(
     secure: bool = False,
     idle_timeout: float = IDLE_TIMEOUT,
     clock: Callable[[], float] = time.monotonic,
+    state: Store | None = None,
 ) -> Console:
     """A console on ``store``; its cookies are signed with a key of this process only."""
     return Console(
@@ -64,6 +67,7 @@ def make_console(
         secure=secure,
         signer=URLSafeTimedSerializer(secrets.token_bytes(32)),
         templates=_templates(),
+        state=state,
     )
 
 
@@ -100,6 +104,9 @@ def create_app(console: Console) -> Starlette:
         Route("/explain", explainpage.explain_page, methods=["GET"]),
         Route("/networks", networks.networks, methods=["GET"]),
         Route("/networks", networks.networks_change, methods=["POST"]),
+        Route("/logins", loginspage.logins, methods=["GET"]),
+        Route("/dashboard", dashboard.dashboard, methods=["GET"]),
+        Route("/logins", loginspage.logins_unfreeze, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

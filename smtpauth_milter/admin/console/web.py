@@ -31,13 +31,14 @@ from smtpauth_milter.store.engine import Store
 
 COOKIE = "smtpauth_console"
 LOGIN_TOKEN_AGE = 3600  # seconds a login form may stay open
-# The console's pages in the menu's order, and whether only a server admin sees them
-# (the frozen logins of issue 20 and the dashboard slot in here).
+# The console's pages in the menu's order, and whether only a server admin sees them.
 PAGES: list[tuple[str, str, bool]] = [
+    ("/dashboard", "Dashboard", False),
     ("/smtp-auth", "SMTP Authentication", False),
     ("/domains", "Domains", False),
     ("/send-as", "Send-as", False),
     ("/networks", "Trusted networks", True),
+    ("/logins", "Logins", False),
     ("/history", "History", False),
     ("/explain", "Explain", True),
 ]
@@ -54,6 +55,11 @@ class Console:
     secure: bool  # behind HTTPS: cookies are Secure
     signer: URLSafeTimedSerializer
     templates: Environment
+    state: Store | None = None  # the milter's counts and freezes; None: in ``store``
+
+    @property
+    def state_store(self) -> Store:
+        return self.store if self.state is None else self.state
 
     def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         text = self.templates.get_template(template).render(**values)
