@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,30 @@ def test_domains_from_postfix_previewed_then_applied_by_a_server_admin_only(
         "domain-sync",
         "1 added, 0 removed",
     )
+
+
+def test_who_may_send_as_shows_what_sender_login_maps_answer(site: Site, tmp_path: Path) -> None:
+    db = tmp_path / "mail.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE alias (address text, goto text)")
+        conn.execute("INSERT INTO alias VALUES ('team@example.org', 'erin@example.org, <x>')")
+    config = tmp_path / "alias.toml"
+    config.write_text(
+        f'url = "sqlite:///{db}"\nquery = "SELECT goto FROM alias WHERE address = :sender"\n'
+    )
+    config.chmod(0o600)
+    with site.store.write() as session:
+        editing.set_setting(session, "sender-login-maps", f"sql:{config}")
+    client = site.client()
+    login(client, "alice")
+    found = client.get("/send-as/who", params={"address": "team@example.org"})
+    assert found.status_code == 200
+    assert re.findall(r'<code class="owner">([^<]*)</code>', found.text) == [
+        "erin@example.org", "&lt;x&gt;"
+    ]  # fmt: skip
+    assert f"Map <code>sql:{config}</code> answers key <code>team@example.org</code>" in found.text
+    missing = client.get("/send-as/who", params={"address": "nobody@example.org"})
+    assert "No map has a key for nobody@example.org." in missing.text
+    db.unlink()  # the map breaks: said, not hidden
+    broken = client.get("/send-as/who", params={"address": "team@example.org"})
+    assert broken.status_code == 200 and "The maps could not be read:" in broken.text

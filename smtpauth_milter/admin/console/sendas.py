@@ -9,10 +9,13 @@ from starlette.responses import RedirectResponse, Response
 
 from smtpauth_milter.admin.console.permissions import Need
 from smtpauth_milter.admin.console.web import Ctx, page
-from smtpauth_milter.core.addresses import AddressError, parse_address
+from smtpauth_milter.core.addresses import Address, AddressError, parse_address
 from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.ownermaps import MapAnswer
 from smtpauth_milter.core.ownership import ownership_form
+from smtpauth_milter.core.settings import Settings
 from smtpauth_milter.core.snapshot import ANYONE, grant_target
+from smtpauth_milter.lookups.ownership import OwnershipMaps
 from smtpauth_milter.store import audit, editing
 
 
@@ -66,8 +69,9 @@ def address_scope(fields: Mapping[str, str]) -> str | None:
 
 @page(Need.SCOPED, address_scope)
 def who_may(ctx: Ctx) -> Response:
-    """Who may send as an address, by the built-in forms: ``check``'s own ownership code
-    (core.ownership.ownership_form) asked for every login that has a grant."""
+    """Who may send as an address: by the built-in forms, ``check``'s own ownership code
+    (core.ownership.ownership_form) asked for every login that has a grant; and what
+    sender-login-maps answer for it, asked as ``check`` asks them."""
     text = ctx.query.get("address", "").strip()
     try:
         address = parse_address(text)
@@ -87,5 +91,16 @@ def who_may(ctx: Ctx) -> Response:
         address=text,
         local=settings is not None,
         owners=owners,
-        maps=bool(snapshot.global_settings.sender_login_maps),
+        maps=_map_answer(snapshot.global_settings, address) if settings is not None else None,
     )
+
+
+def _map_answer(settings: Settings, address: Address) -> MapAnswer | None:
+    """What sender-login-maps answer for ``address``, asked as ``check`` asks them
+    (on this thread, same deadlines); None when no map is set."""
+    maps = OwnershipMaps(probe=False)
+    try:
+        ownership = maps.for_settings(settings)
+        return None if ownership is None else ownership.answer_now(address)
+    finally:
+        maps.stop()
