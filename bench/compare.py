@@ -4,6 +4,7 @@
     python -m bench.compare --large         # also 10,000 domains / 100,000 grants
     python -m bench.compare --leak          # RSS after 50,000 and 500,000 sessions
     python -m bench.compare --limits-ab     # per-login limits on against off (bench/limits_ab.py)
+    python -m bench.compare --counters-ab   # the Dashboard's counts on against off (same module)
 
 Both milters run for the whole comparison; runs alternate ours/no-op (the
 order flips every round) at each concurrency, and every figure is the median
@@ -319,18 +320,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--limits-ab", action="store_true", help="ours with limits on against off (8, 32 conns)"
     )
+    parser.add_argument(
+        "--counters-ab", action="store_true", help="ours with the Dashboard's counts on/off"
+    )
     parser.add_argument("--json", metavar="FILE", help="append every run as JSON to FILE")
     args = parser.parse_args(argv)
-    args.connections = args.connections or ([8, 32] if args.limits_ab else [1, 8, 32])
+    ab = args.limits_ab or args.counters_ab
+    args.connections = args.connections or ([8, 32] if ab else [1, 8, 32])
     workdir = Path(tempfile.mkdtemp(prefix="smtpauth-bench-"))
     try:
         out = machine()
         if args.leak:
             out += leak(args, workdir)
-        elif args.limits_ab:
+        elif ab:
             from . import limits_ab  # it imports this module
 
-            out += limits_ab.run(args, workdir)
+            variant = limits_ab.COUNTERS if args.counters_ab else limits_ab.LIMITS
+            out += limits_ab.run(args, workdir, variant)
         else:
             sizes = [LARGE] if args.only_large else [REALISTIC, *([LARGE] if args.large else [])]
             out.append(
