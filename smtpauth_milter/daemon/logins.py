@@ -64,6 +64,7 @@ class _Login:
     counts: dict[LimitKind, WindowCount] = field(default_factory=dict)
     clients: WindowSet | None = None
     recent: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=RECENT))
+    limits: LoginLimits | None = None  # the last ones it was judged by
 
 
 class LoginLimiter:
@@ -165,6 +166,7 @@ class LoginLimiter:
         entry = self._logins.get(login)
         if entry is None:
             entry = self._logins[login] = _Login()
+        entry.limits = limits
         for kind, limit in limits.limits:
             if kind is LimitKind.CLIENT_IPS:
                 if entry.clients is None or entry.clients.window != limit.window:
@@ -319,13 +321,11 @@ class LoginLimiter:
                     del self._frozen_here[login]
             self._frozen, self._taken = active, {}  # the site-wide count holds them now
             self._site.merge(readback, now)
-        return [
-            (
-                login,
-                (readback.frozen[login].unfrozen_by or "-") if login in readback.frozen else "-",
-            )
-            for login in unfrozen
-        ]
+            for login in readback.logins or ():  # at a limit site-wide: read back from now on
+                if (entry := self._logins.get(login)) and self._site.at_limit(login, entry.limits):
+                    self._held.add(login)
+        by = {login: state.unfrozen_by or "-" for login, state in readback.frozen.items()}
+        return [(login, by.get(login, "-")) for login in unfrozen]
 
     def prune(self, now: float) -> None:
         """Forget logins with nothing left in any window: memory stays bounded."""
@@ -346,5 +346,5 @@ class LoginLimiter:
     def active_logins(self) -> int:  # for tests and the 100,000-login bench
         return len(self._logins)
 
-    def site_logins(self) -> int:  # for tests: logins whose site-wide counts are kept
+    def site_logins(self) -> int:  # for tests
         return len(self._site)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass, field
 
+from smtpauth_milter.core import window
+from smtpauth_milter.core.limits import LimitKind, LoginLimits
 from smtpauth_milter.store.loginstate import Readback
 
 STALE_AFTER = 10.0  # seconds: an older site-wide count is not used (the store is out)
@@ -54,6 +56,21 @@ class SiteView:
     def clients(self, login: str, width: int, now: float) -> frozenset[str] | None:
         found = self._fresh(login, now)
         return None if found is None else found.clients.get(width)
+
+    def at_limit(self, login: str, limits: LoginLimits | None) -> bool:
+        """Whether the login's site-wide count, as last read, is at one of its limits."""
+        found = self._reads.get(login)
+        if found is None or limits is None:
+            return False
+        for kind, limit in limits.limits:
+            step = window.width(limit.window)
+            if kind is LimitKind.CLIENT_IPS:
+                n = len(found.clients.get(step, ()))
+            else:
+                n = found.totals.get((kind.value.removeprefix("login-max-"), step), 0)
+            if limit.on and n >= limit.count:
+                return True
+        return False
 
     def forget(self, login: str) -> None:
         self._reads.pop(login, None)
