@@ -5,8 +5,8 @@
 The workload's sessions (bench/workload.py, 10,000 logins) go through a real
 :class:`~smtpauth_milter.daemon.logins.LoginLimiter` at ``--rate`` sessions
 per simulated second; after each second :meth:`LoginSync.cycle` writes the
-batch to a SQLite state store and reads every login's counts back, as the
-milter's thread does.  Reported: the thread's CPU per exchange (``thread_time``),
+batch to a SQLite state store and reads back the counts of the batch's logins,
+as the milter's thread does.  Reported: the thread's CPU per exchange (``thread_time``),
 its wall time, the rows it wrote (bucket upserts and client rows), and that CPU
 spread over the second's sessions.  ``bench.compare --limits-ab`` runs it with
 the rate it measured.

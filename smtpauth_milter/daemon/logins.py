@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,6 +42,7 @@ from smtpauth_milter.core.policy import Request, Verdict
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.window import WindowCount, WindowSet, client_key
 from smtpauth_milter.daemon.notify import FreezeReport, Notifier
+from smtpauth_milter.daemon.siteview import SiteView
 from smtpauth_milter.store.loginstate import Batch, Freeze, FrozenState, Readback
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("smtpauth_milter")
 
-STALE_AFTER = 10.0  # seconds: an older site-wide count is not used (the store is out)
 MAX_KEPT = 200_000  # unwritten increments kept through an outage (docs/policy.md)
 STORED_KIND = {kind: kind.removeprefix("login-max-") for kind in LimitKind}
 _KIND_OF = {stored: kind for kind, stored in STORED_KIND.items()}
@@ -64,6 +64,7 @@ class _Login:
     counts: dict[LimitKind, WindowCount] = field(default_factory=dict)
     clients: WindowSet | None = None
     recent: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=RECENT))
+    limits: LoginLimits | None = None  # the last ones it was judged by
 
 
 class LoginLimiter:
@@ -81,11 +82,8 @@ class LoginLimiter:
         self._batch = Batch()
         self._pending: dict[tuple[str, LimitKind], int] = {}  # counted since the last exchange
         self._taken: dict[tuple[str, LimitKind], int] = {}  # on its way to the store: see take
-        # The store's readback as it came (no re-keying per exchange: 10,000 logins' worth
-        # each second): (login, stored kind, width) -> count; (login, width) -> clients.
-        self._site: Mapping[tuple[str, str, int], int] = {}
-        self._site_clients: Mapping[tuple[str, int], frozenset[str]] = {}
-        self._read_at: float | None = None
+        self._site = SiteView()  # the site-wide counts of the logins read back, per login
+        self._held: set[str] = set()  # refused here for a limit: read back every exchange
         self._frozen: dict[str, FrozenState] = {}  # active freezes, as the store has them
         self._frozen_here: dict[str, Freeze] = {}  # frozen by this milter, not yet read back
 
@@ -146,11 +144,14 @@ class LoginLimiter:
             if exempt:
                 return LimitVerdict(Outcome.NOT_COUNTED)
             entry = self._entry(login, limits)
+            self._batch.reads.add(login)
             if envelope is not None:
                 entry.recent.append(envelope)
             judged = judge(limits, self._counts(login, entry, client, now), event)
             if judged.outcome is Outcome.FREEZE:
                 self._freeze(login, judged, limits, now)
+            elif judged.outcome.refuses:
+                self._held.add(login)  # see docs/policy.md#one-count-for-the-whole-site
             self._record(login, entry, event, client, now, judged.outcome.refuses)
         return judged
 
@@ -165,6 +166,7 @@ class LoginLimiter:
         entry = self._logins.get(login)
         if entry is None:
             entry = self._logins[login] = _Login()
+        entry.limits = limits
         for kind, limit in limits.limits:
             if kind is LimitKind.CLIENT_IPS:
                 if entry.clients is None or entry.clients.window != limit.window:
@@ -178,21 +180,18 @@ class LoginLimiter:
         if counter is None:
             return 0
         own = counter.total(now)
-        site = self._site.get((login, STORED_KIND[kind], counter.step))
-        if site is None or not self._fresh(now):
+        site = self._site.total(login, STORED_KIND[kind], counter.step, now)
+        if site is None:
             return own
         unread = self._taken.get((login, kind), 0) + self._pending.get((login, kind), 0)
         return max(own, site + unread)
-
-    def _fresh(self, now: float) -> bool:
-        return self._read_at is not None and abs(now - self._read_at) <= STALE_AFTER
 
     def _counts(self, login: str, entry: _Login, client: str | None, now: float) -> Counts:
         clients: set[str] = set()
         if entry.clients is not None:
             clients = entry.clients.keys(now)
-            site = self._site_clients.get((login, entry.clients.step))
-            if site is not None and self._fresh(now):
+            site = self._site.clients(login, entry.clients.step, now)
+            if site is not None:
                 clients |= site
         return Counts(
             messages=self._count(login, LimitKind.MESSAGES, entry, now),
@@ -284,6 +283,7 @@ class LoginLimiter:
         answer is absorbed (or the batch given back) it still counts as ``_taken``."""
         with self._lock:
             batch, self._batch = self._batch, Batch()
+            batch.reads |= self._held
             self._taken, self._pending = self._pending, {}
             return batch
 
@@ -302,28 +302,30 @@ class LoginLimiter:
                     self._pending[pending] = self._pending.get(pending, 0) + n
             self._batch.clients |= {c for c in batch.clients if (c[2] + 61) * c[1] > now}
             self._batch.freezes = batch.freezes | self._batch.freezes
+            self._batch.reads |= batch.reads
 
     def absorb(self, readback: Readback, batch: Batch, now: float) -> list[tuple[str, str]]:
         """The store's state after this milter's batch; returns the logins unfrozen since
-        the last exchange, each with who unfroze it. Their counts here start afresh."""
+        the last exchange, each with who unfroze it. Their counts here start afresh.
+        The read-back logins' site-wide counts are merged into the view (siteview.py)."""
         active = {login: s for login, s in readback.frozen.items() if s.active(now)}
         with self._lock:
             unfrozen = [login for login in self._frozen if login not in active]
             for login in unfrozen:
                 self._logins.pop(login, None)
                 self._frozen_here.pop(login, None)
+                self._held.discard(login)
+                self._site.forget(login)  # the store forgot its counts too
             for login in batch.freezes:  # written: the store's word is the one now
                 if self._frozen_here.get(login) is batch.freezes[login]:
                     del self._frozen_here[login]
-            self._frozen, self._site, self._site_clients = active, readback.totals, readback.clients
-            self._read_at, self._taken = now, {}  # the site-wide count holds them now
-        return [
-            (
-                login,
-                (readback.frozen[login].unfrozen_by or "-") if login in readback.frozen else "-",
-            )
-            for login in unfrozen
-        ]
+            self._frozen, self._taken = active, {}  # the site-wide count holds them now
+            self._site.merge(readback, now)
+            for login in readback.logins or ():  # at a limit site-wide: read back from now on
+                if (entry := self._logins.get(login)) and self._site.at_limit(login, entry.limits):
+                    self._held.add(login)
+        by = {login: state.unfrozen_by or "-" for login, state in readback.frozen.items()}
+        return [(login, by.get(login, "-")) for login in unfrozen]
 
     def prune(self, now: float) -> None:
         """Forget logins with nothing left in any window: memory stays bounded."""
@@ -334,6 +336,8 @@ class LoginLimiter:
                 empty = all(pruned)
                 if empty and (entry.clients is None or entry.clients.prune(now)):
                     del self._logins[login]
+                    self._held.discard(login)
+            self._site.keep_only(self._logins)  # forgotten with the login
 
     def frozen_count(self) -> int:
         with self._lock:
@@ -341,3 +345,6 @@ class LoginLimiter:
 
     def active_logins(self) -> int:  # for tests and the 100,000-login bench
         return len(self._logins)
+
+    def site_logins(self) -> int:  # for tests
+        return len(self._site)

@@ -11,7 +11,7 @@ in one transaction.  These are the only tables the milter writes
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +45,7 @@ STATE_TABLES = (
 SECRET_TABLES = (ConsoleAdmin.__tablename__, ConsoleAdminDomain.__tablename__)
 EXPIRY = "expiry"  # unfrozen_by of a freeze whose login-freeze-duration ran out
 KEEP_UNFROZEN = timedelta(days=1)  # an unfrozen row is kept this long, then pruned
+CHUNK = 500  # logins per IN (...) of a read-back: well under every database's bind limit
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,16 @@ class Batch:
     counts: dict[tuple[str, str, int, int], int] = field(default_factory=dict)
     clients: set[tuple[str, int, int, str]] = field(default_factory=set)
     freezes: dict[str, Freeze] = field(default_factory=dict)
+    # The logins whose site-wide counts this milter reads back with the batch: those it
+    # judged since the last exchange, and those it refused for a limit (daemon/logins.py).
+    reads: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(self.counts or self.clients or self.freezes)
+
+    def logins(self) -> set[str]:
+        """The logins to read back: those counted in the batch, and ``reads``."""
+        return self.reads | {key[0] for key in self.counts} | {key[0] for key in self.clients}
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,7 @@ class Readback:
     totals: Mapping[tuple[str, str, int], int]  # (login, kind, width) -> events in window
     clients: Mapping[tuple[str, int], frozenset[str]]  # (login, width) -> client keys
     frozen: Mapping[str, FrozenState]
+    logins: frozenset[str] | None = None  # whose counts were read (None: every login's)
 
 
 def grants(role: str, database: str) -> list[str]:
@@ -246,26 +255,46 @@ def read_frozen(session: Session) -> dict[str, FrozenState]:
     }
 
 
-def read(session: Session, now: float) -> Readback:
-    """Every milter's counts in their windows, and the freezes, as the store has them."""
+def read(session: Session, now: float, logins: Collection[str] | None = None) -> Readback:
+    """Every milter's counts in their windows (only those of ``logins`` when given), and
+    every freeze, as the store has them."""
     second = int(now)
-    totals = {
-        (login, kind, width): int(n)
-        for login, kind, width, n in session.execute(totals_query(second))
-    }
+    if logins is None:
+        parts: list[tuple[Select[str, str, int, int], Select[str, int, str]]] = [
+            (totals_query(second), clients_query(second))
+        ]
+    else:
+        names = sorted(logins)
+        chunks = [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]
+        parts = [
+            (
+                totals_query(second).where(LoginCount.login.in_(chunk)),
+                clients_query(second).where(LoginClient.login.in_(chunk)),
+            )
+            for chunk in chunks
+        ]
+    totals: dict[tuple[str, str, int], int] = {}
     clients: dict[tuple[str, int], set[str]] = {}
-    for login, width, client in session.execute(clients_query(second)):
-        clients.setdefault((login, width), set()).add(client)
+    for totals_part, clients_part in parts:
+        for login, kind, width, n in session.execute(totals_part):
+            totals[login, kind, width] = int(n)
+        for login, width, client in session.execute(clients_part):
+            clients.setdefault((login, width), set()).add(client)
     return Readback(
-        totals, {key: frozenset(value) for key, value in clients.items()}, read_frozen(session)
+        totals,
+        {key: frozenset(value) for key, value in clients.items()},
+        read_frozen(session),
+        None if logins is None else frozenset(logins),
     )
 
 
 def exchange(session: Session, batch: Batch, now: float) -> Readback:
-    """Write one milter's batch and read back the site-wide state, in one transaction."""
+    """Write one milter's batch and read back, in one transaction, the site-wide counts of
+    the logins in the batch (``Batch.logins``: not the whole site's, 10,000 logins' worth each
+    second) and every freeze (few rows)."""
     _write(session, batch)
     expire(session, now)
-    return read(session, now)
+    return read(session, now, batch.logins())
 
 
 def prune(session: Session, now: float) -> int:

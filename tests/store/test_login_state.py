@@ -40,16 +40,38 @@ def test_batches_of_several_milters_add_up_and_leave_the_window(store: Store) ->
         seen = exchange(session, _batch("alice@example.com", 4, now_bucket, "2001:db8::/64"), NOW)
     assert seen.totals[("alice@example.com", "messages", HOUR)] == 7
     assert seen.clients[("alice@example.com", HOUR)] == {"192.0.2.1", "2001:db8::/64"}
+    alice = Batch(reads={"alice@example.com"})  # read back, nothing counted
     with writing(store) as session:  # a window (60 buckets) and one bucket later: gone
-        later = exchange(session, Batch(), NOW + 61 * HOUR)
+        later = exchange(session, alice, NOW + 61 * HOUR)
         assert ("alice@example.com", "messages", HOUR) in exchange(
-            session, Batch(), NOW + 61 * HOUR - 1
+            session, alice, NOW + 61 * HOUR - 1
         ).totals
     assert later.totals == {} and later.clients == {}
     with writing(store) as session:
         assert prune(session, NOW + 61 * HOUR) == 3  # one count row, two client rows
         assert session.scalar(select(func.count()).select_from(LoginCount)) == 0
         assert session.scalar(select(func.count()).select_from(LoginClient)) == 0
+
+
+def test_the_readback_holds_only_the_batchs_logins(store: Store) -> None:
+    """Each exchange reads back the counts of the logins in its batch (those counted, and
+    ``reads``), not the whole site's; every freeze still comes back."""
+    bucket = int(NOW) // HOUR
+    with writing(store) as session:  # another milter counted three logins; one is frozen
+        for login in ("alice", "bob", "carol"):
+            exchange(session, _batch(login, 2, bucket), NOW)
+        exchange(session, Batch(freezes={"dave": Freeze("dave", "admin", 0, NOW, None, "x")}), NOW)
+    with writing(store) as session:
+        both = _batch("alice", 1, bucket)
+        both.reads.add("carol")
+        seen = exchange(session, both, NOW)
+    assert seen.logins == {"alice", "carol"}
+    assert seen.totals == {("alice", "messages", HOUR): 3, ("carol", "messages", HOUR): 2}
+    assert set(seen.clients) == {("alice", HOUR), ("carol", HOUR)}
+    assert set(seen.frozen) == {"dave"}
+    with writing(store) as session:  # nothing in the batch: no counts, the freezes all the same
+        empty = exchange(session, Batch(), NOW)
+    assert (empty.totals, empty.clients, set(empty.frozen)) == ({}, {}, {"dave"})
 
 
 def test_a_freeze_keeps_the_first_and_expires(store: Store) -> None:

@@ -153,3 +153,27 @@ def test_the_overshoot_stays_within_the_documented_bound(store: Store) -> None:
             if tick % (10 // rate) == n % (10 // rate):  # r messages a second, each milter
                 accepted += mx.send().action is Action.CONTINUE
     assert limit <= accepted <= limit + (hosts - 1) * 2 * rate, accepted
+
+
+def test_a_login_coming_back_after_each_pause_stays_within_the_bound(store: Store) -> None:
+    """Each exchange reads back only the logins of its batch: a login that comes to a milter
+    in short bursts, more than 10 s apart (its site-wide count there stale each time), must
+    not get a burst through on that milter's own count at every return once the site-wide
+    count is past the limit (docs/policy.md#one-count-for-the-whole-site)."""
+    with store.write() as session:
+        editing.set_setting(session, "login-max-messages", "20/1h")
+        editing.set_setting(session, "login-limit-action", "tempfail")
+    clock = Clock()
+    steady, bursty = Milter(store, clock, "mx1"), Milter(store, clock, "mx2")
+    rate, limit, accepted = 4, 20, 0
+    for tick in range(1800):  # 180 s in steps of 0.1 s
+        clock.now = T0 + tick / 10
+        if tick % 10 == 0:
+            assert steady.sync.cycle()
+        if tick % 10 == 5:
+            assert bursty.sync.cycle()
+        if tick % (10 // rate) == 0:  # 4 messages a second through the steady one
+            accepted += steady.send().action is Action.CONTINUE
+        if tick % 120 in (7, 9):  # two messages through the other one every 12 s
+            accepted += bursty.send().action is Action.CONTINUE
+    assert limit <= accepted <= limit + 2 * rate, accepted

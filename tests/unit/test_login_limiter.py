@@ -194,6 +194,65 @@ def test_other_milters_counts_add_up_and_an_outage_falls_back_to_this_ones(
     assert limiter.take().counts == failed.counts, "kept for the next exchange"
 
 
+def test_absorb_merges_the_logins_read_back_each_with_its_read_time(
+    limiter: LoginLimiter, clock: Clock
+) -> None:
+    """An exchange reads back only its batch's logins: those replace what was known of
+    them, the others keep their last site-wide count until it is stale (per login)."""
+    snap = snapshot(login_max_messages="10/1h")
+    alice, bob = "alice@example.com", "bob@example.com"
+    both = {(alice, "messages", 60): 10, (bob, "messages", 60): 10}
+    limiter.absorb(Readback(both, {}, {}, frozenset({alice, bob})), limiter.take(), clock.now)
+    clock.now += 5
+    limiter.absorb(
+        Readback({(bob, "messages", 60): 2}, {}, {}, frozenset({bob})), limiter.take(), clock.now
+    )
+    assert send(limiter, snap)[0].rule is Rule.LOGIN_MAX_MESSAGES, "alice kept her count"
+    assert send(limiter, snap, login=bob, sender="<bob@example.com>")[0].action is (
+        Action.CONTINUE
+    ), "bob's was updated"
+    read = limiter.take()
+    assert read.logins() >= {alice, bob}, "both judged: both read back next"
+    limiter.absorb(Readback({}, {}, {}, frozenset({bob})), read, clock.now)  # bob: none left
+    clock.now += 6  # alice's count is 11 s old: stale; bob's (read 6 s ago) is not
+    assert send(limiter, snap)[0].action is Action.CONTINUE, "alice counted on her own"
+    assert limiter.site_logins() == 2
+
+
+def test_a_login_refused_for_a_limit_is_read_back_every_exchange(
+    limiter: LoginLimiter, clock: Clock
+) -> None:
+    """Held back here, it sends nothing here: without this its site-wide count would go
+    stale and the next try after a pause would be counted on its own (docs/policy.md)."""
+    snap = snapshot(login_max_messages="2/1h")
+    for _ in range(3):
+        send(limiter, snap)
+    assert "alice@example.com" in limiter.take().logins()
+    clock.now += 60
+    assert limiter.take().logins() == {"alice@example.com"}, "no event, still read back"
+    limiter.prune(clock.now + 3600 + 60)
+    assert limiter.take().logins() == set(), "forgotten with the login"
+
+
+def test_pruning_and_unfreezing_forget_the_site_wide_counts(
+    limiter: LoginLimiter, clock: Clock
+) -> None:
+    snap = snapshot(login_max_messages="10/1h")
+    logins = [f"u{n}@example.com" for n in range(20)]
+    for login in logins:
+        send(limiter, snap, login=login, sender=f"<{login}>")
+    batch = limiter.take()
+    counts = {(login, "messages", 60): 1 for login in logins}
+    frozen = {logins[0]: FrozenState(None, None)}
+    limiter.absorb(Readback(counts, {}, frozen, frozenset(batch.logins())), batch, clock.now)
+    assert limiter.site_logins() == 20
+    unfrozen = {logins[0]: FrozenState(None, "admin")}
+    limiter.absorb(Readback({}, {}, unfrozen, frozenset()), limiter.take(), clock.now)
+    assert limiter.site_logins() == 19, "the store forgot an unfrozen login's counts"
+    limiter.prune(clock.now + 3600 + 60)
+    assert (limiter.active_logins(), limiter.site_logins()) == (0, 0)
+
+
 def test_counts_on_their_way_to_the_store_still_count(limiter: LoginLimiter, clock: Clock) -> None:
     """While the login-sync thread writes a batch (between take and absorb) its counts are
     neither pending nor in the site-wide count read back: they must count all the same."""

@@ -1,0 +1,84 @@
+"""What every milter sharing the store counted, per login, as this milter last read it.
+
+Each exchange reads back only the logins in this milter's batch
+(store/loginstate.py ``exchange``), so each login keeps its own read time: a
+login's site-wide count is used while it is at most ``STALE_AFTER`` old, else
+the milter counts that login on its own (docs/policy.md#one-count-for-the-whole-site).
+Not thread-safe: daemon/logins.py holds its lock around every call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import dataclass, field
+
+from smtpauth_milter.core import window
+from smtpauth_milter.core.limits import LimitKind, LoginLimits
+from smtpauth_milter.store.loginstate import Readback
+
+STALE_AFTER = 10.0  # seconds: an older site-wide count is not used (the store is out)
+
+
+@dataclass
+class _Read:
+    at: float  # when the store answered
+    totals: dict[tuple[str, int], int] = field(default_factory=dict)  # (kind, width) -> n
+    clients: dict[int, frozenset[str]] = field(default_factory=dict)  # width -> client keys
+
+
+class SiteView:
+    def __init__(self) -> None:
+        self._reads: dict[str, _Read] = {}
+
+    def merge(self, readback: Readback, now: float) -> None:
+        """The read-back logins' counts replace what was known of them (a login read back
+        with no rows has none left in the store); the other logins keep theirs."""
+        fresh: dict[str, _Read] = {}
+        if readback.logins is None:  # every login's counts: the whole view
+            self._reads = fresh
+        else:
+            fresh = {login: _Read(now) for login in readback.logins}
+        for (login, kind, width), n in readback.totals.items():
+            fresh.setdefault(login, _Read(now)).totals[kind, width] = n
+        for (login, width), clients in readback.clients.items():
+            fresh.setdefault(login, _Read(now)).clients[width] = clients
+        self._reads.update(fresh)
+
+    def _fresh(self, login: str, now: float) -> _Read | None:
+        found = self._reads.get(login)
+        return found if found is not None and abs(now - found.at) <= STALE_AFTER else None
+
+    def total(self, login: str, kind: str, width: int, now: float) -> int | None:
+        """The site-wide count, or None when it is unknown or stale."""
+        found = self._fresh(login, now)
+        return None if found is None else found.totals.get((kind, width))
+
+    def clients(self, login: str, width: int, now: float) -> frozenset[str] | None:
+        found = self._fresh(login, now)
+        return None if found is None else found.clients.get(width)
+
+    def at_limit(self, login: str, limits: LoginLimits | None) -> bool:
+        """Whether the login's site-wide count, as last read, is at one of its limits."""
+        found = self._reads.get(login)
+        if found is None or limits is None:
+            return False
+        for kind, limit in limits.limits:
+            step = window.width(limit.window)
+            if kind is LimitKind.CLIENT_IPS:
+                n = len(found.clients.get(step, ()))
+            else:
+                n = found.totals.get((kind.value.removeprefix("login-max-"), step), 0)
+            if limit.on and n >= limit.count:
+                return True
+        return False
+
+    def forget(self, login: str) -> None:
+        self._reads.pop(login, None)
+
+    def keep_only(self, logins: Container[str]) -> None:
+        """Forget every login but these (the ones still in memory): memory stays bounded."""
+        for login in [login for login in self._reads if login not in logins]:
+            del self._reads[login]
+
+    def __len__(self) -> int:
+        return len(self._reads)
