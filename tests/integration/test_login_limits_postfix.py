@@ -194,3 +194,5 @@ def test_a_freeze_is_mailed_to_notify_address_through_postfix_once(
     assert len(milter.log.find(r"event=login-notified ", log_since)) == 1, "one per freeze"
     wait_frozen(milter, "bob@example.com")  # written by the milter's next exchange
     milter.store.run("login", "unfreeze", "bob@example.com")
+    # the next test on this module's milter starts from bob unfrozen there, not just stored
+    milter.log.wait_for(r"event=login-unfrozen login=bob@example.com by=\S+", log_since)
