@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from smtpauth_milter.core.errors import SettingError
+from smtpauth_milter.core.limits import login_domain
 from smtpauth_milter.core.loginpolicy import login_key
 from smtpauth_milter.core.snapshot import grant_login
 from smtpauth_milter.core.window import width
@@ -73,12 +74,14 @@ def unfreeze(session: Session, login: str, by: str, now: float) -> FrozenState:
 
 
 def record_freeze(session: Session, login: str, reason: str) -> None:
-    audit.record(session, "login-freeze", checked_login(login), new=reason or "frozen")
+    key = checked_login(login)
+    audit.record(session, "login-freeze", key, new=reason or "frozen", domain=login_domain(key))
 
 
 def record_unfreeze(session: Session, login: str, was: FrozenState) -> None:
     old = f"frozen ({was.cause}{f' {was.count}' if was.count else ''})"
-    audit.record(session, "login-unfreeze", checked_login(login), old=old)
+    key = checked_login(login)
+    audit.record(session, "login-unfreeze", key, old=old, domain=login_domain(key))
 
 
 # --- exemptions (settings store) -------------------------------------------------------
@@ -92,9 +95,11 @@ def exempt(session: Session, login: str, comment: str = "") -> bool:
         return False
     if found is None:
         session.add(LoginExempt(login=key, comment=text))
-        audit.record(session, "login-exempt", key, new=text)
+        audit.record(session, "login-exempt", key, new=text, domain=login_domain(key))
     else:
-        audit.record(session, "login-exempt", key, old=found.comment, new=text)
+        audit.record(
+            session, "login-exempt", key, old=found.comment, new=text, domain=login_domain(key)
+        )
         found.comment = text
     return True
 
@@ -104,7 +109,7 @@ def unexempt(session: Session, login: str) -> None:
     found = session.get(LoginExempt, key)
     if found is None:
         raise SettingError(f"login {key} is not exempt")
-    audit.record(session, "login-unexempt", key, old=found.comment)
+    audit.record(session, "login-unexempt", key, old=found.comment, domain=login_domain(key))
     session.execute(delete(LoginExempt).where(LoginExempt.login == key))
 
 

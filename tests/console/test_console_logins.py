@@ -93,6 +93,9 @@ def test_domain_admin_sees_and_unfreezes_only_their_domains_logins(site: Site) -
     assert mine.status_code == 303
     assert _frozen(site) == {"bob@example.com", "relay"}
     assert ("login-unfreeze", "carol@example.org", "console:alice") in _history(site)
+    # ...and alice finds it on her own History page (it is an entry of her domain)
+    page = client.get("/history", params={"domain": "example.org"})
+    assert page.status_code == 200 and "carol@example.org" in page.text
 
 
 def test_a_separate_state_store(site: Site, tmp_path: Path) -> None:
