@@ -17,6 +17,7 @@ import pytest
 from smtpauth_milter.admin.cli import run_cli
 from smtpauth_milter.admin.milterproto.transport import free_tcp_port, wait_for_milter
 from smtpauth_milter.daemon.config import clean_env
+from smtpauth_milter.store.engine import Store
 from tests.harness.milter import SOCKET, MilterProcess, console_script, ours
 from tests.harness.pgserver import CANARY_PASSWORD
 from tests.support.milterclient import session
@@ -294,6 +295,11 @@ def test_quickstart_as_root_serves_as_an_unprivileged_system_user(shared_dir: Pa
     it creates the system user, lets it read the store, and the milter is not root."""
     assert subprocess.run(["getent", "passwd", QUICKSTART_USER], check=False).returncode == 2
     store = shared_dir / "store" / "store.sqlite"
+    # a store left by an earlier version's quickstart: this one upgrades it before serving
+    assert run_cli(["--db", f"sqlite:///{store}", "db", "init"]) == 0
+    older = Store(f"sqlite:///{store}")
+    older.downgrade("0006")
+    older.dispose()
     env = {
         "SMTPAUTH_MILTER_DB": f"sqlite:///{store}",
         "SMTPAUTH_MILTER_USER": QUICKSTART_USER,
@@ -320,5 +326,8 @@ def test_quickstart_as_root_serves_as_an_unprivileged_system_user(shared_dir: Pa
         state = store.parent / "state" / "state.sqlite"
         assert (state.stat().st_uid, state.parent.stat().st_uid) == (entry.pw_uid,) * 2
         assert f"state=sqlite:///{state} " in milter.log.path.read_text()  # the start line
+        assert f"sqlite:///{store} is at schema {Store(f'sqlite:///{store}').head()}" in (
+            milter.log.path.read_text()
+        )
     finally:
         subprocess.run(["userdel", QUICKSTART_USER], check=False, capture_output=True)
