@@ -86,6 +86,7 @@ def test_require_auth_local_for_one_domain_from_the_browser(
         page.fill("input[name=name]", "alice")
         page.fill("input[name=password]", ALICE_PASSWORD)
         page.click("button:has-text('Log in')")
+        page.wait_for_selector("select[name=domain]")  # the next page, not the login form
         choices = page.locator("select[name=domain] option").all_inner_texts()
         assert choices == ["example.org"]
         assert "Trusted networks" not in page.inner_text("nav")
