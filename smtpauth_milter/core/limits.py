@@ -15,6 +15,7 @@ from enum import StrEnum
 from smtpauth_milter.core.addresses import AddressError, parse_address
 from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.core.replies import Reply
+from smtpauth_milter.core.values import temporary_reply
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_WINDOW = 60  # whole minutes: buckets of whole seconds (core/window.py)
@@ -123,13 +124,11 @@ def canonical_action(text: str) -> str:
 
 
 def canonical_limit_reply(text: str) -> str:
-    reply = Reply.parse(text)
-    if not reply.temporary:
-        raise SettingError(
-            f"bad reply {text!r}: login-limit-reply must be a 4xx reply (the login may send "
-            "again when its window allows); a permanent refusal is login-limit-action freeze"
-        )
-    return str(reply)
+    return temporary_reply(
+        text,
+        "login-limit-reply must be a 4xx reply (the login may send again when its "
+        "window allows); a permanent refusal is login-limit-action freeze",
+    )
 
 
 def canonical_notify_address(text: str) -> str:

@@ -43,14 +43,20 @@ def canonical_reply(text: str) -> str:
     return str(Reply.parse(text))
 
 
-def canonical_temporary_reply(text: str) -> str:
+def temporary_reply(text: str, why: str) -> str:
+    """``text`` as a canonical 4xx reply; a 5xx is a SettingError saying ``why``."""
     reply = Reply.parse(text)
     if not reply.temporary:
-        raise SettingError(
-            f"bad reply {text!r}: tempfail-reply answers for the milter's own trouble "
-            "and must be a 4xx reply, never a permanent refusal"
-        )
+        raise SettingError(f"bad reply {text!r}: {why}")
     return str(reply)
+
+
+def canonical_temporary_reply(text: str) -> str:
+    return temporary_reply(
+        text,
+        "tempfail-reply answers for the milter's own trouble "
+        "and must be a 4xx reply, never a permanent refusal",
+    )
 
 
 def canonical_delimiter(text: str) -> str:
