@@ -25,8 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from smtpauth_milter.store.engine import Store
-from tests.conftest import run_captured
+from tests.conftest import create_store, run_captured
 from tests.harness.milter import MilterProcess, MilterProcesses, ours
 from tests.harness.mta import Sandbox, libmilter_socket, start_sandbox
 from tests.harness.pgserver import PgServer
@@ -81,9 +80,7 @@ def store_url(own_pg: PgServer, capsys: pytest.CaptureFixture[str]) -> str:
     name = own_pg.new_database_name("twohosts")
     own_pg.create_database(name)
     url = own_pg.url(name)
-    store = Store(url)
-    store.create()
-    store.dispose()
+    create_store(url)
     for args in (
         ["domain", "add", "example.com"],
         ["settings", "set", "--domain", "example.com", "login-max-messages", f"{LIMIT}/1h"],

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from smtpauth_milter.admin.cli import run_cli
-from smtpauth_milter.store.engine import Store
+from tests.conftest import create_store
 from tests.harness.milter import MilterProcess, MilterProcesses
 from tests.harness.pgserver import PgServer
 from tests.harness.waiting import wait_until
@@ -44,9 +44,7 @@ def test_one_login_through_two_milters(own_pg: PgServer, milters: MilterProcesse
     name = own_pg.new_database_name("two")
     own_pg.create_database(name)
     url = own_pg.url(name)
-    store = Store(url)
-    store.create()
-    store.dispose()
+    create_store(url)
     for args in (
         ["domain", "add", "example.com"],
         ["settings", "set", "login-max-messages", f"{LIMIT}/1h"],
