@@ -90,7 +90,10 @@ class MariaDbServer:
         begun = time.monotonic()
         self._run([_binary("mariadb-install-db"), "--no-defaults", *self._user_option(),
                    f"--datadir={self.data_dir}", "--auth-root-authentication-method=normal",
-                   "--skip-test-db", "--skip-name-resolve"], timeout)  # fmt: skip
+                   "--skip-test-db", "--skip-name-resolve",
+                   # its bootstrap's temporary tables too: a CI run saw one vanish
+                   # from the shared /tmp ("Unknown table 'mysql.tmp_proxies_priv'")
+                   f"--tmpdir={self.root_dir}"], timeout)  # fmt: skip
         for attempt in range(3):  # a free port may be taken before the server binds it
             self.port = free_tcp_port(HOST)
             try:
