@@ -91,8 +91,10 @@ class MariaDbServer:
         self._run([_binary("mariadb-install-db"), "--no-defaults", *self._user_option(),
                    f"--datadir={self.data_dir}", "--auth-root-authentication-method=normal",
                    "--skip-test-db", "--skip-name-resolve",
-                   # its bootstrap's temporary tables too: a CI run saw one vanish
-                   # from the shared /tmp ("Unknown table 'mysql.tmp_proxies_priv'")
+                   # its bootstrap's temporary tables too: every starting mariadbd
+                   # deletes the "#sql*" files in its tmpdir, so two bootstraps
+                   # sharing /tmp broke each other in CI ("Unknown table
+                   # 'mysql.tmp_proxies_priv'")
                    f"--tmpdir={self.root_dir}"], timeout)  # fmt: skip
         for attempt in range(3):  # a free port may be taken before the server binds it
             self.port = free_tcp_port(HOST)
