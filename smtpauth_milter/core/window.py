@@ -52,31 +52,45 @@ def client_key(address: IPAddress) -> str:
 
 
 class WindowCount:
-    """Events per bucket for one window; not thread-safe (the caller holds a lock)."""
+    """Events per bucket for one window; not thread-safe (the caller holds a lock).
 
-    __slots__ = ("_buckets", "span", "step", "window")
+    The total over the window is kept, and summed anew only when the window's first
+    bucket is not the one it was kept for (once per bucket width, or after the clock
+    stepped): it is asked once per recipient."""
+
+    __slots__ = ("_buckets", "_first", "_total", "span", "step", "window")
 
     def __init__(self, window: int) -> None:
         self.window = window
         self.step = width(window)  # computed once: these run once per recipient
         self.span = buckets(window)
         self._buckets: dict[int, int] = {}
+        self._first = -1  # the first bucket _total is kept for (-1: none yet)
+        self._total = 0
 
     def add(self, now: float, n: int = 1) -> int:
         """Count ``n`` events at ``now``; returns their bucket."""
         key = int(now // self.step)
         self._buckets[key] = self._buckets.get(key, 0) + n
+        if key >= self._first:
+            self._total += n
         return key
 
     def total(self, now: float) -> int:
         first = int(now // self.step) - self.span
-        return sum([n for key, n in self._buckets.items() if key >= first])
+        if first != self._first:
+            self._total = sum([n for key, n in self._buckets.items() if key >= first])
+            self._first = first
+        return self._total
 
     def prune(self, now: float) -> bool:
         """Forget buckets out of the window; True when nothing is left."""
         first = int(now // self.step) - self.span
-        for key in [key for key in self._buckets if key < first]:
+        old = [key for key in self._buckets if key < first]
+        for key in old:
             del self._buckets[key]
+        if old:
+            self._first = -1  # summed anew when next asked
         return not self._buckets
 
 

@@ -42,7 +42,7 @@ from smtpauth_milter.core.policy import Request, Verdict
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.core.window import WindowCount, WindowSet, client_key
 from smtpauth_milter.daemon.notify import FreezeReport, Notifier
-from smtpauth_milter.daemon.siteview import SiteView
+from smtpauth_milter.daemon.siteview import STORED_KIND, SiteView
 from smtpauth_milter.store.loginstate import Batch, Freeze, FrozenState, Readback
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("smtpauth_milter")
 
 MAX_KEPT = 200_000  # unwritten increments kept through an outage (docs/policy.md)
-STORED_KIND = {kind: kind.removeprefix("login-max-") for kind in LimitKind}
 _KIND_OF = {stored: kind for kind, stored in STORED_KIND.items()}
 _QUIET = frozenset({Outcome.PASS, Outcome.NOT_COUNTED})  # nothing to log or count
 RECENT = 10  # the last (MAIL FROM, RCPT TO) of a login a freeze report shows
@@ -175,29 +174,29 @@ class LoginLimiter:
                 entry.counts[kind] = WindowCount(limit.window)
         return entry
 
-    def _count(self, login: str, kind: LimitKind, entry: _Login, now: float) -> int:
-        counter = entry.counts.get(kind)
-        if counter is None:
-            return 0
-        own = counter.total(now)
-        site = self._site.total(login, STORED_KIND[kind], counter.step, now)
-        if site is None:
-            return own
-        unread = self._taken.get((login, kind), 0) + self._pending.get((login, kind), 0)
-        return max(own, site + unread)
-
     def _counts(self, login: str, entry: _Login, client: str | None, now: float) -> Counts:
-        clients: set[str] = set()
+        """This milter's counts, or the site-wide ones read back with what this milter
+        counted since they were read, whichever is higher (once per recipient: lean)."""
+        site = self._site.fresh(login, now)
+        totals: dict[LimitKind, int] = {}
+        for kind, counter in entry.counts.items():
+            own = counter.total(now)
+            if site is not None:
+                found = site.totals.get((STORED_KIND[kind], counter.step))
+                if found is not None:
+                    key = (login, kind)
+                    own = max(own, found + self._taken.get(key, 0) + self._pending.get(key, 0))
+            totals[kind] = own
+        clients: set[str] | frozenset[str] = frozenset()
         if entry.clients is not None:
             clients = entry.clients.keys(now)
-            site = self._site.clients(login, entry.clients.step, now)
-            if site is not None:
-                clients |= site
+            if site is not None and (seen := site.clients.get(entry.clients.step)):
+                clients = clients | seen
         return Counts(
-            messages=self._count(login, LimitKind.MESSAGES, entry, now),
-            recipients=self._count(login, LimitKind.RECIPIENTS, entry, now),
+            messages=totals.get(LimitKind.MESSAGES, 0),
+            recipients=totals.get(LimitKind.RECIPIENTS, 0),
             client_ips=len(clients),
-            mismatches=self._count(login, LimitKind.MISMATCHES, entry, now),
+            mismatches=totals.get(LimitKind.MISMATCHES, 0),
             new_client=client is not None and client not in clients,
         )
 

@@ -17,9 +17,11 @@ from smtpauth_milter.core.limits import LimitKind, LoginLimits
 from smtpauth_milter.store.loginstate import Readback
 
 STALE_AFTER = 10.0  # seconds: an older site-wide count is not used (the store is out)
+# the kind of a limit in the state tables' rows
+STORED_KIND = {kind: kind.value.removeprefix("login-max-") for kind in LimitKind}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Read:
     at: float  # when the store answered
     totals: dict[tuple[str, int], int] = field(default_factory=dict)  # (kind, width) -> n
@@ -44,18 +46,11 @@ class SiteView:
             fresh.setdefault(login, _Read(now)).clients[width] = clients
         self._reads.update(fresh)
 
-    def _fresh(self, login: str, now: float) -> _Read | None:
+    def fresh(self, login: str, now: float) -> _Read | None:
+        """What was read of the login, or None when it is unknown or stale: its
+        ``totals[kind, width]`` and ``clients[width]`` are the site-wide counts."""
         found = self._reads.get(login)
         return found if found is not None and abs(now - found.at) <= STALE_AFTER else None
-
-    def total(self, login: str, kind: str, width: int, now: float) -> int | None:
-        """The site-wide count, or None when it is unknown or stale."""
-        found = self._fresh(login, now)
-        return None if found is None else found.totals.get((kind, width))
-
-    def clients(self, login: str, width: int, now: float) -> frozenset[str] | None:
-        found = self._fresh(login, now)
-        return None if found is None else found.clients.get(width)
 
     def at_limit(self, login: str, limits: LoginLimits | None) -> bool:
         """Whether the login's site-wide count, as last read, is at one of its limits."""
@@ -63,12 +58,14 @@ class SiteView:
         if found is None or limits is None:
             return False
         for kind, limit in limits.limits:
+            if limit.count <= 0:
+                continue  # off
             step = window.width(limit.window)
             if kind is LimitKind.CLIENT_IPS:
                 n = len(found.clients.get(step, ()))
             else:
-                n = found.totals.get((kind.value.removeprefix("login-max-"), step), 0)
-            if limit.on and n >= limit.count:
+                n = found.totals.get((STORED_KIND[kind], step), 0)
+            if n >= limit.count:
                 return True
         return False
 

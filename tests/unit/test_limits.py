@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 
 import pytest
 
@@ -96,6 +97,28 @@ def test_edges_of_a_bucket() -> None:
     assert count.total(160.999) == 3  # bucket 100 is still the oldest in the window
     assert count.total(161.0) == 1  # bucket 100 left; bucket 101 stays
     assert count.total(162.0) == 0
+
+
+def test_the_kept_total_is_always_the_sum_over_the_window() -> None:
+    """WindowCount keeps its total between calls; 5,000 random adds, totals and prunes,
+    with the clock going forward, standing still and stepping back, against a plain sum."""
+    rng = random.Random(20)
+    count = WindowCount(60)  # buckets of 1 s: the window moves often
+    events: list[tuple[float, int]] = []
+    now = 1_000.0
+    for _ in range(5_000):
+        now = max(0.0, now + rng.choice([0.0, 0.3, 1.0, 7.0, -5.0, -90.0, 70.0]))
+        op = rng.random()
+        if op < 0.5:
+            n = rng.randint(1, 3)
+            count.add(now, n)
+            events.append((now, n))
+        elif op < 0.9:
+            first = int(now) - 60
+            assert count.total(now) == sum(n for at, n in events if int(at) >= first)
+        else:
+            count.prune(now)
+            events = [(at, n) for at, n in events if int(at) >= int(now) - 60]
 
 
 def test_a_clock_that_steps_back_never_lets_events_fall_out_early() -> None:

@@ -20,7 +20,8 @@ from smtpauth_milter.core.limits import LimitKind, LoginLimits
 from smtpauth_milter.core.loginpolicy import limits_for
 from smtpauth_milter.core.snapshot import Snapshot
 from smtpauth_milter.daemon.config import STATE_ENV, state_url
-from smtpauth_milter.daemon.logins import STORED_KIND, LoginLimiter
+from smtpauth_milter.daemon.logins import LoginLimiter
+from smtpauth_milter.daemon.siteview import STORED_KIND
 from smtpauth_milter.store import audit, loginedit, loginstate
 from smtpauth_milter.store.engine import Store
 
