@@ -56,7 +56,7 @@ _QUIET = frozenset({Outcome.PASS, Outcome.NOT_COUNTED})  # nothing to log or cou
 RECENT = 10  # the last (MAIL FROM, RCPT TO) of a login a freeze report shows
 
 
-@dataclass
+@dataclass(slots=True)
 class _Login:
     """One login's counts in this milter, one per limit that is on."""
 

@@ -41,9 +41,13 @@ class SiteView:
         else:
             fresh = {login: _Read(now) for login in readback.logins}
         for (login, kind, width), n in readback.totals.items():
-            fresh.setdefault(login, _Read(now)).totals[kind, width] = n
+            if (read := fresh.get(login)) is None:  # not setdefault: one _Read per login
+                read = fresh[login] = _Read(now)
+            read.totals[kind, width] = n
         for (login, width), clients in readback.clients.items():
-            fresh.setdefault(login, _Read(now)).clients[width] = clients
+            if (read := fresh.get(login)) is None:
+                read = fresh[login] = _Read(now)
+            read.clients[width] = clients
         self._reads.update(fresh)
 
     def fresh(self, login: str, now: float) -> _Read | None:

@@ -140,23 +140,34 @@ def _in_window(width: Any, bucket: Any, now: int) -> Any:
 
 
 # The batch's statements as their driver runs them, per (statement, database): see _many.
-_COMPILED: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
+_COMPILED: dict[tuple[tuple[str, ...], str], tuple[str, tuple[int, ...] | None]] = {}
+COUNT_COLUMNS = ("login", "kind", "width", "bucket", "n")
+CLIENT_COLUMNS = ("login", "width", "bucket", "client")
 
 
-def _many(session: Session, name: str, stmt: Any, rows: list[dict[str, Any]]) -> None:
-    """One statement for many rows, compiled once per database and handed to the driver's
-    executemany with the values as bound parameters.  These rows are thousands a second,
-    and SQLAlchemy's per-row processing (the ORM's bulk path, or Core's) cost several
-    times what the database does with them (bench/flush_cost.py)."""
+def _many(
+    session: Session, stmt: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """One INSERT for many rows (values in ``columns`` order), compiled once per database
+    and handed to the driver's executemany with the values as bound parameters.  These
+    rows are thousands a second, and SQLAlchemy's per-row processing (the ORM's bulk path,
+    or Core's) cost more than the database's work (bench/flush_cost.py)."""
     connection = session.connection()
-    key = (name, connection.dialect.name)
+    key = (columns, connection.dialect.name)
     found = _COMPILED.get(key)
     if found is None:
-        compiled = stmt.compile(dialect=connection.dialect, column_keys=list(rows[0]))
-        order = tuple(compiled.positiontup) if compiled.positional else None
+        compiled = stmt.compile(dialect=connection.dialect, column_keys=list(columns))
+        order = None  # named parameters
+        if compiled.positional:
+            order = tuple(columns.index(name) for name in compiled.positiontup or ())
         found = _COMPILED[key] = (str(compiled), order)
     sql, order = found
-    params = [tuple(row[k] for k in order) for row in rows] if order is not None else rows
+    if order is None:
+        params: list[Any] = [dict(zip(columns, row, strict=True)) for row in rows]
+    elif order == tuple(range(len(columns))):
+        params = rows
+    else:
+        params = [tuple(row[i] for i in order) for row in rows]
     connection.exec_driver_sql(sql, params)
 
 
@@ -169,17 +180,11 @@ def _write(session: Session, batch: Batch) -> None:
             index_elements=["login", "kind", "width", "bucket"],
             set_={"n": table.c.n + stmt.excluded.n},
         )
-        rows = [
-            {"login": login, "kind": kind, "width": width, "bucket": bucket, "n": n}
-            for (login, kind, width, bucket), n in batch.counts.items()
-        ]
-        _many(session, "counts", upsert, rows)
+        counts = [(*key, n) for key, n in batch.counts.items()]  # COUNT_COLUMNS
+        _many(session, upsert, COUNT_COLUMNS, counts)
     if batch.clients:
-        rows = [
-            {"login": login, "width": width, "bucket": bucket, "client": client}
-            for login, width, bucket, client in batch.clients
-        ]
-        _many(session, "clients", insert(LoginClient.__table__).on_conflict_do_nothing(), rows)
+        stmt = insert(LoginClient.__table__).on_conflict_do_nothing()
+        _many(session, stmt, CLIENT_COLUMNS, list(batch.clients))  # CLIENT_COLUMNS
     for freeze in batch.freezes.values():
         write_freeze(session, freeze)
 
@@ -295,10 +300,11 @@ def read(session: Session, now: float, logins: Collection[str] | None = None) ->
         ]
     totals: dict[tuple[str, str, int], int] = {}
     clients: dict[tuple[str, int], set[str]] = {}
+    connection = session.connection()  # Core rows: the ORM's row processing costs more here
     for totals_part, clients_part in parts:
-        for login, kind, width, n in session.execute(totals_part):
+        for login, kind, width, n in connection.execute(totals_part):
             totals[login, kind, width] = int(n)
-        for login, width, client in session.execute(clients_part):
+        for login, width, client in connection.execute(clients_part):
             clients.setdefault((login, width), set()).add(client)
     return Readback(
         totals,
