@@ -82,6 +82,18 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """One milter's part of a run: what it is called, where its scenarios begin (the
+    sessions played before: no replays), how many it may be given, whether to check them."""
+
+    name: str
+    milter: MilterProcess
+    start: int = 0
+    sessions: int = 10**9
+    check: bool | None = None  # None: only "ours" is checked
+
+
 def measure(
     pool: multiprocessing.pool.Pool,
     name: str,
@@ -94,28 +106,54 @@ def measure(
     check: bool | None = None,
     start: int = 0,
 ) -> Run:
-    """One run; every verdict is checked for ``check`` (default: only for "ours").
-    ``start``: the scenario to begin with (the sessions played before: no replays)."""
-    check = name == "ours" if check is None else check
+    """One run of one milter; every verdict is checked for ``check`` (default: only for
+    "ours").  ``start``: the scenario to begin with (the sessions played before)."""
+    plan = Plan(name, milter, start, sessions, check)
+    return measure_together(pool, [plan], key, connections, drivers, duration)[0]
+
+
+def measure_together(
+    pool: multiprocessing.pool.Pool,
+    plans: Sequence[Plan],
+    key: str,
+    connections: int,
+    drivers: int,
+    duration: float,
+) -> list[Run]:
+    """One run of each milter, all at the same time: each gets ``connections`` from its
+    own ``drivers`` processes (the pool needs that many per milter).  Driven together,
+    two milters share whatever else the machine does during the run, so the ratio of
+    their CPU per session is not moved by it (bench/limits_ab.py)."""
     drivers = max(1, min(drivers, connections))
     per = [connections // drivers + (1 if n < connections % drivers else 0) for n in range(drivers)]
     offsets = [sum(per[:n]) for n in range(drivers)]
-    jobs = [
-        (milter.socket, key, check, per[n], duration, -(-sessions // drivers),
-         start + offsets[n], connections)
-        for n in range(drivers)
-    ]  # fmt: skip
-    procstat.reset_peak(milter.pid)
-    cpu0 = procstat.cpu_seconds(milter.pid)
-    results = pool.map(_worker, jobs)
-    time.sleep(0.05)  # let the milter finish the last close callbacks
-    cpu = procstat.cpu_seconds(milter.pid) - cpu0
-    memory = procstat.memory_kib(milter.pid)
+    cpu0: list[float] = []
+    pending = []
+    for plan in plans:
+        check = plan.name == "ours" if plan.check is None else plan.check
+        jobs = [
+            (plan.milter.socket, key, check, per[n], duration, -(-plan.sessions // drivers),
+             plan.start + offsets[n], connections)
+            for n in range(drivers)
+        ]  # fmt: skip
+        procstat.reset_peak(plan.milter.pid)
+        cpu0.append(procstat.cpu_seconds(plan.milter.pid))
+        pending.append(pool.map_async(_worker, jobs))
+    everyone = [job.get() for job in pending]
+    time.sleep(0.05)  # let the milters finish the last close callbacks
+    return [
+        _run_of(plan, connections, results, procstat.cpu_seconds(plan.milter.pid) - before)
+        for plan, results, before in zip(plans, everyone, cpu0, strict=True)
+    ]
+
+
+def _run_of(plan: Plan, connections: int, results: list[driver.Result], cpu: float) -> Run:
+    memory = procstat.memory_kib(plan.milter.pid)
     latencies = [x for r in results for x in r.latencies_ms]
     done = sum(r.sessions for r in results)
     seconds = max(r.elapsed for r in results)
     return Run(
-        milter=name,
+        milter=plan.name,
         connections=connections,
         sessions=done,
         seconds=seconds,

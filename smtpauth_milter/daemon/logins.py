@@ -54,6 +54,9 @@ MAX_KEPT = 200_000  # unwritten increments kept through an outage (docs/policy.m
 _KIND_OF = {stored: kind for kind, stored in STORED_KIND.items()}
 _QUIET = frozenset({Outcome.PASS, Outcome.NOT_COUNTED})  # nothing to log or count
 RECENT = 10  # the last (MAIL FROM, RCPT TO) of a login a freeze report shows
+# ... found among this milter's last RECENT_KEPT counted recipients: one ring for every
+# login (a ring per login cost ~1 KiB of each login's ~4 in memory: bench/login_scale.py)
+RECENT_KEPT = 10_000
 
 
 @dataclass(slots=True)
@@ -62,7 +65,6 @@ class _Login:
 
     counts: dict[LimitKind, WindowCount] = field(default_factory=dict)
     clients: WindowSet | None = None
-    recent: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=RECENT))
     limits: LoginLimits | None = None  # the last ones it was judged by
 
 
@@ -85,6 +87,7 @@ class LoginLimiter:
         self._held: set[str] = set()  # refused here for a limit: read back every exchange
         self._frozen: dict[str, FrozenState] = {}  # active freezes, as the store has them
         self._frozen_here: dict[str, Freeze] = {}  # frozen by this milter, not yet read back
+        self._recent: deque[tuple[str, str, str]] = deque(maxlen=RECENT_KEPT)  # login, envelope
 
     # --- the hot path: libmilter threads ------------------------------------------
 
@@ -145,7 +148,7 @@ class LoginLimiter:
             entry = self._entry(login, limits)
             self._batch.reads.add(login)
             if envelope is not None:
-                entry.recent.append(envelope)
+                self._recent.append((login, *envelope))
             judged = judge(limits, self._counts(login, entry, client, now), event)
             if judged.outcome is Outcome.FREEZE:
                 self._freeze(login, judged, limits, now)
@@ -266,7 +269,7 @@ class LoginLimiter:
         with self._lock:
             entry = self._logins.get(login)
             clients = entry.clients.keys(now) if entry and entry.clients else set()
-            recent = tuple(entry.recent) if entry else ()
+            recent = tuple((f, t) for who, f, t in self._recent if who == login)[-RECENT:]
         assert judged.limit is not None
         self._notifier.report(
             FreezeReport(

@@ -92,6 +92,25 @@ def test_the_hot_path_only_queues_one_report_per_freeze(
     assert "event=login-notify-dropped login=b@example.com" in caplog.text
 
 
+def test_the_report_shows_the_last_ten_envelopes_of_that_login_only() -> None:
+    notifier = Notifier()  # not started: the report waits in the queue
+    limiter = LoginLimiter("milter@test", notifier=notifier)
+    snap = snapshot(
+        login_max_recipients="15/1h",
+        login_limit_action="freeze",
+        notify_address="postmaster@example.com",
+    )
+    alice = Request(ipaddress.ip_address("203.0.113.9"), "a@example.com", "<a@example.com>")
+    bob = Request(ipaddress.ip_address("203.0.113.10"), "b@example.com", "<b@example.com>")
+    for n in range(16):  # the 16th recipient of alice's freezes her
+        for request in (alice, bob):
+            rcpt = f"<r{n}@remote.test>"
+            limiter.apply(snap, request, decide(snap, request, rcpt), True, rcpt=rcpt)
+    queued = notifier._queue.get_nowait()
+    assert queued is not None and queued.login == "a@example.com"
+    assert queued.recent == tuple(("<a@example.com>", f"<r{n}@remote.test>") for n in range(6, 16))
+
+
 def test_what_the_mta_sent_cannot_add_lines_or_headers_to_the_report() -> None:
     hostile = dataclasses.replace(
         REPORT,
