@@ -339,7 +339,7 @@ class LoginLimiter:
                 if empty and (entry.clients is None or entry.clients.prune(now)):
                     del self._logins[login]
                     self._held.discard(login)
-            self._site.keep_only(self._logins)  # forgotten with the login
+            self._site.keep_only(self._logins, now)  # forgotten with the login, or stale
 
     def frozen_count(self) -> int:
         with self._lock:

@@ -76,9 +76,15 @@ class SiteView:
     def forget(self, login: str) -> None:
         self._reads.pop(login, None)
 
-    def keep_only(self, logins: Container[str]) -> None:
-        """Forget every login but these (the ones still in memory): memory stays bounded."""
-        for login in [login for login in self._reads if login not in logins]:
+    def keep_only(self, logins: Container[str], now: float) -> None:
+        """Forget every login but these (the ones still in memory), and what has gone
+        stale (it is never used again: a login's next exchange reads it anew). Memory
+        stays bounded, and small for the many logins that send now and then."""
+        for login in [
+            login
+            for login, read in self._reads.items()
+            if login not in logins or abs(now - read.at) > STALE_AFTER
+        ]:
             del self._reads[login]
 
     def __len__(self) -> int:

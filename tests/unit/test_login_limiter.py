@@ -249,6 +249,10 @@ def test_pruning_and_unfreezing_forget_the_site_wide_counts(
     unfrozen = {logins[0]: FrozenState(None, "admin")}
     limiter.absorb(Readback({}, {}, unfrozen, frozenset()), limiter.take(), clock.now)
     assert limiter.site_logins() == 19, "the store forgot an unfrozen login's counts"
+    limiter.prune(clock.now + 10)
+    assert (limiter.active_logins(), limiter.site_logins()) == (19, 19)
+    limiter.prune(clock.now + 11)  # read 11 s ago: stale, never used again
+    assert (limiter.active_logins(), limiter.site_logins()) == (19, 0)
     limiter.prune(clock.now + 3600 + 60)
     assert (limiter.active_logins(), limiter.site_logins()) == (0, 0)
 
