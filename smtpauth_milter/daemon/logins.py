@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from smtpauth_milter.core import logfmt
@@ -40,7 +39,8 @@ from smtpauth_milter.core.loginpolicy import (
 )
 from smtpauth_milter.core.policy import Request, Verdict
 from smtpauth_milter.core.snapshot import Snapshot
-from smtpauth_milter.core.window import WindowCount, WindowSet, client_key
+from smtpauth_milter.core.window import client_key
+from smtpauth_milter.daemon.loginentry import LoginEntry
 from smtpauth_milter.daemon.notify import FreezeReport, Notifier
 from smtpauth_milter.daemon.siteview import STORED_KIND, SiteView
 from smtpauth_milter.store.loginstate import Batch, Freeze, FrozenState, Readback
@@ -51,21 +51,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("smtpauth_milter")
 
 MAX_KEPT = 200_000  # unwritten increments kept through an outage (docs/policy.md)
+PRUNE_CHUNK = 1_000  # logins pruned per hold of the lock
 _KIND_OF = {stored: kind for kind, stored in STORED_KIND.items()}
 _QUIET = frozenset({Outcome.PASS, Outcome.NOT_COUNTED})  # nothing to log or count
 RECENT = 10  # the last (MAIL FROM, RCPT TO) of a login a freeze report shows
 # ... found among this milter's last RECENT_KEPT counted recipients: one ring for every
 # login (a ring per login cost ~1 KiB of each login's ~4 in memory: bench/login_scale.py)
 RECENT_KEPT = 10_000
-
-
-@dataclass(slots=True)
-class _Login:
-    """One login's counts in this milter, one per limit that is on."""
-
-    counts: dict[LimitKind, WindowCount] = field(default_factory=dict)
-    clients: WindowSet | None = None
-    limits: LoginLimits | None = None  # the last ones it was judged by
 
 
 class LoginLimiter:
@@ -79,7 +71,7 @@ class LoginLimiter:
         self._notifier = notifier  # mails a report per freeze, from its own thread
         self._clock = clock
         self._lock = threading.Lock()
-        self._logins: dict[str, _Login] = {}
+        self._logins: dict[str, LoginEntry] = {}
         self._batch = Batch()
         self._pending: dict[tuple[str, LimitKind], int] = {}  # counted since the last exchange
         self._taken: dict[tuple[str, LimitKind], int] = {}  # on its way to the store: see take
@@ -164,20 +156,14 @@ class LoginLimiter:
         here = self._frozen_here.get(login)
         return here is not None and (here.until is None or here.until > now)
 
-    def _entry(self, login: str, limits: LoginLimits) -> _Login:
+    def _entry(self, login: str, limits: LoginLimits) -> LoginEntry:
         entry = self._logins.get(login)
         if entry is None:
-            entry = self._logins[login] = _Login()
-        entry.limits = limits
-        for kind, limit in limits.limits:
-            if kind is LimitKind.CLIENT_IPS:
-                if entry.clients is None or entry.clients.window != limit.window:
-                    entry.clients = WindowSet(limit.window)
-            elif (found := entry.counts.get(kind)) is None or found.window != limit.window:
-                entry.counts[kind] = WindowCount(limit.window)
+            entry = self._logins[login] = LoginEntry()
+        entry.follow(limits)
         return entry
 
-    def _counts(self, login: str, entry: _Login, client: str | None, now: float) -> Counts:
+    def _counts(self, login: str, entry: LoginEntry, client: str | None, now: float) -> Counts:
         """This milter's counts, or the site-wide ones read back with what this milter
         counted since they were read, whichever is higher (once per recipient: lean)."""
         site = self._site.fresh(login, now)
@@ -203,7 +189,7 @@ class LoginLimiter:
             new_client=client is not None and client not in clients,
         )
 
-    def _add(self, login: str, kind: LimitKind, entry: _Login, now: float) -> None:
+    def _add(self, login: str, kind: LimitKind, entry: LoginEntry, now: float) -> None:
         counter = entry.counts.get(kind)
         if counter is None:
             return  # that limit is off: nothing to count
@@ -213,7 +199,13 @@ class LoginLimiter:
         self._pending[login, kind] = self._pending.get((login, kind), 0) + 1
 
     def _record(
-        self, login: str, entry: _Login, event: Event, client: str | None, now: float, refused: bool
+        self,
+        login: str,
+        entry: LoginEntry,
+        event: Event,
+        client: str | None,
+        now: float,
+        refused: bool,
     ) -> None:
         if event.mismatch:
             self._add(login, LimitKind.MISMATCHES, entry, now)
@@ -330,15 +322,19 @@ class LoginLimiter:
         return [(login, by.get(login, "-")) for login in unfrozen]
 
     def prune(self, now: float) -> None:
-        """Forget logins with nothing left in any window: memory stays bounded."""
+        """Forget what left every window, and logins with nothing left: memory stays
+        bounded.  The lock is held for PRUNE_CHUNK logins at a time, not for all of them
+        (100,000 logins took ~0.5 s: every libmilter thread would wait that long)."""
         with self._lock:
-            for login in list(self._logins):
-                entry = self._logins[login]
-                pruned = [counter.prune(now) for counter in entry.counts.values()]  # each one
-                empty = all(pruned)
-                if empty and (entry.clients is None or entry.clients.prune(now)):
-                    del self._logins[login]
-                    self._held.discard(login)
+            logins = list(self._logins)
+        for start in range(0, len(logins), PRUNE_CHUNK):
+            with self._lock:
+                for login in logins[start : start + PRUNE_CHUNK]:
+                    entry = self._logins.get(login)
+                    if entry is not None and entry.prune(now):
+                        del self._logins[login]
+                        self._held.discard(login)
+        with self._lock:
             self._site.keep_only(self._logins, now)  # forgotten with the login, or stale
 
     def frozen_count(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import threading
 from collections.abc import Callable, Iterator
 
 import Milter
@@ -14,6 +15,7 @@ from Milter.testctx import TestCtx as MilterTestCtx
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr
 from smtpauth_milter.core.policy import Action, Request, Rule, Verdict, decide
 from smtpauth_milter.core.snapshot import Snapshot
+from smtpauth_milter.daemon import logins
 from smtpauth_milter.daemon.logins import LoginLimiter
 from smtpauth_milter.daemon.metrics import Metrics
 from smtpauth_milter.daemon.milter import SmtpAuthMilter
@@ -255,6 +257,35 @@ def test_pruning_and_unfreezing_forget_the_site_wide_counts(
     assert (limiter.active_logins(), limiter.site_logins()) == (19, 0)
     limiter.prune(clock.now + 3600 + 60)
     assert (limiter.active_logins(), limiter.site_logins()) == (0, 0)
+
+
+def test_pruning_lets_go_of_the_lock_between_chunks_of_logins(
+    limiter: LoginLimiter, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libmilter's threads wait for one chunk of a prune at most, not for every login."""
+    monkeypatch.setattr(logins, "PRUNE_CHUNK", 10)
+    snap = snapshot(login_max_messages="10/1h")
+    for n in range(35):
+        send(limiter, snap, login=f"u{n}@example.com", sender=f"<u{n}@example.com>")
+
+    class Recording:  # the lock, and how many logins each hold of it forgot
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.forgot: list[int] = []
+
+        def __enter__(self) -> None:
+            self.lock.acquire()
+            self.before = limiter.active_logins()
+
+        def __exit__(self, *exc: object) -> None:
+            self.forgot.append(self.before - limiter.active_logins())
+            self.lock.release()
+
+    recording = Recording()
+    limiter._lock = recording  # type: ignore[assignment]
+    limiter.prune(clock.now + 3600 + 60)
+    assert limiter.active_logins() == 0
+    assert sorted(recording.forgot, reverse=True)[:4] == [10, 10, 10, 5]
 
 
 def test_counts_on_their_way_to_the_store_still_count(limiter: LoginLimiter, clock: Clock) -> None:
