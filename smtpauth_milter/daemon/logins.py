@@ -315,16 +315,17 @@ class LoginLimiter:
                     del self._frozen_here[login]
             self._frozen, self._taken = active, {}  # the site-wide count holds them now
             self._site.merge(readback, now)
-            for login in readback.logins or ():  # at a limit site-wide: read back from now on
-                if (entry := self._logins.get(login)) and self._site.at_limit(login, entry.limits):
-                    self._held.add(login)
+            read = (login for login in readback.logins or () if login not in self._held)
+            self._held.update(self._site.at_limit(read, self._limits_of))  # read back from now on
         by = {login: state.unfrozen_by or "-" for login, state in readback.frozen.items()}
         return [(login, by.get(login, "-")) for login in unfrozen]
 
+    def _limits_of(self, login: str) -> LoginLimits | None:
+        return entry.limits if (entry := self._logins.get(login)) is not None else None
+
     def prune(self, now: float) -> None:
-        """Forget what left every window, and logins with nothing left: memory stays
-        bounded.  The lock is held for PRUNE_CHUNK logins at a time, not for all of them
-        (100,000 logins took ~0.5 s: every libmilter thread would wait that long)."""
+        """Forget what left every window, and logins with nothing left: memory stays bounded.
+        The lock is held for PRUNE_CHUNK logins at a time (100,000 took ~0.5 s)."""
         with self._lock:
             logins = list(self._logins)
         for start in range(0, len(logins), PRUNE_CHUNK):

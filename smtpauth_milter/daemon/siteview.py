@@ -9,7 +9,8 @@ Not thread-safe: daemon/logins.py holds its lock around every call.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from smtpauth_milter.core import window
@@ -25,7 +26,25 @@ STORED_KIND = {kind: kind.value.removeprefix("login-max-") for kind in LimitKind
 class _Read:
     at: float  # when the store answered
     totals: dict[tuple[str, int], int] = field(default_factory=dict)  # (kind, width) -> n
-    clients: dict[int, frozenset[str]] = field(default_factory=dict)  # width -> client keys
+    clients: dict[int, AbstractSet[str]] = field(default_factory=dict)  # width -> client keys
+
+
+# Per limit that is on: the kind its rows have (None: client addresses), the bucket width
+# of its window, and the count it allows.
+Checks = tuple[tuple[str | None, int, int], ...]
+
+
+def checks_of(limits: LoginLimits) -> Checks:
+    return tuple(
+        (None if kind is LimitKind.CLIENT_IPS else STORED_KIND[kind], window.width(limit.window),
+         limit.count)
+        for kind, limit in limits.limits
+        if limit.count > 0
+    )  # fmt: skip
+
+
+def _count(read: _Read, stored: str | None, step: int) -> int:
+    return len(read.clients.get(step, ())) if stored is None else read.totals.get((stored, step), 0)
 
 
 class SiteView:
@@ -56,22 +75,23 @@ class SiteView:
         found = self._reads.get(login)
         return found if found is not None and abs(now - found.at) <= STALE_AFTER else None
 
-    def at_limit(self, login: str, limits: LoginLimits | None) -> bool:
-        """Whether the login's site-wide count, as last read, is at one of its limits."""
-        found = self._reads.get(login)
-        if found is None or limits is None:
-            return False
-        for kind, limit in limits.limits:
-            if limit.count <= 0:
-                continue  # off
-            step = window.width(limit.window)
-            if kind is LimitKind.CLIENT_IPS:
-                n = len(found.clients.get(step, ()))
-            else:
-                n = found.totals.get((STORED_KIND[kind], step), 0)
-            if n >= limit.count:
-                return True
-        return False
+    def at_limit(
+        self, logins: Iterable[str], limits_of: Callable[[str], LoginLimits | None]
+    ) -> list[str]:
+        """Those of ``logins`` whose site-wide count, as last read, is at one of their
+        limits (``limits_of``: a login's, None when it has none)."""
+        checks: dict[int, Checks] = {}  # per LoginLimits object: few, alive during the call
+        found = []
+        for login in logins:
+            limits = limits_of(login)
+            read = self._reads.get(login)
+            if limits is None or read is None:
+                continue
+            if (mine := checks.get(id(limits))) is None:
+                mine = checks[id(limits)] = checks_of(limits)
+            if any(_count(read, stored, step) >= count for stored, step, count in mine):
+                found.append(login)
+        return found
 
     def forget(self, login: str) -> None:
         self._reads.pop(login, None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -94,7 +95,7 @@ class Readback:
     """What every milter counted, as the store has it after this milter's batch."""
 
     totals: Mapping[tuple[str, str, int], int]  # (login, kind, width) -> events in window
-    clients: Mapping[tuple[str, int], frozenset[str]]  # (login, width) -> client keys
+    clients: Mapping[tuple[str, int], AbstractSet[str]]  # (login, width) -> client keys
     frozen: Mapping[str, FrozenState]
     logins: frozenset[str] | None = None  # whose counts were read (None: every login's)
 
@@ -302,13 +303,15 @@ def read(session: Session, now: float, logins: Collection[str] | None = None) ->
     clients: dict[tuple[str, int], set[str]] = {}
     connection = session.connection()  # Core rows: the ORM's row processing costs more here
     for totals_part, clients_part in parts:
-        for login, kind, width, n in connection.execute(totals_part):
+        for login, kind, width, n in connection.execute(totals_part).all():
             totals[login, kind, width] = int(n)
-        for login, width, client in connection.execute(clients_part):
-            clients.setdefault((login, width), set()).add(client)
+        for login, width, client in connection.execute(clients_part).all():
+            if (seen := clients.get((login, width))) is None:
+                seen = clients[login, width] = set()
+            seen.add(client)
     return Readback(
         totals,
-        {key: frozenset(value) for key, value in clients.items()},
+        clients,
         read_frozen(session),
         None if logins is None else frozenset(logins),
     )
