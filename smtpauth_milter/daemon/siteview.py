@@ -23,7 +23,9 @@ STORED_KIND = {kind: kind.value.removeprefix("login-max-") for kind in LimitKind
 
 
 @dataclass(slots=True)
-class _Read:
+class LoginRead:
+    """One login's site-wide counts, as the store gave them at ``at``."""
+
     at: float  # when the store answered
     totals: dict[tuple[str, int], int] = field(default_factory=dict)  # (kind, width) -> n
     clients: dict[int, AbstractSet[str]] = field(default_factory=dict)  # width -> client keys
@@ -43,33 +45,33 @@ def checks_of(limits: LoginLimits) -> Checks:
     )  # fmt: skip
 
 
-def _count(read: _Read, stored: str | None, step: int) -> int:
+def _count(read: LoginRead, stored: str | None, step: int) -> int:
     return len(read.clients.get(step, ())) if stored is None else read.totals.get((stored, step), 0)
 
 
 class SiteView:
     def __init__(self) -> None:
-        self._reads: dict[str, _Read] = {}
+        self._reads: dict[str, LoginRead] = {}
 
     def merge(self, readback: Readback, now: float) -> None:
         """The read-back logins' counts replace what was known of them (a login read back
         with no rows has none left in the store); the other logins keep theirs."""
-        fresh: dict[str, _Read] = {}
+        fresh: dict[str, LoginRead] = {}
         if readback.logins is None:  # every login's counts: the whole view
             self._reads = fresh
         else:
-            fresh = {login: _Read(now) for login in readback.logins}
+            fresh = {login: LoginRead(now) for login in readback.logins}
         for (login, kind, width), n in readback.totals.items():
-            if (read := fresh.get(login)) is None:  # not setdefault: one _Read per login
-                read = fresh[login] = _Read(now)
+            if (read := fresh.get(login)) is None:  # not setdefault: one LoginRead per login
+                read = fresh[login] = LoginRead(now)
             read.totals[kind, width] = n
         for (login, width), clients in readback.clients.items():
             if (read := fresh.get(login)) is None:
-                read = fresh[login] = _Read(now)
+                read = fresh[login] = LoginRead(now)
             read.clients[width] = clients
         self._reads.update(fresh)
 
-    def fresh(self, login: str, now: float) -> _Read | None:
+    def fresh(self, login: str, now: float) -> LoginRead | None:
         """What was read of the login, or None when it is unknown or stale: its
         ``totals[kind, width]`` and ``clients[width]`` are the site-wide counts."""
         found = self._reads.get(login)
