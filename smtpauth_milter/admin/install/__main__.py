@@ -49,6 +49,11 @@ def parser() -> argparse.ArgumentParser:
         "--from", dest="source", type=Path, help="a wheel or a source tree [default: this one]"
     )
     install.add_argument("--reinstall", action="store_true", help="reinstall the same version")
+    install.add_argument(
+        "--console",
+        action="store_true",
+        help="also the web console's libraries and systemd unit (installed, not started)",
+    )
     remove = commands.add_parser("uninstall", help="remove it; keep the store and config")
     remove.add_argument(
         "--purge", action="store_true", help="also remove the store, the config and the user"
@@ -69,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         if not source.exists():
             raise InstallError(f"{source}: no such file or directory")
         reinstall = bool(getattr(args, "reinstall", False))
-        return steps.install(layout, source, version_of(source), reinstall)
+        console = bool(getattr(args, "console", False))
+        return steps.install(layout, source, version_of(source), reinstall, console)
     except InstallError as exc:
         return fail(str(exc))
 

@@ -21,6 +21,7 @@ class Layout:
     store_dir: Path = Path("/var/lib") / NAME
     postfix_spool: Path = Path("/var/spool/postfix")
     unit: Path = Path("/etc/systemd/system") / f"{NAME}.service"
+    console_unit: Path = Path("/etc/systemd/system") / f"{NAME}-console.service"
     # Debian's Python makes the venv: the unit's user must be able to run it (a
     # python3 found on root's PATH may live in root's home).
     system_python: Path = Path("/usr/bin/python3")

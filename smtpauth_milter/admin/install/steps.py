@@ -73,14 +73,19 @@ def account(report: Report, layout: Layout) -> None:
     report.change(f"created system user and group {layout.user}")
 
 
-def installed(layout: Layout) -> str | None:
-    """The version in the venv, or None (no venv, no package, or no PostgreSQL driver)."""
+# What each extra the install puts in the venv lets the venv import.
+EXTRA_IMPORTS = {"postgresql": "psycopg", "console": "starlette, uvicorn, jinja2, argon2"}
+
+
+def installed(layout: Layout, extras: tuple[str, ...]) -> str | None:
+    """The version in the venv, or None (no venv, no package, or an extra missing)."""
     if not layout.python.exists():
         return None
+    imports = "".join(f"import {EXTRA_IMPORTS[extra]}; " for extra in extras)
     done = run(
         [
             str(layout.python), "-c",
-            "from importlib.metadata import version; import psycopg; "
+            f"from importlib.metadata import version; {imports}"
             "print(version('smtpauth-milter'))",
         ],
         check=False,
@@ -88,19 +93,26 @@ def installed(layout: Layout) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def venv(report: Report, layout: Layout, source: Path, version: str, reinstall: bool) -> bool:
-    """The venv holds ``source`` with the PostgreSQL extra; True when it changed."""
+def venv(
+    report: Report,
+    layout: Layout,
+    source: Path,
+    version: str,
+    reinstall: bool,
+    extras: tuple[str, ...],
+) -> bool:
+    """The venv holds ``source`` with ``extras``; True when it changed."""
     if not layout.python.exists():
         run([str(layout.system_python), "-m", "venv", str(layout.prefix)])
         report.change(f"created the venv {layout.prefix}")
-    before = installed(layout)
+    before = installed(layout, extras)
     if before == version and not reinstall:
         report.same(f"smtpauth-milter {version} in {layout.prefix}")
         return False
     pip = [str(layout.python), "-m", "pip", "install", "--quiet", "--upgrade"]
     if reinstall:
         run([*pip, "--force-reinstall", "--no-deps", str(source)])
-    run([*pip, f"{source}[postgresql]"])
+    run([*pip, f"{source}[{','.join(extras)}]"])
     was = f" (was {before})" if before else ""
     report.change(f"installed smtpauth-milter {version}{was} in {layout.prefix}")
     return True
@@ -187,10 +199,18 @@ def state(report: Report, layout: Layout) -> bool:
     return changed
 
 
-def unit(report: Report, layout: Layout) -> None:
-    source = layout.shared / "systemd" / f"{layout.user}.service"
-    if copy(report, source, layout.unit, 0o644) and systemd_running():
+def unit(report: Report, layout: Layout, target: Path) -> None:
+    """The shipped unit of that name (the milter's, or the console's)."""
+    if copy(report, layout.shared / "systemd" / target.name, target, 0o644) and systemd_running():
         run(["systemctl", "daemon-reload"])
+
+
+def console_next_steps(layout: Layout) -> None:
+    """The console is installed, not started: it needs an account and a proxy first."""
+    print(f"\nThe console is installed, not started (docs/console.md): create an account,"
+          f" put the TLS proxy of {layout.shared / 'nginx'} in front, then start it:\n"
+          f"{layout.command_link} admin add NAME\n"
+          f"systemctl enable --now {layout.console_unit.name}")  # fmt: skip
 
 
 def restart(report: Report, layout: Layout) -> None:
@@ -211,22 +231,29 @@ def postfix_lines(layout: Layout) -> None:
         print("\n".join(settings))
 
 
-def install(layout: Layout, source: Path, version: str, reinstall: bool = False) -> int:
+def install(
+    layout: Layout, source: Path, version: str, reinstall: bool = False, console: bool = False
+) -> int:
     preflight(layout)
     report = Report()
     packages(report)
     account(report, layout)
-    upgraded = venv(report, layout, source, version, reinstall)
+    extras = ("postgresql", "console") if console else ("postgresql",)
+    upgraded = venv(report, layout, source, version, reinstall, extras)
     symlink(report, layout.command_link, layout.command)
     symlink(report, layout.man_link, layout.man_page)
     config(report, layout)
     migrated = store(report, layout)
     migrated = state(report, layout) or migrated
     directory(report, layout.socket_dir, layout.user, layout.mta_group, 0o750)
-    unit(report, layout)
+    unit(report, layout, layout.unit)
+    if console:
+        unit(report, layout, layout.console_unit)
     if upgraded or migrated:
         restart(report, layout)
     postfix_lines(layout)
+    if console:
+        console_next_steps(layout)
     if report.changed:
         print(f"\n{len(report.changed)} changes: smtpauth-milter {version} is installed")
     else:
@@ -239,9 +266,11 @@ def uninstall(layout: Layout, purge: bool = False) -> int:
     if os.geteuid() != 0:
         raise InstallError("run this as root")
     report = Report()
-    if systemd_running() and layout.unit.exists():
-        run(["systemctl", "disable", "--now", layout.user], check=False)
-    for path in (layout.unit, layout.command_link, layout.man_link, layout.prefix):
+    for unit_file in (layout.console_unit, layout.unit):
+        if systemd_running() and unit_file.exists():
+            run(["systemctl", "disable", "--now", unit_file.name], check=False)
+    for path in (layout.console_unit, layout.unit, layout.command_link, layout.man_link,
+                 layout.prefix):  # fmt: skip
         remove(report, path)
     remove(report, layout.socket_dir)
     if not purge:
