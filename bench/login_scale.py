@@ -112,9 +112,10 @@ def run(logins: int, pg: bool) -> list[str]:
                     n += 1
                     limiter.apply(snapshot, request, accepted, True, None, None, "x@example.net")
             clock.now = start + elapsed
-            cpu0 = time.thread_time()
+            cpu0, wall0 = time.thread_time(), time.perf_counter()
             if not sync.cycle():
-                raise RuntimeError("the exchange with the state store failed")
+                raise RuntimeError(f"the exchange at minute {elapsed / 60:.1f} failed"
+                                   f" after {time.perf_counter() - wall0:.1f}s")  # fmt: skip
             cpu = time.thread_time() - cpu0
             if elapsed in REPORT_AT:
                 memory = (tracemalloc.get_traced_memory()[0] - base) / 2**20
@@ -123,6 +124,7 @@ def run(logins: int, pg: bool) -> list[str]:
                     f"| {elapsed // 60} | {limiter.active_logins():,} | {memory:.1f}"
                     f" | {count_rows:,} | {client_rows:,} | {1000 * cpu:.0f} |"
                 )
+                print(lines[-1], file=sys.stderr, flush=True)  # progress
         tracemalloc.stop()
         gc.unfreeze()
     return lines

@@ -40,8 +40,15 @@ STATEMENT_TIMEOUT_MS = 2000
 LOCK_TIMEOUT_MS = 1000
 READ_DEADLINE = 5.0  # seconds for one whole poll: above statement_timeout, below anything slow
 
-# libpq keys, passed through by psycopg; ignored on unix-socket connections.
+# libpq keys, passed through by psycopg; ignored on unix-socket connections. And one of
+# psycopg's own: no server-side prepared statements.  psycopg prepares a query after its
+# 5th run, and PostgreSQL may then plan it once for any parameters: the login-sync
+# read-back's `login IN (...)` of 500 logins became a sequential scan comparing every
+# row with each of them (over 1 s at 100,000 logins, past statement_timeout, so every
+# exchange failed: bench/login_scale.py --pg).  PgBouncer's transaction pooling refuses
+# them too.
 PG_CONNECT_ARGS: dict[str, Any] = {
+    "prepare_threshold": None,
     "connect_timeout": CONNECT_TIMEOUT,
     "keepalives": 1,
     "keepalives_idle": 5,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from smtpauth_milter.core.errors import SettingError
 from smtpauth_milter.store import audit, loginedit
@@ -125,3 +125,27 @@ def test_admin_freeze_unfreeze_and_exemptions_are_audited(store: Store) -> None:
         ("login-exempt", "lists@example.com"),
         ("login-unexempt", "lists@example.com"),
     ]
+
+
+@pytest.mark.postgres
+def test_postgresql_never_prepares_the_exchange_s_statements(pg_store_url: str) -> None:
+    """psycopg prepares a statement after its 5th run, and PostgreSQL may then plan it for
+    any parameters: the read-back's `login IN (...)` of 500 logins became a sequential
+    scan over 1 s at 100,000 logins, and every exchange hit statement_timeout
+    (bench/login_scale.py --pg).  No statement of the store's connections is prepared."""
+    store = Store(pg_store_url, serving=True)
+    now_bucket = int(NOW) // HOUR
+    logins = [f"user{n}@example.com" for n in range(600)]  # two chunks of the read-back
+    batch = Batch(
+        counts={(login, "messages", HOUR, now_bucket): 1 for login in logins},
+        clients={(login, HOUR, now_bucket, "192.0.2.1") for login in logins},
+    )
+    try:
+        with writing(store) as session:
+            for _ in range(8):
+                seen = exchange(session, batch, NOW)
+            prepared = session.execute(text("SELECT count(*) FROM pg_prepared_statements"))
+            assert prepared.scalar_one() == 0
+        assert seen.totals[logins[0], "messages", HOUR] == 8
+    finally:
+        store.dispose()
