@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from smtpauth_milter.store.loginstate import insert_for
+from smtpauth_milter.store.bulk import insert_for, insert_many
 from smtpauth_milter.store.models import DecisionCount, RefusedCount
 
 HOUR = 3600
@@ -45,14 +45,12 @@ def write(session: Session, counts: Counts) -> None:
     ):
         if not rows:
             continue
-        values = [{**dict(zip(keys, key, strict=True)), "n": n} for key, n in rows.items()]
-        stmt = insert(model)
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=list(keys), set_={"n": model.n + stmt.excluded.n}
-            ),
-            values,
+        table = model.__table__
+        stmt = insert(table)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={"n": table.c.n + stmt.excluded.n}
         )
+        insert_many(session, upsert, (*keys, "n"), [(*key, n) for key, n in rows.items()])
 
 
 def prune(session: Session, now: float) -> int:

@@ -18,10 +18,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from smtpauth_milter.core.window import BUCKETS
+from smtpauth_milter.store.bulk import insert_for, insert_many
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.models import (
     ConsoleAdmin,
@@ -130,46 +130,13 @@ def _seconds(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
-def insert_for(session: Session) -> Any:
-    """INSERT ... ON CONFLICT for the session's database (SQLite or PostgreSQL)."""
-    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
-
-
 def _in_window(width: Any, bucket: Any, now: int) -> Any:
     """bucket >= bucket(now) - 60, as integer arithmetic both databases share (core/window.py)."""
     return (bucket + BUCKETS + 1) * width > now
 
 
-# The batch's statements as their driver runs them, per (statement, database): see _many.
-_COMPILED: dict[tuple[tuple[str, ...], str], tuple[str, tuple[int, ...] | None]] = {}
-COUNT_COLUMNS = ("login", "kind", "width", "bucket", "n")
-CLIENT_COLUMNS = ("login", "width", "bucket", "client")
-
-
-def _many(
-    session: Session, stmt: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
-) -> None:
-    """One INSERT for many rows (values in ``columns`` order), compiled once per database
-    and handed to the driver's executemany with the values as bound parameters.  These
-    rows are thousands a second, and SQLAlchemy's per-row processing (the ORM's bulk path,
-    or Core's) cost more than the database's work (bench/flush_cost.py)."""
-    connection = session.connection()
-    key = (columns, connection.dialect.name)
-    found = _COMPILED.get(key)
-    if found is None:
-        compiled = stmt.compile(dialect=connection.dialect, column_keys=list(columns))
-        order = None  # named parameters
-        if compiled.positional:
-            order = tuple(columns.index(name) for name in compiled.positiontup or ())
-        found = _COMPILED[key] = (str(compiled), order)
-    sql, order = found
-    if order is None:
-        params: list[Any] = [dict(zip(columns, row, strict=True)) for row in rows]
-    elif order == tuple(range(len(columns))):
-        params = rows
-    else:
-        params = [tuple(row[i] for i in order) for row in rows]
-    connection.exec_driver_sql(sql, params)
+COUNT_COLUMNS = ("login", "kind", "width", "bucket", "n")  # a Batch's counts, each + its n
+CLIENT_COLUMNS = ("login", "width", "bucket", "client")  # a Batch's clients
 
 
 def _write(session: Session, batch: Batch) -> None:
@@ -182,10 +149,10 @@ def _write(session: Session, batch: Batch) -> None:
             set_={"n": table.c.n + stmt.excluded.n},
         )
         counts = [(*key, n) for key, n in batch.counts.items()]  # COUNT_COLUMNS
-        _many(session, upsert, COUNT_COLUMNS, counts)
+        insert_many(session, upsert, COUNT_COLUMNS, counts)
     if batch.clients:
         stmt = insert(LoginClient.__table__).on_conflict_do_nothing()
-        _many(session, stmt, CLIENT_COLUMNS, list(batch.clients))  # CLIENT_COLUMNS
+        insert_many(session, stmt, CLIENT_COLUMNS, list(batch.clients))
     for freeze in batch.freezes.values():
         write_freeze(session, freeze)
 
