@@ -41,7 +41,8 @@ class DecisionCounts:
         """One decision (a recipient's, or a message's header check)."""
         hour = int(self._clock()) // HOUR
         domain = verdict.domain or ""
-        key = (hour, verdict.rule.value, verdict.action.value, domain)
+        # _value_, not .value: the enum property costs ~0.35 us a call on Python 3.11
+        key = (hour, verdict.rule._value_, verdict.action._value_, domain)
         with self._lock:
             decisions = self._counts.decisions
             decisions[key] = decisions.get(key, 0) + 1
