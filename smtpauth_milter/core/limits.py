@@ -198,7 +198,15 @@ class Outcome(StrEnum):
 
     @property
     def refuses(self) -> bool:
-        return self in (Outcome.FROZEN, Outcome.TEMPFAIL, Outcome.FREEZE)
+        return self in _REFUSING
+
+
+# What runs once per recipient compares with module constants: an enum member looked up
+# on its class costs ~0.2 us on Python 3.11, and judge() asked for a dozen.
+_REFUSING = (Outcome.FROZEN, Outcome.TEMPFAIL, Outcome.FREEZE)
+_MESSAGES, _RECIPIENTS = LimitKind.MESSAGES, LimitKind.RECIPIENTS
+_CLIENT_IPS, _MISMATCHES = LimitKind.CLIENT_IPS, LimitKind.MISMATCHES
+_FREEZE = LimitAction.FREEZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,11 +244,11 @@ PASS = LimitVerdict(Outcome.PASS)
 
 def _after(kind: LimitKind, counts: Counts, event: Event) -> int:
     """The count of ``kind`` with this recipient, as if it went through."""
-    if kind is LimitKind.MESSAGES:
+    if kind is _MESSAGES:
         return counts.messages + (1 if event.accepted and event.first_of_message else 0)
-    if kind is LimitKind.RECIPIENTS:
+    if kind is _RECIPIENTS:
         return counts.recipients + (1 if event.accepted else 0)
-    if kind is LimitKind.CLIENT_IPS:
+    if kind is _CLIENT_IPS:
         return counts.client_ips + (1 if counts.new_client else 0)
     return counts.mismatches + (1 if event.mismatch else 0)
 
@@ -255,9 +263,9 @@ def judge(limits: LoginLimits, counts: Counts, event: Event) -> LimitVerdict:
     senders it does not own.  With action tempfail the login's next accepted
     recipients are refused while its mismatches are over the limit.
     """
+    freeze = limits.action is _FREEZE
     for kind, limit in limits.limits:
-        freeze = limits.action is LimitAction.FREEZE
-        if not event.accepted and not (kind is LimitKind.MISMATCHES and event.mismatch and freeze):
+        if not event.accepted and not (kind is _MISMATCHES and event.mismatch and freeze):
             continue  # refused by the policy already: only a freeze adds anything
         count = _after(kind, counts, event)
         if count > limit.count:
