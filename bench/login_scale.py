@@ -7,11 +7,12 @@ A real :class:`~smtpauth_milter.daemon.logins.LoginLimiter` and
 (``--pg``: a private PostgreSQL), on a simulated clock with the shipped limits
 (1 h windows): every login sends one message (one accepted recipient, from a
 client address of its own) every 10 minutes for 70 minutes, then nothing for
-62 minutes.  The exchange runs once per simulated 10 seconds (the milter's is
-once a second: the same rows, in bigger batches) and prunes once a minute, as
-the milter's thread does.  Reported at points of that time: logins in memory,
-the Python memory the limiter holds (tracemalloc, this process), the rows of
-the state tables, and the CPU of one exchange.  "Bounded" means: flat from 60
+62 minutes.  The exchange runs once per simulated second and prunes once a
+minute, as the milter's thread does.  Reported at points of that time: logins
+in memory, the Python memory the limiter holds (tracemalloc, this process), the
+rows of the state tables, and the CPU of that point's exchange (a pruning one);
+at the end, how many exchanges failed (a failed one keeps its batch for the
+next, as in the milter) and the longest.  "Bounded" means: flat from 60
 minutes on (what leaves the window is deleted as fast as it comes), and back
 to nothing once the window has passed.
 """
@@ -38,7 +39,7 @@ from tests.harness.pgserver import PgServer
 
 from .workload import REALISTIC, build_store, load_snapshot
 
-STEP = 10  # simulated seconds per exchange
+STEP = 1  # simulated seconds per exchange: the milter's interval
 EVERY = 600  # each login sends one message every 10 minutes
 BUSY = 70 * 60  # seconds of traffic
 IDLE = 62 * 60  # then none: one window (1 h) and a bucket more
@@ -104,7 +105,7 @@ def run(logins: int, pg: bool) -> list[str]:
             " | login_client rows | exchange CPU ms |",
             "|---:|---:|---:|---:|---:|---:|",
         ]
-        n = 0
+        n, failed, longest = 0, [], 0.0
         for elapsed in range(STEP, BUSY + IDLE + STEP, STEP):
             if elapsed <= BUSY:
                 for _ in range(per_step):
@@ -114,9 +115,9 @@ def run(logins: int, pg: bool) -> list[str]:
             clock.now = start + elapsed
             cpu0, wall0 = time.thread_time(), time.perf_counter()
             if not sync.cycle():
-                raise RuntimeError(f"the exchange at minute {elapsed / 60:.1f} failed"
-                                   f" after {time.perf_counter() - wall0:.1f}s")  # fmt: skip
+                failed.append(f"minute {elapsed / 60:.1f}")
             cpu = time.thread_time() - cpu0
+            longest = max(longest, time.perf_counter() - wall0)
             if elapsed in REPORT_AT:
                 memory = (tracemalloc.get_traced_memory()[0] - base) / 2**20
                 count_rows, client_rows = _rows(target, "scale")
@@ -127,6 +128,9 @@ def run(logins: int, pg: bool) -> list[str]:
                 print(lines[-1], file=sys.stderr, flush=True)  # progress
         tracemalloc.stop()
         gc.unfreeze()
+    where = f" ({', '.join(failed[:5])})" if failed else ""
+    lines.append(f"\nexchanges: {BUSY + IDLE} (one a second), failed: {len(failed)}{where};"
+                 f" the longest took {longest:.2f} s")  # fmt: skip
     return lines
 
 
