@@ -62,6 +62,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * (os.cpu_count() or 1)
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: the shares are of what runs
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Each slow module at the head of its own worker's share (tests/slowfirst.py)."""
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
