@@ -81,7 +81,9 @@ HEAD, LOWER_HEAD = (name.split("_", 1)[0] for name in (MIGRATIONS[-1], MIGRATION
 
 def requirements() -> list[str]:
     """What any pip of this test installs: the package's dependencies with the
-    postgresql extra (setup.cfg), its build requirements (pyproject.toml) and ``build``."""
+    postgresql extra (setup.cfg), its build requirements (pyproject.toml) and ``build``.
+    An install with another extra (``--console``) needs that extra here too: without
+    it, that pip finds no package (PIP_NO_INDEX) and the test fails saying so."""
     setup = configparser.ConfigParser()
     setup.read(docs.ROOT / "setup.cfg")
     needed = [
