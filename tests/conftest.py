@@ -19,6 +19,7 @@ from smtpauth_milter.daemon.config import CONFIG_DEFAULT_ENV
 from smtpauth_milter.store.engine import Store
 from tests.harness.pgrecycle import RecycledDatabases
 from tests.harness.pgserver import PgServer
+from tests.slowfirst import slow_first
 
 pytest_plugins = ("pytester", "tests.support.canary")
 
@@ -61,20 +62,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * (os.cpu_count() or 1)
 
 
-# Modules whose tests take the longest (tens of seconds to minutes each: the system
-# install, the differential against Postfix's own maps, 200 crashes, two Postfix hosts):
-# collected first, so that xdist starts them beside the rest instead of leaving them for
-# the end of the run. Whole modules move, keeping their order and their fixtures' scope.
-SLOW_FIRST = (
-    "tests/system/",
-    "tests/integration/test_login_maps_differential.py",
-    "tests/reliability/test_crash_and_restart.py",
-    "tests/integration/test_login_two_hosts_postfix.py",
-)
-
-
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: the shares are of what runs
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FIRST))
+    """Each slow module at the head of its own worker's share (tests/slowfirst.py)."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    items[:] = slow_first(items, lambda item: item.nodeid, workers)
 
 
 @dataclass

@@ -322,6 +322,7 @@ def _run(config: RunConfig, reread: Callable[[], RunConfig] | None) -> int:
         reread = reread or (lambda: config)
         if not config.auto_restart:
             return _serve(config, store, metrics, reread, listen_fd)
+        store.warm()  # once here, not again in every child the supervisor forks
         supervisor = Supervisor(
             _child(config, store, metrics, reread, listen_fd),
             listen_fd,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Engine, create_engine, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, configure_mappers
 
 from smtpauth_milter.core.errors import SchemaError, SmtpauthError, StoreError, StoreMissing
 from smtpauth_milter.core.networks import NetworkSet, parse_cidr
@@ -123,6 +123,14 @@ class Store:
             if self._migrations_location is None:
                 return _shipped_migrations()
             return schema.Migrations.load(self._migrations_location)
+
+    def warm(self) -> None:
+        """What a process reading this store does once, done now and without a connection
+        (the supervisor, before it forks each milter child): the ORM's mappers configured
+        and this version's schema revisions read.  A failure is left to the reader."""
+        configure_mappers()
+        with contextlib.suppress(StoreError):
+            _ = self.migrations
 
     def _alembic(self, connection: Connection) -> Config:
         from alembic.config import Config  # only to migrate: see store_failures (store/failures.py)

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from argon2 import PasswordHasher
 from starlette.testclient import TestClient
 
+from smtpauth_milter.admin.console import passwords
 from smtpauth_milter.admin.console.app import create_app, make_console
 from smtpauth_milter.admin.console.passwords import hash_password
 from smtpauth_milter.admin.console.web import Console
@@ -19,6 +21,20 @@ from tests.integration.conftest import mta_sandbox  # noqa: F401 (the browser te
 PASSWORDS = {"root": "server admin password", "alice": "alice's own password"}
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 _TOKEN = re.compile(r'name="token" value="([^"]+)"')
+
+# Argon2id with its cheapest parameters for the passwords these tests hash and check in
+# process: the same hash and the same check, without the ~0.17 s of CPU and 64 MiB of
+# argon2-cffi's defaults each time (the console tests spent ~60 s of CPU in them).
+# tests/unit/test_console_passwords.py holds the shipped hasher to those defaults.
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+CHEAP_NOBODY = CHEAP_HASHER.hash("no account has this password hash")
+
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cheap hasher, and an unknown name checked against a hash of the same cost."""
+    monkeypatch.setattr(passwords, "_HASHER", CHEAP_HASHER)
+    monkeypatch.setattr(passwords, "_NOBODY", CHEAP_NOBODY)
 
 
 class Clock:

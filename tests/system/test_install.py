@@ -20,10 +20,17 @@ the shell blocks of the install section (tests/system/install_docs.py):
    (issue 20's least privilege), and a login past a low limit gets 452 with its
    count in the state store, none in the settings store;
 4. uninstall keeps the store and config; uninstall --purge removes everything.
+
+Every pip in the test (the documented build and install blocks run as written, in
+their build-isolation environments too) takes its packages from one wheelhouse made
+at the start: ``pip wheel`` of the dependencies of setup.cfg and pyproject.toml, so
+pymilter compiles at most once per run and no pip asks the package index again
+(``PIP_FIND_LINKS`` and ``PIP_NO_INDEX`` in their environment; nothing else changes).
 """
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import grp
 import os
@@ -33,6 +40,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -71,11 +79,39 @@ NEWEST_MIGRATION = MIGRATIONS[-1]  # the lower version lacks it
 HEAD, LOWER_HEAD = (name.split("_", 1)[0] for name in (MIGRATIONS[-1], MIGRATIONS[-2]))
 
 
-def sh(block: str, cwd: Path, timeout: float = 600) -> str:
-    """One documented shell block, as written, under bash -e; its output."""
+def requirements() -> list[str]:
+    """What any pip of this test installs: the package's dependencies with the
+    postgresql extra (setup.cfg), its build requirements (pyproject.toml) and ``build``.
+    An install with another extra (``--console``) needs that extra here too: without
+    it, that pip finds no package (PIP_NO_INDEX) and the test fails saying so."""
+    setup = configparser.ConfigParser()
+    setup.read(docs.ROOT / "setup.cfg")
+    needed = [
+        *setup["options"]["install_requires"].split(),
+        *setup["options.extras_require"]["postgresql"].split(),
+    ]
+    with (docs.ROOT / "pyproject.toml").open("rb") as file:
+        needed += tomllib.load(file)["build-system"]["requires"]
+    return [*needed, "build"]
+
+
+def wheelhouse(target: Path) -> dict[str, str]:
+    """Every requirement as a wheel in ``target`` (one ``pip wheel``: pymilter compiles
+    here, once); the environment that makes a pip install from there and nowhere else."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(target), *requirements()],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"pip wheel: exit {done.returncode}\n{done.stdout}{done.stderr}"
+    return {"PIP_FIND_LINKS": str(target), "PIP_NO_INDEX": "1"}
+
+
+def sh(block: str, cwd: Path, pip: dict[str, str], timeout: float = 600) -> str:
+    """One documented shell block, as written, under bash -e; its output.
+    ``pip``: the wheelhouse's environment (see :func:`wheelhouse`)."""
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", block], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, check=False, env=clean_env(PATH=os.environ["PATH"]),
+        timeout=timeout, check=False, env=clean_env(PATH=os.environ["PATH"], **pip),
     )  # fmt: skip
     assert done.returncode == 0, f"{block}\nexit {done.returncode}\n{done.stdout}{done.stderr}"
     return done.stdout
@@ -118,10 +154,10 @@ def printed(output: str, name: str) -> str:
     return block.split("\n\n", 1)[0]
 
 
-def built_wheel(tmp: Path) -> Path:
+def built_wheel(tmp: Path, pip: dict[str, str]) -> Path:
     clone = clone_of_this_checkout(tmp / "clone")
     try:
-        sh(docs.BUILD, clone)
+        sh(docs.BUILD, clone, pip)
     finally:
         shutil.rmtree("/tmp/smtpauth-build", ignore_errors=True)
     dist = clone / "dist"
@@ -131,11 +167,15 @@ def built_wheel(tmp: Path) -> Path:
     return dist / docs.WHEEL
 
 
-def check_wheel_in_an_empty_venv(wheel: Path, tmp: Path) -> None:
+def check_wheel_in_an_empty_venv(wheel: Path, tmp: Path, pip: dict[str, str]) -> None:
+    """The wheel alone in a new venv (no pip of its own: this run's pip installs into it,
+    ``pip --python``, without the ~3 s of CPU of ensurepip) runs its commands."""
     venv = tmp / "empty-venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)],
-                   check=True, timeout=600)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
+                    "install", "--quiet", str(wheel)],
+                   check=True, timeout=600, env=clean_env(**pip))  # fmt: skip
     command = str(venv / "bin" / "smtpauth-milter")
     env = clean_env(SMTPAUTH_MILTER_DB=f"sqlite:///{tmp / 'empty.sqlite'}")
     version = subprocess.run([command, "--version"], capture_output=True, text=True, check=True)
@@ -210,29 +250,30 @@ def test_install_upgrade_serve_and_uninstall(tmp_path: Path) -> None:
 
 
 def install_upgrade_serve_and_uninstall(tmp_path: Path) -> None:
-    wheel = built_wheel(tmp_path)
-    check_wheel_in_an_empty_venv(wheel, tmp_path)
+    pip = wheelhouse(tmp_path / "wheelhouse")
+    wheel = built_wheel(tmp_path, pip)
+    check_wheel_in_an_empty_venv(wheel, tmp_path, pip)
     try:
         old = lower_version(clone_of_this_checkout(tmp_path / "old"))
-        first = sh(docs.INSTALL_FROM_CLONE, old)
+        first = sh(docs.INSTALL_FROM_CLONE, old, pip)
         assert f"installed smtpauth-milter {LOWER} in {PREFIX}" in first
         assert f"sqlite:///{STORE} created, at schema {LOWER_HEAD}" in first, first
         assert f"sqlite:///{STATE} created, at schema {LOWER_HEAD}" in first, first
-        upgrade = sh(docs.INSTALL_FROM_WHEEL, wheel.parent)
+        upgrade = sh(docs.INSTALL_FROM_WHEEL, wheel.parent, pip)
         installed = upgrade.index(f"installed smtpauth-milter {__version__} (was {LOWER})")
         migrated = upgrade.index(f"store sqlite:///{STORE} is at schema {HEAD}")
         state_migrated = upgrade.index(f"store sqlite:///{STATE} is at schema {HEAD}")
         assert installed < migrated < state_migrated, "the order operations.md gives"
-        again = sh(docs.INSTALL_FROM_WHEEL, wheel.parent)
+        again = sh(docs.INSTALL_FROM_WHEEL, wheel.parent, pip)
         assert not [line for line in again.splitlines() if line.startswith("changed:")], again
         assert f"nothing changed: smtpauth-milter {__version__} was already installed" in again
         check_installed_as_documented()
         unit = Unit.read(UNIT)
         check_the_milter_user_writes_its_state_and_nothing_else(unit)
         serve_through_the_system_postfix(tmp_path, unit, again)
-        sh(docs.UNINSTALL, Path("/"))
+        sh(docs.UNINSTALL, Path("/"), pip)
         assert not PREFIX.exists() and not UNIT.exists() and STORE.exists()
-        sh(docs.PURGE, wheel.parent)
+        sh(docs.PURGE, wheel.parent, pip)
         assert not STORE_DIR.exists() and not CONFIG_DIR.exists()
         with pytest.raises(KeyError):
             pwd.getpwnam(USER)
