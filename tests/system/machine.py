@@ -38,6 +38,7 @@ class Unit:
     environment: dict[str, str]
     exec_start: list[str]
     writable: tuple[str, ...] = ()  # ReadWritePaths=, without a leading "-"
+    no_capabilities: bool = False  # an empty CapabilityBoundingSet=
 
     @classmethod
     def read(cls, path: Path) -> Unit:
@@ -63,8 +64,12 @@ class Unit:
             for value in values.get("ReadWritePaths", [])
             for path in value.split()
         )
-        (user,), (group,), (start,) = values["User"], values["Group"], values["ExecStart"]
-        return cls(user, group, supplementary, environment, shlex.split(start), writable)
+        (user,), (start,) = values["User"], values["ExecStart"]
+        # no Group=: the user's own group, as systemd does
+        (group,) = values.get("Group") or [grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name]
+        bounding = values.get("CapabilityBoundingSet")
+        return cls(user, group, supplementary, environment, shlex.split(start), writable,
+                   no_capabilities=bounding is not None and not "".join(bounding))  # fmt: skip
 
     def argv(self) -> list[str]:
         """setpriv with the groups systemd gives the service: initgroups(User, Group) plus
@@ -73,9 +78,10 @@ class Unit:
         groups = set(os.getgrouplist(self.user, gid))
         groups |= {grp.getgrnam(name).gr_gid for name in self.supplementary}
         env = [f"{key}={value}" for key, value in self.environment.items()]
+        drop = ["--bounding-set=-all", "--inh-caps=-all"] if self.no_capabilities else []
         return [
             "setpriv", f"--reuid={self.user}", f"--regid={self.group}",
-            f"--groups={','.join(str(g) for g in sorted(groups))}", "--",
+            f"--groups={','.join(str(g) for g in sorted(groups))}", *drop, "--",
             "env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             *env, *self.exec_start,
         ]  # fmt: skip

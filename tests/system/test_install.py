@@ -38,15 +38,18 @@ import pwd
 import re
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from smtpauth_milter import __version__
 from smtpauth_milter.daemon.config import clean_env
+from tests.harness.mta.common import ManagedProcess, start_process
 from tests.harness.waiting import wait_until
 from tests.system import install_docs as docs
 from tests.system.machine import (
@@ -72,6 +75,7 @@ STORE = STORE_DIR / "store.sqlite"
 STATE_DIR = STORE_DIR / "state"
 STATE = STATE_DIR / "state.sqlite"
 UNIT = Path("/etc/systemd/system/smtpauth-milter.service")
+CONSOLE_UNIT = Path("/etc/systemd/system/smtpauth-milter-console.service")
 SOCKET = Path("/var/spool/postfix/smtpauth-milter/milter.sock")
 LOWER = "0.1.99"
 MIGRATIONS = sorted(p.name for p in (docs.ROOT / "migrations" / "versions").glob("0*.py"))
@@ -81,14 +85,15 @@ HEAD, LOWER_HEAD = (name.split("_", 1)[0] for name in (MIGRATIONS[-1], MIGRATION
 
 def requirements() -> list[str]:
     """What any pip of this test installs: the package's dependencies with the
-    postgresql extra (setup.cfg), its build requirements (pyproject.toml) and ``build``.
-    An install with another extra (``--console``) needs that extra here too: without
+    postgresql and console extras (setup.cfg), its build requirements (pyproject.toml)
+    and ``build``.  An install with another extra needs that extra here too: without
     it, that pip finds no package (PIP_NO_INDEX) and the test fails saying so."""
     setup = configparser.ConfigParser()
     setup.read(docs.ROOT / "setup.cfg")
     needed = [
         *setup["options"]["install_requires"].split(),
         *setup["options.extras_require"]["postgresql"].split(),
+        *setup["options.extras_require"]["console"].split(),  # install --console
     ]
     with (docs.ROOT / "pyproject.toml").open("rb") as file:
         needed += tomllib.load(file)["build-system"]["requires"]
@@ -195,8 +200,8 @@ def check_installed_as_documented() -> None:
     for path, mode, owner_group in (
         (STORE_DIR, 0o750, ("root", USER)),
         (STORE, 0o640, ("root", USER)),
-        (STATE_DIR, 0o750, (USER, USER)),
-        (STATE, 0o640, (USER, USER)),
+        (STATE_DIR, 0o2770, (USER, USER)),
+        (STATE, 0o660, (USER, USER)),
         (CONFIG_DIR, 0o750, ("root", USER)),
         (CONFIG_DIR / "smtpauth-milter.toml", 0o640, ("root", USER)),
         (SOCKET.parent, 0o750, (USER, "postfix")),
@@ -215,6 +220,18 @@ def check_installed_as_documented() -> None:
     assert found.returncode == 0 and found.stdout.strip().endswith("smtpauth-milter.8"), found
 
 
+# A write to a SQLite file, its journal in its directory included, rolled back.
+WRITE_PROBE = (
+    "def write(name, path):\n"
+    "    db = sqlite3.connect('file:' + path + '?mode=rw', uri=True, isolation_level=None)\n"
+    "    db.execute('BEGIN IMMEDIATE')\n"
+    "    db.execute('CREATE TABLE write_probe (x)')\n"
+    "    db.execute('ROLLBACK')\n"
+    "    print(name + ': written')\n"
+    "write"
+)
+
+
 def check_the_milter_user_writes_its_state_and_nothing_else(unit: Unit) -> None:
     """Issue 24, item 5 and issue 20's least privilege: as the unit's user and groups, the
     settings store opens for reading only, and neither it nor its directory takes a new
@@ -226,11 +243,7 @@ def check_the_milter_user_writes_its_state_and_nothing_else(unit: Unit) -> None:
         "for path, mode in ((settings, 'r+b'), (settings + '-journal', 'xb')):\n"
         "    try:\n        open(path, mode)\n    except PermissionError:\n"
         "        print('settings: refused', mode)\n"
-        "db = sqlite3.connect('file:' + state + '?mode=rw', uri=True, isolation_level=None)\n"
-        "db.execute('BEGIN IMMEDIATE')\n"
-        "db.execute('CREATE TABLE write_probe (x)')\n"
-        "db.execute('ROLLBACK')\n"
-        "print('state: written')\n"
+        f"{WRITE_PROBE}('state', state)\n"
     )
     done = subprocess.run([*unit.setpriv(), "/usr/bin/python3", "-c", probe, str(STORE), str(STATE)],
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
@@ -271,8 +284,10 @@ def install_upgrade_serve_and_uninstall(tmp_path: Path) -> None:
         unit = Unit.read(UNIT)
         check_the_milter_user_writes_its_state_and_nothing_else(unit)
         serve_through_the_system_postfix(tmp_path, unit, again)
+        add_the_console(wheel, pip, tmp_path)
         sh(docs.UNINSTALL, Path("/"), pip)
         assert not PREFIX.exists() and not UNIT.exists() and STORE.exists()
+        assert not CONSOLE_UNIT.exists()
         sh(docs.PURGE, wheel.parent, pip)
         assert not STORE_DIR.exists() and not CONFIG_DIR.exists()
         with pytest.raises(KeyError):
@@ -280,6 +295,50 @@ def install_upgrade_serve_and_uninstall(tmp_path: Path) -> None:
     finally:
         if PREFIX.exists() or CONFIG_DIR.exists():
             subprocess.run(["bash", "-c", docs.PURGE], cwd=wheel.parent, check=False)
+
+
+def add_the_console(wheel: Path, pip: dict[str, str], tmp: Path) -> None:
+    """install --console on the installed host: the extra and the console's unit, not
+    started; started as that unit says (root without any capability) it serves its
+    login page."""
+    output = sh(f"{docs.INSTALL_FROM_WHEEL} --console", wheel.parent, pip)
+    assert f"installed smtpauth-milter {__version__} in {PREFIX}" in output, output
+    assert f"installed {CONSOLE_UNIT}" in output, output
+    assert "admin add NAME" in output and f"enable --now {CONSOLE_UNIT.name}" in output
+    shipped = docs.ROOT / "contrib" / "systemd" / CONSOLE_UNIT.name
+    assert CONSOLE_UNIT.read_bytes() == shipped.read_bytes()
+    assert stat.S_IMODE(CONSOLE_UNIT.stat().st_mode) == 0o644
+    again = sh(f"{docs.INSTALL_FROM_WHEEL} --console", wheel.parent, pip)
+    assert f"nothing changed: smtpauth-milter {__version__} was already installed" in again
+    unit = Unit.read(CONSOLE_UNIT)
+    assert unit.user == "root" and unit.no_capabilities
+    console = start_process(unit.argv(), tmp / "console.log")
+    try:
+        page = wait_for_page("http://127.0.0.1:8895/login", console)
+        assert '<form method="post" action="/login" class="login">' in page, page
+    finally:
+        console.stop(timeout=10)
+    probe = f"import sqlite3, sys\n{WRITE_PROBE}('store', sys.argv[1])\n{WRITE_PROBE}('state', sys.argv[2])\n"
+    done = subprocess.run([*unit.setpriv(), "/usr/bin/python3", "-c", probe, str(STORE), str(STATE)],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done  # it edits the settings and unfreezes logins
+    assert done.stdout.splitlines() == ["store: written", "state: written"], done
+
+
+def wait_for_page(url: str, process: ManagedProcess) -> str:
+    found: list[str] = []
+
+    def answered() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                found.append(response.read().decode())
+        except OSError:
+            return process.proc.poll() is not None
+        return True
+
+    wait_until(answered, 30, "the console")
+    assert found, f"the console exited: {process.proc.returncode}"
+    return found[0]
 
 
 def serve_through_the_system_postfix(tmp: Path, unit: Unit, install_output: str) -> None:

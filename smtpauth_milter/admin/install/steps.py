@@ -193,9 +193,11 @@ def state(report: Report, layout: Layout) -> bool:
             f"state {path} shares a directory with the settings store {settings}: the milter "
             "would own it; give the state a directory of its own (docs/operations.md)"
         )
-    directory(report, path.parent, layout.user, layout.user, 0o750)
+    # Group-writable, and new files in it take its group (setgid): the console's unit
+    # (root without any capability, in this group) unfreezes logins here too.
+    directory(report, path.parent, layout.user, layout.user, 0o2770)
     changed = migrate(report, layout, path, f"{SQLITE_PREFIX}{path}")
-    ownership(report, path, layout.user, layout.user, 0o640)
+    ownership(report, path, layout.user, layout.user, 0o660)
     return changed
 
 
