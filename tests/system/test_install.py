@@ -304,6 +304,7 @@ def add_the_console(wheel: Path, pip: dict[str, str], tmp: Path) -> None:
     output = sh(f"{docs.INSTALL_FROM_WHEEL} --console", wheel.parent, pip)
     assert f"installed smtpauth-milter {__version__} in {PREFIX}" in output, output
     assert f"installed {CONSOLE_UNIT}" in output, output
+    assert "restart" not in output, "an added extra does not restart the milter"
     assert "admin add NAME" in output and f"enable --now {CONSOLE_UNIT.name}" in output
     shipped = docs.ROOT / "contrib" / "systemd" / CONSOLE_UNIT.name
     assert CONSOLE_UNIT.read_bytes() == shipped.read_bytes()

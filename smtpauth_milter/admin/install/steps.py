@@ -78,7 +78,8 @@ EXTRA_IMPORTS = {"postgresql": "psycopg", "console": "starlette, uvicorn, jinja2
 
 
 def installed(layout: Layout, extras: tuple[str, ...]) -> str | None:
-    """The version in the venv, or None (no venv, no package, or an extra missing)."""
+    """The version in the venv, or None (no venv, no package, or one of ``extras``
+    missing: the PostgreSQL driver, the console's libraries)."""
     if not layout.python.exists():
         return None
     imports = "".join(f"import {EXTRA_IMPORTS[extra]}; " for extra in extras)
@@ -101,21 +102,22 @@ def venv(
     reinstall: bool,
     extras: tuple[str, ...],
 ) -> bool:
-    """The venv holds ``source`` with ``extras``; True when it changed."""
+    """The venv holds ``source`` with ``extras``; True when the milter's code changed
+    (another version, or reinstalled: the milter restarts), not for an added extra."""
     if not layout.python.exists():
         run([str(layout.system_python), "-m", "venv", str(layout.prefix)])
         report.change(f"created the venv {layout.prefix}")
-    before = installed(layout, extras)
-    if before == version and not reinstall:
+    before = installed(layout, ())
+    if before == version and installed(layout, extras) == version and not reinstall:
         report.same(f"smtpauth-milter {version} in {layout.prefix}")
         return False
     pip = [str(layout.python), "-m", "pip", "install", "--quiet", "--upgrade"]
     if reinstall:
         run([*pip, "--force-reinstall", "--no-deps", str(source)])
     run([*pip, f"{source}[{','.join(extras)}]"])
-    was = f" (was {before})" if before else ""
+    was = f" (was {before})" if before and before != version else ""
     report.change(f"installed smtpauth-milter {version}{was} in {layout.prefix}")
-    return True
+    return reinstall or before != version
 
 
 def config(report: Report, layout: Layout) -> None:
