@@ -34,19 +34,12 @@ from smtpauth_milter.daemon.loginsync import LoginSync
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.loginstate import Batch
 from tests.harness.pgserver import PgServer
+from tests.support.clock import Clock
 
 from .workload import REALISTIC, Scenario, build_store, load_snapshot, scenarios
 
 DBNAME = "flush"
 Decided = list[tuple[Request, list[tuple[str, Verdict]]]]
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def fill(target: Path | PgServer, plays: list[Scenario], now: float, minutes: int) -> int:
@@ -98,7 +91,7 @@ def measure(
         decided.append((request, [(r, decide(snapshot, request, r)) for r in sc.rcpts]))
     gc.collect()
     gc.freeze()  # the bench's own objects (the decided sessions): not the milter's heap
-    clock = _Clock()
+    clock = Clock(time.time())
     limiter = LoginLimiter("milter@bench", clock=clock)
     written: list[int] = []
     take = limiter.take

@@ -36,6 +36,7 @@ from smtpauth_milter.daemon.logins import LoginLimiter
 from smtpauth_milter.daemon.loginsync import LoginSync
 from smtpauth_milter.store.engine import Store
 from tests.harness.pgserver import PgServer
+from tests.support.clock import Clock
 
 from .workload import REALISTIC, build_store, load_snapshot
 
@@ -44,14 +45,6 @@ EVERY = 600  # each login sends one message every 10 minutes
 BUSY = 70 * 60  # seconds of traffic
 IDLE = 62 * 60  # then none: one window (1 h) and a bucket more
 REPORT_AT = {10 * 60, 30 * 60, 60 * 60, BUSY, BUSY + IDLE}
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = float(int(time.time()) // 3600 * 3600)
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _rows(target: Path | PgServer, dbname: str) -> tuple[int, int]:
@@ -88,7 +81,7 @@ def run(logins: int, pg: bool) -> list[str]:
                     f"user{i}@d{i % REALISTIC.domains:05d}.example")
             for i in range(logins)
         ]  # fmt: skip
-        clock = _Clock()
+        clock = Clock(float(int(time.time()) // 3600 * 3600))
         start = clock.now
         limiter = LoginLimiter("milter@bench", clock=clock)
         sync = LoginSync(limiter, state, clock=clock)

@@ -17,6 +17,7 @@ from smtpauth_milter.admin.console.web import Console
 from smtpauth_milter.store import accounts, editing
 from smtpauth_milter.store.engine import Store
 from tests.integration.conftest import mta_sandbox  # noqa: F401 (the browser test's Postfix)
+from tests.support.clock import Clock
 
 PASSWORDS = {"root": "server admin password", "alice": "alice's own password"}
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -35,14 +36,6 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     """The cheap hasher, and an unknown name checked against a hash of the same cost."""
     monkeypatch.setattr(passwords, "_HASHER", CHEAP_HASHER)
     monkeypatch.setattr(passwords, "_NOBODY", CHEAP_NOBODY)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -22,6 +22,7 @@ from smtpauth_milter.core.spf import SpfResult, SystemResolvers
 from smtpauth_milter.lookups import spfdns
 from smtpauth_milter.lookups.spf import RESOLV_CONF_MAX_AGE, SpfChecks
 from tests.harness.dnsserver import Blackhole, DnsServer
+from tests.support.clock import Clock
 
 TIMEOUT = 1.0
 P, F, TEMP = SpfResult.PASS, SpfResult.FAIL, SpfResult.TEMPERROR
@@ -41,14 +42,6 @@ class Outcomes:
 
     def __call__(self, source: str, outcome: str, seconds: float) -> None:
         self.seen.append(outcome)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -19,19 +19,12 @@ from smtpauth_milter.store import decisioncounts
 from smtpauth_milter.store.engine import Store
 from smtpauth_milter.store.loginstate import Batch
 from smtpauth_milter.store.models import DecisionCount, LoginCount, RefusedCount
+from tests.support.clock import Clock
 
 T0 = 1_800_000_000.0
 REFUSED = Verdict(Action.REJECT, Rule.SENDER_MISMATCH, Reply.parse("553 5.7.1 no"), "example.com")
 TEMPFAILED = Verdict(Action.TEMPFAIL, Rule.LOGIN_MAX_MESSAGES, Reply.parse("452 4.7.1 x"), "x.org")
 ACCEPTED = Verdict(Action.CONTINUE, Rule.AUTHENTICATED, None, "example.com")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _milter(store: Store, clock: Clock, name: str) -> tuple[DecisionCounts, LoginSync]:
@@ -50,7 +43,7 @@ def _rows(store: Store) -> int:
 def test_two_milters_flush_into_one_summary_and_old_hours_are_pruned(db_url: str) -> None:
     store = Store(db_url)
     store.create()
-    clock = Clock()
+    clock = Clock(T0)
     (c1, mx1), (c2, mx2) = _milter(store, clock, "mx1"), _milter(store, clock, "mx2")
     for _ in range(3):
         c1.count(ACCEPTED, "alice@example.com", "203.0.113.9")
@@ -89,7 +82,7 @@ def test_an_outage_keeps_the_counts_for_the_next_cycle(tmp_path: Path, sqlite_ur
     path = Path(sqlite_url.removeprefix("sqlite:///"))
     store = Store(sqlite_url)
     store.create()
-    clock = Clock()
+    clock = Clock(T0)
     counts, sync = _milter(store, clock, "mx")
     assert sync.cycle()
     path.rename(tmp_path / "away.sqlite")
@@ -115,7 +108,7 @@ def test_a_store_that_refuses_the_counts_still_takes_the_login_counts(
     store.create()
     with store.write() as session:
         session.execute(text("DROP TABLE decision_count"))
-    clock = Clock()
+    clock = Clock(T0)
     counts, limiter = DecisionCounts(clock), LoginLimiter("mx", clock)
     sync = LoginSync(limiter, store, clock, decisions=counts)
     counts.count(ACCEPTED, "alice@example.com", None)

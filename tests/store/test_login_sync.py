@@ -16,16 +16,9 @@ from smtpauth_milter.daemon.loginsync import LoginSync
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.store import audit, editing, loginedit
 from smtpauth_milter.store.engine import Store
+from tests.support.clock import Clock
 
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -56,7 +49,7 @@ class Milter:
 
 
 def test_two_milters_share_one_count_and_one_freeze(store: Store) -> None:
-    clock = Clock()
+    clock = Clock(T0)
     mx1, mx2 = Milter(store, clock, "mx1"), Milter(store, clock, "mx2")
     for _ in range(3):
         assert mx1.send().action is Action.CONTINUE
@@ -80,7 +73,7 @@ def test_a_started_milter_knows_the_stored_freezes_before_its_first_session(
     store: Store,
 ) -> None:
     """A restart must not open a window (one exchange interval) for a frozen login."""
-    clock = Clock()
+    clock = Clock(T0)
     with store.write() as session:
         loginedit.freeze(session, "alice@example.com", "test", "root", clock.now)
     restarted = Milter(store, clock, "mx")
@@ -92,7 +85,7 @@ def test_a_started_milter_knows_the_stored_freezes_before_its_first_session(
 
 
 def test_exemptions_reach_the_milter_with_the_next_snapshot(store: Store) -> None:
-    clock = Clock()
+    clock = Clock(T0)
     mx = Milter(store, clock, "mx")
     with store.write() as session:
         loginedit.exempt(session, "Alice@example.com", "relay")
@@ -109,7 +102,7 @@ def test_an_outage_keeps_counting_and_keeps_freezes(tmp_path: Path, sqlite_url: 
     with store.write() as session:
         editing.add_domains(session, ["example.com"])
         editing.set_setting(session, "login-max-messages", "3/1h")
-    clock = Clock()
+    clock = Clock(T0)
     mx = Milter(store, clock, "mx")
     with store.write() as session:
         loginedit.freeze(session, "frozen@example.com", "test", "root", clock.now)
@@ -141,7 +134,7 @@ def test_the_overshoot_stays_within_the_documented_bound(store: Store) -> None:
     with store.write() as session:
         editing.set_setting(session, "login-max-messages", "50/1h")
         editing.set_setting(session, "login-limit-action", "tempfail")
-    clock = Clock()
+    clock = Clock(T0)
     hosts, rate, limit = 3, 2, 50
     milters = [Milter(store, clock, f"mx{n}") for n in range(hosts)]
     accepted = 0
@@ -163,7 +156,7 @@ def test_a_login_coming_back_after_each_pause_stays_within_the_bound(store: Stor
     with store.write() as session:
         editing.set_setting(session, "login-max-messages", "20/1h")
         editing.set_setting(session, "login-limit-action", "tempfail")
-    clock = Clock()
+    clock = Clock(T0)
     steady, bursty = Milter(store, clock, "mx1"), Milter(store, clock, "mx2")
     rate, limit, accepted = 4, 20, 0
     for tick in range(1800):  # 180 s in steps of 0.1 s

@@ -17,6 +17,7 @@ from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.store import editing
 from smtpauth_milter.store.engine import Store
 from tests.conftest import CliRunner
+from tests.support.clock import Clock
 
 
 class FlakySource:
@@ -43,14 +44,6 @@ class FlakySource:
     def _check(self) -> None:
         if self.down:
             raise ConnectionError("store is down")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _verdict(cache: SnapshotCache) -> Action:

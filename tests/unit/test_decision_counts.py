@@ -11,6 +11,7 @@ from smtpauth_milter.core.policy import Action, Rule, Verdict
 from smtpauth_milter.core.replies import Reply
 from smtpauth_milter.daemon import decisions
 from smtpauth_milter.daemon.decisions import OTHERS, DecisionCounts
+from tests.support.clock import Clock
 
 T0 = 1_800_000_000.0  # an hour boundary: 500000 * 3600
 HOUR0 = int(T0) // 3600
@@ -19,16 +20,8 @@ ACCEPTED = Verdict(Action.CONTINUE, Rule.AUTHENTICATED, None, "example.com")
 NOBODY = Verdict(Action.CONTINUE, Rule.NO_SETTINGS)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_counts_per_hour_rule_action_and_domain_and_the_refused_logins_and_clients() -> None:
-    clock = Clock()
+    clock = Clock(T0)
     counts = DecisionCounts(clock)
     counts.count(ACCEPTED, "alice@example.com", "203.0.113.9")
     counts.count(ACCEPTED, "alice@example.com", "203.0.113.9")
@@ -55,7 +48,7 @@ def test_refused_keys_are_bounded_the_rest_counted_as_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(decisions, "MAX_REFUSED", 4)
-    counts = DecisionCounts(Clock())
+    counts = DecisionCounts(Clock(T0))
     for i in range(10):
         counts.count(REFUSED, f"u{i}@example.com", None)
     refused = counts.take().refused
@@ -65,7 +58,7 @@ def test_refused_keys_are_bounded_the_rest_counted_as_others(
 
 
 def test_give_back_adds_again_but_drops_hours_the_store_would_prune() -> None:
-    clock = Clock()
+    clock = Clock(T0)
     counts = DecisionCounts(clock)
     counts.count(REFUSED, "mallory@example.com", None)
     first = counts.take()
@@ -82,7 +75,7 @@ def test_give_back_adds_again_but_drops_hours_the_store_would_prune() -> None:
 
 
 def test_counting_from_many_threads_loses_nothing() -> None:
-    counts = DecisionCounts(Clock())
+    counts = DecisionCounts(Clock(T0))
 
     def work() -> None:
         for _ in range(2000):

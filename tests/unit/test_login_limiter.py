@@ -22,17 +22,10 @@ from smtpauth_milter.daemon.milter import SmtpAuthMilter
 from smtpauth_milter.daemon.refresh import SnapshotCache
 from smtpauth_milter.lookups.spf import SpfChecks
 from smtpauth_milter.store.loginstate import FrozenState, Readback
+from tests.support.clock import Clock
 from tests.support.fixedsource import FixedSource
 
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def snapshot(domain: dict[str, str] | None = None, **global_values: str) -> Snapshot:
@@ -69,7 +62,7 @@ def send(
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

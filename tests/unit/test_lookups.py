@@ -12,14 +12,7 @@ import pytest
 from smtpauth_milter.lookups.cache import Hit, TtlCache
 from smtpauth_milter.lookups.cached import CachedLookup
 from smtpauth_milter.lookups.runner import LookupFailed, LookupRunner
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def test_cache_answers_until_the_ttl_runs_out() -> None:

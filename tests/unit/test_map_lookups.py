@@ -21,6 +21,7 @@ from smtpauth_milter.lookups.ownership import Ownership, Rules, find_owners
 from smtpauth_milter.lookups.postfix import MapError, PostfixTable
 from smtpauth_milter.lookups.runner import LookupRunner
 from tests.harness.mta.postfix import write_settled
+from tests.support.clock import Clock
 
 
 @pytest.fixture
@@ -113,14 +114,6 @@ def test_postmap_that_hangs_is_cut_at_its_timeout(tmp_path: Path) -> None:
     source = PostfixTable(MapSpec("texthash", "/x"), postmap=str(hang))
     with pytest.raises(MapError, match=r"no answer within 0\.3 s"):
         source.first(probes("a@b.test"), 0.3)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def ownership(sources: list[Dict], clock: Clock, ttl: float = 60) -> Ownership:
