@@ -107,10 +107,10 @@ def venv(
     if not layout.python.exists():
         run([str(layout.system_python), "-m", "venv", str(layout.prefix)])
         report.change(f"created the venv {layout.prefix}")
-    before = installed(layout, ())
-    if before == version and installed(layout, extras) == version and not reinstall:
+    if installed(layout, extras) == version and not reinstall:
         report.same(f"smtpauth-milter {version} in {layout.prefix}")
         return False
+    before = installed(layout, ())  # the version there, whatever extras it lacks
     pip = [str(layout.python), "-m", "pip", "install", "--quiet", "--upgrade"]
     if reinstall:
         run([*pip, "--force-reinstall", "--no-deps", str(source)])
