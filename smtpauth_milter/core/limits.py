@@ -206,7 +206,7 @@ class Outcome(StrEnum):
 _REFUSING = (Outcome.FROZEN, Outcome.TEMPFAIL, Outcome.FREEZE)
 _MESSAGES, _RECIPIENTS = LimitKind.MESSAGES, LimitKind.RECIPIENTS
 _CLIENT_IPS, _MISMATCHES = LimitKind.CLIENT_IPS, LimitKind.MISMATCHES
-_FREEZE = LimitAction.FREEZE
+_FREEZE_ACTION = LimitAction.FREEZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +263,7 @@ def judge(limits: LoginLimits, counts: Counts, event: Event) -> LimitVerdict:
     senders it does not own.  With action tempfail the login's next accepted
     recipients are refused while its mismatches are over the limit.
     """
-    freeze = limits.action is _FREEZE
+    freeze = limits.action is _FREEZE_ACTION
     for kind, limit in limits.limits:
         if not event.accepted and not (kind is _MISMATCHES and event.mismatch and freeze):
             continue  # refused by the policy already: only a freeze adds anything
